@@ -1,0 +1,52 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let package = Package(
+    name: "swift-uring",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "Uring", targets: ["Uring"]),
+        .executable(name: "uring-bench", targets: ["UringBench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
+        .package(url: "https://github.com/ordo-one/malloc-interposer", from: "1.6.0"),
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.4.0"),
+    ],
+    targets: [
+        // The only C in the project: liburing's header, plus the macros Swift cannot import.
+        .target(
+            name: "CLiburing",
+            path: "Sources/CLiburing",
+            linkerSettings: [.linkedLibrary("uring")]
+        ),
+        .target(
+            name: "Uring",
+            dependencies: [
+                "CLiburing",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            path: "Sources/Uring",
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
+        .executableTarget(
+            name: "UringBench",
+            dependencies: [
+                "Uring",
+                .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "MallocInterposerSwift", package: "malloc-interposer"),
+            ],
+            path: "Benchmarks/UringBench",
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
+        .testTarget(
+            name: "UringTests",
+            dependencies: [
+                "Uring",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            path: "Tests/UringTests",
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
+    ]
+)

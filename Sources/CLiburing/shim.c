@@ -1,0 +1,2 @@
+// Intentionally empty: CLiburing.h holds the shim as static inline functions.
+#include "CLiburing.h"

@@ -1,0 +1,506 @@
+internal import CLiburing
+import Glibc
+import Synchronization
+
+/// A Swift executor that owns one io_uring ring and the one thread that drives it.
+///
+/// A `RingExecutor` is both a `SerialExecutor` (give an actor its `unownedExecutor`) and a
+/// `TaskExecutor` (start tasks on it with `Task(executorPreference:)`). Every swift-uring
+/// operation awaited from a task on the ring fills a submission entry directly, suspends the task,
+/// and is resumed by the ring thread when the completion arrives: no locks, no hops, and no heap
+/// allocation per operation.
+///
+/// ```swift
+/// let ring = try RingExecutor()
+/// let bytes = try await Task(executorPreference: ring) {
+///     try await File.readAll(at: "/etc/hostname")
+/// }.value
+/// ```
+///
+/// The loop, per iteration: run up to ``jobBudget`` ready jobs, then one `io_uring_enter` that
+/// submits everything those jobs queued and collects completions (waiting only when there is
+/// nothing else to do), then copy a batch of completions, advance the CQ once, and resume their
+/// tasks. Jobs enqueued from other threads go through a mutex-guarded inbox and wake the ring
+/// through an eventfd only when it is asleep.
+///
+/// Call ``shutdown()`` to stop the thread and close the ring: it cancels whatever is still in
+/// flight, waits for those completions, and joins the thread.
+public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendable {
+    // @unchecked Sendable: `core` is touched only by the ring thread (the loop and the jobs it
+    // runs); everything other threads use is a Mutex or an Atomic.
+
+    /// The most jobs run between two visits to the kernel, so completions are never starved.
+    public let jobBudget: Int
+    /// The name of the ring's thread.
+    public let name: String
+
+    let core: UnsafeMutablePointer<RingCore>
+    private let coreReady = Atomic<Bool>(false)
+    let inbox = Mutex(Inbox())
+    let inboxPending = Atomic<Bool>(false)
+    let sleeping = Atomic<Bool>(false)
+    let wakeFD: Int32
+    /// The 8 bytes the wake read fills. Owned by the executor, which outlives the ring, so the
+    /// kernel can never write into freed memory.
+    let wakeBuffer: UnsafeMutablePointer<UInt64>
+    private let stopped = Atomic<Bool>(false)
+    private var thread: pthread_t?
+    private let ownsThread: Bool
+
+    /// Creates a ring with `entries` submission entries and starts its thread.
+    ///
+    /// - Parameters:
+    ///   - entries: Submission queue size (rounded up to a power of two by the kernel). It is
+    ///     also the number of operations in the kernel at once; more wait in user space.
+    ///   - jobBudget: The most jobs run per loop iteration.
+    ///   - name: The thread's name (truncated to 15 bytes by Linux).
+    /// - Throws: ``IOError`` with code ``IOError/Code/ringUnavailable`` when io_uring cannot be set
+    ///   up; its description says why (sysctl, seccomp, memlock).
+    public convenience init(entries: Int = 256, jobBudget: Int = 256, name: String = "swift-uring") throws(IOError) {
+        try self.init(entries: entries, jobBudget: jobBudget, name: name, donatingCurrentThread: false)
+    }
+
+    init(entries: Int, jobBudget: Int, name: String, donatingCurrentThread: Bool) throws(IOError) {
+        guard entries >= 1, entries <= 32768, jobBudget >= 1 else {
+            throw IOError(.invalidArgument, errno: .invalidArgument, operation: .setup)
+        }
+        self.jobBudget = jobBudget
+        self.name = name
+        self.ownsThread = !donatingCurrentThread
+        isolation = RingIsolation()
+        let fd = eventfd(0, Int32(EFD_CLOEXEC))
+        guard fd >= 0 else { throw IOError.system(Glibc.errno, .setup) }
+        wakeFD = fd
+        wakeBuffer = .allocate(capacity: 1)
+
+        wakeBuffer.initialize(to: 0)
+        core = .allocate(capacity: 1)
+        isolation.ring = self
+        if donatingCurrentThread {
+            // On failure deinit runs (every stored property is set) and closes the eventfd.
+            try setUpOnCurrentThread(entries: UInt32(entries))
+            return
+        }
+        let startup = StartupSignal()
+        let context = Unmanaged.passRetained(ThreadContext(executor: self, entries: UInt32(entries), startup: startup))
+        var tid = pthread_t()
+        let rc = pthread_create(&tid, nil, { raw in
+            let context = Unmanaged<ThreadContext>.fromOpaque(raw!).takeRetainedValue()
+            context.executor.threadMain(entries: context.entries, startup: context.startup)
+            return nil
+        }, context.toOpaque())
+        guard rc == 0 else {
+            context.release()
+            throw IOError.system(rc, .setup)
+        }
+        if let error = startup.wait() {
+            pthread_join(tid, nil)
+            throw error
+        }
+        thread = tid
+    }
+
+    deinit {
+        if coreReady.load(ordering: .acquiring) {
+            core.deinitialize(count: 1)
+        }
+        // Closed only here: while anyone can still reach the executor, a late wake() must not
+        // write into a reused descriptor number.
+        close(wakeFD)
+        core.deallocate()
+        wakeBuffer.deallocate()
+    }
+
+    // MARK: - Thread
+
+    private func setUpOnCurrentThread(entries: UInt32) throws(IOError) {
+        let ring = try Ring(entries: entries)
+        core.initialize(to: RingCore(ring: ring))
+        coreReady.store(true, ordering: .releasing)
+        RingExecutor.setCurrent(self)
+        armWake()
+    }
+
+    private func threadMain(entries: UInt32, startup: StartupSignal) {
+        Self.nameCurrentThread(name)
+        do {
+            try setUpOnCurrentThread(entries: entries)
+        } catch {
+            startup.signal(error)
+            return
+        }
+        startup.signal(nil)
+        runLoop()
+        RingExecutor.setCurrent(nil)
+    }
+
+    /// Names the calling thread (visible in `top -H` and debuggers); best effort.
+    static func nameCurrentThread(_ name: String) {
+        let fd = open("/proc/thread-self/comm", O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        let bytes = Array(name.utf8.prefix(15))
+        _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+    }
+
+    /// Runs the loop on the calling thread until ``shutdown()``; for a ring that was created on the
+    /// current thread (the main-executor path).
+    func runOnCurrentThread() {
+        precondition(!ownsThread && isCurrentRing, "runOnCurrentThread on a ring with its own thread")
+        runLoop()
+    }
+
+    /// Stops the ring: cancels every operation still in flight, waits for their completions, runs
+    /// the jobs that are left, closes the ring and joins its thread. Idempotent.
+    ///
+    /// Call it from outside the ring. Called on the ring's own thread, it only requests the stop
+    /// (the loop ends after the current job).
+    public func shutdown() {
+        guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        inbox.withLock { $0.stopRequested = true }
+        inboxPending.store(true, ordering: .sequentiallyConsistent)
+        wake()
+        if ownsThread, !isCurrentRing, let thread {
+            pthread_join(thread, nil)
+            self.thread = nil
+        }
+    }
+
+    // MARK: - Identity
+
+    /// The ring whose thread is the calling thread, if any.
+    public static var current: RingExecutor? {
+        guard let raw = pthread_getspecific(ringThreadKey) else { return nil }
+        return Unmanaged<RingExecutor>.fromOpaque(raw).takeUnretainedValue()
+    }
+
+    /// True on this ring's own thread.
+    @inline(__always)
+    var isCurrentRing: Bool {
+        pthread_getspecific(ringThreadKey) == Unmanaged.passUnretained(self).toOpaque()
+    }
+
+    static func setCurrent(_ executor: RingExecutor?) {
+        pthread_setspecific(ringThreadKey, executor.map { Unmanaged.passUnretained($0).toOpaque() })
+    }
+
+    public func checkIsolated() {
+        precondition(isCurrentRing, "expected to run on ring '\(name)'")
+    }
+
+    public func isIsolatingCurrentContext() -> Bool? {
+        isCurrentRing
+    }
+
+    // MARK: - Enqueueing jobs
+
+    /// Enqueues a task job: a task that prefers this ring (`Task(executorPreference:)`,
+    /// `withTaskExecutorPreference`) running nonisolated code. Such jobs run with no serial
+    /// isolation, so calling a nonisolated async function from them costs no executor hop.
+    public func enqueue(_ job: consuming ExecutorJob) {
+        enqueue(ReadyJob(job: UnownedJob(job), isolated: false))
+    }
+
+    /// The identity actors use to run on this ring (see ``asUnownedSerialExecutor()``). Jobs that
+    /// arrive through it run isolated to it.
+    let isolation: RingIsolation
+
+    /// The serial executor identity of this ring, for actors:
+    ///
+    /// ```swift
+    /// actor Connection {
+    ///     let ring: RingExecutor
+    ///     nonisolated var unownedExecutor: UnownedSerialExecutor { ring.asUnownedSerialExecutor() }
+    /// }
+    /// ```
+    ///
+    /// It is a companion object owned by the ring, not the ring itself: the runtime enqueues an
+    /// actor's jobs through it, which is how the ring knows to run them isolated to the actor's
+    /// executor, while task jobs run without serial isolation.
+    public func asUnownedSerialExecutor() -> UnownedSerialExecutor {
+        UnownedSerialExecutor(ordinary: isolation)
+    }
+
+    @inline(__always)
+    func enqueue(_ job: ReadyJob) {
+        if isCurrentRing {
+            core.pointee.ready.append(job)
+            return
+        }
+        inbox.withLock { $0.jobs.append(job) }
+        inboxPending.store(true, ordering: .sequentiallyConsistent)
+        wakeIfSleeping()
+    }
+
+    @inline(__always)
+    func wakeIfSleeping() {
+        if sleeping.load(ordering: .sequentiallyConsistent), sleeping.exchange(false, ordering: .sequentiallyConsistent) {
+            wake()
+        }
+    }
+
+    func wake() {
+        var one: UInt64 = 1
+        _ = withUnsafeBytes(of: &one) { write(wakeFD, $0.baseAddress, 8) }
+    }
+
+    /// Re-arms the read on the eventfd that other threads write to wake the ring.
+    func armWake() {
+        let sqe = core.pointee.ring.nextSubmission()
+        // SAFETY: wakeBuffer is owned by the executor and freed in its deinit, after the ring has
+        // been torn down (io_uring_queue_exit cancels the read).
+        Prep.read(sqe, fd: wakeFD, buffer: wakeBuffer, count: 8, offset: 0)
+        Prep.setUserData(sqe, UInt64(CompletionTag.wake.rawValue) << 56)
+    }
+
+    // MARK: - The loop
+
+    private func runLoop() {
+        let core = self.core
+        let serial = asUnownedSerialExecutor()
+        let taskExecutor = asUnownedTaskExecutor()
+        let generic = globalConcurrentExecutor.asUnownedTaskExecutor()
+        var stopping = false
+        while true {
+            if inboxPending.load(ordering: .acquiring) {
+                if drainInbox() && !stopping {
+                    stopping = true
+                    cancelEverything()
+                }
+            }
+            var budget = jobBudget
+            while budget > 0, let ready = core.pointee.ready.popFirst() {
+                switch ready.kind {
+                case .task: ready.job.runSynchronously(on: taskExecutor)
+                case .isolated: ready.job.runSynchronously(isolatedTo: serial, taskExecutor: taskExecutor)
+                case .global: ready.job.runSynchronously(on: generic)
+                }
+                budget -= 1
+                core.pointee.statistics.jobsRun &+= 1
+            }
+            if stopping, core.pointee.ready.isEmpty, core.pointee.table.activeCount == 0,
+                !inboxPending.load(ordering: .acquiring)
+            {
+                break
+            }
+            if core.pointee.ready.isEmpty {
+                sleeping.store(true, ordering: .sequentiallyConsistent)
+                if inboxPending.load(ordering: .sequentiallyConsistent) {
+                    sleeping.store(false, ordering: .relaxed)
+                    enter(wait: false)
+                } else {
+                    enter(wait: true)
+                    sleeping.store(false, ordering: .relaxed)
+                }
+            } else if core.pointee.ring.pendingSubmissions > 0 || core.pointee.table.activeCount > 0 {
+                enter(wait: false)
+            }
+            reapCompletions()
+        }
+        // Tear the ring down on its own thread (io_uring_queue_exit cancels the wake read).
+        coreReady.store(false, ordering: .releasing)
+        core.deinitialize(count: 1)
+    }
+
+    @inline(__always)
+    private func enter(wait: Bool) {
+        core.pointee.statistics.enterCalls &+= 1
+        core.pointee.ring.submit(wait: wait)
+    }
+
+    /// Moves jobs and requests from other threads into the ring. Returns true if a stop was requested.
+    private func drainInbox() -> Bool {
+        inboxPending.store(false, ordering: .sequentiallyConsistent)
+        let core = self.core
+        var stop = false
+        inbox.withLock { inbox in
+            swap(&inbox.jobs, &core.pointee.inboxJobs)
+            swap(&inbox.cancellations, &core.pointee.inboxCancellations)
+            swap(&inbox.timers, &core.pointee.inboxTimers)
+            stop = inbox.stopRequested
+        }
+        for job in core.pointee.inboxJobs { core.pointee.ready.append(job) }
+        core.pointee.inboxJobs.removeAll(keepingCapacity: true)
+        for id in core.pointee.inboxCancellations { cancelOnRing(id) }
+        core.pointee.inboxCancellations.removeAll(keepingCapacity: true)
+        for timer in core.pointee.inboxTimers { scheduleOnRing(timer.job, after: timer.delay) }
+        core.pointee.inboxTimers.removeAll(keepingCapacity: true)
+        return stop
+    }
+
+    private func reapCompletions() {
+        let core = self.core
+        let batchSize = RingCore.completionBatch
+        while true {
+            let count = core.pointee.ring.reap(into: core.pointee.completions, scratch: core.pointee.cqeScratch, capacity: batchSize)
+            for i in 0..<count { dispatch(core.pointee.completions[i]) }
+            core.pointee.statistics.completions &+= UInt64(count)
+            if count < batchSize {
+                if core.pointee.ring.completionQueueOverflowed {
+                    // The kernel holds completions it could not post: flush them into the CQ.
+                    core.pointee.statistics.completionQueueOverflows &+= 1
+                    enter(wait: false)
+                    continue
+                }
+                break
+            }
+        }
+        admitWaiters()
+    }
+
+    @inline(__always)
+    private func dispatch(_ completion: Completion) {
+        let core = self.core
+        let (tag, id) = OperationID.decode(completion.userData)
+        switch tag {
+        case .operation, .linkedTimeout:
+            guard let slot = core.pointee.table.slot(for: id), slot.pointee.state == .inFlight else {
+                core.pointee.statistics.strayCompletions &+= 1
+                return
+            }
+            core.pointee.capacityInUse -= 1
+            if slot.pointee.complete(tag!, result: completion.result) {
+                // SAFETY: the continuation was stored before the SQE could be submitted.
+                slot.pointee.continuation.take().unsafelyUnwrapped.resume()
+            }
+        case .timer:
+            guard let slot = core.pointee.table.slot(for: id), slot.pointee.state == .inFlight else {
+                core.pointee.statistics.strayCompletions &+= 1
+                return
+            }
+            _ = slot.pointee.complete(.operation, result: completion.result)
+            let job = slot.pointee.job.take().unsafelyUnwrapped
+            core.pointee.table.release(id)
+            core.pointee.ready.append(job)
+        case .wake:
+            armWake()
+        case .cancel:
+            break
+        case nil:
+            core.pointee.statistics.strayCompletions &+= 1
+        }
+    }
+}
+
+/// A job waiting to run on the ring, with how to run it.
+struct ReadyJob {
+    enum Kind: UInt8 {
+        /// A task that prefers this ring: no serial isolation, task executor = the ring.
+        case task
+        /// An actor job: isolated to the ring's serial identity.
+        case isolated
+        /// A job given to the ring as the process's default executor (the SPI path).
+        case global
+    }
+    var job: UnownedJob
+    var kind: Kind
+
+    init(job: UnownedJob, isolated: Bool) {
+        self.job = job
+        self.kind = isolated ? .isolated : .task
+    }
+
+    init(job: UnownedJob, kind: Kind) {
+        self.job = job
+        self.kind = kind
+    }
+}
+
+/// The serial-executor face of a ``RingExecutor``: actors whose `unownedExecutor` is
+/// `ring.asUnownedSerialExecutor()` enqueue here, and their jobs run isolated on the ring.
+final class RingIsolation: SerialExecutor, @unchecked Sendable {
+    /// Set once, in the ring's initializer, before the ring's thread starts; never changed.
+    unowned(unsafe) var ring: RingExecutor! = nil
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        ring.enqueue(ReadyJob(job: UnownedJob(job), isolated: true))
+    }
+
+    func checkIsolated() {
+        precondition(ring.isCurrentRing, "expected to run on ring '\(ring.name)'")
+    }
+
+    func isIsolatingCurrentContext() -> Bool? {
+        ring.isCurrentRing
+    }
+}
+
+/// Requests other threads leave for the ring.
+struct Inbox {
+    var jobs: [ReadyJob] = []
+    var cancellations: [OperationID] = []
+    var timers: [(job: ReadyJob, delay: Duration)] = []
+    var stopRequested = false
+}
+
+/// Everything only the ring thread touches.
+struct RingCore: ~Copyable {
+    static let completionBatch = 256
+
+    var ring: Ring
+    var table: OperationTable
+    var ready = FIFO<ReadyJob>(initialCapacity: 256)
+    var waiters = FIFO<OperationID>(initialCapacity: 64)
+    /// CQEs owed to user operations now in the kernel; at most `capacityLimit`.
+    var capacityInUse = 0
+    let capacityLimit: Int
+    let completions: UnsafeMutablePointer<Completion>
+    let cqeScratch: UnsafeMutablePointer<UnsafeMutablePointer<io_uring_cqe>?>
+    var inboxJobs: [ReadyJob] = []
+    var inboxCancellations: [OperationID] = []
+    var inboxTimers: [(job: ReadyJob, delay: Duration)] = []
+    var statistics = RingStatistics()
+
+    init(ring: consuming Ring) {
+        capacityLimit = Int(ring.submissionEntries)
+        table = OperationTable(initialCount: Int(ring.submissionEntries) * 2)
+        statistics.submissionEntries = Int(ring.submissionEntries)
+        statistics.completionEntries = Int(ring.completionEntries)
+        statistics.setupMode = ring.setupMode
+        self.ring = ring
+        completions = .allocate(capacity: RingCore.completionBatch)
+        cqeScratch = .allocate(capacity: RingCore.completionBatch)
+        cqeScratch.initialize(repeating: nil, count: RingCore.completionBatch)
+        inboxJobs.reserveCapacity(64)
+    }
+
+    deinit {
+        completions.deallocate()
+        cqeScratch.deallocate()
+    }
+}
+
+/// Hands the ring set-up result from the new thread back to the initializer.
+private final class StartupSignal: @unchecked Sendable {
+    private var semaphore = sem_t()
+    private var error: IOError?
+    init() { sem_init(&semaphore, 0, 0) }
+    deinit { sem_destroy(&semaphore) }
+    func signal(_ error: IOError?) {
+        self.error = error
+        sem_post(&semaphore)
+    }
+    func wait() -> IOError? {
+        while sem_wait(&semaphore) != 0 {}
+        return error
+    }
+}
+
+private final class ThreadContext {
+    let executor: RingExecutor
+    let entries: UInt32
+    let startup: StartupSignal
+    init(executor: RingExecutor, entries: UInt32, startup: StartupSignal) {
+        self.executor = executor
+        self.entries = entries
+        self.startup = startup
+    }
+}
+
+/// The thread-local marker of the ring thread (`pthread_self()` is declared const in glibc and
+/// can be hoisted across an `await` under -O, so it is not used for this).
+let ringThreadKey: pthread_key_t = {
+    var key = pthread_key_t()
+    precondition(pthread_key_create(&key, nil) == 0, "pthread_key_create failed")
+    return key
+}()

@@ -1,0 +1,48 @@
+/// Counters of one ring, read with ``RingExecutor/statistics()``.
+public struct RingStatistics: Sendable, Hashable {
+    /// Submission queue entries the kernel gave the ring.
+    public var submissionEntries = 0
+    /// Completion queue entries the kernel gave the ring.
+    public var completionEntries = 0
+    /// Which set-up flags the kernel accepted ("single-issuer+defer-taskrun" is the best).
+    public var setupMode = ""
+    /// Operations submitted to the kernel.
+    public var submitted: UInt64 = 0
+    /// Completion queue entries processed (operations, deadlines, cancels, wake-ups).
+    public var completions: UInt64 = 0
+    /// `io_uring_enter` calls made by the loop.
+    public var enterCalls: UInt64 = 0
+    /// Jobs (task slices) run on the ring.
+    public var jobsRun: UInt64 = 0
+    /// Operations that had to wait in user space because the ring was full.
+    public var waitedForCapacity: UInt64 = 0
+    /// Async cancels submitted for cancelled tasks.
+    public var cancelsSubmitted: UInt64 = 0
+    /// Times the kernel reported CQ overflow (completions it held back until drained).
+    public var completionQueueOverflows: UInt64 = 0
+    /// Completions that matched no live operation (should stay 0).
+    public var strayCompletions: UInt64 = 0
+    /// Operations now holding a slot in the operation table (in the kernel, waiting, or resuming).
+    public var operationsInTable = 0
+    /// Slots the operation table has allocated (it grows by chunks and never shrinks).
+    public var tableCapacity = 0
+}
+
+extension RingExecutor {
+    /// A snapshot of this ring's counters, taken on the ring thread.
+    ///
+    /// ```swift
+    /// let stats = await ring.statistics()
+    /// print(stats.operationsInTable, stats.enterCalls)
+    /// ```
+    @concurrent
+    public func statistics() async -> RingStatistics {
+        await withTaskExecutorPreference(self) {
+            precondition(isCurrentRing)
+            var snapshot = core.pointee.statistics
+            snapshot.operationsInTable = core.pointee.table.activeCount
+            snapshot.tableCapacity = core.pointee.table.slotCount
+            return snapshot
+        }
+    }
+}

@@ -1,0 +1,90 @@
+import Synchronization
+
+/// The namespace of swift-uring's free functions: the default ring, the no-op, and the
+/// entry point that makes a ring the process's main and default executor (see `Uring.run`).
+public enum Uring {
+    /// Submits a no-op to the ring and awaits its completion: the cost of one round trip
+    /// through the kernel, and nothing else.
+    ///
+    /// ```swift
+    /// try await Uring.nop()
+    /// ```
+    ///
+    /// - Throws: ``IOError/Code/cancelled`` if the task is cancelled;
+    ///   ``IOError/Code/ringUnavailable`` when no ring can be set up.
+    @concurrent
+    public static func nop() async throws(IOError) {
+        let outcome = try await RingExecutor.onRing { ring in
+            await ring.perform(timeout: nil) { sqe, _ in Prep.nop(sqe) }
+        }
+        _ = try outcome.get(.nop)
+    }
+}
+
+extension RingExecutor {
+    private static let sharedRing = Mutex<Result<RingExecutor, IOError>?>(nil)
+
+    /// The process-wide default ring, created on first use with default settings.
+    ///
+    /// Operations awaited from a task that is not running on a ring (the main actor, the global
+    /// concurrent pool) run here: the task hops onto this ring for the operation and back.
+    /// ``Uring/run(entries:_:)`` installs its ring here too.
+    ///
+    /// - Throws: ``IOError/Code/ringUnavailable`` if io_uring cannot be set up. The failure is
+    ///   remembered: later calls throw the same error without trying again.
+    public static func shared() throws(IOError) -> RingExecutor {
+        let result = sharedRing.withLock { state -> Result<RingExecutor, IOError> in
+            if let state { return state }
+            let made: Result<RingExecutor, IOError>
+            do throws(IOError) {
+                made = .success(try RingExecutor(name: "uring-default"))
+            } catch {
+                made = .failure(error)
+            }
+            state = made
+            return made
+        }
+        return try result.get()
+    }
+
+    /// Makes `ring` the default ring, if none was created yet. Returns false otherwise.
+    static func installShared(_ ring: RingExecutor) -> Bool {
+        sharedRing.withLock { state in
+            if state != nil { return false }
+            state = .success(ring)
+            return true
+        }
+    }
+
+    /// Runs `body` on a ring thread: the current ring when called on one (no hop), otherwise the
+    /// shared ring (the task hops there with a task-executor preference, and back afterwards).
+    @inline(__always)
+    static func onRing<T>(_ body: (RingExecutor) async -> T) async throws(IOError) -> T {
+        if let ring = RingExecutor.current {
+            return await body(ring)
+        }
+        return try await onSharedRing(body)
+    }
+
+    @inline(never)
+    static func onSharedRing<T>(_ body: (RingExecutor) async -> T) async throws(IOError) -> T {
+        let ring = try RingExecutor.shared()
+        return await withTaskExecutorPreference(ring) {
+            precondition(ring.isCurrentRing, "task-executor preference did not move the task to the ring")
+            return await body(ring)
+        }
+    }
+}
+
+extension OperationOutcome {
+    /// The result, or the typed error for `operation`.
+    @inline(__always)
+    func get(_ operation: IOError.Operation, fileID: StaticString = #fileID, line: UInt = #line) throws(IOError) -> Int32 {
+        switch self {
+        case .success(let value): return value
+        case .failure(let errno): throw IOError.system(errno, operation, fileID: fileID, line: line)
+        case .cancelled: throw IOError(.cancelled, operation: operation, fileID: fileID, line: line)
+        case .timedOut: throw IOError(.timedOut, operation: operation, fileID: fileID, line: line)
+        }
+    }
+}

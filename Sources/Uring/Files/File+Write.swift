@@ -1,0 +1,95 @@
+internal import CLiburing
+import Glibc
+import SystemPackage
+
+extension File {
+    /// Writes all of `bytes` at `offset`, looping over short writes; the file position is not
+    /// moved.
+    ///
+    /// ```swift
+    /// let block = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 4096)
+    /// defer { block.deallocate() }
+    /// block.initializeMemory(as: UInt8.self, repeating: 0)
+    /// try await file.write(UnsafeRawBufferPointer(block), at: 4096 * 7)
+    /// ```
+    ///
+    /// - Parameters:
+    ///   - bytes: Lent to the kernel until the call returns, whatever the outcome.
+    ///   - offset: Byte offset in the file; must not be negative.
+    ///   - timeout: A deadline for each underlying write.
+    /// - Throws: ``IOError`` for ``IOError/Operation/write``: `.invalidArgument` for a negative
+    ///   offset; `.systemCall` with `ENOSPC`, `EBADF`, `EFBIG`, …; `EIO` if the kernel accepts no
+    ///   byte at all; `.cancelled` / `.timedOut`. After an error some prefix of `bytes` may have
+    ///   been written.
+    @concurrent
+    public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int64, timeout: Duration? = nil) async throws(IOError) {
+        guard offset >= 0 else { throw IOError(.invalidArgument, errno: .invalidArgument, operation: .write) }
+        try await writeAll(bytes, offset: offset, append: false, timeout: timeout)
+    }
+
+    /// Writes all of `bytes` at `offset` (copies them first, so the array may be shared).
+    ///
+    /// ```swift
+    /// try await file.write(contentsOf: Array("hello\n".utf8), at: 0)
+    /// ```
+    @concurrent
+    public func write(contentsOf bytes: [UInt8], at offset: Int64, timeout: Duration? = nil) async throws(IOError) {
+        guard offset >= 0 else { throw IOError(.invalidArgument, errno: .invalidArgument, operation: .write) }
+        let copy = File.copy(bytes)
+        defer { copy.deallocate() }
+        try await writeAll(UnsafeRawBufferPointer(copy), offset: offset, append: false, timeout: timeout)
+    }
+
+    /// Appends all of `bytes` at the end of the file, atomically with respect to other appends
+    /// (each underlying write is an `RWF_APPEND` write), whatever options the file was opened with.
+    ///
+    /// ```swift
+    /// try await log.append(contentsOf: Array("started\n".utf8))
+    /// ```
+    @concurrent
+    public func append(_ bytes: UnsafeRawBufferPointer, timeout: Duration? = nil) async throws(IOError) {
+        try await writeAll(bytes, offset: -1, append: true, timeout: timeout)
+    }
+
+    /// Appends all of `bytes` at the end of the file (copies them first).
+    @concurrent
+    public func append(contentsOf bytes: [UInt8], timeout: Duration? = nil) async throws(IOError) {
+        let copy = File.copy(bytes)
+        defer { copy.deallocate() }
+        try await writeAll(UnsafeRawBufferPointer(copy), offset: -1, append: true, timeout: timeout)
+    }
+
+    /// Writes all of `bytes` at the descriptor's current position (advancing it): the write for
+    /// pipes and other streams.
+    @concurrent
+    public func write(_ bytes: UnsafeRawBufferPointer, timeout: Duration? = nil) async throws(IOError) {
+        try await writeAll(bytes, offset: -1, append: false, timeout: timeout)
+    }
+
+    static func copy(_ bytes: [UInt8]) -> UnsafeMutableRawBufferPointer {
+        let copy = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: 16)
+        bytes.withUnsafeBytes { copy.copyMemory(from: $0) }
+        return copy
+    }
+
+    /// `offset` -1 means the current position (or the end, with `append`).
+    func writeAll(_ bytes: UnsafeRawBufferPointer, offset: Int64, append: Bool, timeout: Duration?) async throws(IOError) {
+        let fd = descriptor.rawValue
+        var written = 0
+        repeat {
+            let rest = UnsafeRawBufferPointer(rebasing: bytes[written...])
+            let count = UInt32(min(rest.count, File.maximumTransfer))
+            let position = offset < 0 ? UInt64.max : UInt64(offset) + UInt64(written)
+            let outcome = try await RingExecutor.onRing { ring in
+                await ring.perform(timeout: timeout) { sqe, _ in
+                    // SAFETY: `bytes` is lent by the caller for the whole call; perform returns only
+                    // after the final completion.
+                    Prep.write(sqe, fd: fd, buffer: rest.baseAddress, count: count, offset: position, append: append)
+                }
+            }
+            let n = Int(try outcome.get(.write))
+            if n == 0 && count > 0 { throw IOError.system(EIO, .write) }
+            written += n
+        } while written < bytes.count
+    }
+}

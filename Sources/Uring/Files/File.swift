@@ -1,0 +1,157 @@
+internal import CLiburing
+import Glibc
+import SystemPackage
+
+/// An open file (or any readable/writable descriptor: a pipe, a device) whose I/O runs on a ring.
+///
+/// `File` is a small `Sendable` value around a `FileDescriptor`: copy it into as many tasks as you
+/// like and read from all of them at once. It does not close itself: call ``close()``, or use
+/// ``withFile(at:_:options:permissions:_:)`` to have the file closed when a scope ends.
+///
+/// ```swift
+/// let file = try await File.open("/var/log/syslog")
+/// defer { Task { try? await file.close() } }
+/// let firstKiB = try await file.read(upTo: 1024, at: 0)
+/// ```
+///
+/// ## Where the I/O runs
+/// Called from a task on a ``RingExecutor`` the operation goes straight onto that ring. Called from
+/// anywhere else (the main actor, the global pool) the task hops onto the shared ring
+/// (``RingExecutor/shared()``) for the operation and back.
+///
+/// ## Buffers
+/// Methods that take an `UnsafeMutableRawBufferPointer` *lend* it to the kernel: the call never
+/// returns, not even when the task is cancelled or the deadline passes, before the kernel has
+/// finished with the buffer. Keep it valid for the duration of the call; after that it is yours.
+///
+/// ## Short reads and end of file
+/// ``read(into:at:timeout:)`` is one `read`: it may return fewer bytes than asked (a pipe with
+/// less data, a read crossing end of file) and returns 0 exactly at end of file.
+/// ``read(upTo:at:)`` and ``readAll()`` loop until the count is reached or end of file.
+/// ``read(exactlyInto:at:)`` throws ``IOError/Code/unexpectedEndOfFile`` if the file ends first.
+/// Writes always write every byte (looping over short writes).
+public struct File: Sendable, Hashable {
+    /// The underlying descriptor. Closing it yourself makes every later call on this `File`
+    /// fail with `EBADF`, or worse, act on whatever file reuses the number.
+    public let descriptor: FileDescriptor
+
+    /// Wraps an open descriptor (a pipe end, a file opened elsewhere). Ownership passes to the
+    /// `File` in the sense that ``close()`` closes it.
+    public init(descriptor: FileDescriptor) {
+        self.descriptor = descriptor
+    }
+
+    /// The kernel's limit for one read or write; longer buffers are served by several.
+    static let maximumTransfer = 0x7fff_f000
+
+    /// Opens (or creates) the file at `path`.
+    ///
+    /// ```swift
+    /// let log = try await File.open("app.log", .writeOnly, options: [.create, .append],
+    ///                               permissions: [.ownerReadWrite, .groupRead])
+    /// ```
+    ///
+    /// - Parameters:
+    ///   - path: Absolute, or relative to the current directory.
+    ///   - mode: Read, write, or both.
+    ///   - options: `.create`, `.exclusiveCreate`, `.truncate`, `.append`, `.noFollow`, …
+    ///     (`O_CLOEXEC` is always added).
+    ///   - permissions: The mode of a created file; defaults to `0o644` when `.create` is given.
+    /// - Throws: ``IOError`` for ``IOError/Operation/open``: `.systemCall` with the errno
+    ///   (`ENOENT`, `EACCES`, `EEXIST`, `EISDIR`, …); `.cancelled` if the task is cancelled first. An
+    ///   open that completed in the kernel before the cancel took effect is returned, never dropped,
+    ///   so no descriptor leaks.
+    @concurrent
+    public static func open(
+        _ path: FilePath,
+        _ mode: FileDescriptor.AccessMode = .readOnly,
+        options: FileDescriptor.OpenOptions = [],
+        permissions: FilePermissions? = nil
+    ) async throws(IOError) -> File {
+        let cPath = try CPath(path, .open)
+        defer { cPath.free() }
+        let flags = mode.rawValue | options.rawValue | O_CLOEXEC
+        let createMode = mode_t((permissions ?? (options.contains(.create) ? [.ownerReadWrite, .groupRead, .otherRead] : [])).rawValue)
+        let outcome = try await RingExecutor.onRing { ring in
+            await ring.perform(timeout: nil) { sqe, _ in
+                Prep.open(sqe, directory: AT_FDCWD, path: cPath.pointer, flags: flags, mode: createMode)
+            }
+        }
+        return File(descriptor: FileDescriptor(rawValue: try outcome.get(.open)))
+    }
+
+    /// Opens the file at `path`, runs `body` with it, and closes it, whether `body` returns or
+    /// throws.
+    ///
+    /// ```swift
+    /// let header = try await File.withFile(at: "data.bin") { file in
+    ///     try await file.read(upTo: 16, at: 0)
+    /// }
+    /// ```
+    ///
+    /// - Throws: what ``open(_:_:options:permissions:)`` or `body` throws, or the error of the
+    ///   final close (only when `body` succeeded).
+    nonisolated(nonsending)
+    public static func withFile<Result>(
+        at path: FilePath,
+        _ mode: FileDescriptor.AccessMode = .readOnly,
+        options: FileDescriptor.OpenOptions = [],
+        permissions: FilePermissions? = nil,
+        _ body: (File) async throws -> Result
+    ) async throws -> Result {
+        let file = try await File.open(path, mode, options: options, permissions: permissions)
+        let result: Result
+        do {
+            result = try await body(file)
+        } catch {
+            try? await file.close()
+            throw error
+        }
+        try await file.close()
+        return result
+    }
+
+    /// Closes the descriptor.
+    ///
+    /// - Throws: ``IOError`` for ``IOError/Operation/close`` (`EBADF` for a descriptor that is not
+    ///   open; `EIO` and friends from the file system). Like `close(2)`, the descriptor is released
+    ///   even when an error is reported.
+    @concurrent
+    public func close() async throws(IOError) {
+        let fd = descriptor.rawValue
+        let outcome = try await RingExecutor.onRing { ring in
+            await ring.perform(timeout: nil) { sqe, _ in Prep.close(sqe, fd: fd) }
+        }
+        _ = try outcome.get(.close)
+    }
+
+    /// Flushes the file's data and metadata to storage (`fsync`), or with `dataOnly` its data and
+    /// only the metadata needed to read it back (`fdatasync`).
+    ///
+    /// ```swift
+    /// try await file.write(record, at: offset)
+    /// try await file.sync(dataOnly: true)
+    /// ```
+    @concurrent
+    public func sync(dataOnly: Bool = false) async throws(IOError) {
+        let fd = descriptor.rawValue
+        let outcome = try await RingExecutor.onRing { ring in
+            await ring.perform(timeout: nil) { sqe, _ in Prep.sync(sqe, fd: fd, dataOnly: dataOnly) }
+        }
+        _ = try outcome.get(.sync)
+    }
+}
+
+/// A NUL-terminated copy of a path that stays valid across suspension (the kernel reads it when
+/// the SQE is submitted, after the task has suspended).
+struct CPath {
+    let pointer: UnsafeMutablePointer<CChar>
+
+    init(_ path: FilePath, _ operation: IOError.Operation) throws(IOError) {
+        let copy = path.withPlatformString { strdup($0) }
+        guard let copy else { throw IOError.system(ENOMEM, operation) }
+        pointer = copy
+    }
+
+    func free() { Glibc.free(pointer) }
+}

@@ -1,0 +1,128 @@
+internal import CLiburing
+import Glibc
+import SystemPackage
+
+/// What `statx` says about a file: its size, kind, permissions and times.
+///
+/// ```swift
+/// let status = try await FileSystem.status(of: "/etc/hosts")
+/// if status.kind == .regular { print(status.size, status.permissions) }
+/// ```
+public struct FileStatus: Sendable, Hashable {
+    /// The kind of file.
+    public enum Kind: Sendable, Hashable {
+        case regular, directory, symbolicLink, fifo, socket, characterDevice, blockDevice, unknown
+    }
+
+    /// A point in time as seconds and nanoseconds since 1970-01-01 00:00:00 UTC.
+    public struct Timestamp: Sendable, Hashable, Comparable {
+        public var seconds: Int64
+        public var nanoseconds: UInt32
+        public init(seconds: Int64, nanoseconds: UInt32) {
+            self.seconds = seconds
+            self.nanoseconds = nanoseconds
+        }
+        public static func < (lhs: Timestamp, rhs: Timestamp) -> Bool {
+            (lhs.seconds, lhs.nanoseconds) < (rhs.seconds, rhs.nanoseconds)
+        }
+    }
+
+    /// Size in bytes.
+    public var size: Int64
+    public var kind: Kind
+    /// Permission bits (and set-uid, set-gid, sticky).
+    public var permissions: FilePermissions
+    public var linkCount: UInt32
+    public var userID: UInt32
+    public var groupID: UInt32
+    public var inode: UInt64
+    /// The device the file lives on, as `major << 32 | minor`.
+    public var device: UInt64
+    /// The preferred I/O block size.
+    public var blockSize: UInt32
+    /// Space allocated, in 512-byte blocks.
+    public var allocatedBlocks: UInt64
+    public var accessTime: Timestamp
+    public var modificationTime: Timestamp
+    public var statusChangeTime: Timestamp
+    /// Creation time, when the file system records one.
+    public var creationTime: Timestamp?
+
+    init(_ raw: statx) {
+        size = Int64(bitPattern: raw.stx_size)
+        let mode = UInt32(raw.stx_mode)
+        switch mode & UInt32(Glibc.S_IFMT) {
+        case UInt32(Glibc.S_IFREG): kind = .regular
+        case UInt32(Glibc.S_IFDIR): kind = .directory
+        case UInt32(Glibc.S_IFLNK): kind = .symbolicLink
+        case UInt32(Glibc.S_IFIFO): kind = .fifo
+        case UInt32(Glibc.S_IFSOCK): kind = .socket
+        case UInt32(Glibc.S_IFCHR): kind = .characterDevice
+        case UInt32(Glibc.S_IFBLK): kind = .blockDevice
+        default: kind = .unknown
+        }
+        permissions = FilePermissions(rawValue: mode_t(mode & 0o7777))
+        linkCount = raw.stx_nlink
+        userID = raw.stx_uid
+        groupID = raw.stx_gid
+        inode = raw.stx_ino
+        device = UInt64(raw.stx_dev_major) << 32 | UInt64(raw.stx_dev_minor)
+        blockSize = raw.stx_blksize
+        allocatedBlocks = raw.stx_blocks
+        func time(_ t: statx_timestamp) -> Timestamp { Timestamp(seconds: t.tv_sec, nanoseconds: t.tv_nsec) }
+        accessTime = time(raw.stx_atime)
+        modificationTime = time(raw.stx_mtime)
+        statusChangeTime = time(raw.stx_ctime)
+        creationTime = raw.stx_mask & UInt32(STATX_BTIME) != 0 ? time(raw.stx_btime) : nil
+    }
+}
+
+extension File {
+    /// The open file's status (`statx` on the descriptor).
+    ///
+    /// ```swift
+    /// let size = try await file.status().size
+    /// ```
+    ///
+    /// - Throws: ``IOError`` for ``IOError/Operation/stat`` (`EBADF` for a closed descriptor).
+    @concurrent
+    public func status() async throws(IOError) -> FileStatus {
+        try await FileSystem.statx(directory: descriptor.rawValue, path: nil, flags: 0x1000 /* AT_EMPTY_PATH, hidden by glibc without _GNU_SOURCE */)
+    }
+}
+
+extension FileSystem {
+    /// The status of the file at `path`.
+    ///
+    /// ```swift
+    /// let status = try await FileSystem.status(of: "/tmp")
+    /// assert(status.kind == .directory)
+    /// ```
+    ///
+    /// - Parameter followSymbolicLinks: With `false`, a symbolic link is described itself
+    ///   (`lstat`), not its target.
+    /// - Throws: ``IOError`` for ``IOError/Operation/stat`` (`ENOENT`, `EACCES`, `ENOTDIR`, …).
+    @concurrent
+    public static func status(of path: FilePath, followSymbolicLinks: Bool = true) async throws(IOError) -> FileStatus {
+        let cPath = try CPath(path, .stat)
+        defer { cPath.free() }
+        return try await statx(directory: AT_FDCWD, path: cPath, flags: followSymbolicLinks ? 0 : AT_SYMLINK_NOFOLLOW)
+    }
+
+    static func statx(directory: Int32, path: CPath?, flags: Int32) async throws(IOError) -> FileStatus {
+        let buffer = UnsafeMutablePointer<statx>.allocate(capacity: 1)
+        defer { buffer.deallocate() }
+        let empty: StaticString = ""
+        let pathPointer = path.map { UnsafePointer($0.pointer) }
+            ?? UnsafeRawPointer(empty.utf8Start).assumingMemoryBound(to: CChar.self)
+        let mask = UInt32(STATX_BASIC_STATS) | UInt32(STATX_BTIME)
+        let outcome = try await RingExecutor.onRing { ring in
+            await ring.perform(timeout: nil) { sqe, _ in
+                // SAFETY: `buffer` and the path live until perform returns, after the final CQE.
+                Prep.stat(sqe, directory: directory, path: pathPointer, flags: flags, mask: mask, buffer: buffer)
+            }
+        }
+        _ = try outcome.get(.stat)
+        return FileStatus(buffer.pointee)
+    }
+}

@@ -1,0 +1,164 @@
+internal import CLiburing
+import Glibc
+
+// The operation lifecycle on the ring thread: admit, submit, await the final completion, cancel.
+// Everything here runs on the ring's own thread except `requestCancel`, which may run anywhere.
+
+extension RingExecutor {
+    /// Submits one operation built by `prepare` and suspends until its final completion.
+    ///
+    /// Must be called on this ring's thread. The awaiting task never resumes before the kernel has
+    /// posted every CQE of the operation, so memory that `prepare` lent to the kernel may be reused
+    /// as soon as this returns, whatever the outcome (cancelled and timed out included).
+    ///
+    /// - Parameters:
+    ///   - timeout: A deadline for this operation alone, as a linked timeout.
+    ///   - prepare: Fills the SQE (but not its `user_data`). Runs at most once, on the ring thread,
+    ///     and not at all when the task is already cancelled. Its second argument is a timespec in
+    ///     the operation's slot, stable until the operation completes, for operations that need one.
+    @inline(__always)
+    func perform(
+        timeout: Duration?,
+        _ prepare: (UnsafeMutablePointer<io_uring_sqe>, UnsafeMutablePointer<__kernel_timespec>) -> Void
+    ) async -> OperationOutcome {
+        let core = self.core
+        let id = core.pointee.table.acquire()
+        defer { core.pointee.table.release(id) }
+        let slot = core.pointee.table.slot(id.index)
+        let needed = timeout == nil ? 1 : 2
+
+        if core.pointee.waiters.isEmpty && core.pointee.capacityInUse + needed <= core.pointee.capacityLimit {
+            core.pointee.capacityInUse += needed
+        } else {
+            // More operations than the ring holds: wait in user space, in order.
+            slot.pointee.pendingCompletions = UInt8(needed)
+            await waitForCapacity(id, slot)
+            if slot.pointee.state == .completed { return .cancelled }
+        }
+        if Task.isCancelled {
+            core.pointee.capacityInUse -= needed
+            admitWaiters()
+            return .cancelled
+        }
+
+        core.pointee.ring.reserveSubmissions(UInt32(needed))
+        let sqe = core.pointee.ring.nextSubmission()
+        // SAFETY: the slot (and so its timespec) is ours until release, after the final CQE.
+        prepare(sqe, &slot.pointee.operationTimespec)
+        Prep.setUserData(sqe, id.userData(.operation))
+        if let timeout {
+            Prep.linkNext(sqe)
+            slot.pointee.timespec = timeout.kernelTimespec
+            let timeoutSQE = core.pointee.ring.nextSubmission()
+            // SAFETY: the slot's address is stable for the table's lifetime and the slot stays ours
+            // until both CQEs have arrived, long after the kernel copied the timespec at submit.
+            Prep.linkedTimeout(timeoutSQE, timespec: &slot.pointee.timespec)
+            Prep.setUserData(timeoutSQE, id.userData(.linkedTimeout))
+        }
+        slot.pointee.submitted(completions: UInt8(needed))
+        core.pointee.statistics.submitted &+= 1
+
+        await withTaskCancellationHandler {
+            await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+                slot.pointee.continuation = continuation
+            }
+        } onCancel: {
+            self.requestCancel(id)
+        }
+        return slot.pointee.outcome
+    }
+
+    @inline(never)
+    private func waitForCapacity(_ id: OperationID, _ slot: UnsafeMutablePointer<OperationSlot>) async {
+        slot.pointee.state = .waiting
+        core.pointee.waiters.append(id)
+        core.pointee.statistics.waitedForCapacity &+= 1
+        await withTaskCancellationHandler {
+            await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+                slot.pointee.continuation = continuation
+            }
+        } onCancel: {
+            self.requestCancel(id)
+        }
+    }
+
+    /// Lets waiting operations in, oldest first, while capacity lasts. Each admitted operation has
+    /// its capacity reserved before its task resumes, so nobody can overtake it.
+    func admitWaiters() {
+        let core = self.core
+        while let id = core.pointee.waiters.first {
+            guard let slot = core.pointee.table.slot(for: id), slot.pointee.state == .waiting else {
+                _ = core.pointee.waiters.popFirst()  // cancelled while waiting
+                continue
+            }
+            // pendingCompletions holds what the waiter needs (1, or 2 with a deadline).
+            let needed = Int(slot.pointee.pendingCompletions)
+            guard core.pointee.capacityInUse + needed <= core.pointee.capacityLimit else { return }
+            _ = core.pointee.waiters.popFirst()
+            core.pointee.capacityInUse += needed
+            slot.pointee.state = .reserved
+            slot.pointee.continuation.take().unsafelyUnwrapped.resume()
+        }
+    }
+
+    /// Asks the ring to cancel operation `id`. Safe from any thread; a no-op if the operation has
+    /// already completed or the slot has moved on to another operation.
+    func requestCancel(_ id: OperationID) {
+        if isCurrentRing {
+            cancelOnRing(id)
+            return
+        }
+        inbox.withLock { $0.cancellations.append(id) }
+        inboxPending.store(true, ordering: .sequentiallyConsistent)
+        wakeIfSleeping()
+    }
+
+    func cancelOnRing(_ id: OperationID) {
+        let core = self.core
+        guard let slot = core.pointee.table.slot(for: id) else { return }
+        switch slot.pointee.cancel() {
+        case .none:
+            break
+        case .resumeWaiter:
+            slot.pointee.continuation.take().unsafelyUnwrapped.resume()
+        case .submitAsyncCancel:
+            let sqe = core.pointee.ring.nextSubmission()
+            Prep.cancel(sqe, target: id.userData(slot.pointee.job == nil ? .operation : .timer))
+            Prep.setUserData(sqe, id.userData(.cancel))
+            core.pointee.statistics.cancelsSubmitted &+= 1
+        }
+    }
+
+    /// On shutdown: cancel every operation in the kernel and every waiter.
+    func cancelEverything() {
+        let core = self.core
+        var ids: [OperationID] = []
+        core.pointee.table.forEachInFlight { id, _ in ids.append(id) }
+        for id in ids { cancelOnRing(id) }
+        while let id = core.pointee.waiters.popFirst() { cancelOnRing(id) }
+    }
+
+    /// Schedules `job` to be enqueued on this ring after `delay`, with a kernel timeout. Any thread.
+    func schedule(_ job: ReadyJob, after delay: Duration) {
+        if isCurrentRing {
+            scheduleOnRing(job, after: delay)
+            return
+        }
+        inbox.withLock { $0.timers.append((job, delay)) }
+        inboxPending.store(true, ordering: .sequentiallyConsistent)
+        wakeIfSleeping()
+    }
+
+    func scheduleOnRing(_ job: ReadyJob, after delay: Duration) {
+        let core = self.core
+        let id = core.pointee.table.acquire()
+        let slot = core.pointee.table.slot(id.index)
+        slot.pointee.job = job
+        slot.pointee.operationTimespec = delay.kernelTimespec
+        let sqe = core.pointee.ring.nextSubmission()
+        // SAFETY: the slot's timespec is stable and the slot is held until the timer's CQE.
+        Prep.timeout(sqe, timespec: &slot.pointee.operationTimespec)
+        Prep.setUserData(sqe, id.userData(.timer))
+        slot.pointee.submitted(completions: 1)
+    }
+}

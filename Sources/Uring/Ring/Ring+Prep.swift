@@ -1,0 +1,106 @@
+internal import CLiburing
+import Glibc
+
+/// The builders for submission entries: the only `io_uring_prep_*` call sites in the project.
+/// Each fills a free SQE; the caller sets `user_data` afterwards.
+enum Prep {
+    @inline(__always)
+    static func nop(_ sqe: UnsafeMutablePointer<io_uring_sqe>) {
+        io_uring_prep_nop(sqe)
+    }
+
+    /// `offset` is `UInt64.max` (-1) for "the file's current position".
+    @inline(__always)
+    static func read(
+        _ sqe: UnsafeMutablePointer<io_uring_sqe>, fd: Int32, buffer: UnsafeMutableRawPointer?, count: UInt32,
+        offset: UInt64
+    ) {
+        io_uring_prep_read(sqe, fd, buffer, count, offset)
+    }
+
+    /// With `append`, the write goes to the end of the file whatever `offset` says (`RWF_APPEND`).
+    @inline(__always)
+    static func write(
+        _ sqe: UnsafeMutablePointer<io_uring_sqe>, fd: Int32, buffer: UnsafeRawPointer?, count: UInt32, offset: UInt64,
+        append: Bool = false
+    ) {
+        io_uring_prep_write(sqe, fd, buffer, count, offset)
+        if append { sqe.pointee.rw_flags = UInt32(bitPattern: RWF_APPEND) }
+    }
+
+    static func open(
+        _ sqe: UnsafeMutablePointer<io_uring_sqe>, directory: Int32, path: UnsafePointer<CChar>, flags: Int32,
+        mode: mode_t
+    ) {
+        io_uring_prep_openat(sqe, directory, path, flags, mode)
+    }
+
+    static func close(_ sqe: UnsafeMutablePointer<io_uring_sqe>, fd: Int32) {
+        io_uring_prep_close(sqe, fd)
+    }
+
+    static func sync(_ sqe: UnsafeMutablePointer<io_uring_sqe>, fd: Int32, dataOnly: Bool) {
+        io_uring_prep_fsync(sqe, fd, dataOnly ? IORING_FSYNC_DATASYNC : 0)
+    }
+
+    static func stat(
+        _ sqe: UnsafeMutablePointer<io_uring_sqe>, directory: Int32, path: UnsafePointer<CChar>, flags: Int32,
+        mask: UInt32, buffer: UnsafeMutablePointer<statx>
+    ) {
+        io_uring_prep_statx(sqe, directory, path, flags, mask, buffer)
+    }
+
+    static func unlink(_ sqe: UnsafeMutablePointer<io_uring_sqe>, directory: Int32, path: UnsafePointer<CChar>, flags: Int32) {
+        io_uring_prep_unlinkat(sqe, directory, path, flags)
+    }
+
+    static func rename(
+        _ sqe: UnsafeMutablePointer<io_uring_sqe>, from: UnsafePointer<CChar>, to: UnsafePointer<CChar>, flags: UInt32
+    ) {
+        io_uring_prep_renameat(sqe, AT_FDCWD, from, AT_FDCWD, to, flags)
+    }
+
+    static func makeDirectory(
+        _ sqe: UnsafeMutablePointer<io_uring_sqe>, directory: Int32, path: UnsafePointer<CChar>, mode: mode_t
+    ) {
+        io_uring_prep_mkdirat(sqe, directory, path, mode)
+    }
+
+    /// A relative timeout that completes with -ETIME when `timespec` has elapsed.
+    @inline(__always)
+    static func timeout(_ sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>) {
+        io_uring_prep_timeout(sqe, timespec, 0, 0)
+    }
+
+    /// A timeout linked to the previous SQE (which must carry IOSQE_IO_LINK).
+    @inline(__always)
+    static func linkedTimeout(
+        _ sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>
+    ) {
+        io_uring_prep_link_timeout(sqe, timespec, 0)
+    }
+
+    @inline(__always)
+    static func cancel(_ sqe: UnsafeMutablePointer<io_uring_sqe>, target userData: UInt64) {
+        io_uring_prep_cancel64(sqe, userData, 0)
+    }
+
+    @inline(__always)
+    static func linkNext(_ sqe: UnsafeMutablePointer<io_uring_sqe>) {
+        sqe.pointee.flags |= cliburing_sqe_flag_io_link()
+    }
+
+    @inline(__always)
+    static func setUserData(_ sqe: UnsafeMutablePointer<io_uring_sqe>, _ userData: UInt64) {
+        sqe.pointee.user_data = userData
+    }
+}
+
+extension Duration {
+    /// The duration as a kernel timespec, clamped at zero.
+    var kernelTimespec: __kernel_timespec {
+        let (seconds, attoseconds) = components
+        if seconds < 0 || (seconds == 0 && attoseconds <= 0) { return __kernel_timespec(tv_sec: 0, tv_nsec: 0) }
+        return __kernel_timespec(tv_sec: seconds, tv_nsec: attoseconds / 1_000_000_000)
+    }
+}

@@ -1,0 +1,147 @@
+internal import CLiburing
+import Glibc
+import SystemPackage
+
+/// The `~Copyable` owner of one io_uring instance. Only the ring thread that created it may use
+/// it (the ring is set up with `IORING_SETUP_SINGLE_ISSUER`). Every `io_uring_*` call of the
+/// project goes through here or through the prep builders in `Ring+Prep.swift`.
+struct Ring: ~Copyable {
+    /// The setup flag sets tried in order; the first the kernel accepts wins.
+    static let setupFlagCandidates: [(flags: UInt32, name: String)] = [
+        (IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL, "single-issuer+defer-taskrun"),
+        (IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG | IORING_SETUP_SUBMIT_ALL, "coop-taskrun"),
+        (IORING_SETUP_SUBMIT_ALL, "plain"),
+        (0, "plain-legacy"),
+    ]
+
+    let raw: UnsafeMutablePointer<io_uring>
+    let submissionEntries: UInt32
+    let completionEntries: UInt32
+    let setupFlags: UInt32
+    let setupMode: String
+    let features: UInt32
+
+    /// Sets up a ring with `entries` submission entries and twice as many completion entries.
+    /// Must run on the thread that will submit (single issuer).
+    init(entries: UInt32) throws(IOError) {
+        guard entries >= 1, entries <= 32768 else {
+            throw IOError(.invalidArgument, errno: .invalidArgument, operation: .setup)
+        }
+        let raw = UnsafeMutablePointer<io_uring>.allocate(capacity: 1)
+        let setup: (params: io_uring_params, flags: UInt32, name: String)
+        do throws(IOError) {
+            setup = try Ring.setUp(raw, entries: entries)
+        } catch {
+            raw.deallocate()
+            throw error
+        }
+        self.raw = raw
+        submissionEntries = setup.params.sq_entries
+        completionEntries = setup.params.cq_entries
+        setupFlags = setup.flags
+        setupMode = setup.name
+        features = setup.params.features
+        // Saves an fd lookup per io_uring_enter; optional, so failure is ignored.
+        _ = io_uring_register_ring_fd(raw)
+    }
+
+    private static func setUp(
+        _ raw: UnsafeMutablePointer<io_uring>, entries: UInt32
+    ) throws(IOError) -> (params: io_uring_params, flags: UInt32, name: String) {
+        var lastError: Int32 = EINVAL
+        for candidate in Ring.setupFlagCandidates {
+            var params = io_uring_params()
+            params.flags = candidate.flags | IORING_SETUP_CQSIZE
+            params.cq_entries = entries * 2
+            let rc = io_uring_queue_init_params(entries, raw, &params)
+            if rc == 0 { return (params, candidate.flags, candidate.name) }
+            lastError = -rc
+            // Only "this flag is not supported" is worth another try; anything else is final.
+            if lastError != EINVAL { break }
+        }
+        throw IOError(.ringUnavailable, errno: Errno(rawValue: lastError), operation: .setup)
+    }
+
+    deinit {
+        io_uring_queue_exit(raw)
+        raw.deallocate()
+    }
+
+    var usesDeferredTaskRun: Bool { setupFlags & IORING_SETUP_DEFER_TASKRUN != 0 }
+
+    /// A free submission entry, flushing the queue to the kernel first if it is full.
+    @inline(__always)
+    mutating func nextSubmission() -> UnsafeMutablePointer<io_uring_sqe> {
+        if let sqe = io_uring_get_sqe(raw) { return sqe }
+        return nextSubmissionSlow()
+    }
+
+    @inline(never)
+    mutating func nextSubmissionSlow() -> UnsafeMutablePointer<io_uring_sqe> {
+        while true {
+            _ = submit(wait: false)
+            if let sqe = io_uring_get_sqe(raw) { return sqe }
+        }
+    }
+
+    /// Makes room for `count` consecutive submission entries (a linked pair must not be split
+    /// across a flush).
+    mutating func reserveSubmissions(_ count: UInt32) {
+        while io_uring_sq_space_left(raw) < count { _ = submit(wait: false) }
+    }
+
+    /// Entries queued but not yet submitted.
+    var pendingSubmissions: UInt32 { io_uring_sq_ready(raw) }
+
+    /// Submits queued entries and, with `wait`, blocks until at least one completion is ready.
+    /// Always collects completions (needed with deferred task running). Returns the kernel's
+    /// result; `-EINTR` and `-EBUSY`/`-EAGAIN` are normal and the loop just goes round again.
+    @discardableResult
+    mutating func submit(wait: Bool) -> Int32 {
+        if wait {
+            return io_uring_submit_and_wait(raw, 1)
+        }
+        return io_uring_submit_and_get_events(raw)
+    }
+
+    /// True when the kernel has completions it could not post because the CQ ring was full.
+    var completionQueueOverflowed: Bool {
+        // SAFETY: kflags points into the ring's mapped SQ memory for the ring's lifetime.
+        (raw.pointee.sq.kflags.pointee & IORING_SQ_CQ_OVERFLOW) != 0
+    }
+
+    /// Completions the kernel dropped (only on kernels without IORING_FEAT_NODROP).
+    var droppedCompletions: UInt32 {
+        // SAFETY: koverflow points into the ring's mapped CQ memory for the ring's lifetime.
+        raw.pointee.cq.koverflow.pointee
+    }
+
+    /// Copies up to `capacity` ready completions into `batch` and advances the CQ once.
+    /// `scratch` holds `capacity` CQE pointers. Returns how many were copied.
+    @inline(__always)
+    mutating func reap(
+        into batch: UnsafeMutablePointer<Completion>,
+        scratch: UnsafeMutablePointer<UnsafeMutablePointer<io_uring_cqe>?>,
+        capacity: Int
+    ) -> Int {
+        // io_uring_peek_batch_cqe loads the CQ tail with acquire ordering (and flushes a CQ
+        // overflow backlog when the ring is empty), then fills `scratch` with pointers into the ring.
+        let count = Int(io_uring_peek_batch_cqe(raw, scratch, UInt32(capacity)))
+        guard count > 0 else { return 0 }
+        for i in 0..<count {
+            // SAFETY: the first `count` pointers point at CQEs we own until io_uring_cq_advance.
+            let cqe = scratch[i].unsafelyUnwrapped
+            batch[i] = Completion(userData: cqe.pointee.user_data, result: cqe.pointee.res, flags: cqe.pointee.flags)
+        }
+        io_uring_cq_advance(raw, UInt32(count))
+        return count
+    }
+}
+
+/// One completion copied out of the CQ ring.
+struct Completion {
+    var userData: UInt64
+    var result: Int32
+    var flags: UInt32
+}
+

@@ -1,0 +1,102 @@
+import Glibc
+import SystemPackage
+import Testing
+@testable import Uring
+
+/// Whether io_uring can be set up here; integration tests are skipped (visibly) when not.
+let ringAvailable: Bool = {
+    do {
+        _ = try RingExecutor.shared()
+        return true
+    } catch {
+        print("io_uring unavailable, integration tests skipped: \(error)")
+        return false
+    }
+}()
+
+/// The number of open descriptors of this process.
+func openDescriptorCount() -> Int {
+    guard let dir = opendir("/proc/self/fd") else { return -1 }
+    defer { closedir(dir) }
+    var count = 0
+    while let entry = readdir(dir) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        if name != "." && name != ".." { count += 1 }
+    }
+    return count - 1  // the directory stream itself
+}
+
+/// A fresh directory under /tmp, removed (with its files) by `cleanup()`.
+struct TemporaryDirectory {
+    let path: String
+
+    init() {
+        var template = Array("/tmp/uring-test-XXXXXX".utf8CString)
+        let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
+        precondition(made != nil, "mkdtemp failed")
+        path = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    func file(_ name: String) -> FilePath { FilePath(path + "/" + name) }
+
+    func cleanup() {
+        _ = system("rm -rf '\(path)'")
+    }
+}
+
+/// A pipe as two `File`s; `close()` closes both ends synchronously.
+struct Pipe {
+    let read: File
+    let write: File
+
+    init() {
+        var fds: [Int32] = [0, 0]
+        precondition(pipe(&fds) == 0, "pipe failed")
+        read = File(descriptor: FileDescriptor(rawValue: fds[0]))
+        write = File(descriptor: FileDescriptor(rawValue: fds[1]))
+    }
+
+    func close() {
+        _ = Glibc.close(read.descriptor.rawValue)
+        _ = Glibc.close(write.descriptor.rawValue)
+    }
+}
+
+/// Deterministic pseudo-random bytes (SplitMix64), so failures reproduce.
+struct SeededRandom: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    mutating func bytes(_ count: Int) -> [UInt8] {
+        var result = [UInt8](repeating: 0, count: count)
+        result.withUnsafeMutableBytes { raw in
+            var i = 0
+            while i + 8 <= count {
+                raw.storeBytes(of: next(), toByteOffset: i, as: UInt64.self)
+                i += 8
+            }
+            while i < count {
+                raw[i] = UInt8(truncatingIfNeeded: next())
+                i += 1
+            }
+        }
+        return result
+    }
+}
+
+/// Waits (polling the ring's counters) until `condition` holds, at most `seconds`.
+func eventually(seconds: Double = 20, _ condition: () async -> Bool) async -> Bool {
+    let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+    while ContinuousClock.now < deadline {
+        if await condition() { return true }
+        try? await Task.sleep(for: .milliseconds(5))
+    }
+    return await condition()
+}
