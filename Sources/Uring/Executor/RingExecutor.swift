@@ -71,6 +71,7 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
         let fd = eventfd(0, Int32(EFD_CLOEXEC))
         guard fd >= 0 else { throw IOError.system(Glibc.errno, .setup) }
         wakeFD = fd
+        inbox.withLock { $0.wakeFD = fd }
         wakeBuffer = .allocate(capacity: 1)
 
         wakeBuffer.initialize(to: 0)
@@ -104,9 +105,7 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
         if coreReady.load(ordering: .acquiring) {
             core.deinitialize(count: 1)
         }
-        // Closed only here: while anyone can still reach the executor, a late wake() must not
-        // write into a reused descriptor number.
-        close(wakeFD)
+        closeWakeDescriptor()
         core.deallocate()
         wakeBuffer.deallocate()
     }
@@ -240,8 +239,23 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
     }
 
     func wake() {
-        var one: UInt64 = 1
-        _ = withUnsafeBytes(of: &one) { write(wakeFD, $0.baseAddress, 8) }
+        // Under the inbox lock, so that it can never race with closeWakeDescriptor() and write
+        // into a descriptor number that has been reused.
+        inbox.withLock { inbox in
+            guard inbox.wakeFD >= 0 else { return }
+            var one: UInt64 = 1
+            _ = withUnsafeBytes(of: &one) { write(inbox.wakeFD, $0.baseAddress, 8) }
+        }
+    }
+
+    /// Closes the eventfd once (after the ring is gone, so no read on it is pending).
+    func closeWakeDescriptor() {
+        inbox.withLock { inbox in
+            if inbox.wakeFD >= 0 {
+                close(inbox.wakeFD)
+                inbox.wakeFD = -1
+            }
+        }
     }
 
     /// Re-arms the read on the eventfd that other threads write to wake the ring.
@@ -300,6 +314,7 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
         // Tear the ring down on its own thread (io_uring_queue_exit cancels the wake read).
         coreReady.store(false, ordering: .releasing)
         core.deinitialize(count: 1)
+        closeWakeDescriptor()
     }
 
     @inline(__always)
@@ -431,6 +446,8 @@ struct Inbox {
     var cancellations: [OperationID] = []
     var timers: [(job: ReadyJob, delay: Duration)] = []
     var stopRequested = false
+    /// The eventfd that wakes the ring; -1 once closed.
+    var wakeFD: Int32 = -1
 }
 
 /// Everything only the ring thread touches.
