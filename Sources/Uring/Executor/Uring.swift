@@ -1,3 +1,4 @@
+internal import CLiburing
 import Synchronization
 
 /// The namespace of swift-uring's free functions: the default ring, the no-op, and the
@@ -12,11 +13,8 @@ public enum Uring {
     ///
     /// - Throws: ``IOError/Code/cancelled`` if the task is cancelled;
     ///   ``IOError/Code/ringUnavailable`` when no ring can be set up.
-    @concurrent
     public static func nop() async throws(IOError) {
-        let outcome = try await RingExecutor.onRing { ring in
-            await ring.perform(timeout: nil) { sqe, _ in Prep.nop(sqe) }
-        }
+        let outcome = try await RingExecutor.submit { sqe, _ in Prep.nop(sqe) }
         _ = try outcome.get(.nop)
     }
 }
@@ -56,22 +54,34 @@ extension RingExecutor {
         }
     }
 
-    /// Runs `body` on a ring thread: the current ring when called on one (no hop), otherwise the
-    /// shared ring (the task hops there with a task-executor preference, and back afterwards).
+    /// Submits one operation and awaits its final completion: on the current ring when called
+    /// on one (no hop: this runs on the caller's executor), otherwise on the shared ring (the task
+    /// hops there with a task-executor preference, and back to its own executor afterwards).
+    ///
+    /// `prepare` is `@Sendable` because on the slow path it runs on the ring's thread; what it
+    /// captures must stay valid until this returns, which it does (the caller is suspended here).
     @inline(__always)
-    static func onRing<T>(_ body: (RingExecutor) async -> T) async throws(IOError) -> T {
+    static func submit(
+        timeout: Duration? = nil,
+        _ prepare: @Sendable (UnsafeMutablePointer<io_uring_sqe>, UnsafeMutablePointer<__kernel_timespec>) -> Void
+    ) async throws(IOError) -> OperationOutcome {
         if let ring = RingExecutor.current {
-            return await body(ring)
+            return await ring.perform(timeout: timeout, prepare)
         }
-        return try await onSharedRing(body)
+        return try await submitOnSharedRing(timeout: timeout, prepare)
     }
 
-    @inline(never)
-    static func onSharedRing<T>(_ body: (RingExecutor) async -> T) async throws(IOError) -> T {
+    /// The slow path: leave the caller's executor (the main actor, the global pool, another
+    /// ring's actor) for the shared ring, submit there, and come back.
+    @concurrent @inline(never)
+    static func submitOnSharedRing(
+        timeout: Duration?,
+        _ prepare: @Sendable (UnsafeMutablePointer<io_uring_sqe>, UnsafeMutablePointer<__kernel_timespec>) -> Void
+    ) async throws(IOError) -> OperationOutcome {
         let ring = try RingExecutor.shared()
         return await withTaskExecutorPreference(ring) {
             precondition(ring.isCurrentRing, "task-executor preference did not move the task to the ring")
-            return await body(ring)
+            return await ring.perform(timeout: timeout, prepare)
         }
     }
 }

@@ -21,7 +21,6 @@ extension File {
     ///   offset; `.systemCall` with `EBADF` (closed descriptor), `EISDIR` (a directory), `EINVAL`,
     ///   …; `.timedOut` when `timeout` passed; `.cancelled` when the task was cancelled. Data that
     ///   arrived before the cancel or deadline took effect is returned, not dropped.
-    @concurrent
     public func read(
         into buffer: UnsafeMutableRawBufferPointer, at offset: Int64, timeout: Duration? = nil
     ) async throws(IOError) -> Int {
@@ -38,7 +37,6 @@ extension File {
     /// ```
     ///
     /// Same semantics as ``read(into:at:timeout:)``.
-    @concurrent
     public func read(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration? = nil) async throws(IOError) -> Int {
         try await readOnce(into: buffer, offset: .max, timeout: timeout)
     }
@@ -47,13 +45,12 @@ extension File {
     func readOnce(into buffer: UnsafeMutableRawBufferPointer, offset: UInt64, timeout: Duration?) async throws(IOError) -> Int {
         let fd = descriptor.rawValue
         let count = UInt32(min(buffer.count, File.maximumTransfer))
-        let base = buffer.baseAddress
-        let outcome = try await RingExecutor.onRing { ring in
-            await ring.perform(timeout: timeout) { sqe, _ in
-                // SAFETY: `buffer` is lent by the caller for the whole call, and perform returns only
-                // after the read's final completion.
-                Prep.read(sqe, fd: fd, buffer: base, count: count, offset: offset)
-            }
+        // The buffer is lent to the ring thread for this call only (see submit).
+        nonisolated(unsafe) let base = buffer.baseAddress
+        let outcome = try await RingExecutor.submit(timeout: timeout) { sqe, _ in
+            // SAFETY: `buffer` is lent by the caller for the whole call, and perform returns only
+            // after the read's final completion.
+            Prep.read(sqe, fd: fd, buffer: base, count: count, offset: offset)
         }
         return Int(try outcome.get(.read))
     }
@@ -66,7 +63,6 @@ extension File {
     ///
     /// - Throws: ``IOError/Code/unexpectedEndOfFile`` if the file ends first (the bytes before end
     ///   of file are in `buffer`); otherwise as ``read(into:at:timeout:)``.
-    @concurrent
     public func read(exactlyInto buffer: UnsafeMutableRawBufferPointer, at offset: Int64) async throws(IOError) {
         let filled = try await fill(buffer, at: offset)
         if filled < buffer.count { throw IOError(.unexpectedEndOfFile, operation: .read) }
@@ -81,7 +77,6 @@ extension File {
     ///
     /// - Throws: ``IOError``: `.invalidArgument` for a negative `count` or `offset`; otherwise as
     ///   ``read(into:at:timeout:)``.
-    @concurrent
     public func read(upTo count: Int, at offset: Int64) async throws(IOError) -> [UInt8] {
         guard count >= 0, offset >= 0 else { throw IOError(.invalidArgument, errno: .invalidArgument, operation: .read) }
         if count == 0 { return [] }
@@ -97,7 +92,6 @@ extension File {
     /// ```swift
     /// let config = try await File.withFile(at: "config.json") { try await $0.readAll() }
     /// ```
-    @concurrent
     public func readAll() async throws(IOError) -> [UInt8] {
         let size = try await status().size
         var result: [UInt8] = []
@@ -117,7 +111,6 @@ extension File {
     /// ```swift
     /// let hostname = try await File.readAll(at: "/etc/hostname")
     /// ```
-    @concurrent
     public static func readAll(at path: FilePath) async throws(IOError) -> [UInt8] {
         let file = try await File.open(path)
         do {
@@ -181,7 +174,6 @@ public struct FileChunks: AsyncSequence, Sendable {
         var offset: Int64
         var finished = false
 
-        nonisolated(nonsending)
         public mutating func next() async throws(IOError) -> [UInt8]? {
             guard !finished else { return nil }
             let chunk: [UInt8]

@@ -21,7 +21,6 @@ extension File {
     ///   offset; `.systemCall` with `ENOSPC`, `EBADF`, `EFBIG`, …; `EIO` if the kernel accepts no
     ///   byte at all; `.cancelled` / `.timedOut`. After an error some prefix of `bytes` may have
     ///   been written.
-    @concurrent
     public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int64, timeout: Duration? = nil) async throws(IOError) {
         guard offset >= 0 else { throw IOError(.invalidArgument, errno: .invalidArgument, operation: .write) }
         try await writeAll(bytes, offset: offset, append: false, timeout: timeout)
@@ -32,7 +31,6 @@ extension File {
     /// ```swift
     /// try await file.write(contentsOf: Array("hello\n".utf8), at: 0)
     /// ```
-    @concurrent
     public func write(contentsOf bytes: [UInt8], at offset: Int64, timeout: Duration? = nil) async throws(IOError) {
         guard offset >= 0 else { throw IOError(.invalidArgument, errno: .invalidArgument, operation: .write) }
         let copy = File.copy(bytes)
@@ -46,13 +44,11 @@ extension File {
     /// ```swift
     /// try await log.append(contentsOf: Array("started\n".utf8))
     /// ```
-    @concurrent
     public func append(_ bytes: UnsafeRawBufferPointer, timeout: Duration? = nil) async throws(IOError) {
         try await writeAll(bytes, offset: -1, append: true, timeout: timeout)
     }
 
     /// Appends all of `bytes` at the end of the file (copies them first).
-    @concurrent
     public func append(contentsOf bytes: [UInt8], timeout: Duration? = nil) async throws(IOError) {
         let copy = File.copy(bytes)
         defer { copy.deallocate() }
@@ -61,7 +57,6 @@ extension File {
 
     /// Writes all of `bytes` at the descriptor's current position (advancing it): the write for
     /// pipes and other streams.
-    @concurrent
     public func write(_ bytes: UnsafeRawBufferPointer, timeout: Duration? = nil) async throws(IOError) {
         try await writeAll(bytes, offset: -1, append: false, timeout: timeout)
     }
@@ -77,15 +72,14 @@ extension File {
         let fd = descriptor.rawValue
         var written = 0
         repeat {
-            let rest = UnsafeRawBufferPointer(rebasing: bytes[written...])
+            // The bytes are lent to the ring thread for this call only (see submit).
+            nonisolated(unsafe) let rest = UnsafeRawBufferPointer(rebasing: bytes[written...])
             let count = UInt32(min(rest.count, File.maximumTransfer))
             let position = offset < 0 ? UInt64.max : UInt64(offset) + UInt64(written)
-            let outcome = try await RingExecutor.onRing { ring in
-                await ring.perform(timeout: timeout) { sqe, _ in
-                    // SAFETY: `bytes` is lent by the caller for the whole call; perform returns only
-                    // after the final completion.
-                    Prep.write(sqe, fd: fd, buffer: rest.baseAddress, count: count, offset: position, append: append)
-                }
+            let outcome = try await RingExecutor.submit(timeout: timeout) { sqe, _ in
+                // SAFETY: `bytes` is lent by the caller for the whole call; perform returns only
+                // after the final completion.
+                Prep.write(sqe, fd: fd, buffer: rest.baseAddress, count: count, offset: position, append: append)
             }
             let n = Int(try outcome.get(.write))
             if n == 0 && count > 0 { throw IOError.system(EIO, .write) }

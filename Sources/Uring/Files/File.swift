@@ -61,7 +61,6 @@ public struct File: Sendable, Hashable {
     ///   (`ENOENT`, `EACCES`, `EEXIST`, `EISDIR`, …); `.cancelled` if the task is cancelled first. An
     ///   open that completed in the kernel before the cancel took effect is returned, never dropped,
     ///   so no descriptor leaks.
-    @concurrent
     public static func open(
         _ path: FilePath,
         _ mode: FileDescriptor.AccessMode = .readOnly,
@@ -72,10 +71,8 @@ public struct File: Sendable, Hashable {
         defer { cPath.free() }
         let flags = mode.rawValue | options.rawValue | O_CLOEXEC
         let createMode = mode_t((permissions ?? (options.contains(.create) ? [.ownerReadWrite, .groupRead, .otherRead] : [])).rawValue)
-        let outcome = try await RingExecutor.onRing { ring in
-            await ring.perform(timeout: nil) { sqe, _ in
-                Prep.open(sqe, directory: AT_FDCWD, path: cPath.pointer, flags: flags, mode: createMode)
-            }
+        let outcome = try await RingExecutor.submit(timeout: nil) { sqe, _ in
+            Prep.open(sqe, directory: AT_FDCWD, path: cPath.pointer, flags: flags, mode: createMode)
         }
         return File(descriptor: FileDescriptor(rawValue: try outcome.get(.open)))
     }
@@ -91,7 +88,6 @@ public struct File: Sendable, Hashable {
     ///
     /// - Throws: what ``open(_:_:options:permissions:)`` or `body` throws, or the error of the
     ///   final close (only when `body` succeeded).
-    nonisolated(nonsending)
     public static func withFile<Result>(
         at path: FilePath,
         _ mode: FileDescriptor.AccessMode = .readOnly,
@@ -116,12 +112,9 @@ public struct File: Sendable, Hashable {
     /// - Throws: ``IOError`` for ``IOError/Operation/close`` (`EBADF` for a descriptor that is not
     ///   open; `EIO` and friends from the file system). Like `close(2)`, the descriptor is released
     ///   even when an error is reported.
-    @concurrent
     public func close() async throws(IOError) {
         let fd = descriptor.rawValue
-        let outcome = try await RingExecutor.onRing { ring in
-            await ring.perform(timeout: nil) { sqe, _ in Prep.close(sqe, fd: fd) }
-        }
+        let outcome = try await RingExecutor.submit(timeout: nil) { sqe, _ in Prep.close(sqe, fd: fd) }
         _ = try outcome.get(.close)
     }
 
@@ -132,19 +125,18 @@ public struct File: Sendable, Hashable {
     /// try await file.write(record, at: offset)
     /// try await file.sync(dataOnly: true)
     /// ```
-    @concurrent
     public func sync(dataOnly: Bool = false) async throws(IOError) {
         let fd = descriptor.rawValue
-        let outcome = try await RingExecutor.onRing { ring in
-            await ring.perform(timeout: nil) { sqe, _ in Prep.sync(sqe, fd: fd, dataOnly: dataOnly) }
-        }
+        let outcome = try await RingExecutor.submit(timeout: nil) { sqe, _ in Prep.sync(sqe, fd: fd, dataOnly: dataOnly) }
         _ = try outcome.get(.sync)
     }
 }
 
 /// A NUL-terminated copy of a path that stays valid across suspension (the kernel reads it when
 /// the SQE is submitted, after the task has suspended).
-struct CPath {
+struct CPath: @unchecked Sendable {
+    // @unchecked Sendable: an immutable, owned C string, freed by its creator after the last
+    // operation that reads it has completed.
     let pointer: UnsafeMutablePointer<CChar>
 
     init(_ path: FilePath, _ operation: IOError.Operation) throws(IOError) {

@@ -85,7 +85,6 @@ extension File {
     /// ```
     ///
     /// - Throws: ``IOError`` for ``IOError/Operation/stat`` (`EBADF` for a closed descriptor).
-    @concurrent
     public func status() async throws(IOError) -> FileStatus {
         try await FileSystem.statx(directory: descriptor.rawValue, path: nil, flags: 0x1000 /* AT_EMPTY_PATH, hidden by glibc without _GNU_SOURCE */)
     }
@@ -102,7 +101,6 @@ extension FileSystem {
     /// - Parameter followSymbolicLinks: With `false`, a symbolic link is described itself
     ///   (`lstat`), not its target.
     /// - Throws: ``IOError`` for ``IOError/Operation/stat`` (`ENOENT`, `EACCES`, `ENOTDIR`, …).
-    @concurrent
     public static func status(of path: FilePath, followSymbolicLinks: Bool = true) async throws(IOError) -> FileStatus {
         let cPath = try CPath(path, .stat)
         defer { cPath.free() }
@@ -110,17 +108,16 @@ extension FileSystem {
     }
 
     static func statx(directory: Int32, path: CPath?, flags: Int32) async throws(IOError) -> FileStatus {
-        let buffer = UnsafeMutablePointer<statx>.allocate(capacity: 1)
+        // Lent to the ring thread for this call only (see submit).
+        nonisolated(unsafe) let buffer = UnsafeMutablePointer<statx>.allocate(capacity: 1)
         defer { buffer.deallocate() }
         let empty: StaticString = ""
-        let pathPointer = path.map { UnsafePointer($0.pointer) }
+        nonisolated(unsafe) let pathPointer = path.map { UnsafePointer($0.pointer) }
             ?? UnsafeRawPointer(empty.utf8Start).assumingMemoryBound(to: CChar.self)
         let mask = UInt32(STATX_BASIC_STATS) | UInt32(STATX_BTIME)
-        let outcome = try await RingExecutor.onRing { ring in
-            await ring.perform(timeout: nil) { sqe, _ in
-                // SAFETY: `buffer` and the path live until perform returns, after the final CQE.
-                Prep.stat(sqe, directory: directory, path: pathPointer, flags: flags, mask: mask, buffer: buffer)
-            }
+        let outcome = try await RingExecutor.submit(timeout: nil) { sqe, _ in
+            // SAFETY: `buffer` and the path live until perform returns, after the final CQE.
+            Prep.stat(sqe, directory: directory, path: pathPointer, flags: flags, mask: mask, buffer: buffer)
         }
         _ = try outcome.get(.stat)
         return FileStatus(buffer.pointee)

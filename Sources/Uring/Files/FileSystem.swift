@@ -15,13 +15,11 @@ import SystemPackage
 /// `ENOTEMPTY`, `EACCES`, …) or ``IOError/Code/cancelled``.
 public enum FileSystem {
     /// Removes the file (or symbolic link, socket, fifo) at `path` (`unlink`).
-    @concurrent
     public static func remove(_ path: FilePath) async throws(IOError) {
         try await pathOperation(path, .remove) { sqe, p in Prep.unlink(sqe, directory: AT_FDCWD, path: p, flags: 0) }
     }
 
     /// Removes the empty directory at `path` (`rmdir`).
-    @concurrent
     public static func removeDirectory(_ path: FilePath) async throws(IOError) {
         try await pathOperation(path, .removeDirectory) { sqe, p in
             Prep.unlink(sqe, directory: AT_FDCWD, path: p, flags: AT_REMOVEDIR)
@@ -29,7 +27,6 @@ public enum FileSystem {
     }
 
     /// Creates a directory at `path` with `permissions` (default `0o755`, less the umask).
-    @concurrent
     public static func makeDirectory(
         _ path: FilePath, permissions: FilePermissions = [.ownerReadWriteExecute, .groupReadExecute, .otherReadExecute]
     ) async throws(IOError) {
@@ -41,28 +38,23 @@ public enum FileSystem {
 
     /// Renames (moves) `source` to `destination`, replacing `destination` if it exists, atomically
     /// (`renameat`). Both must be on the same file system (else `EXDEV`).
-    @concurrent
     public static func rename(_ source: FilePath, to destination: FilePath) async throws(IOError) {
         let from = try CPath(source, .rename)
         defer { from.free() }
         let to = try CPath(destination, .rename)
         defer { to.free() }
-        let outcome = try await RingExecutor.onRing { ring in
-            await ring.perform(timeout: nil) { sqe, _ in Prep.rename(sqe, from: from.pointer, to: to.pointer, flags: 0) }
-        }
+        let outcome = try await RingExecutor.submit(timeout: nil) { sqe, _ in Prep.rename(sqe, from: from.pointer, to: to.pointer, flags: 0) }
         _ = try outcome.get(.rename)
     }
 
     private static func pathOperation(
         _ path: FilePath, _ operation: IOError.Operation,
-        _ prepare: (UnsafeMutablePointer<io_uring_sqe>, UnsafePointer<CChar>) -> Void
+        _ prepare: @Sendable (UnsafeMutablePointer<io_uring_sqe>, UnsafePointer<CChar>) -> Void
     ) async throws(IOError) {
         let cPath = try CPath(path, operation)
         defer { cPath.free() }
-        let outcome = try await RingExecutor.onRing { ring in
-            // SAFETY: the path copy lives until perform returns, after the final CQE.
-            await ring.perform(timeout: nil) { sqe, _ in prepare(sqe, cPath.pointer) }
-        }
+        // The path copy lives until submit returns, after the final CQE.
+        let outcome = try await RingExecutor.submit { sqe, _ in prepare(sqe, cPath.pointer) }
         _ = try outcome.get(operation)
     }
 }

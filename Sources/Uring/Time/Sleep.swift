@@ -11,13 +11,10 @@ extension Uring {
     ///
     /// - Throws: ``IOError/Code/cancelled`` (operation ``IOError/Operation/sleep``) if the task is
     ///   cancelled before the time is up; the timer is removed from the ring before this returns.
-    @concurrent
     public static func sleep(for duration: Duration) async throws(IOError) {
-        let outcome = try await RingExecutor.onRing { ring in
-            await ring.perform(timeout: nil) { sqe, timespec in
-                timespec.pointee = duration.kernelTimespec
-                Prep.timeout(sqe, timespec: timespec)
-            }
+        let outcome = try await RingExecutor.submit(timeout: nil) { sqe, timespec in
+            timespec.pointee = duration.kernelTimespec
+            Prep.timeout(sqe, timespec: timespec)
         }
         switch outcome {
         case .failure(ETIME), .success:

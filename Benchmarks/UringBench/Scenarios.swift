@@ -1,0 +1,167 @@
+import Glibc
+import SystemPackage
+import Uring
+
+/// Runs `concurrency` tasks on a fresh ring; each calls `operation(worker, iteration)` in a loop.
+/// Warm-up first, then a measured window with allocations counted, then stop.
+nonisolated(unsafe) var printStatistics = false
+
+func measureOnRing(
+    scenario: String, fields: [(String, String)], concurrency: Int, block: Int?, seconds: Double, warmup: Double,
+    sampleEvery: Int, offsets: @escaping @Sendable (Int) -> OffsetGenerator,
+    operation: @escaping @Sendable (inout OffsetGenerator, UnsafeMutableRawBufferPointer) async throws(IOError) -> Void
+) async throws -> Measurement {
+    let ring = try RingExecutor(entries: max(64, min(4096, concurrency * 2)), name: "bench-\(scenario)")
+    defer { ring.shutdown() }
+    let phase = Phase()
+    let sampleMask = sampleEvery - 1
+    let results = try await withThrowingTaskGroup(of: (Int, Histogram).self) { group in
+        for worker in 0..<concurrency {
+            group.addTask(executorPreference: ring) {
+                var histogram = Histogram()
+                var generator = offsets(worker)
+                let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(block ?? 0, 1), alignment: 4096)
+                defer { buffer.deallocate() }
+                var ops = 0
+                var iteration = 0
+                while true {
+                    let current = phase.current
+                    if current == Phase.stop { break }
+                    let sampled = iteration & sampleMask == 0
+                    let started = sampled ? nowNanoseconds() : 0
+                    try await operation(&generator, buffer)
+                    if current == Phase.measure {
+                        ops += 1
+                        if sampled { histogram.record(nowNanoseconds() - started) }
+                    }
+                    iteration += 1
+                }
+                return (ops, histogram)
+            }
+        }
+        // The controller blocks this thread (it is not the ring's) so it allocates nothing itself.
+        sleepBlocking(warmup)
+        Allocations.start()
+        let started = nowNanoseconds()
+        phase.set(Phase.measure)
+        sleepBlocking(seconds)
+        phase.set(Phase.stop)
+        let elapsed = Double(nowNanoseconds() - started) / 1e9
+        let mallocs = Allocations.stop()
+        var ops = 0
+        var histogram = Histogram()
+        for try await (n, h) in group {
+            ops += n
+            histogram.merge(h)
+        }
+        if printStatistics {
+            let stats = await ring.statistics()
+            var stderr = StandardError()
+            print("ring statistics (\(scenario)): \(stats)", to: &stderr)
+        }
+        return (ops, histogram, elapsed, mallocs)
+    }
+    return Measurement(
+        scenario: scenario, engine: "swift-uring", fields: fields, concurrency: concurrency, block: block,
+        seconds: results.2, ops: results.0, histogram: results.1, mallocs: results.3)
+}
+
+/// The same-run baseline: blocking `pread` loops on `threads` plain threads.
+func measurePread(
+    scenario: String, fields: [(String, String)], threads: Int, fd: Int32, block: Int, fileSize: Int64,
+    sequential: Bool, seconds: Double, warmup: Double, sampleEvery: Int
+) -> Measurement {
+    final class Worker: @unchecked Sendable {
+        let index: Int, fd: Int32, block: Int, fileSize: Int64, sequential: Bool, threads: Int
+        let phase: Phase
+        let sampleMask: Int
+        var ops = 0
+        var histogram = Histogram()
+        init(index: Int, fd: Int32, block: Int, fileSize: Int64, sequential: Bool, threads: Int, phase: Phase, sampleEvery: Int) {
+            self.index = index; self.fd = fd; self.block = block; self.fileSize = fileSize
+            self.sequential = sequential; self.threads = threads; self.phase = phase; self.sampleMask = sampleEvery - 1
+        }
+        func run() {
+            let buffer = UnsafeMutableRawPointer.allocate(byteCount: max(block, 1), alignment: 4096)
+            defer { buffer.deallocate() }
+            var offsets = OffsetGenerator(worker: index, workers: threads, block: block, fileSize: fileSize, sequential: sequential)
+            var iteration = 0
+            while true {
+                let current = phase.current
+                if current == Phase.stop { break }
+                let sampled = iteration & sampleMask == 0
+                let started = sampled ? nowNanoseconds() : 0
+                _ = pread(fd, buffer, block, off_t(offsets.next()))
+                if current == Phase.measure {
+                    ops += 1
+                    if sampled { histogram.record(nowNanoseconds() - started) }
+                }
+                iteration += 1
+            }
+        }
+    }
+    let phase = Phase()
+    let workers = (0..<threads).map {
+        Worker(index: $0, fd: fd, block: block, fileSize: fileSize, sequential: sequential, threads: threads, phase: phase, sampleEvery: sampleEvery)
+    }
+    var tids: [pthread_t] = []
+    for worker in workers {
+        var tid = pthread_t()
+        let context = Unmanaged.passRetained(worker).toOpaque()
+        pthread_create(&tid, nil, { raw in
+            let worker = Unmanaged<Worker>.fromOpaque(raw!).takeRetainedValue()
+            worker.run()
+            return nil
+        }, context)
+        tids.append(tid)
+    }
+    sleepBlocking(warmup)
+    Allocations.start()
+    let started = nowNanoseconds()
+    phase.set(Phase.measure)
+    sleepBlocking(seconds)
+    phase.set(Phase.stop)
+    let elapsed = Double(nowNanoseconds() - started) / 1e9
+    let mallocs = Allocations.stop()
+    for tid in tids { pthread_join(tid, nil) }
+    var histogram = Histogram()
+    for worker in workers { histogram.merge(worker.histogram) }
+    return Measurement(
+        scenario: scenario, engine: "pread x\(threads) thread" + (threads == 1 ? "" : "s"), fields: fields,
+        concurrency: threads, block: block, seconds: elapsed, ops: workers.reduce(0) { $0 + $1.ops },
+        histogram: histogram, mallocs: mallocs)
+}
+
+/// Offsets for one worker: uniformly random block-aligned offsets, or a sequential walk through
+/// the worker's share of the file (wrapping around).
+struct OffsetGenerator {
+    var state: UInt64
+    let block: Int64
+    let blocks: UInt64
+    let sequential: Bool
+    var position: Int64
+
+    init(worker: Int, workers: Int, block: Int, fileSize: Int64, sequential: Bool) {
+        self.block = Int64(max(block, 1))
+        blocks = UInt64(max(fileSize / Int64(max(block, 1)), 1))
+        self.sequential = sequential
+        state = 0x9E37_79B9_7F4A_7C15 &* UInt64(worker + 1)
+        position = Int64(UInt64(worker) * blocks / UInt64(max(workers, 1))) * Int64(max(block, 1))
+    }
+
+    @inline(__always)
+    mutating func next() -> Int64 {
+        if sequential {
+            let offset = position
+            position += block
+            if position + block > Int64(blocks) * block { position = 0 }
+            return offset
+        }
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        z ^= z >> 31
+        return Int64(z % blocks) * block
+    }
+}
