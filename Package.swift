@@ -44,10 +44,18 @@ let package = Package(
             path: "Benchmarks/UringBench",
             swiftSettings: [.swiftLanguageMode(.v6), .enableUpcomingFeature("NonisolatedNonsendingByDefault")]
         ),
+        // A child process for the test of Uring.run, which must own the process's executors.
+        .executableTarget(
+            name: "uring-run-check",
+            dependencies: ["Uring"],
+            path: "Tests/UringRunCheck",
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
         .testTarget(
             name: "UringTests",
             dependencies: [
                 "Uring",
+                "uring-run-check",
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
             path: "Tests/UringTests",

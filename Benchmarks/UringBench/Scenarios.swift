@@ -5,7 +5,6 @@ import Uring
 /// Runs `concurrency` tasks on a fresh ring; each calls `operation(worker, iteration)` in a loop.
 /// Warm-up first, then a measured window with allocations counted, then stop.
 nonisolated(unsafe) var printStatistics = false
-
 func measureOnRing(
     scenario: String, fields: [(String, String)], concurrency: Int, block: Int?, seconds: Double, warmup: Double,
     sampleEvery: Int, offsets: @escaping @Sendable (Int) -> OffsetGenerator,

@@ -44,6 +44,7 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
     /// kernel can never write into freed memory.
     let wakeBuffer: UnsafeMutablePointer<UInt64>
     private let stopped = Atomic<Bool>(false)
+    private let abandon = Atomic<Bool>(false)
     private var thread: pthread_t?
     private let ownsThread: Bool
 
@@ -165,6 +166,14 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
         }
     }
 
+    /// Ends the loop as soon as the current job returns, without waiting for the tasks still
+    /// running (the `Uring.run` exit path: those tasks are abandoned, as when `main` returns).
+    /// Tearing the ring down cancels whatever is in the kernel.
+    func stopAbandoningTasks() {
+        abandon.store(true, ordering: .releasing)
+        shutdown()
+    }
+
     // MARK: - Identity
 
     /// The ring whose thread is the calling thread, if any.
@@ -203,6 +212,11 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
     /// The identity actors use to run on this ring (see ``asUnownedSerialExecutor()``). Jobs that
     /// arrive through it run isolated to it.
     let isolation: RingIsolation
+
+    /// The default and main executor identities of the ring that `Uring.run` installs; written
+    /// once, before that ring's loop starts, and only read by the loop afterwards.
+    nonisolated(unsafe) var installedGlobalExecutor: UnownedTaskExecutor?
+    nonisolated(unsafe) var installedMainExecutor: UnownedSerialExecutor?
 
     /// The serial executor identity of this ring, for actors:
     ///
@@ -273,7 +287,9 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
         let core = self.core
         let serial = asUnownedSerialExecutor()
         let taskExecutor = asUnownedTaskExecutor()
-        let generic = globalConcurrentExecutor.asUnownedTaskExecutor()
+        // Set (for the ring that Uring.run installs) before the loop starts; nil otherwise.
+        let globalExecutor = installedGlobalExecutor
+        let mainExecutor = installedMainExecutor
         var stopping = false
         while true {
             if inboxPending.load(ordering: .acquiring) {
@@ -287,7 +303,8 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
                 switch ready.kind {
                 case .task: ready.job.runSynchronously(on: taskExecutor)
                 case .isolated: ready.job.runSynchronously(isolatedTo: serial, taskExecutor: taskExecutor)
-                case .global: ready.job.runSynchronously(on: generic)
+                case .global: ready.job.runSynchronously(on: globalExecutor.unsafelyUnwrapped)
+                case .main: ready.job.runSynchronously(on: mainExecutor.unsafelyUnwrapped)
                 }
                 budget -= 1
                 core.pointee.statistics.jobsRun &+= 1
@@ -297,6 +314,7 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
             {
                 break
             }
+            if stopping, abandon.load(ordering: .acquiring) { break }
             if core.pointee.ready.isEmpty {
                 sleeping.store(true, ordering: .sequentiallyConsistent)
                 if inboxPending.load(ordering: .sequentiallyConsistent) {
@@ -404,8 +422,10 @@ struct ReadyJob {
         case task
         /// An actor job: isolated to the ring's serial identity.
         case isolated
-        /// A job given to the ring as the process's default executor (the SPI path).
+        /// A job given to the ring as the process's default executor (the `Uring.run` path).
         case global
+        /// A main-actor job, when the ring is the process's main executor (the `Uring.run` path).
+        case main
     }
     var job: UnownedJob
     var kind: Kind

@@ -65,20 +65,29 @@ extension RingExecutor {
         timeout: Duration? = nil,
         _ prepare: @Sendable (UnsafeMutablePointer<io_uring_sqe>, UnsafeMutablePointer<__kernel_timespec>) -> Void
     ) async throws(IOError) -> OperationOutcome {
-        if let ring = RingExecutor.current {
+        // Fast path: nonisolated code on a ring's thread, so this ring is the task's executor (by
+        // preference, or as the process's default executor). Actor-isolated callers, even actors
+        // that live on a ring, take the slow path: the standard library would run the
+        // cancellation handler's operation on the generic executor, which for them is elsewhere.
+        let callerIsolation: (any Actor)? = #isolation
+        if callerIsolation == nil, let ring = RingExecutor.current {
             return await ring.perform(timeout: timeout, prepare)
         }
         return try await submitOnSharedRing(timeout: timeout, prepare)
     }
 
-    /// The slow path: leave the caller's executor (the main actor, the global pool, another
-    /// ring's actor) for the shared ring, submit there, and come back.
+    /// The slow path: leave the caller's executor (the main actor, the global pool, an actor)
+    /// for a ring, submit there, and come back. An actor that lives on a ring keeps its ring;
+    /// everyone else uses the shared ring.
     @concurrent @inline(never)
     static func submitOnSharedRing(
         timeout: Duration?,
         _ prepare: @Sendable (UnsafeMutablePointer<io_uring_sqe>, UnsafeMutablePointer<__kernel_timespec>) -> Void
     ) async throws(IOError) -> OperationOutcome {
-        let ring = try RingExecutor.shared()
+        // (A @concurrent function runs on the generic executor: RingExecutor.current here is the
+        // ring of the task's executor preference, if any.)
+        let ring: RingExecutor
+        if let current = RingExecutor.current { ring = current } else { ring = try RingExecutor.shared() }
         return await withTaskExecutorPreference(ring) {
             precondition(ring.isCurrentRing, "task-executor preference did not move the task to the ring")
             return await ring.perform(timeout: timeout, prepare)

@@ -115,9 +115,21 @@ struct OperationSlot {
         case .inFlight where !cancelRequested:
             cancelRequested = true
             return .submitAsyncCancel
+        case .reserved:
+            // Not submitted yet (the task is between admission and its submission): it checks
+            // this flag right before submitting and does not submit.
+            cancelRequested = true
+            return .none
         default:
             return .none
         }
+    }
+
+    /// The task was cancelled before its operation reached the kernel.
+    mutating func cancelledBeforeSubmission() {
+        cancelRequested = true
+        state = .completed
+        result = -ECANCELED
     }
 
     /// A CQE for this slot arrived. Returns `true` when it was the last one, so the awaiting task

@@ -35,32 +35,39 @@ extension RingExecutor {
             await waitForCapacity(id, slot)
             if slot.pointee.state == .completed { return .cancelled }
         }
-        if Task.isCancelled {
-            core.pointee.capacityInUse -= needed
-            admitWaiters()
-            return .cancelled
-        }
 
-        core.pointee.ring.reserveSubmissions(UInt32(needed))
-        let sqe = core.pointee.ring.nextSubmission()
-        // SAFETY: the slot (and so its timespec) is ours until release, after the final CQE.
-        prepare(sqe, &slot.pointee.operationTimespec)
-        Prep.setUserData(sqe, id.userData(.operation))
-        if let timeout {
-            Prep.linkNext(sqe)
-            slot.pointee.timespec = timeout.kernelTimespec
-            let timeoutSQE = core.pointee.ring.nextSubmission()
-            // SAFETY: the slot's address is stable for the table's lifetime and the slot stays ours
-            // until both CQEs have arrived, long after the kernel copied the timespec at submit.
-            Prep.linkedTimeout(timeoutSQE, timespec: &slot.pointee.timespec)
-            Prep.setUserData(timeoutSQE, id.userData(.linkedTimeout))
-        }
-        slot.pointee.submitted(completions: UInt8(needed))
-        core.pointee.statistics.submitted &+= 1
-
+        // The SQEs are filled inside the continuation's closure, which runs on this thread right
+        // before the task suspends: whatever executor hops happen before it, the continuation is
+        // stored before the kernel can complete anything, so the completion always finds it.
         await withTaskCancellationHandler {
             await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+                // The fast path is taken only from nonisolated code on this ring's thread, whose
+                // generic executor is this ring, so the handler's operation closure runs here too.
+                precondition(self.isCurrentRing, "operation submitted off its ring's thread")
+                if slot.pointee.cancelRequested || Task.isCancelled {
+                    // Cancelled before anything reached the kernel: nothing to wait for.
+                    core.pointee.capacityInUse -= needed
+                    slot.pointee.cancelledBeforeSubmission()
+                    continuation.resume()
+                    self.admitWaiters()
+                    return
+                }
+                core.pointee.ring.reserveSubmissions(UInt32(needed))
+                let sqe = core.pointee.ring.nextSubmission()
+                // SAFETY: the slot (and so its timespecs) is ours until release, after the final CQE.
+                prepare(sqe, &slot.pointee.operationTimespec)
+                Prep.setUserData(sqe, id.userData(.operation))
+                if let timeout {
+                    Prep.linkNext(sqe)
+                    slot.pointee.timespec = timeout.kernelTimespec
+                    let timeoutSQE = core.pointee.ring.nextSubmission()
+                    // SAFETY: as above; the kernel copies the timespec when the SQE is submitted.
+                    Prep.linkedTimeout(timeoutSQE, timespec: &slot.pointee.timespec)
+                    Prep.setUserData(timeoutSQE, id.userData(.linkedTimeout))
+                }
                 slot.pointee.continuation = continuation
+                slot.pointee.submitted(completions: UInt8(needed))
+                core.pointee.statistics.submitted &+= 1
             }
         } onCancel: {
             self.requestCancel(id)
@@ -70,12 +77,20 @@ extension RingExecutor {
 
     @inline(never)
     private func waitForCapacity(_ id: OperationID, _ slot: UnsafeMutablePointer<OperationSlot>) async {
-        slot.pointee.state = .waiting
-        core.pointee.waiters.append(id)
-        core.pointee.statistics.waitedForCapacity &+= 1
+        let core = self.core
         await withTaskCancellationHandler {
             await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+                precondition(self.isCurrentRing, "operation queued off its ring's thread")
+                if slot.pointee.cancelRequested || Task.isCancelled {
+                    slot.pointee.cancelledBeforeSubmission()
+                    continuation.resume()
+                    return
+                }
+                // Queued and stored together, in the closure that runs right before suspension.
+                slot.pointee.state = .waiting
                 slot.pointee.continuation = continuation
+                core.pointee.waiters.append(id)
+                core.pointee.statistics.waitedForCapacity &+= 1
             }
         } onCancel: {
             self.requestCancel(id)

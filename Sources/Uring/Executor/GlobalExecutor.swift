@@ -1,0 +1,118 @@
+// Installing a ring as the process's main and default executor, so that plain `Task {}`, the main
+// actor and `Task.sleep` run on it. This needs Swift 6.3's experimental custom-executor SPI
+// (`_createExecutors(factory:)`, `MainExecutor`, `SchedulingExecutor`), which is not stable API:
+// every use of it is in this file, behind `#if compiler(>=6.3)`. The task-executor route
+// (`Task(executorPreference: ring)`) does not depend on any of it.
+
+#if compiler(>=6.3)
+@_spi(ExperimentalCustomExecutors) @_spi(ExperimentalScheduling) import _Concurrency
+import Synchronization
+
+extension Uring {
+    /// Makes a new ring the process's main and default executor, runs `body` on it as the main
+    /// task, and returns `body`'s result when it finishes.
+    ///
+    /// Call it once, from a synchronous `main`, before any task exists. The calling thread becomes
+    /// the ring's thread: plain `Task {}`, the main actor and `Task.sleep` (a ring timer) all run
+    /// there, and every swift-uring operation awaited from them takes the fast path, with no hop
+    /// and no lock.
+    ///
+    /// ```swift
+    /// @main struct Server {
+    ///     static func main() throws {
+    ///         try Uring.run {
+    ///             let config = try await File.readAll(at: "config.json")
+    ///             try await Task.sleep(for: .milliseconds(10))   // a timer on the ring
+    ///             print(config.count)
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// When `body` returns, the ring stops: tasks still running are abandoned, as they are when
+    /// `main` returns, and operations still in the kernel are cancelled by tearing the ring down.
+    /// The executors stay installed, so nothing should create tasks after `run` returns.
+    ///
+    /// - Throws: ``IOError/Code/ringUnavailable`` (before anything is installed) if io_uring
+    ///   cannot be set up; otherwise whatever `body` throws.
+    public static func run<Result: Sendable>(
+        entries: Int = 256,
+        _ body: @escaping @Sendable () async throws -> Result
+    ) throws -> Result {
+        let ring = try RingExecutor(entries: entries, jobBudget: 256, name: "uring-main", donatingCurrentThread: true)
+        precondition(
+            RingExecutor.installShared(ring),
+            "Uring.run must be called once, before anything used the shared ring")
+        let main = RingMainExecutor(ring: ring)
+        let global = RingGlobalExecutor(ring: ring)
+        ring.installedMainExecutor = main.asUnownedSerialExecutor()
+        ring.installedGlobalExecutor = global.asUnownedTaskExecutor()
+        UringExecutorFactory.installed.withLock { $0 = (main, global) }
+        _createExecutors(factory: UringExecutorFactory.self)
+
+        let outcome = Mutex<Swift.Result<Result, any Error>?>(nil)
+        Task {
+            let result: Swift.Result<Result, any Error>
+            do {
+                result = .success(try await body())
+            } catch {
+                result = .failure(error)
+            }
+            outcome.withLock { $0 = result }
+            ring.stopAbandoningTasks()
+        }
+        ring.runOnCurrentThread()
+        return try outcome.withLock { $0 }!.get()
+    }
+}
+
+/// The factory `_createExecutors` asks for the executors.
+struct UringExecutorFactory: ExecutorFactory {
+    static let installed = Mutex<(main: RingMainExecutor, global: RingGlobalExecutor)?>(nil)
+
+    static var mainExecutor: any MainExecutor {
+        installed.withLock { $0! }.main
+    }
+
+    static var defaultExecutor: any TaskExecutor {
+        installed.withLock { $0! }.global
+    }
+}
+
+/// The main-actor face of the ring installed by `Uring.run`.
+final class RingMainExecutor: MainExecutor, @unchecked Sendable {
+    let ring: RingExecutor
+    init(ring: RingExecutor) { self.ring = ring }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        ring.enqueue(ReadyJob(job: UnownedJob(job), kind: .main))
+    }
+
+    func run() throws { ring.runOnCurrentThread() }
+    func stop() { ring.stopAbandoningTasks() }
+
+    func checkIsolated() {
+        precondition(ring.isCurrentRing, "expected to run on the main ring")
+    }
+
+    func isIsolatingCurrentContext() -> Bool? { ring.isCurrentRing }
+}
+
+/// The default (global) executor face of the ring installed by `Uring.run`; also serves
+/// `Task.sleep` with ring timers.
+final class RingGlobalExecutor: TaskExecutor, SchedulingExecutor, @unchecked Sendable {
+    let ring: RingExecutor
+    init(ring: RingExecutor) { self.ring = ring }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        ring.enqueue(ReadyJob(job: UnownedJob(job), kind: .global))
+    }
+
+    func enqueue<C: Clock>(_ job: consuming ExecutorJob, after delay: C.Duration, tolerance: C.Duration?, clock: C) {
+        // Task.sleep uses ContinuousClock or SuspendingClock, whose Duration is Swift.Duration.
+        // A clock with another duration type cannot be interpreted here: its job runs at once
+        // (a sleep that ends early is correct for a sleep that cannot be timed, and never hangs).
+        ring.schedule(ReadyJob(job: UnownedJob(job), kind: .global), after: (delay as? Swift.Duration) ?? .zero)
+    }
+}
+#endif
