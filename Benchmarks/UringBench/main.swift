@@ -130,7 +130,7 @@ func runRead(pattern: String, block: Int, concurrency: Int, options: Options) as
     var results = [
         try await measureOnRing(
             scenario: "read", fields: fields, concurrency: concurrency, block: block, seconds: options.seconds,
-            warmup: options.warmup, sampleEvery: 1,
+            warmup: options.warmup, sampleEvery: 8,
             offsets: { OffsetGenerator(worker: $0, workers: concurrency, block: block, fileSize: size, sequential: sequential) },
             operation: { offsets, buffer throws(IOError) in
                 _ = try await uringFile.read(into: buffer, at: offsets.next())
@@ -141,7 +141,7 @@ func runRead(pattern: String, block: Int, concurrency: Int, options: Options) as
             measurePread(
                 scenario: "read", fields: fields, threads: options.baselineThreads, fd: file.fd, block: block,
                 fileSize: file.size, sequential: sequential, seconds: options.seconds, warmup: options.warmup,
-                sampleEvery: 1))
+                sampleEvery: 8))
     }
     return results
 }

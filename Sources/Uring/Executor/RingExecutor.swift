@@ -364,6 +364,12 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
     private func reapCompletions() {
         let core = self.core
         let batchSize = RingCore.completionBatch
+        if !core.pointee.ring.stashed.isEmpty {
+            let stashed = core.pointee.ring.stashed
+            core.pointee.ring.stashed.removeAll(keepingCapacity: true)
+            for completion in stashed { dispatch(completion) }
+            core.pointee.statistics.completions &+= UInt64(stashed.count)
+        }
         while true {
             let count = core.pointee.ring.reap(into: core.pointee.completions, scratch: core.pointee.cqeScratch, capacity: batchSize)
             for i in 0..<count { dispatch(core.pointee.completions[i]) }

@@ -177,3 +177,18 @@ extension RingExecutor {
         slot.pointee.submitted(completions: 1)
     }
 }
+
+extension RingExecutor {
+    /// Test support: queues `count` no-ops whose completions nobody awaits (tagged like async
+    /// cancels, so the loop drops them) and flushes them at once, so that more completions arrive
+    /// than the CQ ring holds. Must run on this ring's thread.
+    func submitUntrackedNopsForTesting(_ count: Int) {
+        precondition(isCurrentRing)
+        for _ in 0..<count {
+            let sqe = core.pointee.ring.nextSubmission()
+            Prep.nop(sqe)
+            Prep.setUserData(sqe, OperationID(index: 0, generation: 0).userData(.cancel))
+        }
+        core.pointee.ring.submit(wait: false)
+    }
+}

@@ -79,7 +79,7 @@ struct Ring: ~Copyable {
     @inline(never)
     mutating func nextSubmissionSlow() -> UnsafeMutablePointer<io_uring_sqe> {
         while true {
-            _ = submit(wait: false)
+            flushForSpace()
             if let sqe = io_uring_get_sqe(raw) { return sqe }
         }
     }
@@ -87,8 +87,25 @@ struct Ring: ~Copyable {
     /// Makes room for `count` consecutive submission entries (a linked pair must not be split
     /// across a flush).
     mutating func reserveSubmissions(_ count: UInt32) {
-        while io_uring_sq_space_left(raw) < count { _ = submit(wait: false) }
+        while io_uring_sq_space_left(raw) < count { flushForSpace() }
     }
+
+    /// Submits what is queued to free SQ entries. If the kernel refuses because completions are
+    /// backed up (-EBUSY with a CQ overflow backlog), the CQ is emptied into `stashed`, to be
+    /// dispatched by the loop, so submission can always make progress without re-entering it.
+    private mutating func flushForSpace() {
+        let rc = submit(wait: false)
+        if rc == -EBUSY || rc == -EAGAIN {
+            var cqe: UnsafeMutablePointer<io_uring_cqe>? = nil
+            while io_uring_peek_cqe(raw, &cqe) == 0, let entry = cqe {
+                stashed.append(Completion(userData: entry.pointee.user_data, result: entry.pointee.res, flags: entry.pointee.flags))
+                io_uring_cqe_seen(raw, entry)
+            }
+        }
+    }
+
+    /// Completions taken off the CQ while making room for submissions; dispatched first by the loop.
+    var stashed: [Completion] = []
 
     /// Entries queued but not yet submitted.
     var pendingSubmissions: UInt32 { io_uring_sq_ready(raw) }
