@@ -98,8 +98,10 @@ extension FileSystem {
     /// assert(status.kind == .directory)
     /// ```
     ///
-    /// - Parameter followSymbolicLinks: With `false`, a symbolic link is described itself
-    ///   (`lstat`), not its target.
+    /// - Parameters:
+    ///   - path: The file to describe.
+    ///   - followSymbolicLinks: With `false`, a symbolic link is described itself (`lstat`), not
+    ///     its target.
     /// - Throws: ``IOError`` for ``IOError/Operation/stat`` (`ENOENT`, `EACCES`, `ENOTDIR`, …).
     public static func status(of path: FilePath, followSymbolicLinks: Bool = true) async throws(IOError) -> FileStatus {
         let cPath = try CPath(path, .stat)
