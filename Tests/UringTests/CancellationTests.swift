@@ -117,6 +117,27 @@ extension IntegrationTests {
             #expect(clock.now - started >= .milliseconds(29))
         }
 
+        /// A task that goes on submitting while its ring shuts down gets a clear error, not a hang.
+        @Test func operationsAfterShutdownBeganFail() async throws {
+            let ring = try RingExecutor(entries: 8, name: "late-test")
+            let pipe = Pipe()
+            defer { pipe.close() }
+            let task = Task(executorPreference: ring) { () async -> IOError? in
+                let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 8, alignment: 8)
+                defer { buffer.deallocate() }
+                _ = try? await pipe.read.read(into: buffer)  // cancelled by the shutdown
+                do throws(IOError) {
+                    try await Uring.nop()
+                    return nil
+                } catch {
+                    return error
+                }
+            }
+            #expect(await eventually { await ring.statistics().operationsInTable == 1 })
+            ring.shutdown()
+            #expect(await task.value == IOError(.executorShutdown, operation: .nop))
+        }
+
         /// Shutting a ring down with reads in flight resumes every task with the cancellation error.
         @Test func shutdownCancelsWhatIsInFlight() async throws {
             let fdsBefore = openDescriptorCount()
@@ -134,6 +155,7 @@ extension IntegrationTests {
             for task in tasks {
                 await #expect(throws: IOError(.cancelled, operation: .read)) { try await task.value }
             }
+
             pipe.close()
             #expect(openDescriptorCount() == fdsBefore)
         }

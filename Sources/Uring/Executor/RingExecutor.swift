@@ -295,6 +295,7 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
             if inboxPending.load(ordering: .acquiring) {
                 if drainInbox() && !stopping {
                     stopping = true
+                    core.pointee.stopping = true
                     cancelEverything()
                 }
             }
@@ -315,7 +316,10 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
                 break
             }
             if stopping, abandon.load(ordering: .acquiring) { break }
-            if core.pointee.ready.isEmpty {
+            // Block only when nothing is ready and nothing was submitted since the last reap: a
+            // fresh operation must first get the chance to complete (or have its task woken to
+            // register for cancellation) before the loop may sleep.
+            if core.pointee.ready.isEmpty && core.pointee.fresh.isEmpty {
                 sleeping.store(true, ordering: .sequentiallyConsistent)
                 if inboxPending.load(ordering: .sequentiallyConsistent) {
                     sleeping.store(false, ordering: .relaxed)
@@ -324,7 +328,9 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
                     enter(wait: true)
                     sleeping.store(false, ordering: .relaxed)
                 }
-            } else if core.pointee.ring.pendingSubmissions > 0 || core.pointee.table.activeCount > 0 {
+            } else if core.pointee.ring.pendingSubmissions > 0 || core.pointee.table.activeCount > 0
+                || !core.pointee.fresh.isEmpty
+            {
                 enter(wait: false)
             }
             reapCompletions()
@@ -385,6 +391,18 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
             }
         }
         admitWaiters()
+        wakeOperationsStillInFlight()
+    }
+
+    /// Operations submitted in this iteration that did not complete in it: wake their tasks so
+    /// they register for cancellation and wait again (phase 2 in `perform`).
+    @inline(__always)
+    private func wakeOperationsStillInFlight() {
+        let core = self.core
+        while let id = core.pointee.fresh.popFirst() {
+            guard let slot = core.pointee.table.slot(for: id), slot.pointee.state == .inFlight else { continue }
+            slot.pointee.continuation.take()?.resume()
+        }
     }
 
     @inline(__always)
@@ -399,8 +417,9 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
             }
             core.pointee.capacityInUse -= 1
             if slot.pointee.complete(tag!, result: completion.result) {
-                // SAFETY: the continuation was stored before the SQE could be submitted.
-                slot.pointee.continuation.take().unsafelyUnwrapped.resume()
+                // No continuation means the task is between its two waits (see perform): it sees
+                // the completed state when it re-suspends.
+                slot.pointee.continuation.take()?.resume()
             }
         case .timer:
             guard let slot = core.pointee.table.slot(for: id), slot.pointee.state == .inFlight else {
@@ -484,9 +503,13 @@ struct RingCore: ~Copyable {
     var table: OperationTable
     var ready = FIFO<ReadyJob>(initialCapacity: 256)
     var waiters = FIFO<OperationID>(initialCapacity: 64)
+    /// Operations submitted since the last reap (see `perform`'s two phases).
+    var fresh = FIFO<OperationID>(initialCapacity: 256)
     /// CQEs owed to user operations now in the kernel; at most `capacityLimit`.
     var capacityInUse = 0
     let capacityLimit: Int
+    /// Set once shutdown has begun: new operations fail with `executorShutdown`.
+    var stopping = false
     let completions: UnsafeMutablePointer<Completion>
     let cqeScratch: UnsafeMutablePointer<UnsafeMutablePointer<io_uring_cqe>?>
     var inboxJobs: [ReadyJob] = []

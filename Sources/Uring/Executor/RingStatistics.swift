@@ -16,6 +16,9 @@ public struct RingStatistics: Sendable, Hashable {
     public var jobsRun: UInt64 = 0
     /// Operations that had to wait in user space because the ring was full.
     public var waitedForCapacity: UInt64 = 0
+    /// Operations still in the kernel after the loop iteration that submitted them (they then
+    /// register for task cancellation; the others complete without that cost).
+    public var waitedBeyondOneIteration: UInt64 = 0
     /// Async cancels submitted for cancelled tasks.
     public var cancelsSubmitted: UInt64 = 0
     /// Times the kernel reported CQ overflow (completions it held back until drained).

@@ -104,6 +104,7 @@ extension OperationOutcome {
         case .failure(let errno): throw IOError.system(errno, operation, fileID: fileID, line: line)
         case .cancelled: throw IOError(.cancelled, operation: operation, fileID: fileID, line: line)
         case .timedOut: throw IOError(.timedOut, operation: operation, fileID: fileID, line: line)
+        case .shutdown: throw IOError(.executorShutdown, operation: operation, fileID: fileID, line: line)
         }
     }
 }

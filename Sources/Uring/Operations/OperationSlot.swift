@@ -49,6 +49,8 @@ enum OperationOutcome: Equatable, Sendable {
     case failure(Int32)  // positive errno
     case cancelled
     case timedOut
+    /// The ring was shutting down; nothing was submitted.
+    case shutdown
 }
 
 /// The state of one operation, and its lifecycle as a pure state machine: each transition

@@ -22,6 +22,7 @@ extension RingExecutor {
         _ prepare: (UnsafeMutablePointer<io_uring_sqe>, UnsafeMutablePointer<__kernel_timespec>) -> Void
     ) async -> OperationOutcome {
         let core = self.core
+        if core.pointee.stopping { return .shutdown }
         let id = core.pointee.table.acquire()
         defer { core.pointee.table.release(id) }
         let slot = core.pointee.table.slot(id.index)
@@ -36,38 +37,59 @@ extension RingExecutor {
             if slot.pointee.state == .completed { return .cancelled }
         }
 
-        // The SQEs are filled inside the continuation's closure, which runs on this thread right
-        // before the task suspends: whatever executor hops happen before it, the continuation is
-        // stored before the kernel can complete anything, so the completion always finds it.
+        // Phase 1: submit and suspend, with no cancellation handler. The SQEs are filled inside
+        // the continuation's closure, which runs on this thread right before the task suspends:
+        // whatever executor hops happen before it, the continuation is stored before the kernel
+        // can complete anything, so the completion always finds it.
+        await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+            precondition(self.isCurrentRing, "operation submitted off its ring's thread")
+            if slot.pointee.cancelRequested || Task.isCancelled {
+                // Cancelled before anything reached the kernel: nothing to wait for.
+                core.pointee.capacityInUse -= needed
+                slot.pointee.cancelledBeforeSubmission()
+                continuation.resume()
+                self.admitWaiters()
+                return
+            }
+            core.pointee.ring.reserveSubmissions(UInt32(needed))
+            let sqe = core.pointee.ring.nextSubmission()
+            // SAFETY: the slot (and so its timespecs) is ours until release, after the final CQE.
+            prepare(sqe, &slot.pointee.operationTimespec)
+            Prep.setUserData(sqe, id.userData(.operation))
+            if let timeout {
+                Prep.linkNext(sqe)
+                slot.pointee.timespec = timeout.kernelTimespec
+                let timeoutSQE = core.pointee.ring.nextSubmission()
+                // SAFETY: as above; the kernel copies the timespec when the SQE is submitted.
+                Prep.linkedTimeout(timeoutSQE, timespec: &slot.pointee.timespec)
+                Prep.setUserData(timeoutSQE, id.userData(.linkedTimeout))
+            }
+            slot.pointee.continuation = continuation
+            slot.pointee.submitted(completions: UInt8(needed))
+            core.pointee.fresh.append(id)
+            core.pointee.statistics.submitted &+= 1
+        }
+        if slot.pointee.state == .completed {
+            // The common case for no-ops and page-cache I/O: the kernel completed the operation
+            // during the same io_uring_enter that submitted it.
+            return slot.pointee.outcome
+        }
+
+        // Phase 2: the operation outlived its first loop iteration (it waits on a pipe, a socket,
+        // a timer, the disk), and the loop woke the task to say so. Now register for cancellation
+        // (a task cancelled meanwhile is seen at once) and wait for the final completion. The
+        // cancellation record costs two status-record locks, so only operations that wait pay it.
+        core.pointee.statistics.waitedBeyondOneIteration &+= 1
         await withTaskCancellationHandler {
             await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
                 // The fast path is taken only from nonisolated code on this ring's thread, whose
                 // generic executor is this ring, so the handler's operation closure runs here too.
-                precondition(self.isCurrentRing, "operation submitted off its ring's thread")
-                if slot.pointee.cancelRequested || Task.isCancelled {
-                    // Cancelled before anything reached the kernel: nothing to wait for.
-                    core.pointee.capacityInUse -= needed
-                    slot.pointee.cancelledBeforeSubmission()
-                    continuation.resume()
-                    self.admitWaiters()
-                    return
+                precondition(self.isCurrentRing, "operation awaited off its ring's thread")
+                if slot.pointee.state == .completed {
+                    continuation.resume()  // completed while the task was re-suspending
+                } else {
+                    slot.pointee.continuation = continuation
                 }
-                core.pointee.ring.reserveSubmissions(UInt32(needed))
-                let sqe = core.pointee.ring.nextSubmission()
-                // SAFETY: the slot (and so its timespecs) is ours until release, after the final CQE.
-                prepare(sqe, &slot.pointee.operationTimespec)
-                Prep.setUserData(sqe, id.userData(.operation))
-                if let timeout {
-                    Prep.linkNext(sqe)
-                    slot.pointee.timespec = timeout.kernelTimespec
-                    let timeoutSQE = core.pointee.ring.nextSubmission()
-                    // SAFETY: as above; the kernel copies the timespec when the SQE is submitted.
-                    Prep.linkedTimeout(timeoutSQE, timespec: &slot.pointee.timespec)
-                    Prep.setUserData(timeoutSQE, id.userData(.linkedTimeout))
-                }
-                slot.pointee.continuation = continuation
-                slot.pointee.submitted(completions: UInt8(needed))
-                core.pointee.statistics.submitted &+= 1
             }
         } onCancel: {
             self.requestCancel(id)
