@@ -153,8 +153,19 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
     /// Stops the ring: cancels every operation still in flight, waits for their completions, runs
     /// the jobs that are left, closes the ring and joins its thread. Idempotent.
     ///
+    /// ```swift
+    /// let ring = try RingExecutor()
+    /// defer { ring.shutdown() }
+    /// try await Task(executorPreference: ring) { try await work() }.value
+    /// ```
+    ///
+    /// Tasks awaiting an operation on the ring resume with ``IOError/Code/cancelled`` (or with
+    /// their result, if it arrived first); operations submitted after the stop began fail with
+    /// ``IOError/Code/executorShutdown``. Jobs enqueued after the thread has exited never run, so
+    /// stop the tasks that use the ring first.
+    ///
     /// Call it from outside the ring. Called on the ring's own thread, it only requests the stop
-    /// (the loop ends after the current job).
+    /// (the loop ends once the ring is idle).
     public func shutdown() {
         guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
         inbox.withLock { $0.stopRequested = true }
@@ -177,6 +188,10 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
     // MARK: - Identity
 
     /// The ring whose thread is the calling thread, if any.
+    ///
+    /// ```swift
+    /// if let ring = RingExecutor.current { print("on \(ring.name)") }
+    /// ```
     public static var current: RingExecutor? {
         guard let raw = pthread_getspecific(ringThreadKey) else { return nil }
         return Unmanaged<RingExecutor>.fromOpaque(raw).takeUnretainedValue()

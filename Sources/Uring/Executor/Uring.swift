@@ -28,6 +28,11 @@ extension RingExecutor {
     /// concurrent pool) run here: the task hops onto this ring for the operation and back.
     /// ``Uring/run(entries:_:)`` installs its ring here too.
     ///
+    /// ```swift
+    /// let ring = try RingExecutor.shared()
+    /// let stats = await ring.statistics()
+    /// ```
+    ///
     /// - Throws: ``IOError/Code/ringUnavailable`` if io_uring cannot be set up. The failure is
     ///   remembered: later calls throw the same error without trying again.
     public static func shared() throws(IOError) -> RingExecutor {

@@ -31,6 +31,8 @@ extension File {
     /// ```swift
     /// try await file.write(contentsOf: Array("hello\n".utf8), at: 0)
     /// ```
+    ///
+    /// Throws as ``write(_:at:timeout:)``.
     public func write(contentsOf bytes: [UInt8], at offset: Int64, timeout: Duration? = nil) async throws(IOError) {
         guard offset >= 0 else { throw IOError(.invalidArgument, errno: .invalidArgument, operation: .write) }
         let copy = File.copy(bytes)
@@ -42,13 +44,23 @@ extension File {
     /// (each underlying write is an `RWF_APPEND` write), whatever options the file was opened with.
     ///
     /// ```swift
-    /// try await log.append(contentsOf: Array("started\n".utf8))
+    /// let line = UnsafeMutableRawBufferPointer.allocate(byteCount: 64, alignment: 8)
+    /// defer { line.deallocate() }
+    /// // ... fill `line` ...
+    /// try await log.append(UnsafeRawBufferPointer(line))
     /// ```
+    ///
+    /// `bytes` is lent to the kernel until the call returns. Throws as
+    /// ``write(_:at:timeout:)``.
     public func append(_ bytes: UnsafeRawBufferPointer, timeout: Duration? = nil) async throws(IOError) {
         try await writeAll(bytes, offset: -1, append: true, timeout: timeout)
     }
 
     /// Appends all of `bytes` at the end of the file (copies them first).
+    ///
+    /// ```swift
+    /// try await log.append(contentsOf: Array("request done\n".utf8))
+    /// ```
     public func append(contentsOf bytes: [UInt8], timeout: Duration? = nil) async throws(IOError) {
         let copy = File.copy(bytes)
         defer { copy.deallocate() }
@@ -57,6 +69,12 @@ extension File {
 
     /// Writes all of `bytes` at the descriptor's current position (advancing it): the write for
     /// pipes and other streams.
+    ///
+    /// ```swift
+    /// try await pipe.write(UnsafeRawBufferPointer(message), timeout: .seconds(1))
+    /// ```
+    ///
+    /// `bytes` is lent to the kernel until the call returns. Throws as ``write(_:at:timeout:)``.
     public func write(_ bytes: UnsafeRawBufferPointer, timeout: Duration? = nil) async throws(IOError) {
         try await writeAll(bytes, offset: -1, append: false, timeout: timeout)
     }

@@ -37,6 +37,11 @@ public struct File: Sendable, Hashable {
 
     /// Wraps an open descriptor (a pipe end, a file opened elsewhere). Ownership passes to the
     /// `File` in the sense that ``close()`` closes it.
+    ///
+    /// ```swift
+    /// let stdin = File(descriptor: .standardInput)
+    /// let n = try await stdin.read(into: buffer)
+    /// ```
     public init(descriptor: FileDescriptor) {
         self.descriptor = descriptor
     }
@@ -108,6 +113,12 @@ public struct File: Sendable, Hashable {
     }
 
     /// Closes the descriptor.
+    ///
+    /// ```swift
+    /// let file = try await File.open("data.bin")
+    /// // ... use it ...
+    /// try await file.close()
+    /// ```
     ///
     /// - Throws: ``IOError`` for ``IOError/Operation/close`` (`EBADF` for a descriptor that is not
     ///   open; `EIO` and friends from the file system). Like `close(2)`, the descriptor is released

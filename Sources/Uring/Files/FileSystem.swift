@@ -15,11 +15,25 @@ import SystemPackage
 /// `ENOTEMPTY`, `EACCES`, …) or ``IOError/Code/cancelled``.
 public enum FileSystem {
     /// Removes the file (or symbolic link, socket, fifo) at `path` (`unlink`).
+    ///
+    /// ```swift
+    /// try await FileSystem.remove("/tmp/upload.partial")
+    /// ```
+    ///
+    /// - Throws: ``IOError`` for ``IOError/Operation/remove`` (`ENOENT`, `EISDIR` for a directory,
+    ///   `EACCES`, …) or ``IOError/Code/cancelled``.
     public static func remove(_ path: FilePath) async throws(IOError) {
         try await pathOperation(path, .remove) { sqe, p in Prep.unlink(sqe, directory: AT_FDCWD, path: p, flags: 0) }
     }
 
     /// Removes the empty directory at `path` (`rmdir`).
+    ///
+    /// ```swift
+    /// try await FileSystem.removeDirectory("/tmp/job-42")
+    /// ```
+    ///
+    /// - Throws: ``IOError`` for ``IOError/Operation/removeDirectory`` (`ENOTEMPTY`, `ENOENT`,
+    ///   `ENOTDIR`, …) or ``IOError/Code/cancelled``.
     public static func removeDirectory(_ path: FilePath) async throws(IOError) {
         try await pathOperation(path, .removeDirectory) { sqe, p in
             Prep.unlink(sqe, directory: AT_FDCWD, path: p, flags: AT_REMOVEDIR)
@@ -27,6 +41,13 @@ public enum FileSystem {
     }
 
     /// Creates a directory at `path` with `permissions` (default `0o755`, less the umask).
+    ///
+    /// ```swift
+    /// try await FileSystem.makeDirectory("/tmp/job-42", permissions: .ownerReadWriteExecute)
+    /// ```
+    ///
+    /// - Throws: ``IOError`` for ``IOError/Operation/makeDirectory`` (`EEXIST`, `ENOENT` for a
+    ///   missing parent, …) or ``IOError/Code/cancelled``.
     public static func makeDirectory(
         _ path: FilePath, permissions: FilePermissions = [.ownerReadWriteExecute, .groupReadExecute, .otherReadExecute]
     ) async throws(IOError) {
@@ -38,6 +59,14 @@ public enum FileSystem {
 
     /// Renames (moves) `source` to `destination`, replacing `destination` if it exists, atomically
     /// (`renameat`). Both must be on the same file system (else `EXDEV`).
+    ///
+    /// ```swift
+    /// try await file.sync()
+    /// try await FileSystem.rename("/data/report.tmp", to: "/data/report.json")   // atomic publish
+    /// ```
+    ///
+    /// - Throws: ``IOError`` for ``IOError/Operation/rename`` (`ENOENT`, `EXDEV`, `EISDIR`, …) or
+    ///   ``IOError/Code/cancelled``.
     public static func rename(_ source: FilePath, to destination: FilePath) async throws(IOError) {
         let from = try CPath(source, .rename)
         defer { from.free() }
