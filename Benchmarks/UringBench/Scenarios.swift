@@ -2,67 +2,127 @@ import Glibc
 import SystemPackage
 import Uring
 
-/// Runs `concurrency` tasks on a fresh ring; each calls `operation(worker, iteration)` in a loop.
-/// Warm-up first, then a measured window with allocations counted, then stop.
 nonisolated(unsafe) var printStatistics = false
+
+/// Where the benchmark's worker tasks run.
+enum ExecutorMode: String {
+    /// Plain tasks on the ring that `Uring.run` installed as the process's default executor.
+    case global
+    /// Tasks started with `Task(executorPreference:)` on a separate `RingExecutor`.
+    case preference
+}
+
+/// Runs `concurrency` worker tasks, each calling `operation` in a loop: warm-up, a measured window
+/// with allocations counted, then stop. The window is timed by a plain thread, so no ring is ever
+/// blocked and the controller allocates nothing while it is open.
 func measureOnRing(
-    scenario: String, fields: [(String, String)], concurrency: Int, block: Int?, seconds: Double, warmup: Double,
-    sampleEvery: Int, offsets: @escaping @Sendable (Int) -> OffsetGenerator,
+    scenario: String, mode: ExecutorMode, fields: [(String, String)], concurrency: Int, block: Int?, seconds: Double,
+    warmup: Double, sampleEvery: Int, offsets: @escaping @Sendable (Int) -> OffsetGenerator,
     operation: @escaping @Sendable (inout OffsetGenerator, UnsafeMutableRawBufferPointer) async throws(IOError) -> Void
 ) async throws -> Measurement {
-    let ring = try RingExecutor(entries: max(64, min(4096, concurrency * 2)), name: "bench-\(scenario)")
-    defer { ring.shutdown() }
+    let ring: RingExecutor
+    switch mode {
+    case .global:
+        guard let main = RingExecutor.current else { fatalError("the global mode runs under Uring.run") }
+        ring = main
+    case .preference:
+        ring = try RingExecutor(entries: max(64, min(4096, concurrency * 2)), name: "bench-\(scenario)")
+    }
+    defer { if mode == .preference { ring.shutdown() } }
+    let before = await ring.statistics()
     let phase = Phase()
     let sampleMask = sampleEvery - 1
-    let results = try await withThrowingTaskGroup(of: (Int, Histogram).self) { group in
-        for worker in 0..<concurrency {
-            group.addTask(executorPreference: ring) {
-                var histogram = Histogram()
-                var generator = offsets(worker)
-                let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(block ?? 0, 1), alignment: 4096)
-                defer { buffer.deallocate() }
-                var ops = 0
-                var iteration = 0
-                while true {
-                    let current = phase.current
-                    if current == Phase.stop { break }
-                    let sampled = iteration & sampleMask == 0
-                    let started = sampled ? nowNanoseconds() : 0
-                    try await operation(&generator, buffer)
-                    if current == Phase.measure {
-                        ops += 1
-                        if sampled { histogram.record(nowNanoseconds() - started) }
-                    }
-                    iteration += 1
-                }
-                return (ops, histogram)
+    let worker: @Sendable (Int) async throws -> (Int, Histogram) = { worker in
+        var histogram = Histogram()
+        var generator = offsets(worker)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(block ?? 0, 1), alignment: 4096)
+        defer { buffer.deallocate() }
+        var ops = 0
+        var iteration = 0
+        while true {
+            let current = phase.current
+            if current == Phase.stop { break }
+            let sampled = iteration & sampleMask == 0
+            let started = sampled ? nowNanoseconds() : 0
+            try await operation(&generator, buffer)
+            if current == Phase.measure {
+                ops += 1
+                if sampled { histogram.record(nowNanoseconds() - started) }
+            }
+            iteration += 1
+        }
+        return (ops, histogram)
+    }
+    let controller = Controller(phase: phase, warmup: warmup, seconds: seconds)
+    let (ops, histogram) = try await withThrowingTaskGroup(of: (Int, Histogram).self) { group in
+        for index in 0..<concurrency {
+            switch mode {
+            case .global: group.addTask { try await worker(index) }
+            case .preference: group.addTask(executorPreference: ring) { try await worker(index) }
             }
         }
-        // The controller blocks this thread (it is not the ring's) so it allocates nothing itself.
-        sleepBlocking(warmup)
-        Allocations.start()
-        let started = nowNanoseconds()
-        phase.set(Phase.measure)
-        sleepBlocking(seconds)
-        phase.set(Phase.stop)
-        let elapsed = Double(nowNanoseconds() - started) / 1e9
-        let mallocs = Allocations.stop()
+        controller.start()
         var ops = 0
         var histogram = Histogram()
         for try await (n, h) in group {
             ops += n
             histogram.merge(h)
         }
-        if printStatistics {
-            let stats = await ring.statistics()
-            var stderr = StandardError()
-            print("ring statistics (\(scenario)): \(stats)", to: &stderr)
-        }
-        return (ops, histogram, elapsed, mallocs)
+        return (ops, histogram)
     }
+    let (elapsed, mallocs) = controller.join()
+    if printStatistics {
+        let stats = await ring.statistics()
+        var stderr = StandardError()
+        print("ring statistics (\(scenario), \(mode), cumulative): \(stats)", to: &stderr)
+    }
+    _ = before
     return Measurement(
-        scenario: scenario, engine: "swift-uring", fields: fields, concurrency: concurrency, block: block,
-        seconds: results.2, ops: results.0, histogram: results.1, mallocs: results.3)
+        scenario: scenario, engine: mode == .global ? "swift-uring" : "swift-uring/pref", fields: fields,
+        concurrency: concurrency, block: block, seconds: elapsed, ops: ops, histogram: histogram, mallocs: mallocs)
+}
+
+/// Times the measured window on a plain thread: warm-up, start counting allocations, open the
+/// window, sleep, close it.
+final class Controller: @unchecked Sendable {
+    let phase: Phase
+    let warmup: Double
+    let seconds: Double
+    var elapsed = 0.0
+    var mallocs: Int?
+    private var thread = pthread_t()
+
+    init(phase: Phase, warmup: Double, seconds: Double) {
+        self.phase = phase
+        self.warmup = warmup
+        self.seconds = seconds
+    }
+
+    func start() {
+        let context = Unmanaged.passRetained(self).toOpaque()
+        pthread_create(&thread, nil, { raw in
+            let controller = Unmanaged<Controller>.fromOpaque(raw!).takeRetainedValue()
+            controller.run()
+            return nil
+        }, context)
+    }
+
+    private func run() {
+        sleepBlocking(warmup)
+        Allocations.start()
+        let started = nowNanoseconds()
+        phase.set(Phase.measure)
+        sleepBlocking(seconds)
+        phase.set(Phase.stop)
+        elapsed = Double(nowNanoseconds() - started) / 1e9
+        mallocs = Allocations.stop()
+    }
+
+    /// Waits for the controller thread (it has finished once every worker saw the stop).
+    func join() -> (Double, Int?) {
+        pthread_join(thread, nil)
+        return (elapsed, mallocs)
+    }
 }
 
 /// The same-run baseline: blocking `pread` loops on `threads` plain threads.

@@ -21,6 +21,10 @@ let usage = """
       --warmup S                  unmeasured seconds before each run (default 0.5)
       --no-baseline               skip the blocking pread baseline
       --baseline-threads T        threads for the pread baseline (default 1: the per-core comparison)
+      --executor global|preference
+                                  global (default): worker tasks are plain tasks on the ring that
+                                  Uring.run installs; preference: Task(executorPreference:) on a
+                                  separate RingExecutor
       --stats                     print each ring's counters (to standard error) after its run
     """
 
@@ -34,6 +38,7 @@ struct Options {
     var block: Int?
     var baseline = true
     var baselineThreads = 1
+    var executor = ExecutorMode.global
 }
 
 func fail(_ message: String) -> Never {
@@ -82,6 +87,10 @@ func parse(_ arguments: [String]) -> Options {
             options.pattern = p
         case "--block": options.block = positiveInt(flag)
         case "--no-baseline": options.baseline = false
+        case "--executor":
+            let v = value(flag)
+            guard let mode = ExecutorMode(rawValue: v) else { fail("--executor is global or preference, not '\(v)'") }
+            options.executor = mode
         case "--stats": printStatistics = true
         case "--baseline-threads": options.baselineThreads = positiveInt(flag)
         case "-h", "--help":
@@ -98,11 +107,11 @@ func parse(_ arguments: [String]) -> Options {
 // MARK: - Scenarios
 
 func runNop(concurrency: Int, options: Options) async throws -> [Measurement] {
-    let fields = [("concurrency", "\(concurrency)")]
+    let fields = [("concurrency", "\(concurrency)"), ("executor", options.executor.rawValue)]
     // One in 8 operations is timed: the clock reads would otherwise be a visible part of a no-op.
     var results = [
         try await measureOnRing(
-            scenario: "nop", fields: fields, concurrency: concurrency, block: nil, seconds: options.seconds,
+            scenario: "nop", mode: options.executor, fields: fields, concurrency: concurrency, block: nil, seconds: options.seconds,
             warmup: options.warmup, sampleEvery: 8,
             offsets: { OffsetGenerator(worker: $0, workers: 1, block: 1, fileSize: 1, sequential: true) },
             operation: { _, _ throws(IOError) in try await Uring.nop() })
@@ -124,12 +133,15 @@ func runRead(pattern: String, block: Int, concurrency: Int, options: Options) as
     defer { close(file.fd) }
     guard file.size >= Int64(block) else { fail("the file is smaller than one block") }
     let sequential = pattern == "sequential"
-    let fields = [("pattern", pattern), ("block", "\(block)"), ("concurrency", "\(concurrency)")]
+    let fields = [
+        ("pattern", pattern), ("block", "\(block)"), ("concurrency", "\(concurrency)"),
+        ("executor", options.executor.rawValue),
+    ]
     let uringFile = File(descriptor: FileDescriptor(rawValue: file.fd))
     let size = file.size
     var results = [
         try await measureOnRing(
-            scenario: "read", fields: fields, concurrency: concurrency, block: block, seconds: options.seconds,
+            scenario: "read", mode: options.executor, fields: fields, concurrency: concurrency, block: block, seconds: options.seconds,
             warmup: options.warmup, sampleEvery: 8,
             offsets: { OffsetGenerator(worker: $0, workers: concurrency, block: block, fileSize: size, sequential: sequential) },
             operation: { offsets, buffer throws(IOError) in
@@ -202,7 +214,7 @@ struct TestFile {
 
 func machineLine(_ m: Measurement, baseline: Measurement?) -> String {
     var parts = ["scenario=\(m.scenario)"]
-    for (key, value) in m.fields { parts.append("\(key)=\(value)") }
+    for (key, value) in m.fields where key != "executor" { parts.append("\(key)=\(value)") }
     parts.append("seconds=\(format(m.seconds, decimals: 3))")
     parts.append("ops=\(m.ops)")
     parts.append("ops_per_sec=\(format(m.opsPerSecond, decimals: 0))")
@@ -210,6 +222,8 @@ func machineLine(_ m: Measurement, baseline: Measurement?) -> String {
     parts.append("p50_us=\(format(m.histogram.quantile(0.50) / 1000, decimals: 3))")
     parts.append("p99_us=\(format(m.histogram.quantile(0.99) / 1000, decimals: 3))")
     parts.append("mallocs_per_op=" + (m.mallocsPerOp.map { format($0, decimals: 4) } ?? "unknown"))
+    // Extra keys, after the contracted ones.
+    if let executor = m.fields.first(where: { $0.0 == "executor" }) { parts.append("executor=\(executor.1)") }
     if let baseline {
         parts.append("baseline=pread_x\(baseline.concurrency)")
         parts.append("baseline_ops_per_sec=\(format(baseline.opsPerSecond, decimals: 0))")
@@ -231,8 +245,9 @@ func printTable(_ rows: [(Measurement, Measurement?)]) {
     print(header)
     print(String(repeating: "-", count: header.count))
     for (m, baseline) in rows {
-        let name = ([m.scenario] + m.fields.map { $0.0 == "concurrency" ? "N=\($0.1)" : $0.1 }).joined(separator: " ")
-        let ratio = m.engine == "swift-uring" ? baseline.map { format(m.opsPerSecond / max($0.opsPerSecond, 1)) + "x" } ?? "" : ""
+        let name = ([m.scenario] + m.fields.filter { $0.0 != "executor" }.map { $0.0 == "concurrency" ? "N=\($0.1)" : $0.1 })
+            .joined(separator: " ")
+        let ratio = m.engine.hasPrefix("swift-uring") ? baseline.map { format(m.opsPerSecond / max($0.opsPerSecond, 1)) + "x" } ?? "" : ""
         print([
             pad(name, 26, left: true), pad(m.engine, 16, left: true), pad(format(m.opsPerSecond, decimals: 0), 12),
             pad(m.scenario == "read" ? format(m.mebibytesPerSecond ?? 0, decimals: 0) : "-", 9),
@@ -303,7 +318,9 @@ if !Allocations.working {
     print("uring-bench: warning: allocation counting is unavailable (mallocs_per_op=unknown)", to: &stderr)
 }
 
-do {
+/// The whole benchmark runs as the main task of `Uring.run`: the process's default executor is a
+/// ring, so `--executor global` workers are plain tasks on it.
+func benchmarkMain(_ options: Options) async throws {
     switch options.scenario {
     case "nop":
         let results = try await runNop(concurrency: options.concurrency ?? 64, options: options)
@@ -315,12 +332,16 @@ do {
         print(machineLine(results[0], baseline: results.count > 1 ? results[1] : nil))
     default:
         print("swift-uring benchmark suite: \(machineDescription())")
-        print("each run: \(format(options.warmup, decimals: 1)) s warm-up, \(format(options.seconds, decimals: 1)) s measured; baseline: blocking pread on \(options.baselineThreads) plain thread(s)")
+        print(
+            "each run: \(format(options.warmup, decimals: 1)) s warm-up, \(format(options.seconds, decimals: 1)) s measured;"
+                + " swift-uring = plain tasks under Uring.run, swift-uring/pref = Task(executorPreference:);"
+                + " baseline: blocking pread on \(options.baselineThreads) plain thread(s)")
         print("")
         var rows: [(Measurement, Measurement?)] = []
         var nopBaseline: Measurement?
-        for n in [1, 64] {
+        for (n, mode) in [(1, ExecutorMode.global), (64, .global), (64, .preference)] {
             var o = options
+            o.executor = mode
             o.baseline = options.baseline && nopBaseline == nil
             let r = try await runNop(concurrency: n, options: o)
             if r.count > 1 { nopBaseline = r[1] }
@@ -329,8 +350,10 @@ do {
         if let nopBaseline { rows.append((nopBaseline, nil)) }
         for (pattern, block) in [("random", 4096), ("sequential", 128 * 1024)] {
             var baseline: Measurement?
-            for n in [1, 32] {
+            for (n, mode) in [(1, ExecutorMode.global), (32, .global), (32, .preference)] {
+                if pattern == "sequential" && mode == .preference { continue }
                 var o = options
+                o.executor = mode
                 o.baseline = options.baseline && baseline == nil
                 let r = try await runRead(pattern: pattern, block: block, concurrency: n, options: o)
                 if r.count > 1 { baseline = r[1] }
@@ -340,6 +363,10 @@ do {
         }
         printTable(rows)
     }
+}
+
+do {
+    try Uring.run { try await benchmarkMain(options) }
 } catch {
     var stderr = StandardError()
     print("uring-bench: \(error)", to: &stderr)
