@@ -1,0 +1,284 @@
+import Glibc
+
+/// A socket address: an IPv4 or IPv6 address with a port, or a Unix-domain socket path.
+///
+/// Parsed from and printed to text, with no C type in sight:
+///
+/// ```swift
+/// let a = try SocketAddress("127.0.0.1:8080")
+/// let b = try SocketAddress("[::1]:8080")
+/// let c = try SocketAddress("unix:/run/app.sock")     // or just "/run/app.sock"
+/// let d = try SocketAddress(host: "10.0.0.7", port: 443)
+/// print(a, b.port!, c.path!)                          // 127.0.0.1:8080 8080 /run/app.sock
+/// ```
+///
+/// Hosts are numeric addresses only: resolving names blocks, and belongs off the ring.
+public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
+    /// The address family.
+    public enum Family: Sendable, Hashable {
+        case ipv4, ipv6, unix
+    }
+
+    enum Storage: Sendable, Hashable {
+        /// Address in network byte order as 4 bytes, port in host order.
+        case ipv4(UInt32, port: UInt16)
+        /// Address as 16 bytes, port in host order, scope id (interface) for link-local.
+        case ipv6(high: UInt64, low: UInt64, port: UInt16, scope: UInt32)
+        case unix(path: [UInt8])
+    }
+
+    let storage: Storage
+
+    /// The longest Unix-domain socket path (`sun_path` less its terminating NUL).
+    public static let maximumUnixPathLength = 107
+
+    // MARK: - Creating addresses
+
+    /// Parses `"a.b.c.d:port"`, `"[ipv6]:port"`, `"unix:/path"` or an absolute or `./` path.
+    ///
+    /// - Throws: ``SocketAddressError`` saying what is wrong (an empty string, a missing or
+    ///   out-of-range port, a host that is not a numeric address, a path that is too long).
+    public init(_ text: String) throws(SocketAddressError) {
+        if text.isEmpty { throw SocketAddressError(.empty, text) }
+        if text.hasPrefix("unix:") {
+            do throws(SocketAddressError) {
+                self = try SocketAddress(unixPath: String(text.dropFirst(5)))
+            } catch {
+                throw SocketAddressError(error.reason, text)  // report what the caller wrote
+            }
+            return
+        }
+        if text.hasPrefix("/") || text.hasPrefix("./") || text.hasPrefix("../") {
+            self = try SocketAddress(unixPath: text)
+            return
+        }
+        let host: Substring
+        let portText: Substring
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]") else { throw SocketAddressError(.badHost, text) }
+            host = text[text.index(after: text.startIndex)..<close]
+            let rest = text[text.index(after: close)...]
+            guard rest.hasPrefix(":") else { throw SocketAddressError(.missingPort, text) }
+            portText = rest.dropFirst()
+        } else {
+            guard let colon = text.lastIndex(of: ":") else { throw SocketAddressError(.missingPort, text) }
+            host = text[..<colon]
+            if host.contains(":") { throw SocketAddressError(.badHost, text) }  // IPv6 needs brackets
+            portText = text[text.index(after: colon)...]
+        }
+        guard !portText.isEmpty, portText.allSatisfy(\.isASCII), portText.allSatisfy(\.isNumber),
+            let port = Int(portText), (0...65535).contains(port)
+        else { throw SocketAddressError(.badPort, text) }
+        self = try SocketAddress(host: String(host), port: port, original: text)
+    }
+
+    /// An IPv4 or IPv6 address (numeric, no name lookup) and a port.
+    ///
+    /// ```swift
+    /// let any = try SocketAddress(host: "0.0.0.0", port: 0)   // port 0: any free port on bind
+    /// ```
+    public init(host: String, port: Int) throws(SocketAddressError) {
+        try self.init(host: host, port: port, original: host)
+    }
+
+    private init(host: String, port: Int, original: String) throws(SocketAddressError) {
+        guard (0...65535).contains(port) else { throw SocketAddressError(.badPort, original) }
+        guard !host.isEmpty, !host.utf8.contains(0) else { throw SocketAddressError(.badHost, original) }
+        var v4 = in_addr()
+        if inet_pton(AF_INET, host, &v4) == 1 {
+            storage = .ipv4(v4.s_addr, port: UInt16(port))
+            return
+        }
+        // An IPv6 address may carry a zone: "fe80::1%eth0" or "fe80::1%2".
+        var address = host
+        var scope: UInt32 = 0
+        if let percent = host.firstIndex(of: "%") {
+            address = String(host[..<percent])
+            let zone = String(host[host.index(after: percent)...])
+            if let number = UInt32(zone) {
+                scope = number
+            } else {
+                scope = if_nametoindex(zone)
+                if scope == 0 { throw SocketAddressError(.badHost, original) }
+            }
+        }
+        var v6 = in6_addr()
+        guard inet_pton(AF_INET6, address, &v6) == 1 else { throw SocketAddressError(.badHost, original) }
+        let (high, low) = withUnsafeBytes(of: &v6) { raw in
+            (raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self), raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+        }
+        storage = .ipv6(high: high, low: low, port: UInt16(port), scope: scope)
+    }
+
+    /// A Unix-domain socket path (at most ``maximumUnixPathLength`` bytes, no NUL).
+    ///
+    /// ```swift
+    /// let address = try SocketAddress(unixPath: "/run/app.sock")
+    /// ```
+    public init(unixPath path: String) throws(SocketAddressError) {
+        let bytes = Array(path.utf8)
+        guard !bytes.isEmpty else { throw SocketAddressError(.empty, path) }
+        guard !bytes.contains(0) else { throw SocketAddressError(.badPath, path) }
+        guard bytes.count <= SocketAddress.maximumUnixPathLength else { throw SocketAddressError(.pathTooLong, path) }
+        storage = .unix(path: bytes)
+    }
+
+    // MARK: - Reading addresses
+
+    public var family: Family {
+        switch storage {
+        case .ipv4: .ipv4
+        case .ipv6: .ipv6
+        case .unix: .unix
+        }
+    }
+
+    /// The port, for IP addresses.
+    public var port: Int? {
+        switch storage {
+        case .ipv4(_, let port): Int(port)
+        case .ipv6(_, _, let port, _): Int(port)
+        case .unix: nil
+        }
+    }
+
+    /// The numeric host, for IP addresses (`"127.0.0.1"`, `"::1"`, `"fe80::1%2"`).
+    public var host: String? {
+        switch storage {
+        case .ipv4(let raw, _):
+            var addr = in_addr(s_addr: raw)
+            return Self.presentation(AF_INET, &addr)
+        case .ipv6(let high, let low, _, let scope):
+            var addr = in6_addr()
+            withUnsafeMutableBytes(of: &addr) { raw in
+                raw.storeBytes(of: high, toByteOffset: 0, as: UInt64.self)
+                raw.storeBytes(of: low, toByteOffset: 8, as: UInt64.self)
+            }
+            let text = Self.presentation(AF_INET6, &addr)
+            return scope == 0 ? text : "\(text)%\(scope)"
+        case .unix:
+            return nil
+        }
+    }
+
+    /// The path, for Unix-domain addresses.
+    public var path: String? {
+        if case .unix(let bytes) = storage { return String(decoding: bytes, as: UTF8.self) }
+        return nil
+    }
+
+    /// `"127.0.0.1:8080"`, `"[::1]:8080"`, or `"unix:/run/app.sock"`; ``init(_:)`` parses it back.
+    public var description: String {
+        switch storage {
+        case .ipv4: "\(host!):\(port!)"
+        case .ipv6: "[\(host!)]:\(port!)"
+        case .unix: "unix:\(path!)"
+        }
+    }
+
+    private static func presentation<T>(_ family: Int32, _ address: inout T) -> String {
+        var buffer = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN) + 1)
+        let ok = withUnsafePointer(to: &address) { inet_ntop(family, $0, &buffer, socklen_t(buffer.count)) } != nil
+        guard ok else { return "?" }
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}
+
+/// Why a text or a host could not be made into a ``SocketAddress``.
+public struct SocketAddressError: Error, Sendable, Hashable, CustomStringConvertible {
+    public enum Reason: Sendable, Hashable {
+        case empty, missingPort, badPort, badHost, badPath, pathTooLong
+    }
+
+    /// What is wrong.
+    public var reason: Reason
+    /// The text that was being parsed.
+    public var input: String
+
+    init(_ reason: Reason, _ input: String) {
+        self.reason = reason
+        self.input = input
+    }
+
+    public var description: String {
+        let what: String =
+            switch reason {
+            case .empty: "empty address"
+            case .missingPort: "no port (write host:port, or [ipv6]:port)"
+            case .badPort: "the port is not a number from 0 to 65535"
+            case .badHost: "the host is not a numeric IPv4 or IPv6 address"
+            case .badPath: "the path contains a NUL byte"
+            case .pathTooLong: "the path is longer than \(SocketAddress.maximumUnixPathLength) bytes"
+            }
+        return "invalid socket address '\(input)': \(what)"
+    }
+}
+
+extension SocketAddress {
+    /// Calls `body` with this address as a `sockaddr` and its length.
+    func withSockAddr<R>(_ body: (UnsafePointer<sockaddr>, socklen_t) throws(IOError) -> R) throws(IOError) -> R {
+        var storage = sockaddr_storage()
+        let length: socklen_t
+        switch self.storage {
+        case .ipv4(let raw, let port):
+            length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            withUnsafeMutableBytes(of: &storage) { bytes in
+                var sin = sockaddr_in()
+                sin.sin_family = sa_family_t(AF_INET)
+                sin.sin_port = port.bigEndian
+                sin.sin_addr = in_addr(s_addr: raw)
+                bytes.storeBytes(of: sin, as: sockaddr_in.self)
+            }
+        case .ipv6(let high, let low, let port, let scope):
+            length = socklen_t(MemoryLayout<sockaddr_in6>.size)
+            withUnsafeMutableBytes(of: &storage) { bytes in
+                var sin6 = sockaddr_in6()
+                sin6.sin6_family = sa_family_t(AF_INET6)
+                sin6.sin6_port = port.bigEndian
+                sin6.sin6_scope_id = scope
+                withUnsafeMutableBytes(of: &sin6.sin6_addr) { raw in
+                    raw.storeBytes(of: high, toByteOffset: 0, as: UInt64.self)
+                    raw.storeBytes(of: low, toByteOffset: 8, as: UInt64.self)
+                }
+                bytes.storeBytes(of: sin6, as: sockaddr_in6.self)
+            }
+        case .unix(let path):
+            // sun_family, then the path and its NUL.
+            length = socklen_t(MemoryLayout<sa_family_t>.size + path.count + 1)
+            withUnsafeMutableBytes(of: &storage) { bytes in
+                bytes.storeBytes(of: sa_family_t(AF_UNIX), as: sa_family_t.self)
+                let offset = MemoryLayout<sa_family_t>.size
+                for (i, byte) in path.enumerated() { bytes[offset + i] = byte }
+                bytes[offset + path.count] = 0
+            }
+        }
+        return try withUnsafePointer(to: &storage) { pointer throws(IOError) -> R in
+            try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { address throws(IOError) -> R in
+                try body(address, length)
+            }
+        }
+    }
+
+    /// The address a kernel filled in, or nil for a family we do not represent.
+    init?(_ address: UnsafePointer<sockaddr>, length: socklen_t) {
+        switch Int32(address.pointee.sa_family) {
+        case AF_INET where length >= socklen_t(MemoryLayout<sockaddr_in>.size):
+            let sin = UnsafeRawPointer(address).loadUnaligned(as: sockaddr_in.self)
+            storage = .ipv4(sin.sin_addr.s_addr, port: UInt16(bigEndian: sin.sin_port))
+        case AF_INET6 where length >= socklen_t(MemoryLayout<sockaddr_in6>.size):
+            let sin6 = UnsafeRawPointer(address).loadUnaligned(as: sockaddr_in6.self)
+            var addr = sin6.sin6_addr
+            let (high, low) = withUnsafeBytes(of: &addr) { raw in
+                (raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self), raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+            }
+            storage = .ipv6(high: high, low: low, port: UInt16(bigEndian: sin6.sin6_port), scope: sin6.sin6_scope_id)
+        case AF_UNIX:
+            let offset = MemoryLayout<sa_family_t>.size
+            let count = max(0, Int(length) - offset)
+            let raw = UnsafeRawBufferPointer(start: UnsafeRawPointer(address) + offset, count: count)
+            storage = .unix(path: Array(raw.prefix { $0 != 0 }))
+        default:
+            return nil
+        }
+    }
+}

@@ -1,0 +1,46 @@
+import Glibc
+import Testing
+@testable import Uring
+
+@Suite("Socket addresses")
+struct SocketAddressTests {
+    @Test(arguments: ["127.0.0.1:8080", "0.0.0.0:0", "[::1]:443", "[fe80::1%1]:22", "[2001:db8::42]:65535", "unix:/run/app.sock"])
+    func textRoundTrips(_ text: String) throws {
+        let address = try SocketAddress(text)
+        #expect(address.description == text)
+        #expect(try SocketAddress(address.description) == address)
+    }
+
+    @Test func fieldsAreExposed() throws {
+        let v4 = try SocketAddress("10.1.2.3:80")
+        #expect(v4.family == .ipv4 && v4.host == "10.1.2.3" && v4.port == 80 && v4.path == nil)
+        let v6 = try SocketAddress(host: "::1", port: 9)
+        #expect(v6.family == .ipv6 && v6.host == "::1" && v6.port == 9)
+        let unix = try SocketAddress("/tmp/x.sock")
+        #expect(unix.family == .unix && unix.path == "/tmp/x.sock" && unix.port == nil && unix.host == nil)
+    }
+
+    @Test(arguments: [
+        ("", SocketAddressError.Reason.empty), ("127.0.0.1", .missingPort), ("127.0.0.1:", .badPort),
+        ("127.0.0.1:65536", .badPort), ("127.0.0.1:-1", .badPort), ("1.2.3.4:8x", .badPort),
+        ("localhost:80", .badHost), ("::1:80", .badHost), ("[::1]80", .missingPort), ("[::1:80", .badHost),
+        ("999.1.1.1:1", .badHost), ("unix:", .empty), ("[fe80::1%nosuchif0]:1", .badHost),
+    ])
+    func badTextIsRejected(_ text: String, _ reason: SocketAddressError.Reason) {
+        #expect(throws: SocketAddressError(reason, text)) { try SocketAddress(text) }
+    }
+
+    @Test func unixPathLimits() throws {
+        let longest = "/" + String(repeating: "a", count: SocketAddress.maximumUnixPathLength - 1)
+        #expect(try SocketAddress(unixPath: longest).path == longest)
+        #expect(throws: SocketAddressError(.pathTooLong, longest + "a")) { try SocketAddress(unixPath: longest + "a") }
+        #expect(throws: SocketAddressError(.badPath, "a\0b")) { try SocketAddress(unixPath: "a\0b") }
+    }
+
+    @Test(arguments: ["192.168.7.9:1234", "[::ffff:1.2.3.4]:5", "[fe80::1%3]:7", "unix:/tmp/s"])
+    func sockaddrRoundTrips(_ text: String) throws {
+        let address = try SocketAddress(text)
+        let back = try address.withSockAddr { pointer, length throws(IOError) in SocketAddress(pointer, length: length) }
+        #expect(back == address)
+    }
+}
