@@ -63,6 +63,7 @@ public struct IOError: Error, Sendable, Hashable, CustomStringConvertible {
     public enum Operation: UInt8, Sendable, Hashable, CustomStringConvertible {
         case setup, nop, read, write, open, close, sync, stat, remove, rename, makeDirectory, removeDirectory,
             sleep, cancel
+        case socket, bind, listen, accept, connect, send, receive, shutdown, setOption, getOption, address
 
         public var description: String {
             switch self {
@@ -80,6 +81,17 @@ public struct IOError: Error, Sendable, Hashable, CustomStringConvertible {
             case .removeDirectory: "rmdir"
             case .sleep: "sleep"
             case .cancel: "cancel"
+            case .socket: "socket"
+            case .bind: "bind"
+            case .listen: "listen"
+            case .accept: "accept"
+            case .connect: "connect"
+            case .send: "send"
+            case .receive: "receive"
+            case .shutdown: "shutdown"
+            case .setOption: "setsockopt"
+            case .getOption: "getsockopt"
+            case .address: "getsockname"
             }
         }
     }

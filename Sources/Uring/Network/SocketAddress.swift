@@ -218,6 +218,17 @@ extension SocketAddress {
     /// Calls `body` with this address as a `sockaddr` and its length.
     func withSockAddr<R>(_ body: (UnsafePointer<sockaddr>, socklen_t) throws(IOError) -> R) throws(IOError) -> R {
         var storage = sockaddr_storage()
+        let length = write(to: &storage)
+        return try withUnsafePointer(to: &storage) { pointer throws(IOError) -> R in
+            try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { address throws(IOError) -> R in
+                try body(address, length)
+            }
+        }
+    }
+
+    /// Writes this address as a `sockaddr` into `storage`; returns its length.
+    func write(to storage: inout sockaddr_storage) -> socklen_t {
+        storage = sockaddr_storage()
         let length: socklen_t
         switch self.storage {
         case .ipv4(let raw, let port):
@@ -252,11 +263,7 @@ extension SocketAddress {
                 bytes[offset + path.count] = 0
             }
         }
-        return try withUnsafePointer(to: &storage) { pointer throws(IOError) -> R in
-            try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { address throws(IOError) -> R in
-                try body(address, length)
-            }
-        }
+        return length
     }
 
     /// The address a kernel filled in, or nil for a family we do not represent.

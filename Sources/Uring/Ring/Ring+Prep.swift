@@ -80,6 +80,35 @@ enum Prep {
         io_uring_prep_link_timeout(sqe, timespec, 0)
     }
 
+    /// Accepts one connection; the new descriptor is close-on-exec. The peer address is not
+    /// collected (read it with getpeername when asked for).
+    @inline(__always)
+    static func accept(_ sqe: UnsafeMutablePointer<io_uring_sqe>, fd: Int32) {
+        io_uring_prep_accept(sqe, fd, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
+    }
+
+    /// `address` must stay valid until the SQE is submitted (the kernel copies it then).
+    static func connect(
+        _ sqe: UnsafeMutablePointer<io_uring_sqe>, fd: Int32, address: UnsafePointer<sockaddr>, length: socklen_t
+    ) {
+        io_uring_prep_connect(sqe, fd, address, length)
+    }
+
+    @inline(__always)
+    static func receive(_ sqe: UnsafeMutablePointer<io_uring_sqe>, fd: Int32, buffer: UnsafeMutableRawPointer?, count: Int) {
+        io_uring_prep_recv(sqe, fd, buffer, count, 0)
+    }
+
+    /// A send that never raises SIGPIPE (a closed peer is an `EPIPE` error instead).
+    @inline(__always)
+    static func send(_ sqe: UnsafeMutablePointer<io_uring_sqe>, fd: Int32, buffer: UnsafeRawPointer?, count: Int) {
+        io_uring_prep_send(sqe, fd, buffer, count, Int32(MSG_NOSIGNAL))
+    }
+
+    static func shutdown(_ sqe: UnsafeMutablePointer<io_uring_sqe>, fd: Int32, how: Int32) {
+        io_uring_prep_shutdown(sqe, fd, how)
+    }
+
     @inline(__always)
     static func cancel(_ sqe: UnsafeMutablePointer<io_uring_sqe>, target userData: UInt64) {
         io_uring_prep_cancel64(sqe, userData, 0)

@@ -1,0 +1,199 @@
+internal import CLiburing
+import Glibc
+import SystemPackage
+
+/// A connected stream socket (TCP over IPv4 or IPv6, or a Unix-domain stream socket) whose I/O
+/// runs on a ring.
+///
+/// ```swift
+/// let connection = try await TCPConnection.connect(to: SocketAddress("127.0.0.1:8080"), timeout: .seconds(2))
+/// try await connection.write(contentsOf: Array("ping\n".utf8))
+/// let reply = try await connection.read(upTo: 4096)
+/// try await connection.close()
+/// ```
+///
+/// Like ``File``, a connection is a small `Sendable` value around its descriptor: one task may
+/// read while another writes. Close it explicitly. Buffers passed as pointers are lent to the
+/// kernel until the call returns, whatever the outcome; cancellation and deadlines work as for
+/// files (``IOError/Code/cancelled``, ``IOError/Code/timedOut``), and data that arrived before
+/// a cancel took effect is returned.
+public struct TCPConnection: Sendable, Hashable {
+    /// The connected socket.
+    public let descriptor: FileDescriptor
+
+    /// Wraps a connected stream socket (closed by ``close()``).
+    public init(descriptor: FileDescriptor) {
+        self.descriptor = descriptor
+    }
+
+    /// Connects to `address` (IPv4, IPv6 or a Unix-domain path).
+    ///
+    /// ```swift
+    /// let c = try await TCPConnection.connect(to: SocketAddress("[::1]:9000"))
+    /// ```
+    ///
+    /// - Parameter timeout: A deadline for the connection attempt.
+    /// - Throws: ``IOError`` for ``IOError/Operation/connect``: `ECONNREFUSED` (nothing listens),
+    ///   `ENETUNREACH`, `ENOENT` (no such Unix socket), …; ``IOError/Code/timedOut``;
+    ///   ``IOError/Code/cancelled``. The socket is closed on every failure.
+    public static func connect(to address: SocketAddress, timeout: Duration? = nil) async throws(IOError) -> TCPConnection {
+        let fd = try SocketCalls.makeSocket(address.family)
+        // The kernel copies the address when the SQE is submitted, after the task suspended.
+        nonisolated(unsafe) let storage = UnsafeMutablePointer<sockaddr_storage>.allocate(capacity: 1)
+        defer { storage.deallocate() }
+        let length = address.write(to: &storage.pointee)
+        nonisolated(unsafe) let raw = UnsafeRawPointer(storage).assumingMemoryBound(to: sockaddr.self)
+        let outcome: OperationOutcome
+        do throws(IOError) {
+            outcome = try await RingExecutor.submit(timeout: timeout) { sqe, _ in
+                // SAFETY: `storage` lives until submit returns, after the final CQE.
+                Prep.connect(sqe, fd: fd, address: raw, length: length)
+            }
+            _ = try outcome.get(.connect)
+        } catch {
+            Glibc.close(fd)
+            throw error
+        }
+        return TCPConnection(descriptor: FileDescriptor(rawValue: fd))
+    }
+
+    /// Receives once into `buffer`: returns as soon as some bytes arrived.
+    ///
+    /// ```swift
+    /// let n = try await connection.read(into: buffer)
+    /// if n == 0 { /* the peer closed its side */ }
+    /// ```
+    ///
+    /// - Returns: The number of bytes received; 0 when the peer has shut down its sending side
+    ///   (or `buffer` is empty).
+    /// - Throws: ``IOError`` for ``IOError/Operation/receive`` (`ECONNRESET` when the peer reset
+    ///   the connection, `EBADF`, …), ``IOError/Code/timedOut``, ``IOError/Code/cancelled``.
+    public func read(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration? = nil) async throws(IOError) -> Int {
+        let fd = descriptor.rawValue
+        nonisolated(unsafe) let base = buffer.baseAddress
+        let count = buffer.count
+        let outcome = try await RingExecutor.submit(timeout: timeout) { sqe, _ in
+            // SAFETY: `buffer` is lent for the whole call; submit returns after the final CQE.
+            Prep.receive(sqe, fd: fd, buffer: base, count: count)
+        }
+        return Int(try outcome.get(.receive))
+    }
+
+    /// Receives once, up to `maximumCount` bytes, into a new array (empty when the peer has shut
+    /// down its sending side).
+    ///
+    /// ```swift
+    /// let bytes = try await connection.read(upTo: 64 * 1024)
+    /// ```
+    public func read(upTo maximumCount: Int, timeout: Duration? = nil) async throws(IOError) -> [UInt8] {
+        guard maximumCount >= 0 else { throw IOError(.invalidArgument, errno: .invalidArgument, operation: .receive) }
+        if maximumCount == 0 { return [] }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: maximumCount, alignment: 16)
+        defer { buffer.deallocate() }
+        let n = try await read(into: buffer, timeout: timeout)
+        return Array(UnsafeRawBufferPointer(rebasing: buffer[..<n]))
+    }
+
+    /// Sends all of `bytes`, looping over short sends.
+    ///
+    /// ```swift
+    /// try await connection.write(UnsafeRawBufferPointer(reply))
+    /// ```
+    ///
+    /// - Parameter timeout: A deadline for each underlying send.
+    /// - Throws: ``IOError`` for ``IOError/Operation/send`` (`EPIPE` after the peer closed,
+    ///   `ECONNRESET`, …; never a SIGPIPE), ``IOError/Code/timedOut``, ``IOError/Code/cancelled``.
+    ///   After an error, some prefix of `bytes` may have been sent.
+    public func write(_ bytes: UnsafeRawBufferPointer, timeout: Duration? = nil) async throws(IOError) {
+        let fd = descriptor.rawValue
+        var sent = 0
+        repeat {
+            nonisolated(unsafe) let rest = UnsafeRawBufferPointer(rebasing: bytes[sent...])
+            let outcome = try await RingExecutor.submit(timeout: timeout) { sqe, _ in
+                // SAFETY: `bytes` is lent for the whole call; submit returns after the final CQE.
+                Prep.send(sqe, fd: fd, buffer: rest.baseAddress, count: rest.count)
+            }
+            let n = Int(try outcome.get(.send))
+            if n == 0 && !rest.isEmpty { throw IOError.system(EPIPE, .send) }
+            sent += n
+        } while sent < bytes.count
+    }
+
+    /// Sends all of `bytes` (copied first, so the array may be shared).
+    ///
+    /// ```swift
+    /// try await connection.write(contentsOf: Array("hello\n".utf8))
+    /// ```
+    public func write(contentsOf bytes: [UInt8], timeout: Duration? = nil) async throws(IOError) {
+        let copy = File.copy(bytes)
+        defer { copy.deallocate() }
+        try await write(UnsafeRawBufferPointer(copy), timeout: timeout)
+    }
+
+    /// Which direction ``shutdown(_:)`` closes.
+    public enum Direction: Sendable {
+        /// No more sends: the peer reads end of stream after what was already sent.
+        case write
+        /// No more receives.
+        case read
+        case both
+    }
+
+    /// Shuts down one or both directions, leaving the descriptor open (half-close).
+    ///
+    /// ```swift
+    /// try await connection.write(contentsOf: request)
+    /// try await connection.shutdown(.write)           // the peer sees end of stream
+    /// let response = try await connection.read(upTo: 65536)
+    /// ```
+    public func shutdown(_ direction: Direction) async throws(IOError) {
+        let fd = descriptor.rawValue
+        let how: Int32 =
+            switch direction {
+            case .write: Int32(SHUT_WR)
+            case .read: Int32(SHUT_RD)
+            case .both: Int32(SHUT_RDWR)
+            }
+        let outcome = try await RingExecutor.submit { sqe, _ in Prep.shutdown(sqe, fd: fd, how: how) }
+        _ = try outcome.get(.shutdown)
+    }
+
+    /// Closes the socket.
+    ///
+    /// ```swift
+    /// try await connection.close()
+    /// ```
+    public func close() async throws(IOError) {
+        try await File(descriptor: descriptor).close()
+    }
+
+    /// The local address.
+    public var localAddress: SocketAddress {
+        get throws(IOError) { try SocketCalls.address(descriptor.rawValue, peer: false) }
+    }
+
+    /// The peer's address.
+    public var peerAddress: SocketAddress {
+        get throws(IOError) { try SocketCalls.address(descriptor.rawValue, peer: true) }
+    }
+
+    /// Disables (or re-enables) Nagle's algorithm (`TCP_NODELAY`): small writes leave at once.
+    public func setNoDelay(_ enabled: Bool = true) throws(IOError) {
+        try SocketCalls.setOption(descriptor.rawValue, Int32(IPPROTO_TCP), TCP_NODELAY, enabled ? 1 : 0)
+    }
+
+    /// Enables TCP keep-alive probes (`SO_KEEPALIVE`).
+    public func setKeepAlive(_ enabled: Bool = true) throws(IOError) {
+        try SocketCalls.setOption(descriptor.rawValue, SOL_SOCKET, SO_KEEPALIVE, enabled ? 1 : 0)
+    }
+
+    /// Sets the kernel's receive buffer size (`SO_RCVBUF`; the kernel doubles it).
+    public func setReceiveBufferSize(_ byteCount: Int) throws(IOError) {
+        try SocketCalls.setOption(descriptor.rawValue, SOL_SOCKET, SO_RCVBUF, Int32(clamping: byteCount))
+    }
+
+    /// Sets the kernel's send buffer size (`SO_SNDBUF`; the kernel doubles it).
+    public func setSendBufferSize(_ byteCount: Int) throws(IOError) {
+        try SocketCalls.setOption(descriptor.rawValue, SOL_SOCKET, SO_SNDBUF, Int32(clamping: byteCount))
+    }
+}

@@ -1,0 +1,120 @@
+internal import CLiburing
+import Glibc
+import SystemPackage
+
+/// A listening stream socket (TCP over IPv4 or IPv6, or a Unix-domain path) that accepts
+/// connections on a ring.
+///
+/// ```swift
+/// let listener = try TCPListener.bind(to: SocketAddress("127.0.0.1:0"))   // port 0: any free port
+/// print("listening on", try listener.localAddress)
+/// for try await connection in listener.connections {
+///     Task { try await serve(connection) }
+/// }
+/// ```
+public struct TCPListener: Sendable, Hashable {
+    /// The listening socket.
+    public let descriptor: FileDescriptor
+
+    /// Binds a new socket to `address` and starts listening.
+    ///
+    /// ```swift
+    /// let listener = try TCPListener.bind(to: SocketAddress("0.0.0.0:8080"), backlog: 4096, reusePort: true)
+    /// ```
+    ///
+    /// - Parameters:
+    ///   - address: Where to listen; port 0 picks any free port (see ``localAddress``). A Unix path
+    ///     must not exist yet.
+    ///   - backlog: The kernel's queue of connections not yet accepted.
+    ///   - reuseAddress: `SO_REUSEADDR` (IP only): rebind a port whose old connections linger in
+    ///     TIME_WAIT.
+    ///   - reusePort: `SO_REUSEPORT` (IP only): several listeners, one per ring, on one port.
+    /// - Throws: ``IOError`` for ``IOError/Operation/bind`` (`EADDRINUSE`, `EACCES` for a
+    ///   privileged port, `EADDRNOTAVAIL`), ``IOError/Operation/listen`` or
+    ///   ``IOError/Operation/socket``. The socket is closed on failure.
+    public static func bind(
+        to address: SocketAddress, backlog: Int = 1024, reuseAddress: Bool = true, reusePort: Bool = false
+    ) throws(IOError) -> TCPListener {
+        let fd = try SocketCalls.makeSocket(address.family)
+        do throws(IOError) {
+            if address.family != .unix {
+                if reuseAddress { try SocketCalls.setOption(fd, SOL_SOCKET, SO_REUSEADDR, 1) }
+                if reusePort { try SocketCalls.setOption(fd, SOL_SOCKET, SO_REUSEPORT, 1) }
+                // Accepted sockets inherit TCP_NODELAY: an echo or request/response server wants it.
+                try SocketCalls.setOption(fd, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
+            }
+            try SocketCalls.bind(fd, address)
+            try SocketCalls.listen(fd, backlog: backlog)
+        } catch {
+            Glibc.close(fd)
+            throw error
+        }
+        return TCPListener(descriptor: FileDescriptor(rawValue: fd))
+    }
+
+    /// Wraps a socket that is already listening (closed by ``close()``).
+    public init(descriptor: FileDescriptor) {
+        self.descriptor = descriptor
+    }
+
+    /// The address the listener is bound to (with the real port when bound to port 0).
+    public var localAddress: SocketAddress {
+        get throws(IOError) { try SocketCalls.address(descriptor.rawValue, peer: false) }
+    }
+
+    /// Waits for the next connection.
+    ///
+    /// ```swift
+    /// let connection = try await listener.accept()
+    /// ```
+    ///
+    /// - Throws: ``IOError`` for ``IOError/Operation/accept`` (`EMFILE` when out of descriptors,
+    ///   `EBADF`/`EINVAL` after ``close()``, …) or ``IOError/Code/cancelled``. A connection accepted
+    ///   just as the task was cancelled is returned, not leaked.
+    public func accept() async throws(IOError) -> TCPConnection {
+        let fd = descriptor.rawValue
+        let outcome = try await RingExecutor.submit { sqe, _ in Prep.accept(sqe, fd: fd) }
+        return TCPConnection(descriptor: FileDescriptor(rawValue: try outcome.get(.accept)))
+    }
+
+    /// The accepted connections, as an asynchronous sequence that ends only with an error (or
+    /// when the consuming task is cancelled, which ends it with ``IOError/Code/cancelled``).
+    ///
+    /// ```swift
+    /// for try await connection in listener.connections { ... }
+    /// ```
+    public var connections: Connections { Connections(listener: self) }
+
+    /// Closes the listening socket. A pending ``accept()`` on it fails.
+    public func close() async throws(IOError) {
+        try await File(descriptor: descriptor).close()
+    }
+
+    /// The connections a listener accepts, one per `next()`.
+    public struct Connections: AsyncSequence, Sendable {
+        public typealias Element = TCPConnection
+        public typealias Failure = IOError
+        let listener: TCPListener
+
+        public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(listener: listener) }
+
+        public struct AsyncIterator: AsyncIteratorProtocol {
+            let listener: TCPListener
+
+            public mutating func next() async throws(IOError) -> TCPConnection? {
+                try await listener.accept()
+            }
+
+            public mutating func next(isolation actor: isolated (any Actor)?) async throws(IOError) -> TCPConnection? {
+                try await listener.accept()
+            }
+        }
+    }
+}
+
+/// A listening Unix-domain stream socket: the same type as ``TCPListener`` (bind it to a
+/// ``SocketAddress`` made with ``SocketAddress/init(unixPath:)``).
+public typealias UnixListener = TCPListener
+
+/// A connected Unix-domain stream socket: the same type as ``TCPConnection``.
+public typealias UnixConnection = TCPConnection
