@@ -410,14 +410,26 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
     }
 
     /// Operations submitted in this iteration that did not complete in it: wake their tasks so
-    /// they register for cancellation and wait again (phase 2 in `perform`).
+    /// they register for cancellation and wait again (phase 2 in `perform`), and give back the
+    /// ring capacity they held. Capacity bounds bursts of operations that complete at once (the
+    /// ones that can overflow the CQ); an operation that waits on a peer may wait forever, and
+    /// must not keep others out: 1,000 connections each with a pending receive would otherwise
+    /// fill the ring and starve the sends their peers wait for. If many waiting operations
+    /// complete together, the CQ overflow is detected and drained like any other.
     @inline(__always)
     private func wakeOperationsStillInFlight() {
         let core = self.core
+        var released = false
         while let id = core.pointee.fresh.popFirst() {
             guard let slot = core.pointee.table.slot(for: id), slot.pointee.state == .inFlight else { continue }
+            if slot.pointee.heldCapacity > 0 {
+                core.pointee.capacityInUse -= Int(slot.pointee.heldCapacity)
+                slot.pointee.heldCapacity = 0
+                released = true
+            }
             slot.pointee.continuation.take()?.resume()
         }
+        if released { admitWaiters() }
     }
 
     @inline(__always)
@@ -430,7 +442,10 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
                 core.pointee.statistics.strayCompletions &+= 1
                 return
             }
-            core.pointee.capacityInUse -= 1
+            if slot.pointee.heldCapacity > 0 {
+                slot.pointee.heldCapacity -= 1
+                core.pointee.capacityInUse -= 1
+            }
             if slot.pointee.complete(tag!, result: completion.result) {
                 // No continuation means the task is between its two waits (see perform): it sees
                 // the completed state when it re-suspends.

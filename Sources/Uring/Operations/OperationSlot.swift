@@ -76,6 +76,9 @@ struct OperationSlot {
     var generation: UInt32 = 0
     var state: State = .free
     var pendingCompletions: UInt8 = 0
+    /// Ring capacity (CQE budget) this operation still holds: released per CQE, or all at once
+    /// when the operation turns out to wait (see `RingExecutor.wakeOperationsStillInFlight`).
+    var heldCapacity: UInt8 = 0
     var cancelRequested = false
     var timedOut = false
     var result: Int32 = 0
@@ -92,6 +95,7 @@ struct OperationSlot {
     mutating func reset() {
         state = .reserved
         pendingCompletions = 0
+        heldCapacity = 0
         cancelRequested = false
         timedOut = false
         result = 0

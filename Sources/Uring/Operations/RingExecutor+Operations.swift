@@ -43,7 +43,8 @@ extension RingExecutor {
         // can complete anything, so the completion always finds it.
         await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
             precondition(self.isCurrentRing, "operation submitted off its ring's thread")
-            if slot.pointee.cancelRequested || Task.isCancelled {
+            // A shutdown that began while this task waited to run also means "do not submit".
+            if slot.pointee.cancelRequested || core.pointee.stopping || Task.isCancelled {
                 // Cancelled before anything reached the kernel: nothing to wait for.
                 core.pointee.capacityInUse -= needed
                 slot.pointee.cancelledBeforeSubmission()
@@ -66,6 +67,7 @@ extension RingExecutor {
             }
             slot.pointee.continuation = continuation
             slot.pointee.submitted(completions: UInt8(needed))
+            slot.pointee.heldCapacity = UInt8(needed)
             core.pointee.fresh.append(id)
             core.pointee.statistics.submitted &+= 1
         }
@@ -103,7 +105,7 @@ extension RingExecutor {
         await withTaskCancellationHandler {
             await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
                 precondition(self.isCurrentRing, "operation queued off its ring's thread")
-                if slot.pointee.cancelRequested || Task.isCancelled {
+                if slot.pointee.cancelRequested || core.pointee.stopping || Task.isCancelled {
                     slot.pointee.cancelledBeforeSubmission()
                     continuation.resume()
                     return
