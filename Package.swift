@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .library(name: "Uring", targets: ["Uring"]),
         .executable(name: "uring-bench", targets: ["UringBench"]),
+        .executable(name: "uring-echo", targets: ["UringEcho"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
@@ -44,6 +45,12 @@ let package = Package(
             path: "Benchmarks/UringBench",
             swiftSettings: [.swiftLanguageMode(.v6), .enableUpcomingFeature("NonisolatedNonsendingByDefault")]
         ),
+        .executableTarget(
+            name: "UringEcho",
+            dependencies: ["Uring", .product(name: "SystemPackage", package: "swift-system")],
+            path: "Sources/Examples/EchoServer",
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
         // A child process for the test of Uring.run, which must own the process's executors.
         .executableTarget(
             name: "uring-run-check",
@@ -56,6 +63,7 @@ let package = Package(
             dependencies: [
                 "Uring",
                 "uring-run-check",
+                "UringEcho",
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
             path: "Tests/UringTests",

@@ -1,0 +1,101 @@
+// uring-echo: a TCP echo server on swift-uring.
+//
+//   uring-echo [--host 127.0.0.1] [--port 9000] [--backlog 1024]
+//
+// Serves every connection until the peer closes it. SIGINT or SIGTERM stops accepting, closes the
+// open connections and exits 0.
+import Glibc
+import Uring
+
+struct Options {
+    var host = "127.0.0.1"
+    var port = 9000
+    var backlog = 1024
+}
+
+func usage(_ message: String) -> Never {
+    let text = "uring-echo: \(message)\nusage: uring-echo [--host ADDR] [--port P] [--backlog N]\n"
+    _ = text.withCString { write(2, $0, strlen($0)) }
+    exit(64)
+}
+
+func parse() -> Options {
+    var options = Options()
+    var args = CommandLine.arguments.dropFirst()
+    while let flag = args.popFirst() {
+        guard flag != "-h", flag != "--help" else {
+            print("usage: uring-echo [--host ADDR] [--port P] [--backlog N]")
+            exit(0)
+        }
+        guard let value = args.popFirst() else { usage("\(flag) needs a value") }
+        switch flag {
+        case "--host": options.host = value
+        case "--port":
+            guard let p = Int(value), (0...65535).contains(p) else { usage("--port wants 0...65535, not '\(value)'") }
+            options.port = p
+        case "--backlog":
+            guard let b = Int(value), b > 0 else { usage("--backlog wants a positive number") }
+            options.backlog = b
+        default: usage("unknown option '\(flag)'")
+        }
+    }
+    return options
+}
+
+/// Echoes one connection until the peer closes it (or it fails). One 64 KiB buffer per connection,
+/// allocated once: nothing is allocated per request.
+func echo(_ connection: TCPConnection) async {
+    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)
+    defer { buffer.deallocate() }
+    while true {
+        do throws(IOError) {
+            let n = try await connection.read(into: buffer)
+            if n == 0 { break }
+            try await connection.write(UnsafeRawBufferPointer(rebasing: buffer[..<n]))
+        } catch {
+            break  // reset, cancelled by shutdown, …: this connection is done; the others go on
+        }
+    }
+    try? await connection.close()
+}
+
+let options = parse()
+do {
+    try ShutdownSignals.install()
+    try Uring.run {
+        let address = try SocketAddress(host: options.host, port: options.port)
+        let listener = try TCPListener.bind(to: address, backlog: options.backlog)
+        print("uring-echo listening on \(try listener.localAddress)")
+        fflush(nil)  // all streams: the line above must reach a pipe at once
+        // The accept loop and every connection are one task tree: cancelling its root cancels the
+        // pending accept (an async cancel on the ring; closing the socket would not) and every
+        // connection's pending receive.
+        let server = Task {
+            await withDiscardingTaskGroup { group in
+                while true {
+                    do throws(IOError) {
+                        let connection = try await listener.accept()
+                        group.addTask { await echo(connection) }
+                    } catch where error.errno == .tooManyOpenFiles || error.errno == .tooManyOpenFilesInSystem {
+                        try? await Uring.sleep(for: .milliseconds(10))  // out of descriptors: back off, keep serving
+                    } catch where error.errno?.rawValue == ECONNABORTED {
+                        continue  // the peer gave up before we accepted
+                    } catch {
+                        break  // cancelled (shutdown) or the listener failed
+                    }
+                }
+            }
+        }
+        if let signal = try? await ShutdownSignals.next() {
+            print("uring-echo: signal \(signal), shutting down")
+        }
+        server.cancel()
+        await server.value
+        try? await listener.close()
+    }
+} catch {
+    let text = "uring-echo: \(error)\n"
+    _ = text.withCString { write(2, $0, strlen($0)) }
+    exit(1)
+}
+exit(0)

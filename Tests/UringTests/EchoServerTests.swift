@@ -1,0 +1,88 @@
+import Glibc
+import Testing
+@testable import Uring
+
+extension IntegrationTests {
+    /// The `uring-echo` executable, run as a user would: start it, echo through it, stop it with a
+    /// signal, and check that it exits 0.
+    @Suite("uring-echo")
+    struct EchoServerProcess {
+        @Test(arguments: [SIGTERM, SIGINT])
+        func echoesAndExitsCleanlyOnSignal(_ signal: Int32) async throws {
+            let child = try SpawnedChild(executableNextToTests("uring-echo"), ["--host", "127.0.0.1", "--port", "0"])
+            let banner = child.readLine()
+            let port = banner.split(separator: ":").last.flatMap { Int($0.trimmingSpaces()) }
+            #expect(banner.hasPrefix("uring-echo listening on 127.0.0.1:"), "banner: \(banner)")
+            guard let port else { kill(child.pid, SIGKILL); _ = child.wait(); return }
+
+            let connection = try await TCPConnection.connect(to: SocketAddress(host: "127.0.0.1", port: port))
+            let message = Array((0..<100_000).map { UInt8(truncatingIfNeeded: $0 &* 31) })
+            #expect(try await exchange(connection, message, seed: 9) == message)
+
+            kill(child.pid, signal)
+            #expect(child.wait() == 0)
+            // The server closed our connection on the way out.
+            let rest = try? await connection.read(upTo: 16, timeout: .seconds(5))
+            #expect(rest == nil || rest == [])
+            try? await connection.close()
+        }
+    }
+}
+
+/// A child process with its standard output on a pipe.
+final class SpawnedChild {
+    let pid: pid_t
+    private let output: Int32
+
+    init(_ path: String, _ arguments: [String]) throws {
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { throw ChildFailed(description: "pipe failed") }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
+        posix_spawn_file_actions_addclose(&actions, fds[0])
+        let argv = ([path] + arguments).map { strdup($0) } + [nil]
+        defer { for p in argv { free(p) } }
+        // The test runs on a pool thread that blocks most signals; the child must not inherit that.
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var none = sigset_t()
+        sigemptyset(&none)
+        posix_spawnattr_setsigmask(&attributes, &none)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK))
+        var pid = pid_t()
+        let rc = posix_spawn(&pid, path, &actions, &attributes, argv, environ)
+        close(fds[1])
+        guard rc == 0 else {
+            close(fds[0])
+            throw ChildFailed(description: "cannot start \(path): \(rc)")
+        }
+        self.pid = pid
+        output = fds[0]
+    }
+
+    deinit { close(output) }
+
+    /// One line of the child's standard output (blocking; a test helper).
+    func readLine() -> String {
+        var line: [UInt8] = []
+        var byte: UInt8 = 0
+        while read(output, &byte, 1) == 1, byte != UInt8(ascii: "\n") { line.append(byte) }
+        return String(decoding: line, as: UTF8.self)
+    }
+
+    /// Waits for the child; returns its exit status (128 + signal if it was killed).
+    func wait() -> Int32 {
+        var status: Int32 = 0
+        waitpid(pid, &status, 0)
+        return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+    }
+}
+
+extension Substring {
+    func trimmingSpaces() -> String {
+        String(String(drop { $0 == " " }.reversed().drop { $0 == " " || $0 == "\n" }).reversed())
+    }
+}
