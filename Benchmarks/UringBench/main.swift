@@ -11,11 +11,15 @@ import Uring
 // A scenario run alone prints exactly one line of key=value pairs starting with scenario=NAME.
 
 let usage = """
-    usage: uring-bench [nop|read] [options]
+    usage: uring-bench [nop|read|echo] [options]
       (no scenario)               run the whole suite and print a table
       nop  --concurrency N        awaited no-ops from N tasks on one ring (default 64)
       read --pattern random|sequential --block B --concurrency N --path P
                                   reads of a file (default: a 1 GiB file in /tmp/uring-bench, created once)
+      echo --connections N --size B
+                                  loopback TCP echo: a server ring and a client ring in this
+                                  process; N connections (default 64) each send B bytes (default
+                                  64) and wait for the echo
     common options:
       --seconds S                 measured seconds per run (default 3)
       --warmup S                  unmeasured seconds before each run (default 0.5)
@@ -57,7 +61,7 @@ func parse(_ arguments: [String]) -> Options {
     var options = Options()
     var rest = arguments[...]
     if let first = rest.first, !first.hasPrefix("-") {
-        guard ["nop", "read"].contains(first) else { fail("unknown scenario '\(first)'") }
+        guard ["nop", "read", "echo"].contains(first) else { fail("unknown scenario '\(first)'") }
         options.scenario = first
         rest = rest.dropFirst()
     }
@@ -86,6 +90,8 @@ func parse(_ arguments: [String]) -> Options {
             guard p == "random" || p == "sequential" else { fail("--pattern is random or sequential, not '\(p)'") }
             options.pattern = p
         case "--block": options.block = positiveInt(flag)
+        case "--connections": options.concurrency = positiveInt(flag)
+        case "--size": options.block = positiveInt(flag)
         case "--no-baseline": options.baseline = false
         case "--executor":
             let v = value(flag)
@@ -245,8 +251,11 @@ func printTable(_ rows: [(Measurement, Measurement?)]) {
     print(header)
     print(String(repeating: "-", count: header.count))
     for (m, baseline) in rows {
-        let name = ([m.scenario] + m.fields.filter { $0.0 != "executor" }.map { $0.0 == "concurrency" ? "N=\($0.1)" : $0.1 })
-            .joined(separator: " ")
+        let name =
+            m.scenario == "echo"
+            ? "echo \(m.concurrency) conns x \(m.fields.first { $0.0 == "size" }?.1 ?? "?") B"
+            : ([m.scenario] + m.fields.filter { $0.0 != "executor" }.map { $0.0 == "concurrency" ? "N=\($0.1)" : $0.1 })
+                .joined(separator: " ")
         let ratio = m.engine.hasPrefix("swift-uring") ? baseline.map { format(m.opsPerSecond / max($0.opsPerSecond, 1)) + "x" } ?? "" : ""
         print([
             pad(name, 26, left: true), pad(m.engine, 16, left: true), pad(format(m.opsPerSecond, decimals: 0), 12),
@@ -330,6 +339,10 @@ func benchmarkMain(_ options: Options) async throws {
         let results = try await runRead(
             pattern: options.pattern, block: block, concurrency: options.concurrency ?? 32, options: options)
         print(machineLine(results[0], baseline: results.count > 1 ? results[1] : nil))
+    case "echo":
+        let size = options.block ?? 64
+        let result = try await runEcho(connections: options.concurrency ?? 64, size: size, options: options)
+        print(echoLine(result, size: size))
     default:
         print("swift-uring benchmark suite: \(machineDescription())")
         print(
@@ -361,6 +374,7 @@ func benchmarkMain(_ options: Options) async throws {
             }
             if let baseline { rows.append((baseline, nil)) }
         }
+        rows.append((try await runEcho(connections: 64, size: 64, options: options), nil))
         printTable(rows)
     }
 }
