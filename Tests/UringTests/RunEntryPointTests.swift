@@ -28,42 +28,10 @@ struct ChildFailed: Error, CustomStringConvertible {
     var description: String
 }
 
-/// Runs `path` with `arguments`, capturing standard output and error; returns the exit status.
+/// Runs `path` with `arguments` to the end, capturing standard output and error; returns the
+/// exit status and the output.
 func runChild(_ path: String, _ arguments: [String] = []) throws -> (Int32, String) {
-    var pipeFDs: [Int32] = [0, 0]
-    guard pipe(&pipeFDs) == 0 else { throw ChildFailed(description: "pipe failed") }
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 1)
-    posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 2)
-    posix_spawn_file_actions_addclose(&actions, pipeFDs[0])
-    let argv = ([path] + arguments).map { strdup($0) } + [nil]
-    defer { for p in argv { free(p) } }
-    var attributes = posix_spawnattr_t()
-    posix_spawnattr_init(&attributes)
-    defer { posix_spawnattr_destroy(&attributes) }
-    var none = sigset_t()
-    sigemptyset(&none)
-    posix_spawnattr_setsigmask(&attributes, &none)
-    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK))
-    var pid = pid_t()
-    let rc = posix_spawn(&pid, path, &actions, &attributes, argv, environ)
-    close(pipeFDs[1])
-    guard rc == 0 else {
-        close(pipeFDs[0])
-        throw ChildFailed(description: "cannot start \(path): \(rc)")
-    }
-    var output: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 4096)
-    while true {
-        let n = read(pipeFDs[0], &chunk, chunk.count)
-        if n <= 0 { break }
-        output += chunk[..<n]
-    }
-    close(pipeFDs[0])
-    var status: Int32 = 0
-    waitpid(pid, &status, 0)
-    let exited = (status & 0x7f) == 0
-    return (exited ? (status >> 8) & 0xff : 128 + (status & 0x7f), String(decoding: output, as: UTF8.self))
+    let child = try SpawnedChild(path, arguments, includeStandardError: true)
+    let output = child.readAll()
+    return (child.wait(), output)
 }

@@ -43,6 +43,7 @@ enum SocketCalls {
     static func address(_ fd: Int32, peer: Bool) throws(IOError) -> SocketAddress {
         var storage = sockaddr_storage()
         var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        // SAFETY: the kernel writes at most `length` bytes into the storage, and reports the size.
         let rc = withUnsafeMutablePointer(to: &storage) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
                 peer ? getpeername(fd, $0, &length) : getsockname(fd, $0, &length)

@@ -104,6 +104,7 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
         }
         var v6 = in6_addr()
         guard inet_pton(AF_INET6, address, &v6) == 1 else { throw SocketAddressError(.badHost, original) }
+        // SAFETY: in6_addr is exactly 16 bytes; both loads are in bounds and unaligned-safe.
         let (high, low) = withUnsafeBytes(of: &v6) { raw in
             (raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self), raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
         }
@@ -150,6 +151,7 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
             return Self.presentation(AF_INET, &addr)
         case .ipv6(let high, let low, _, let scope):
             var addr = in6_addr()
+            // SAFETY: 16 bytes written into a 16-byte in6_addr.
             withUnsafeMutableBytes(of: &addr) { raw in
                 raw.storeBytes(of: high, toByteOffset: 0, as: UInt64.self)
                 raw.storeBytes(of: low, toByteOffset: 8, as: UInt64.self)
@@ -178,6 +180,8 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
 
     private static func presentation<T>(_ family: Int32, _ address: inout T) -> String {
         var buffer = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN) + 1)
+        // SAFETY: `address` is an in_addr or in6_addr matching `family`; the buffer holds the
+        // longest presentation form and its NUL.
         let ok = withUnsafePointer(to: &address) { inet_ntop(family, $0, &buffer, socklen_t(buffer.count)) } != nil
         guard ok else { return "?" }
         return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
@@ -219,6 +223,8 @@ extension SocketAddress {
     func withSockAddr<R>(_ body: (UnsafePointer<sockaddr>, socklen_t) throws(IOError) -> R) throws(IOError) -> R {
         var storage = sockaddr_storage()
         let length = write(to: &storage)
+        // SAFETY: sockaddr_storage is large and aligned enough for every sockaddr type, and the
+        // pointer does not escape `body`.
         return try withUnsafePointer(to: &storage) { pointer throws(IOError) -> R in
             try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { address throws(IOError) -> R in
                 try body(address, length)
@@ -228,6 +234,8 @@ extension SocketAddress {
 
     /// Writes this address as a `sockaddr` into `storage`; returns its length.
     func write(to storage: inout sockaddr_storage) -> socklen_t {
+        // SAFETY: every store below stays within sockaddr_storage (128 bytes): sockaddr_in and
+        // sockaddr_in6 are smaller, and a Unix path is at most 107 bytes after a 2-byte family.
         storage = sockaddr_storage()
         let length: socklen_t
         switch self.storage {
@@ -267,6 +275,8 @@ extension SocketAddress {
     }
 
     /// The address a kernel filled in, or nil for a family we do not represent.
+    // SAFETY: `address` points at `length` valid bytes (a kernel-filled sockaddr); each case reads
+    // only after checking the length, with unaligned loads.
     init?(_ address: UnsafePointer<sockaddr>, length: socklen_t) {
         switch Int32(address.pointee.sa_family) {
         case AF_INET where length >= socklen_t(MemoryLayout<sockaddr_in>.size):
