@@ -71,6 +71,8 @@ extension IntegrationTests {
         /// 1,000 concurrent loopback connections each send 1 MiB of random data in random-sized
         /// writes and read back identical bytes through the echo server.
         @Test func thousandConnectionsEchoAMebibyteEach() async throws {
+            let limit = raiseDescriptorLimit()
+            try #require(limit >= 2_200, "needs about 2,100 descriptors; RLIMIT_NOFILE is \(limit)")
             let fdsBefore = openDescriptorCount()
             let server = try TestEchoServer(on: SocketAddress("127.0.0.1:0"))
             let connections = 1000

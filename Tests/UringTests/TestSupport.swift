@@ -100,3 +100,16 @@ func eventually(seconds: Double = 20, _ condition: () async -> Bool) async -> Bo
     }
     return await condition()
 }
+
+/// Raises the soft limit on open descriptors to the hard limit (tests with 1,000 connections need
+/// about 2,100) and returns the new soft limit.
+@discardableResult
+func raiseDescriptorLimit() -> Int {
+    var limit = rlimit()
+    getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max
+        setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+    }
+    return Int(limit.rlim_cur)
+}
