@@ -6,7 +6,6 @@
 
 #if compiler(>=6.3)
 @_spi(ExperimentalCustomExecutors) @_spi(ExperimentalScheduling) import _Concurrency
-import Synchronization
 
 extension Uring {
     /// Makes a new ring the process's main and default executor, runs `body` on it as the main
@@ -50,7 +49,7 @@ extension Uring {
         UringExecutorFactory.installed.withLock { $0 = (main, global) }
         _createExecutors(factory: UringExecutorFactory.self)
 
-        let outcome = Mutex<Swift.Result<Result, any Error>?>(nil)
+        let outcome = Lock<Swift.Result<Result, any Error>?>(nil)
         Task {
             let result: Swift.Result<Result, any Error>
             do {
@@ -68,7 +67,7 @@ extension Uring {
 
 /// The factory `_createExecutors` asks for the executors.
 struct UringExecutorFactory: ExecutorFactory {
-    static let installed = Mutex<(main: RingMainExecutor, global: RingGlobalExecutor)?>(nil)
+    static let installed = Lock<(main: RingMainExecutor, global: RingGlobalExecutor)?>(nil)
 
     static var mainExecutor: any MainExecutor {
         installed.withLock { $0! }.main

@@ -36,7 +36,7 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
 
     let core: UnsafeMutablePointer<RingCore>
     private let coreReady = Atomic<Bool>(false)
-    let inbox = Mutex(Inbox())
+    let inbox = Lock(Inbox())
     let inboxPending = Atomic<Bool>(false)
     let sleeping = Atomic<Bool>(false)
     let wakeFD: Int32
@@ -319,6 +319,8 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
                 switch ready.kind {
                 case .task: ready.job.runSynchronously(on: taskExecutor)
                 case .isolated: ready.job.runSynchronously(isolatedTo: serial, taskExecutor: taskExecutor)
+                // SAFETY: .global and .main jobs exist only on the ring Uring.run installed, whose
+                // executors were set before its loop started.
                 case .global: ready.job.runSynchronously(on: globalExecutor.unsafelyUnwrapped)
                 case .main: ready.job.runSynchronously(on: mainExecutor.unsafelyUnwrapped)
                 }
@@ -457,6 +459,7 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
                 return
             }
             _ = slot.pointee.complete(.operation, result: completion.result)
+            // SAFETY: a timer slot gets its job in scheduleOnRing, before its SQE exists.
             let job = slot.pointee.job.take().unsafelyUnwrapped
             core.pointee.table.release(id)
             core.pointee.ready.append(job)

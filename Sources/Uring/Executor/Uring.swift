@@ -1,5 +1,4 @@
 internal import CLiburing
-import Synchronization
 
 /// The namespace of swift-uring's free functions: the default ring, the no-op, and the
 /// entry point that makes a ring the process's main and default executor (see `Uring.run`).
@@ -20,7 +19,7 @@ public enum Uring {
 }
 
 extension RingExecutor {
-    private static let sharedRing = Mutex<Result<RingExecutor, IOError>?>(nil)
+    private static let sharedRing = Lock<Result<RingExecutor, IOError>?>(nil)
 
     /// The process-wide default ring, created on first use with default settings.
     ///

@@ -136,6 +136,7 @@ extension RingExecutor {
             _ = core.pointee.waiters.popFirst()
             core.pointee.capacityInUse += needed
             slot.pointee.state = .reserved
+            // SAFETY: `.waiting` is set together with the continuation (waitForCapacity's closure).
             slot.pointee.continuation.take().unsafelyUnwrapped.resume()
         }
     }
@@ -159,6 +160,7 @@ extension RingExecutor {
         case .none:
             break
         case .resumeWaiter:
+            // SAFETY: only a `.waiting` slot yields this action, and it holds its continuation.
             slot.pointee.continuation.take().unsafelyUnwrapped.resume()
         case .submitAsyncCancel:
             let sqe = core.pointee.ring.nextSubmission()
