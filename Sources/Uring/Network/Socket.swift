@@ -3,14 +3,15 @@ import Glibc
 /// The synchronous socket calls that never block and have no ring opcode in liburing 2.3
 /// (socket, bind, listen, setsockopt, getsockname): each failure is a typed ``IOError``.
 enum SocketCalls {
-    static func makeSocket(_ family: SocketAddress.Family) throws(IOError) -> Int32 {
+    static func makeSocket(_ family: SocketAddress.Family, datagram: Bool = false) throws(IOError) -> Int32 {
         let domain: Int32 =
             switch family {
             case .ipv4: AF_INET
             case .ipv6: AF_INET6
             case .unix: AF_UNIX
             }
-        let fd = socket(domain, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let type = datagram ? Int32(SOCK_DGRAM.rawValue) : Int32(SOCK_STREAM.rawValue)
+        let fd = socket(domain, type | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw IOError.system(errno, .socket) }
         return fd
     }
@@ -32,6 +33,12 @@ enum SocketCalls {
     static func bind(_ fd: Int32, _ address: SocketAddress) throws(IOError) {
         try address.withSockAddr { pointer, length throws(IOError) in
             guard Glibc.bind(fd, pointer, length) == 0 else { throw IOError.system(errno, .bind) }
+        }
+    }
+
+    static func connect(_ fd: Int32, _ address: SocketAddress) throws(IOError) {
+        try address.withSockAddr { pointer, length throws(IOError) in
+            guard Glibc.connect(fd, pointer, length) == 0 else { throw IOError.system(errno, .connect) }
         }
     }
 

@@ -105,6 +105,16 @@ enum Prep {
         io_uring_prep_send(sqe, fd, buffer, count, Int32(MSG_NOSIGNAL))
     }
 
+    /// `message` (and what it points to) must stay valid until the final completion.
+    static func sendMessage(_ sqe: UnsafeMutablePointer<io_uring_sqe>, fd: Int32, message: UnsafePointer<msghdr>) {
+        io_uring_prep_sendmsg(sqe, fd, message, UInt32(MSG_NOSIGNAL))
+    }
+
+    /// `message` (and what it points to) must stay valid until the final completion.
+    static func receiveMessage(_ sqe: UnsafeMutablePointer<io_uring_sqe>, fd: Int32, message: UnsafeMutablePointer<msghdr>) {
+        io_uring_prep_recvmsg(sqe, fd, message, 0)
+    }
+
     static func shutdown(_ sqe: UnsafeMutablePointer<io_uring_sqe>, fd: Int32, how: Int32) {
         io_uring_prep_shutdown(sqe, fd, how)
     }

@@ -1,0 +1,190 @@
+internal import CLiburing
+import Glibc
+import SystemPackage
+
+/// A UDP socket (IPv4 or IPv6) whose sends and receives run on a ring.
+///
+/// ```swift
+/// let server = try UDPSocket.bind(to: SocketAddress("127.0.0.1:0"))
+/// let client = try UDPSocket.bind(to: SocketAddress("127.0.0.1:0"))
+/// try await client.send(contentsOf: Array("ping".utf8), to: try server.localAddress)
+/// let (datagram, sender) = try await server.receive(upTo: 1500)
+/// try await server.send(contentsOf: datagram, to: sender)      // echo it back
+/// ```
+///
+/// A datagram is sent whole or not at all; a receive returns one datagram (truncated to the
+/// buffer if it is larger). Buffers are lent to the kernel until the call returns; cancellation
+/// and deadlines work as for every other operation.
+public struct UDPSocket: Sendable, Hashable {
+    /// The socket.
+    public let descriptor: FileDescriptor
+
+    /// Wraps a datagram socket (closed by ``close()``).
+    public init(descriptor: FileDescriptor) {
+        self.descriptor = descriptor
+    }
+
+    /// A new socket bound to `address` (port 0: any free port).
+    ///
+    /// ```swift
+    /// let socket = try UDPSocket.bind(to: SocketAddress("0.0.0.0:5353"), reuseAddress: true)
+    /// ```
+    ///
+    /// - Throws: ``IOError`` for ``IOError/Operation/bind`` (`EADDRINUSE`, …) or
+    ///   ``IOError/Operation/socket``; the socket is closed on failure.
+    public static func bind(
+        to address: SocketAddress, reuseAddress: Bool = false, reusePort: Bool = false
+    ) throws(IOError) -> UDPSocket {
+        guard address.family != .unix else { throw IOError(.invalidArgument, errno: .invalidArgument, operation: .bind) }
+        let fd = try SocketCalls.makeSocket(address.family, datagram: true)
+        do throws(IOError) {
+            if reuseAddress { try SocketCalls.setOption(fd, SOL_SOCKET, SO_REUSEADDR, 1) }
+            if reusePort { try SocketCalls.setOption(fd, SOL_SOCKET, SO_REUSEPORT, 1) }
+            try SocketCalls.bind(fd, address)
+        } catch {
+            Glibc.close(fd)
+            throw error
+        }
+        return UDPSocket(descriptor: FileDescriptor(rawValue: fd))
+    }
+
+    /// Fixes the peer: afterwards ``send(_:timeout:)`` goes there and only its datagrams are
+    /// received (connected mode). No packet is sent.
+    ///
+    /// ```swift
+    /// try socket.connect(to: SocketAddress("127.0.0.1:9999"))
+    /// try await socket.send(contentsOf: [1, 2, 3])
+    /// ```
+    public func connect(to address: SocketAddress) throws(IOError) {
+        try SocketCalls.connect(descriptor.rawValue, address)
+    }
+
+    /// The address the socket is bound to.
+    public var localAddress: SocketAddress {
+        get throws(IOError) { try SocketCalls.address(descriptor.rawValue, peer: false) }
+    }
+
+    /// Sends one datagram to `address` (or, with `address` nil, to the connected peer).
+    ///
+    /// ```swift
+    /// let sent = try await socket.send(UnsafeRawBufferPointer(packet), to: destination)
+    /// ```
+    ///
+    /// - Returns: The bytes sent (the whole datagram).
+    /// - Throws: ``IOError`` for ``IOError/Operation/send`` (`EMSGSIZE` for a datagram too large,
+    ///   `ECONNREFUSED` on a connected socket whose peer is gone, `EDESTADDRREQ` without an
+    ///   address on an unconnected socket, …), ``IOError/Code/timedOut``, ``IOError/Code/cancelled``.
+    @discardableResult
+    public func send(
+        _ bytes: UnsafeRawBufferPointer, to address: SocketAddress? = nil, timeout: Duration? = nil
+    ) async throws(IOError) -> Int {
+        let message = MessageStorage(buffer: UnsafeMutableRawBufferPointer(mutating: bytes), address: address)
+        defer { message.free() }
+        let fd = descriptor.rawValue
+        let outcome = try await RingExecutor.submit(timeout: timeout) { sqe, _ in
+            // SAFETY: the message, its iovec and address live until submit returns (final CQE).
+            Prep.sendMessage(sqe, fd: fd, message: message.header)
+        }
+        return Int(try outcome.get(.send))
+    }
+
+    /// Sends one datagram (copied first).
+    ///
+    /// ```swift
+    /// try await socket.send(contentsOf: Array("hello".utf8), to: destination)
+    /// ```
+    @discardableResult
+    public func send(contentsOf bytes: [UInt8], to address: SocketAddress? = nil, timeout: Duration? = nil) async throws(IOError) -> Int {
+        let copy = File.copy(bytes)
+        defer { copy.deallocate() }
+        return try await send(UnsafeRawBufferPointer(copy), to: address, timeout: timeout)
+    }
+
+    /// Receives one datagram into `buffer`, with its sender.
+    ///
+    /// ```swift
+    /// let (count, sender) = try await socket.receive(into: buffer)
+    /// ```
+    ///
+    /// - Returns: The datagram's length (at most `buffer.count`; a longer datagram is truncated)
+    ///   and the sender's address.
+    public func receive(
+        into buffer: UnsafeMutableRawBufferPointer, timeout: Duration? = nil
+    ) async throws(IOError) -> (count: Int, sender: SocketAddress) {
+        let message = MessageStorage(buffer: buffer, address: nil, receiving: true)
+        defer { message.free() }
+        let fd = descriptor.rawValue
+        let outcome = try await RingExecutor.submit(timeout: timeout) { sqe, _ in
+            // SAFETY: as in send: everything the header points to lives until the final CQE.
+            Prep.receiveMessage(sqe, fd: fd, message: message.header)
+        }
+        let count = Int(try outcome.get(.receive))
+        guard let sender = message.receivedAddress() else { throw IOError.system(EAFNOSUPPORT, .receive) }
+        return (count, sender)
+    }
+
+    /// Receives one datagram of at most `maximumCount` bytes into a new array, with its sender.
+    ///
+    /// ```swift
+    /// let (bytes, sender) = try await socket.receive(upTo: 65_507)
+    /// ```
+    public func receive(upTo maximumCount: Int, timeout: Duration? = nil) async throws(IOError) -> (bytes: [UInt8], sender: SocketAddress) {
+        guard maximumCount >= 0 else { throw IOError(.invalidArgument, errno: .invalidArgument, operation: .receive) }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(maximumCount, 1), alignment: 16)
+        defer { buffer.deallocate() }
+        let (count, sender) = try await receive(into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<maximumCount]), timeout: timeout)
+        return (Array(UnsafeRawBufferPointer(rebasing: buffer[..<count])), sender)
+    }
+
+    /// Closes the socket.
+    ///
+    /// ```swift
+    /// try await socket.close()
+    /// ```
+    public func close() async throws(IOError) {
+        try await File(descriptor: descriptor).close()
+    }
+}
+
+/// A `msghdr`, its one `iovec` and an address, in one allocation that outlives the operation.
+struct MessageStorage: @unchecked Sendable {
+    // @unchecked Sendable: lent to the ring thread for one operation, freed by its creator after.
+    let header: UnsafeMutablePointer<msghdr>
+    private let iov: UnsafeMutablePointer<iovec>
+    private let address: UnsafeMutablePointer<sockaddr_storage>
+
+    init(buffer: UnsafeMutableRawBufferPointer, address: SocketAddress?, receiving: Bool = false) {
+        header = .allocate(capacity: 1)
+        iov = .allocate(capacity: 1)
+        self.address = .allocate(capacity: 1)
+        // SAFETY: fresh allocations, each initialized once here and freed once in free().
+        iov.initialize(to: iovec(iov_base: buffer.baseAddress, iov_len: buffer.count))
+        self.address.initialize(to: sockaddr_storage())
+        var length: socklen_t = 0
+        if let address {
+            length = address.write(to: &self.address.pointee)
+        } else if receiving {
+            length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        }
+        var message = msghdr()
+        message.msg_name = length > 0 ? UnsafeMutableRawPointer(self.address) : nil
+        message.msg_namelen = length
+        message.msg_iov = iov
+        message.msg_iovlen = 1
+        header.initialize(to: message)
+    }
+
+    /// The sender the kernel wrote (after a receive).
+    func receivedAddress() -> SocketAddress? {
+        // SAFETY: msg_namelen is what the kernel wrote, at most sizeof(sockaddr_storage).
+        UnsafeRawPointer(address).withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            SocketAddress($0, length: header.pointee.msg_namelen)
+        }
+    }
+
+    func free() {
+        header.deallocate()
+        iov.deallocate()
+        address.deallocate()
+    }
+}
