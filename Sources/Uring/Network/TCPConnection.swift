@@ -32,7 +32,9 @@ public struct TCPConnection: Sendable, Hashable {
     /// let c = try await TCPConnection.connect(to: SocketAddress("[::1]:9000"))
     /// ```
     ///
-    /// - Parameter timeout: A deadline for the connection attempt.
+    /// - Parameters:
+    ///   - address: Where to connect.
+    ///   - timeout: A deadline for the connection attempt.
     /// - Throws: ``IOError`` for ``IOError/Operation/connect``: `ECONNREFUSED` (nothing listens),
     ///   `ENETUNREACH`, `ENOENT` (no such Unix socket), …; ``IOError/Code/timedOut``;
     ///   ``IOError/Code/cancelled``. The socket is closed on every failure.
@@ -100,7 +102,9 @@ public struct TCPConnection: Sendable, Hashable {
     /// try await connection.write(UnsafeRawBufferPointer(reply))
     /// ```
     ///
-    /// - Parameter timeout: A deadline for each underlying send.
+    /// - Parameters:
+    ///   - bytes: Lent to the kernel until the call returns.
+    ///   - timeout: A deadline for each underlying send.
     /// - Throws: ``IOError`` for ``IOError/Operation/send`` (`EPIPE` after the peer closed,
     ///   `ECONNRESET`, …; never a SIGPIPE), ``IOError/Code/timedOut``, ``IOError/Code/cancelled``.
     ///   After an error, some prefix of `bytes` may have been sent.

@@ -48,8 +48,8 @@ public struct UDPSocket: Sendable, Hashable {
         return UDPSocket(descriptor: FileDescriptor(rawValue: fd))
     }
 
-    /// Fixes the peer: afterwards ``send(_:timeout:)`` goes there and only its datagrams are
-    /// received (connected mode). No packet is sent.
+    /// Fixes the peer: afterwards a ``send(_:to:timeout:)`` without an address goes there and only
+    /// its datagrams are received (connected mode). No packet is sent.
     ///
     /// ```swift
     /// try socket.connect(to: SocketAddress("127.0.0.1:9999"))
@@ -70,6 +70,10 @@ public struct UDPSocket: Sendable, Hashable {
     /// let sent = try await socket.send(UnsafeRawBufferPointer(packet), to: destination)
     /// ```
     ///
+    /// - Parameters:
+    ///   - bytes: The datagram, lent to the kernel until the call returns.
+    ///   - address: The destination; nil on a connected socket.
+    ///   - timeout: A deadline for the send.
     /// - Returns: The bytes sent (the whole datagram).
     /// - Throws: ``IOError`` for ``IOError/Operation/send`` (`EMSGSIZE` for a datagram too large,
     ///   `ECONNREFUSED` on a connected socket whose peer is gone, `EDESTADDRREQ` without an
