@@ -59,7 +59,17 @@ func echo(_ connection: TCPConnection) async {
     try? await connection.close()
 }
 
+/// Lets the server hold as many connections as the hard limit allows (the soft default is often 1,024).
+func raiseDescriptorLimit() {
+    var limit = rlimit()
+    if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max
+        _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+    }
+}
+
 let options = parse()
+raiseDescriptorLimit()
 do {
     try ShutdownSignals.install()
     try Uring.run {
