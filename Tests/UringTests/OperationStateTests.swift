@@ -65,6 +65,17 @@ struct OperationStateTests {
         #expect(slot.outcome == .cancelled)
     }
 
+    @Test func cancelBeforeSubmissionIsAFlagThenACancelledOutcome() {
+        var slot = OperationSlot()
+        slot.reset()
+        let action = slot.cancel()
+        #expect(action == .none)
+        #expect(slot.cancelRequested && slot.state == .reserved)
+        slot.cancelledBeforeSubmission()
+        #expect(slot.state == .completed)
+        #expect(slot.outcome == .cancelled)
+    }
+
     @Test func deadlineNeedsBothCompletions() {
         var slot = OperationSlot()
         slot.reset()

@@ -61,6 +61,7 @@ enum OperationOutcome: Equatable, Sendable {
 /// free ─acquire→ reserved ─(no capacity)→ waiting ─(capacity freed)→ reserved
 /// reserved ─submit→ inFlight ─(every CQE arrived)→ completed ─release→ free
 /// waiting ─cancel→ completed(-ECANCELED)      inFlight ─cancel→ inFlight + ASYNC_CANCEL
+/// reserved ─cancel→ reserved + flag (the task sees it and does not submit)
 /// ```
 struct OperationSlot {
     enum State: UInt8 { case free, reserved, waiting, inFlight, completed }
