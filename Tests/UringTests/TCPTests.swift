@@ -4,25 +4,46 @@ import Testing
 @testable import Uring
 
 /// A test echo server on its own ring: every connection is echoed until the peer closes.
+/// `.streams` (the default) uses the multishot paths (`connections`, `chunks`); `.singleShot`
+/// uses `accept()` and `read(into:)`.
 final class TestEchoServer: Sendable {
+    enum Mode { case streams, singleShot }
     let ring: RingExecutor
     let listener: TCPListener
     let address: SocketAddress
     let task: Task<Void, Never>
 
-    init(on address: SocketAddress) throws {
-        ring = try RingExecutor(name: "echo-test")
+    init(on address: SocketAddress, mode: Mode = .streams, receiveBufferCount: Int = 1024) throws {
+        ring = try RingExecutor(name: "echo-test", receiveBufferCount: receiveBufferCount)
         listener = try TCPListener.bind(to: address)
         self.address = try listener.localAddress
         let listener = self.listener
         task = Task(executorPreference: ring) {
             await withDiscardingTaskGroup { group in
-                while let connection = try? await listener.accept() {
-                    group.addTask { await TestEchoServer.echo(connection) }
+                switch mode {
+                case .streams:
+                    do {
+                        for try await connection in listener.connections {
+                            group.addTask { await TestEchoServer.echoChunks(connection) }
+                        }
+                    } catch {}
+                case .singleShot:
+                    while let connection = try? await listener.accept() {
+                        group.addTask { await TestEchoServer.echo(connection) }
+                    }
                 }
                 group.cancelAll()
             }
         }
+    }
+
+    static func echoChunks(_ connection: TCPConnection) async {
+        do {
+            for try await chunk in connection.chunks {
+                try await connection.write(chunk)
+            }
+        } catch {}
+        try? await connection.close()
     }
 
     static func echo(_ connection: TCPConnection) async {

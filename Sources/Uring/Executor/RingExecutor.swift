@@ -33,6 +33,11 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
     public let jobBudget: Int
     /// The name of the ring's thread.
     public let name: String
+    /// How many buffers the ring's receive buffer pool has (shared by every multishot receive
+    /// on the ring; allocated at the first one).
+    public let receiveBufferCount: Int
+    /// The size of each receive buffer: the most bytes one received chunk holds.
+    public let receiveBufferSize: Int
 
     let core: UnsafeMutablePointer<RingCore>
     private let coreReady = Atomic<Bool>(false)
@@ -55,18 +60,36 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
     ///     also the number of operations in the kernel at once; more wait in user space.
     ///   - jobBudget: The most jobs run per loop iteration.
     ///   - name: The thread's name (truncated to 15 bytes by Linux).
+    ///   - receiveBufferCount: Buffers in the pool that multishot receives (``TCPConnection/chunks``)
+    ///     fill: a power of two, at most 32,768. Connections that find the pool empty wait for a
+    ///     buffer to come back.
+    ///   - receiveBufferSize: Bytes per receive buffer (the largest chunk), 1 to 1 MiB.
     /// - Throws: ``IOError`` with code ``IOError/Code/ringUnavailable`` when io_uring cannot be set
-    ///   up; its description says why (sysctl, seccomp, memlock).
-    public convenience init(entries: Int = 256, jobBudget: Int = 256, name: String = "swift-uring") throws(IOError) {
-        try self.init(entries: entries, jobBudget: jobBudget, name: name, donatingCurrentThread: false)
+    ///   up; its description says why (sysctl, seccomp, memlock). ``IOError/Code/invalidArgument``
+    ///   for a parameter out of range.
+    public convenience init(
+        entries: Int = 256, jobBudget: Int = 256, name: String = "swift-uring",
+        receiveBufferCount: Int = 1024, receiveBufferSize: Int = 4096
+    ) throws(IOError) {
+        try self.init(
+            entries: entries, jobBudget: jobBudget, name: name, receiveBufferCount: receiveBufferCount,
+            receiveBufferSize: receiveBufferSize, donatingCurrentThread: false)
     }
 
-    init(entries: Int, jobBudget: Int, name: String, donatingCurrentThread: Bool) throws(IOError) {
-        guard entries >= 1, entries <= 32768, jobBudget >= 1 else {
+    init(
+        entries: Int, jobBudget: Int, name: String, receiveBufferCount: Int = 1024, receiveBufferSize: Int = 4096,
+        donatingCurrentThread: Bool
+    ) throws(IOError) {
+        guard entries >= 1, entries <= 32768, jobBudget >= 1,
+            receiveBufferCount >= 1, receiveBufferCount <= 32768, receiveBufferCount & (receiveBufferCount - 1) == 0,
+            receiveBufferSize >= 1, receiveBufferSize <= 1 << 20
+        else {
             throw IOError(.invalidArgument, errno: .invalidArgument, operation: .setup)
         }
         self.jobBudget = jobBudget
         self.name = name
+        self.receiveBufferCount = receiveBufferCount
+        self.receiveBufferSize = receiveBufferSize
         self.ownsThread = !donatingCurrentThread
         isolation = RingIsolation()
         let fd = eventfd(0, Int32(EFD_CLOEXEC))
@@ -352,9 +375,17 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
             }
             reapCompletions()
         }
-        // Tear the ring down on its own thread (io_uring_queue_exit cancels the wake read).
+        // Tear the ring down on its own thread (io_uring_queue_exit cancels the wake read). The
+        // buffer pool's memory outlives the ring: the kernel may write into it until the exit.
+        let pool = core.pointee.bufferPool.take()
+        let leftover = inbox.withLock { inbox in
+            inbox.loopExited = true
+            return inbox.streamRequests
+        }
         coreReady.store(false, ordering: .releasing)
         core.deinitialize(count: 1)
+        withExtendedLifetime(pool) {}
+        for (stream, request) in leftover where request == .abandon { stream.abandonAfterRingExit() }
         closeWakeDescriptor()
     }
 
@@ -373,8 +404,11 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
             swap(&inbox.jobs, &core.pointee.inboxJobs)
             swap(&inbox.cancellations, &core.pointee.inboxCancellations)
             swap(&inbox.timers, &core.pointee.inboxTimers)
+            swap(&inbox.streamRequests, &core.pointee.inboxStreamRequests)
             stop = inbox.stopRequested
         }
+        for (stream, request) in core.pointee.inboxStreamRequests { handleStreamRequest(stream, request) }
+        core.pointee.inboxStreamRequests.removeAll(keepingCapacity: true)
         for job in core.pointee.inboxJobs { core.pointee.ready.append(job) }
         core.pointee.inboxJobs.removeAll(keepingCapacity: true)
         for id in core.pointee.inboxCancellations { cancelOnRing(id) }
@@ -448,7 +482,7 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
                 slot.pointee.heldCapacity -= 1
                 core.pointee.capacityInUse -= 1
             }
-            if slot.pointee.complete(tag!, result: completion.result) {
+            if slot.pointee.complete(tag.unsafelyUnwrapped, result: completion.result, flags: completion.flags) {
                 // No continuation means the task is between its two waits (see perform): it sees
                 // the completed state when it re-suspends.
                 slot.pointee.continuation.take()?.resume()
@@ -463,6 +497,19 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
             let job = slot.pointee.job.take().unsafelyUnwrapped
             core.pointee.table.release(id)
             core.pointee.ready.append(job)
+        case .stream:
+            guard let slot = core.pointee.table.slot(for: id), slot.pointee.state == .inFlight else {
+                core.pointee.statistics.strayCompletions &+= 1
+                return
+            }
+            // SAFETY: a .stream slot gets its stream in armIfWanted, before its SQE exists.
+            let stream = slot.pointee.stream.unsafelyUnwrapped
+            let final = completion.flags & IORING_CQE_F_MORE == 0
+            if final {
+                slot.pointee.state = .completed
+                core.pointee.table.release(id)
+            }
+            stream.handle(result: completion.result, flags: completion.flags, final: final)
         case .wake:
             armWake()
         case .cancel:
@@ -523,7 +570,10 @@ struct Inbox {
     var jobs: [ReadyJob] = []
     var cancellations: [OperationID] = []
     var timers: [(job: ReadyJob, delay: Duration)] = []
+    var streamRequests: [(MultishotStream, RingExecutor.StreamRequest)] = []
     var stopRequested = false
+    /// Set when the ring's loop has ended: nobody will drain requests any more.
+    var loopExited = false
     /// The eventfd that wakes the ring; -1 once closed.
     var wakeFD: Int32 = -1
 }
@@ -548,6 +598,9 @@ struct RingCore: ~Copyable {
     var inboxJobs: [ReadyJob] = []
     var inboxCancellations: [OperationID] = []
     var inboxTimers: [(job: ReadyJob, delay: Duration)] = []
+    var inboxStreamRequests: [(MultishotStream, RingExecutor.StreamRequest)] = []
+    /// The provided buffers multishot receives fill; registered at the first one.
+    var bufferPool: BufferPool?
     var statistics = RingStatistics()
 
     init(ring: consuming Ring) {

@@ -23,12 +23,22 @@ public struct RingStatistics: Sendable, Hashable {
     public var cancelsSubmitted: UInt64 = 0
     /// Times the kernel reported CQ overflow (completions it held back until drained).
     public var completionQueueOverflows: UInt64 = 0
+    /// Multishot operations (accept, receive) armed, re-arms included.
+    public var multishotArmed: UInt64 = 0
+    /// Times a multishot receive found no free buffer (`ENOBUFS`) and waited for one.
+    public var receiveBufferShortages: UInt64 = 0
+    /// Times a stream's queue was full and its multishot operation was paused (flow control).
+    public var streamPauses: UInt64 = 0
     /// Completions that matched no live operation (should stay 0).
     public var strayCompletions: UInt64 = 0
     /// Operations now holding a slot in the operation table (in the kernel, waiting, or resuming).
     public var operationsInTable = 0
     /// Slots the operation table has allocated (it grows by chunks and never shrinks).
     public var tableCapacity = 0
+    /// Buffers in the ring's receive buffer pool (0 until the first multishot receive).
+    public var receiveBufferCount = 0
+    /// Of those, the ones the kernel can fill now (the others hold data not yet consumed).
+    public var receiveBuffersAvailable = 0
 }
 
 extension RingExecutor {
@@ -45,6 +55,10 @@ extension RingExecutor {
             var snapshot = core.pointee.statistics
             snapshot.operationsInTable = core.pointee.table.activeCount
             snapshot.tableCapacity = core.pointee.table.slotCount
+            if let pool = core.pointee.bufferPool {
+                snapshot.receiveBufferCount = pool.count
+                snapshot.receiveBuffersAvailable = pool.available
+            }
             return snapshot
         }
     }

@@ -77,12 +77,26 @@ public struct TCPListener: Sendable, Hashable {
         return TCPConnection(descriptor: FileDescriptor(rawValue: try outcome.get(.accept)))
     }
 
-    /// The accepted connections, as an asynchronous sequence that ends only with an error (or
-    /// when the consuming task is cancelled, which ends it with ``IOError/Code/cancelled``).
+    /// The accepted connections, as an asynchronous sequence driven by one multishot accept: the
+    /// kernel keeps accepting while the consumer handles connections, and each `next()` takes
+    /// the next one without a system call when it is already there.
     ///
     /// ```swift
-    /// for try await connection in listener.connections { ... }
+    /// for try await connection in listener.connections {
+    ///     Task { try await serve(connection) }
+    /// }
     /// ```
+    ///
+    /// - At most 64 accepted connections wait for the consumer; beyond that the multishot accept
+    ///   is paused and further connections wait in the kernel's listen backlog.
+    /// - An error (`EMFILE` when out of descriptors, `ENFILE`, `ENOMEM`) is thrown by `next()`;
+    ///   the sequence stays usable: calling `next()` again resumes accepting, so a server can
+    ///   log, wait and go on. Cancelling the consuming task makes `next()` throw
+    ///   ``IOError/Code/cancelled``; closing the listener makes it throw `EBADF`/`EINVAL`.
+    /// - Dropping the iterator stops the multishot accept and closes the connections it had
+    ///   accepted that nobody took: no descriptor leaks.
+    /// - Use one iterator per listener at a time (with several rings, bind one listener per
+    ///   ring with `reusePort`).
     public var connections: Connections { Connections(listener: self) }
 
     /// Closes the listening socket. A pending ``accept()`` on it fails.
@@ -90,23 +104,38 @@ public struct TCPListener: Sendable, Hashable {
         try await File(descriptor: descriptor).close()
     }
 
-    /// The connections a listener accepts, one per `next()`.
+    /// The connections a listener accepts (see ``TCPListener/connections``).
     public struct Connections: AsyncSequence, Sendable {
         public typealias Element = TCPConnection
         public typealias Failure = IOError
         let listener: TCPListener
 
-        public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(listener: listener) }
+        public func makeAsyncIterator() -> AsyncIterator {
+            AsyncIterator(consumer: StreamConsumer(kind: .accept, fd: listener.descriptor.rawValue, limit: 64))
+        }
 
+        /// Takes accepted connections off the multishot accept, one per `next()`.
         public struct AsyncIterator: AsyncIteratorProtocol {
-            let listener: TCPListener
+            let consumer: StreamConsumer
 
             public mutating func next() async throws(IOError) -> TCPConnection? {
-                try await listener.accept()
+                try await nextConnection()
             }
 
             public mutating func next(isolation actor: isolated (any Actor)?) async throws(IOError) -> TCPConnection? {
-                try await listener.accept()
+                try await nextConnection()
+            }
+
+            private func nextConnection() async throws(IOError) -> TCPConnection? {
+                switch try await consumer.next() {
+                case .item(let result, _):
+                    if result < 0 { throw IOError.system(-result, .accept) }
+                    return TCPConnection(descriptor: FileDescriptor(rawValue: result))
+                case .end: return nil
+                case .failure(let errno): throw IOError.system(errno, .accept)
+                case .cancelled: throw IOError(.cancelled, operation: .accept)
+                case .shutdown: throw IOError(.executorShutdown, operation: .accept)
+                }
             }
         }
     }

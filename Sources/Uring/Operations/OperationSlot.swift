@@ -13,6 +13,8 @@ enum CompletionTag: UInt8 {
     case wake = 4
     /// A timer that enqueues a job when it fires (the scheduling-executor path).
     case timer = 5
+    /// One completion of a multishot operation (accept, receive) that feeds a `MultishotStream`.
+    case stream = 6
 }
 
 /// The identity of one operation: its slot in the table and the slot's generation, so a late
@@ -86,6 +88,8 @@ struct OperationSlot {
     var nextFree: UInt32 = 0
     var continuation: UnsafeContinuation<Void, Never>? = nil
     var job: ReadyJob? = nil
+    /// For a multishot operation: the stream its completions feed (ring thread only).
+    var stream: MultishotStream? = nil
     /// Storage for a linked deadline's duration: the kernel reads it when the SQE is submitted,
     /// which is after the task has suspended, so it must live in the slot (whose address never
     /// changes).
@@ -102,6 +106,7 @@ struct OperationSlot {
         result = 0
         continuation = nil
         job = nil
+        stream = nil
     }
 
     /// The operation's SQEs were queued; `completions` CQEs will arrive for it (2 with a deadline).
@@ -141,13 +146,20 @@ struct OperationSlot {
 
     /// A CQE for this slot arrived. Returns `true` when it was the last one, so the awaiting task
     /// may resume: only then has the kernel finished with the operation's buffers.
-    mutating func complete(_ tag: CompletionTag, result res: Int32) -> Bool {
+    ///
+    /// A zero-copy send posts its result with `IORING_CQE_F_MORE` and later a notification
+    /// (`IORING_CQE_F_NOTIF`) when the kernel has let go of the buffer: the first one announces
+    /// one more completion, the second one carries no result.
+    mutating func complete(_ tag: CompletionTag, result res: Int32, flags: UInt32 = 0) -> Bool {
         precondition(state == .inFlight && pendingCompletions > 0, "completion in state \(state)")
         switch tag {
         case .linkedTimeout:
             if res == -ETIME { timedOut = true }
         default:
-            result = res
+            if flags & IORING_CQE_F_NOTIF == 0 {
+                result = res
+                if flags & IORING_CQE_F_MORE != 0 { pendingCompletions += 1 }
+            }
         }
         pendingCompletions -= 1
         if pendingCompletions == 0 {
@@ -247,6 +259,7 @@ struct OperationTable: ~Copyable {
         slot.pointee.state = .free
         slot.pointee.continuation = nil
         slot.pointee.job = nil
+        slot.pointee.stream = nil
         slot.pointee.generation = (slot.pointee.generation &+ 1) & 0xFF_FFFF
         slot.pointee.nextFree = freeHead
         freeHead = id.index

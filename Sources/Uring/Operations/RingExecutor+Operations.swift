@@ -164,7 +164,8 @@ extension RingExecutor {
             slot.pointee.continuation.take().unsafelyUnwrapped.resume()
         case .submitAsyncCancel:
             let sqe = core.pointee.ring.nextSubmission()
-            Prep.cancel(sqe, target: id.userData(slot.pointee.job == nil ? .operation : .timer))
+            let target: CompletionTag = slot.pointee.stream != nil ? .stream : slot.pointee.job != nil ? .timer : .operation
+            Prep.cancel(sqe, target: id.userData(target))
             Prep.setUserData(sqe, id.userData(.cancel))
             core.pointee.statistics.cancelsSubmitted &+= 1
         }
@@ -177,6 +178,13 @@ extension RingExecutor {
         core.pointee.table.forEachInFlight { id, _ in ids.append(id) }
         for id in ids { cancelOnRing(id) }
         while let id = core.pointee.waiters.popFirst() { cancelOnRing(id) }
+        // Receive streams waiting for a buffer have nothing in the kernel to cancel.
+        if let pool = core.pointee.bufferPool {
+            while let stream = pool.starved.popFirst() {
+                stream.starved = false
+                stream.ringStopping()
+            }
+        }
     }
 
     /// Schedules `job` to be enqueued on this ring after `delay`, with a kernel timeout. Any thread.

@@ -87,6 +87,27 @@ enum Prep {
         io_uring_prep_accept(sqe, fd, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
     }
 
+    /// Accepts connections until cancelled or failed: one CQE per connection, each with
+    /// `IORING_CQE_F_MORE` while the operation stays armed.
+    static func multishotAccept(_ sqe: UnsafeMutablePointer<io_uring_sqe>, fd: Int32) {
+        io_uring_prep_multishot_accept(sqe, fd, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
+    }
+
+    /// Receives until cancelled, failed or at end of stream, each time into a buffer the kernel
+    /// takes from buffer group `group` (its id comes back in the CQE's flags).
+    static func multishotReceive(_ sqe: UnsafeMutablePointer<io_uring_sqe>, fd: Int32, group: UInt16) {
+        io_uring_prep_recv_multishot(sqe, fd, nil, 0, 0)
+        sqe.pointee.flags |= cliburing_sqe_flag_buffer_select()
+        sqe.pointee.buf_group = group
+    }
+
+    /// A zero-copy send: the kernel pins `buffer` instead of copying it. Two CQEs: the result
+    /// (with `IORING_CQE_F_MORE`), then a notification (`IORING_CQE_F_NOTIF`) once the kernel no
+    /// longer reads the buffer. Never raises SIGPIPE.
+    static func sendZeroCopy(_ sqe: UnsafeMutablePointer<io_uring_sqe>, fd: Int32, buffer: UnsafeRawPointer?, count: Int) {
+        io_uring_prep_send_zc(sqe, fd, buffer, count, Int32(MSG_NOSIGNAL), 0)
+    }
+
     /// `address` must stay valid until the SQE is submitted (the kernel copies it then).
     static func connect(
         _ sqe: UnsafeMutablePointer<io_uring_sqe>, fd: Int32, address: UnsafePointer<sockaddr>, length: socklen_t

@@ -104,6 +104,11 @@ struct Ring: ~Copyable {
         }
     }
 
+    /// Registers a provided-buffer pool for multishot receives.
+    func registerBufferPool(count: Int, bufferSize: Int) throws(IOError) -> BufferPool {
+        try BufferPool(ring: raw, count: count, bufferSize: bufferSize)
+    }
+
     /// Completions taken off the CQ while making room for submissions; dispatched first by the loop.
     var stashed: [Completion] = []
 

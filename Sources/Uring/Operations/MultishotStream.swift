@@ -1,0 +1,387 @@
+internal import CLiburing
+import Glibc
+
+/// What a stream's consumer gets from one `next()`.
+enum StreamNext {
+    /// One completion: an accepted descriptor, a received byte count (the buffer id is in
+    /// `flags`), or for accept an error (negative errno) that did not end the stream.
+    case item(result: Int32, flags: UInt32)
+    /// The stream is over (end of stream after a receive, or after an error was reported).
+    case end
+    /// The operation failed (positive errno); the stream is over.
+    case failure(Int32)
+    /// The consuming task was cancelled.
+    case cancelled
+    /// The ring is shutting down.
+    case shutdown
+}
+
+/// The ring-side state of one multishot operation (accept, or receive into provided buffers)
+/// and the items it produced that the consumer has not taken yet.
+///
+/// Ring thread only, like the operation table: the consumer's `next()` runs on the ring (it hops
+/// there), completions are handled by the loop, and requests from other threads (a cancelled
+/// consumer, an iterator dropped elsewhere) go through the ring's inbox.
+///
+/// Flow control: at most `limit` items are buffered. When the queue reaches it, the multishot
+/// operation is cancelled (its last completions are still kept), so the kernel stops taking data
+/// or connections: a fast peer then meets TCP flow control, and a listen backlog fills up. When
+/// the consumer drains the queue below the limit the operation is armed again. A receive that
+/// finds no free buffer (`-ENOBUFS`) waits in the pool's starved list and is re-armed when a
+/// buffer comes back. Invariant: a consumer only waits while the operation is armed or starved,
+/// so something always wakes it.
+final class MultishotStream: @unchecked Sendable {
+    // @unchecked Sendable: every mutable field is touched only on `ring`'s thread.
+    enum Kind { case accept, receive }
+
+    let ring: RingExecutor
+    let kind: Kind
+    let fd: Int32
+    let limit: Int
+    /// The armed multishot operation, if any.
+    private var operation: OperationID?
+    /// The armed operation is being cancelled because the queue is full (or was abandoned).
+    private var pausing = false
+    /// Accept only: an error was queued and ended the multishot; armed again once the consumer
+    /// has seen it (so a lasting `EMFILE` does not spin).
+    private var suspendedByError = false
+    /// Set when the stream can produce nothing more; reported after the queued items.
+    private var terminal: StreamNext?
+    private(set) var abandoned = false
+    /// In the buffer pool's starved list.
+    var starved = false
+    private var consumerCancelled = false
+    private var consumer: UnsafeContinuation<Void, Never>?
+    private var queue = FIFO<(result: Int32, flags: UInt32)>(initialCapacity: 16)
+    /// Receive: the buffer the consumer holds (handed back at its next `next()`).
+    private var lent: UInt16?
+    /// Bumped each time a lent buffer is handed back: a chunk from before is no longer valid.
+    private(set) var lease: UInt32 = 0
+
+    init(ring: RingExecutor, kind: Kind, fd: Int32, limit: Int) {
+        self.ring = ring
+        self.kind = kind
+        self.fd = fd
+        self.limit = max(1, limit)
+    }
+
+    private var core: UnsafeMutablePointer<RingCore> { ring.core }
+
+    // MARK: Consumer side (ring thread, from the consuming task)
+
+    /// The next item, waiting for one if needed. Hands back the buffer lent by the previous call.
+    func next() async -> StreamNext {
+        returnLentBuffer()
+        while true {
+            if let item = queue.popFirst() {
+                if kind == .receive {
+                    lent = UInt16(truncatingIfNeeded: item.flags >> IORING_CQE_BUFFER_SHIFT)
+                } else if item.result < 0 {
+                    suspendedByError = false
+                }
+                armIfWanted()
+                return .item(result: item.result, flags: item.flags)
+            }
+            if let terminal {
+                // Reported once; for a receive stream everything after it is the end.
+                switch terminal {
+                case .failure, .cancelled: if kind == .receive { self.terminal = .end }
+                default: break
+                }
+                return terminal
+            }
+            if consumerCancelled || Task.isCancelled {
+                consumerCancelled = false
+                return .cancelled
+            }
+            if core.pointee.stopping { return .shutdown }
+            armIfWanted()
+            await withTaskCancellationHandler {
+                await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+                    precondition(ring.isCurrentRing, "stream consumed off its ring's thread")
+                    if !queue.isEmpty || terminal != nil || consumerCancelled || Task.isCancelled {
+                        continuation.resume()
+                    } else {
+                        consumer = continuation
+                    }
+                }
+            } onCancel: {
+                ring.requestStream(self, .cancelConsumer)
+            }
+        }
+    }
+
+    /// Receive: the address of the bytes of a completion's buffer.
+    func bufferAddress(flags: UInt32) -> UnsafeMutableRawPointer {
+        // SAFETY (caller): only for the item just returned by next(), whose buffer is lent.
+        core.pointee.bufferPool.unsafelyUnwrapped.address(of: UInt16(truncatingIfNeeded: flags >> IORING_CQE_BUFFER_SHIFT))
+    }
+
+    private func returnLentBuffer() {
+        guard let id = lent else { return }
+        lent = nil
+        lease &+= 1
+        core.pointee.bufferPool.unsafelyUnwrapped.recycle(id)
+    }
+
+    /// The consuming task was cancelled (ring thread): wake it; it sees the flag.
+    func consumerWasCancelled() {
+        consumerCancelled = true
+        consumer.take()?.resume()
+    }
+
+    /// The consumer is gone (its iterator was dropped): stop the operation and release what the
+    /// queue holds. Completions still arriving are released as they come.
+    func abandon() {
+        guard !abandoned else { return }
+        abandoned = true
+        returnLentBuffer()
+        while let item = queue.popFirst() { dispose(item.result, item.flags) }
+        if let operation, !pausing {
+            pausing = true
+            submitCancel(operation)
+        }
+        consumer.take()?.resume()
+    }
+
+    /// Abandoned after the ring's loop ended (the ring and its buffer pool are gone, and the kernel
+    /// has let go of everything): close the descriptors nobody took.
+    func abandonAfterRingExit() {
+        guard !abandoned else { return }
+        abandoned = true
+        while let item = queue.popFirst() {
+            if kind == .accept && item.result >= 0 { Glibc.close(item.result) }
+        }
+    }
+
+    /// The ring is shutting down and this stream is not armed: wake its consumer.
+    func ringStopping() {
+        if operation == nil && terminal == nil { terminal = .shutdown }
+        consumer.take()?.resume()
+    }
+
+    // MARK: Kernel side (ring thread, from the loop)
+
+    /// Arms the multishot operation if the stream wants items and has room. Returns true if it
+    /// armed (or already was armed).
+    @discardableResult
+    func armIfWanted() -> Bool {
+        if operation != nil { return true }
+        guard !abandoned, terminal == nil, !suspendedByError, queue.count < limit else { return false }
+        if core.pointee.stopping {
+            terminal = .shutdown
+            return false
+        }
+        if kind == .receive {
+            let pool: BufferPool
+            do throws(IOError) {
+                pool = try ring.receiveBufferPool()
+            } catch {
+                terminal = .failure(error.errno?.rawValue ?? ENOMEM)
+                consumer.take()?.resume()
+                return false
+            }
+            if pool.available == 0 {
+                if !starved {
+                    starved = true
+                    pool.starved.append(self)
+                }
+                return false
+            }
+        }
+        let id = core.pointee.table.acquire()
+        let slot = core.pointee.table.slot(id.index)
+        slot.pointee.stream = self
+        let sqe = core.pointee.ring.nextSubmission()
+        switch kind {
+        case .accept: Prep.multishotAccept(sqe, fd: fd)
+        case .receive: Prep.multishotReceive(sqe, fd: fd, group: BufferPool.group)
+        }
+        Prep.setUserData(sqe, id.userData(.stream))
+        slot.pointee.submitted(completions: 1)
+        operation = id
+        pausing = false
+        core.pointee.statistics.submitted &+= 1
+        core.pointee.statistics.multishotArmed &+= 1
+        return true
+    }
+
+    /// One completion of the armed operation. `final` (no `IORING_CQE_F_MORE`): the operation is
+    /// over and its slot already released.
+    func handle(result: Int32, flags: UInt32, final: Bool) {
+        if kind == .receive && flags & IORING_CQE_F_BUFFER != 0 {
+            core.pointee.bufferPool.unsafelyUnwrapped.took()
+        }
+        let wasPausing = pausing
+        if final {
+            operation = nil
+            pausing = false
+        }
+        if abandoned {
+            dispose(result, flags)
+            return
+        }
+        switch kind {
+        case .accept:
+            switch result {
+            case 0...:
+                queue.append((result, flags))
+            case -ECANCELED where wasPausing:
+                break
+            case -ECANCELED:
+                terminal = core.pointee.stopping ? .shutdown : .cancelled
+            case -ECONNABORTED, -EINTR, -EAGAIN:
+                break  // that connection is gone; keep accepting
+            default:
+                // EMFILE, ENFILE, ENOMEM, ENOBUFS, EBADF…: the consumer sees the error; the
+                // stream is armed again after that.
+                queue.append((result, flags))
+                suspendedByError = true
+            }
+        case .receive:
+            switch result {
+            case 1...:
+                queue.append((result, flags))
+            case 0:
+                if flags & IORING_CQE_F_BUFFER != 0 { recycle(flags) }
+                if final { terminal = .end }
+            case -ENOBUFS:
+                core.pointee.statistics.receiveBufferShortages &+= 1
+            case -ECANCELED where wasPausing:
+                break
+            case -ECANCELED:
+                terminal = core.pointee.stopping ? .shutdown : .cancelled
+            default:
+                terminal = .failure(-result)
+            }
+        }
+        if final {
+            armIfWanted()
+        } else if queue.count >= limit, let operation, !pausing {
+            // Flow control: stop taking items until the consumer catches up.
+            pausing = true
+            core.pointee.statistics.streamPauses &+= 1
+            submitCancel(operation)
+        }
+        consumer.take()?.resume()
+    }
+
+    private func submitCancel(_ id: OperationID) {
+        let sqe = core.pointee.ring.nextSubmission()
+        Prep.cancel(sqe, target: id.userData(.stream))
+        Prep.setUserData(sqe, id.userData(.cancel))
+        core.pointee.statistics.cancelsSubmitted &+= 1
+    }
+
+    private func recycle(_ flags: UInt32) {
+        core.pointee.bufferPool.unsafelyUnwrapped.recycle(UInt16(truncatingIfNeeded: flags >> IORING_CQE_BUFFER_SHIFT))
+    }
+
+    /// Releases an item nobody will consume: closes an accepted descriptor, recycles a buffer.
+    private func dispose(_ result: Int32, _ flags: UInt32) {
+        switch kind {
+        case .accept:
+            if result >= 0 { Glibc.close(result) }
+        case .receive:
+            if flags & IORING_CQE_F_BUFFER != 0 { recycle(flags) }
+        }
+    }
+}
+
+/// The consumer's handle on a stream: owned by one iterator (and its copies), used by one task
+/// at a time. The stream is created on the ring of the first `next()` and stays there; later
+/// calls from elsewhere hop to that ring. Dropping the last copy abandons the stream, which
+/// closes accepted descriptors nobody took and gives buffers back.
+final class StreamConsumer: @unchecked Sendable {
+    // @unchecked Sendable: an async iterator is used by one task at a time; `stream` is written
+    // once, on the ring, by the first next().
+    let kind: MultishotStream.Kind
+    let fd: Int32
+    let limit: Int
+    private(set) var stream: MultishotStream?
+
+    init(kind: MultishotStream.Kind, fd: Int32, limit: Int) {
+        self.kind = kind
+        self.fd = fd
+        self.limit = limit
+    }
+
+    deinit {
+        if let stream { stream.ring.requestStream(stream, .abandon) }
+    }
+
+    /// The next item, from the stream's ring.
+    @inline(__always)
+    func next() async throws(IOError) -> StreamNext {
+        let callerIsolation: (any Actor)? = #isolation
+        if callerIsolation == nil, let ring = RingExecutor.current, stream == nil || stream!.ring === ring {
+            return await nextOnRing(ring)
+        }
+        return try await nextFromElsewhere()
+    }
+
+    @concurrent @inline(never)
+    private func nextFromElsewhere() async throws(IOError) -> StreamNext {
+        let ring: RingExecutor
+        if let stream {
+            ring = stream.ring
+        } else if let current = RingExecutor.current {
+            ring = current
+        } else {
+            ring = try RingExecutor.shared()
+        }
+        return await withTaskExecutorPreference(ring) {
+            precondition(ring.isCurrentRing, "task-executor preference did not move the task to the ring")
+            return await self.nextOnRing(ring)
+        }
+    }
+
+    private func nextOnRing(_ ring: RingExecutor) async -> StreamNext {
+        if stream == nil {
+            // A receive stream queues at most 1/8 of the ring's buffers (16 at most), so a
+            // reader that falls behind cannot take the pool from the other connections.
+            let limit = kind == .receive ? min(self.limit, max(1, ring.receiveBufferCount / 8)) : self.limit
+            stream = MultishotStream(ring: ring, kind: kind, fd: fd, limit: limit)
+        }
+        return await stream.unsafelyUnwrapped.next()
+    }
+}
+
+extension RingExecutor {
+    enum StreamRequest { case cancelConsumer, abandon }
+
+    /// Passes a request about `stream` to its ring. Any thread.
+    func requestStream(_ stream: MultishotStream, _ request: StreamRequest) {
+        if isCurrentRing {
+            handleStreamRequest(stream, request)
+            return
+        }
+        let delivered = inbox.withLock { inbox -> Bool in
+            guard !inbox.loopExited else { return false }
+            inbox.streamRequests.append((stream, request))
+            return true
+        }
+        if delivered {
+            inboxPending.store(true, ordering: .sequentiallyConsistent)
+            wakeIfSleeping()
+        } else if request == .abandon {
+            // The ring's thread is gone and nothing else touches the stream: release here.
+            stream.abandonAfterRingExit()
+        }
+    }
+
+    func handleStreamRequest(_ stream: MultishotStream, _ request: StreamRequest) {
+        switch request {
+        case .cancelConsumer: stream.consumerWasCancelled()
+        case .abandon: stream.abandon()
+        }
+    }
+
+    /// The ring's buffer pool for multishot receives, registered on first use. Ring thread.
+    func receiveBufferPool() throws(IOError) -> BufferPool {
+        if let pool = core.pointee.bufferPool { return pool }
+        let pool = try core.pointee.ring.registerBufferPool(count: receiveBufferCount, bufferSize: receiveBufferSize)
+        core.pointee.bufferPool = pool
+        return pool
+    }
+}
