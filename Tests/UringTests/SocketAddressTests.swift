@@ -43,4 +43,13 @@ struct SocketAddressTests {
         let back = try address.withSockAddr { pointer, length throws(IOError) in SocketAddress(pointer, length: length) }
         #expect(back == address)
     }
+
+    @Test func loopbackAddresses() throws {
+        for text in ["127.0.0.1:1", "127.9.8.7:2", "[::1]:3", "[::ffff:127.0.0.1]:4", "unix:/tmp/x"] {
+            #expect(try SocketAddress(text).isLoopback, "\(text)")
+        }
+        for text in ["10.0.0.1:1", "128.0.0.1:1", "0.0.0.0:1", "[::]:3", "[::2]:3", "[::ffff:10.0.0.1]:4", "[fe80::1%1]:5"] {
+            #expect(try !SocketAddress(text).isLoopback, "\(text)")
+        }
+    }
 }

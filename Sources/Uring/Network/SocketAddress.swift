@@ -134,6 +134,22 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
+    /// True for an address on this host's loopback interface (`127.0.0.0/8`, `::1`, and
+    /// IPv4-mapped `::ffff:127.x.x.x`) and for Unix-domain paths.
+    public var isLoopback: Bool {
+        switch storage {
+        case .ipv4(let raw, _):
+            return UInt32(bigEndian: raw) >> 24 == 127
+        case .ipv6(let high, let low, _, _):
+            // Stored as the address's bytes loaded in memory order: read them big-endian.
+            let (h, l) = (UInt64(bigEndian: high), UInt64(bigEndian: low))
+            if h == 0 && l == 1 { return true }
+            return h == 0 && l >> 32 == 0xFFFF && (l >> 24) & 0xFF == 127
+        case .unix:
+            return true
+        }
+    }
+
     /// The port, for IP addresses.
     public var port: Int? {
         switch storage {

@@ -96,26 +96,60 @@ public struct TCPConnection: Sendable, Hashable {
         return Array(UnsafeRawBufferPointer(rebasing: buffer[..<n]))
     }
 
+    /// Whether a send lets the kernel read the caller's memory directly (`IORING_OP_SEND_ZC`)
+    /// instead of copying it into the socket buffer.
+    public enum ZeroCopy: Sendable, Hashable {
+        /// Zero-copy for payloads of at least 64 KiB to a peer that is not on this host, where
+        /// saving the copy outweighs pinning the pages and the extra completion; a copy otherwise.
+        case automatic
+        /// Always zero-copy (falls back to a copy where the kernel or the socket type cannot).
+        case always
+        /// Always copy.
+        case never
+    }
+
     /// Sends all of `bytes`, looping over short sends.
     ///
     /// ```swift
     /// try await connection.write(UnsafeRawBufferPointer(reply))
+    /// try await connection.write(bigFileRegion, zeroCopy: .always)
     /// ```
     ///
     /// - Parameters:
-    ///   - bytes: Lent to the kernel until the call returns.
+    ///   - bytes: Lent to the kernel until the call returns (with zero-copy, until the kernel has
+    ///     posted the notification that it no longer reads them).
     ///   - timeout: A deadline for each underlying send.
+    ///   - zeroCopy: See ``ZeroCopy``. On loopback the kernel copies anyway, so `.automatic`
+    ///     copies there.
     /// - Throws: ``IOError`` for ``IOError/Operation/send`` (`EPIPE` after the peer closed,
     ///   `ECONNRESET`, …; never a SIGPIPE), ``IOError/Code/timedOut``, ``IOError/Code/cancelled``.
     ///   After an error, some prefix of `bytes` may have been sent.
-    public func write(_ bytes: UnsafeRawBufferPointer, timeout: Duration? = nil) async throws(IOError) {
+    public func write(_ bytes: UnsafeRawBufferPointer, timeout: Duration? = nil, zeroCopy: ZeroCopy = .automatic) async throws(IOError) {
         let fd = descriptor.rawValue
+        var useZeroCopy: Bool
+        switch zeroCopy {
+        case .never: useZeroCopy = false
+        case .always: useZeroCopy = true
+        case .automatic: useZeroCopy = bytes.count >= 64 * 1024 && !((try? peerAddress)?.isLoopback ?? true)
+        }
         var sent = 0
         repeat {
             nonisolated(unsafe) let rest = UnsafeRawBufferPointer(rebasing: bytes[sent...])
+            let zc = useZeroCopy
             let outcome = try await RingExecutor.submit(timeout: timeout) { sqe, _ in
-                // SAFETY: `bytes` is lent for the whole call; submit returns after the final CQE.
-                Prep.send(sqe, fd: fd, buffer: rest.baseAddress, count: rest.count)
+                // SAFETY: `bytes` is lent for the whole call; submit returns after the final CQE
+                // (for a zero-copy send, the notification that the kernel let go of the pages).
+                if zc {
+                    Prep.sendZeroCopy(sqe, fd: fd, buffer: rest.baseAddress, count: rest.count)
+                } else {
+                    Prep.send(sqe, fd: fd, buffer: rest.baseAddress, count: rest.count)
+                }
+            }
+            if zc, case .failure(let errno) = outcome, errno == EOPNOTSUPP || errno == EINVAL {
+                // This kernel or socket type has no zero-copy send (Unix sockets, kernels before
+                // 6.0): copy instead.
+                useZeroCopy = false
+                continue
             }
             let n = Int(try outcome.get(.send))
             if n == 0 && !rest.isEmpty { throw IOError.system(EPIPE, .send) }

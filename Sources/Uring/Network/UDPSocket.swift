@@ -150,18 +150,31 @@ public struct UDPSocket: Sendable, Hashable {
     }
 }
 
-/// A `msghdr`, its one `iovec` and an address, in one allocation that outlives the operation.
+/// A `msghdr`, its one `iovec` and an address, in one block that outlives the operation.
+/// Blocks are reused through a small process-wide cache, so sending and receiving datagrams
+/// allocates nothing in steady state.
 struct MessageStorage: @unchecked Sendable {
-    // @unchecked Sendable: lent to the ring thread for one operation, freed by its creator after.
+    // @unchecked Sendable: lent to the ring thread for one operation, recycled by its creator after.
+    // Layout of a block: msghdr | iovec | sockaddr_storage, each at an offset aligned for it
+    // (all three need 8-byte alignment and have sizes that are multiples of 8).
+    private static let iovOffset = MemoryLayout<msghdr>.stride
+    private static let addressOffset = iovOffset + MemoryLayout<iovec>.stride
+    private static let blockSize = addressOffset + MemoryLayout<sockaddr_storage>.stride
+
+    private static let cache = Lock<[UnsafeMutableRawPointer]>([])
+    private static let cacheLimit = 256
+
+    private let block: UnsafeMutableRawPointer
     let header: UnsafeMutablePointer<msghdr>
-    private let iov: UnsafeMutablePointer<iovec>
     private let address: UnsafeMutablePointer<sockaddr_storage>
 
     init(buffer: UnsafeMutableRawBufferPointer, address: SocketAddress?, receiving: Bool = false) {
-        header = .allocate(capacity: 1)
-        iov = .allocate(capacity: 1)
-        self.address = .allocate(capacity: 1)
-        // SAFETY: fresh allocations, each initialized once here and freed once in free().
+        block = Self.cache.withLock { $0.popLast() } ?? .allocate(byteCount: Self.blockSize, alignment: 16)
+        // SAFETY: the block is ours until free(); each part is (re)initialized here, at its
+        // aligned offset, before the kernel sees it. All three types are trivial.
+        header = block.bindMemory(to: msghdr.self, capacity: 1)
+        let iov = (block + Self.iovOffset).bindMemory(to: iovec.self, capacity: 1)
+        self.address = (block + Self.addressOffset).bindMemory(to: sockaddr_storage.self, capacity: 1)
         iov.initialize(to: iovec(iov_base: buffer.baseAddress, iov_len: buffer.count))
         self.address.initialize(to: sockaddr_storage())
         var length: socklen_t = 0
@@ -186,9 +199,13 @@ struct MessageStorage: @unchecked Sendable {
         }
     }
 
+    /// Returns the block to the cache (after the operation's final completion).
     func free() {
-        header.deallocate()
-        iov.deallocate()
-        address.deallocate()
+        let kept = Self.cache.withLock { cache -> Bool in
+            guard cache.count < Self.cacheLimit else { return false }
+            cache.append(block)
+            return true
+        }
+        if !kept { block.deallocate() }
     }
 }

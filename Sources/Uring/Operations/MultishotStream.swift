@@ -23,13 +23,22 @@ enum StreamNext {
 /// there), completions are handled by the loop, and requests from other threads (a cancelled
 /// consumer, an iterator dropped elsewhere) go through the ring's inbox.
 ///
-/// Flow control: at most `limit` items are buffered. When the queue reaches it, the multishot
-/// operation is cancelled (its last completions are still kept), so the kernel stops taking data
-/// or connections: a fast peer then meets TCP flow control, and a listen backlog fills up. When
-/// the consumer drains the queue below the limit the operation is armed again. A receive that
-/// finds no free buffer (`-ENOBUFS`) waits in the pool's starved list and is re-armed when a
-/// buffer comes back. Invariant: a consumer only waits while the operation is armed or starved,
-/// so something always wakes it.
+/// Flow control: the operation is armed only while fewer than `limit` items are queued. When
+/// the queue reaches the limit, a multishot operation is cancelled (completions it posted
+/// meanwhile are still kept), so the kernel stops taking data or connections: a fast peer then
+/// meets TCP flow control, and a listen backlog fills up. When the consumer drains the queue
+/// below the limit the operation is armed again.
+///
+/// A multishot receive drains a socket greedily: one kernel pass can post dozens of chunks
+/// before a cancel lands. So a receive stream is *metered* (one single-shot receive per chunk,
+/// each armed only while the queue has room: at most `limit` queued, exactly) until its consumer
+/// has caught up (took a chunk, then called `next()` with nothing queued), and multishot from
+/// then on, until its queue fills again. A fast consumer gets multishot; a slow one holds at most `limit` buffers (plus
+/// one burst, when a fast consumer turns slow).
+///
+/// A receive that finds no free buffer (`-ENOBUFS`) waits in the pool's starved list and is
+/// re-armed when a buffer comes back. Invariant: a consumer only waits while the operation is
+/// armed or starved, so something always wakes it.
 final class MultishotStream: @unchecked Sendable {
     // @unchecked Sendable: every mutable field is touched only on `ring`'s thread.
     enum Kind { case accept, receive }
@@ -57,6 +66,12 @@ final class MultishotStream: @unchecked Sendable {
     private var lent: UInt16?
     /// Bumped each time a lent buffer is handed back: a chunk from before is no longer valid.
     private(set) var lease: UInt32 = 0
+    /// Receive: arm a multishot receive (true) or one receive per chunk (false, "metered").
+    /// A stream starts metered and goes multishot once its consumer has caught up (found the
+    /// queue empty); it goes back to metered when the queue fills. See `armIfWanted`.
+    private var multishot = false
+    /// Receive: the consumer has taken at least one chunk.
+    private var delivered = false
 
     init(ring: RingExecutor, kind: Kind, fd: Int32, limit: Int) {
         self.ring = ring
@@ -75,6 +90,7 @@ final class MultishotStream: @unchecked Sendable {
         while true {
             if let item = queue.popFirst() {
                 if kind == .receive {
+                    delivered = true
                     lent = UInt16(truncatingIfNeeded: item.flags >> IORING_CQE_BUFFER_SHIFT)
                 } else if item.result < 0 {
                     suspendedByError = false
@@ -95,6 +111,9 @@ final class MultishotStream: @unchecked Sendable {
                 return .cancelled
             }
             if core.pointee.stopping { return .shutdown }
+            // The consumer has caught up (it took chunks and found nothing more): let the kernel
+            // deliver without a new request per chunk.
+            if kind == .receive && delivered { multishot = true }
             armIfWanted()
             await withTaskCancellationHandler {
                 await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
@@ -195,7 +214,8 @@ final class MultishotStream: @unchecked Sendable {
         let sqe = core.pointee.ring.nextSubmission()
         switch kind {
         case .accept: Prep.multishotAccept(sqe, fd: fd)
-        case .receive: Prep.multishotReceive(sqe, fd: fd, group: BufferPool.group)
+        case .receive where multishot: Prep.multishotReceive(sqe, fd: fd, group: BufferPool.group)
+        case .receive: Prep.receive(sqe, fd: fd, group: BufferPool.group)
         }
         Prep.setUserData(sqe, id.userData(.stream))
         slot.pointee.submitted(completions: 1)
@@ -258,11 +278,13 @@ final class MultishotStream: @unchecked Sendable {
         if final {
             armIfWanted()
         } else if queue.count >= limit, let operation, !pausing {
-            // Flow control: stop taking items until the consumer catches up.
+            // Flow control: stop taking items until the consumer catches up, and from then on
+            // ask for one chunk at a time (see below).
             pausing = true
             core.pointee.statistics.streamPauses &+= 1
             submitCancel(operation)
         }
+        if queue.count >= limit { multishot = false }
         consumer.take()?.resume()
     }
 

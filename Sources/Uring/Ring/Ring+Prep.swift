@@ -101,6 +101,13 @@ enum Prep {
         sqe.pointee.buf_group = group
     }
 
+    /// One receive into a buffer the kernel takes from buffer group `group`.
+    static func receive(_ sqe: UnsafeMutablePointer<io_uring_sqe>, fd: Int32, group: UInt16) {
+        io_uring_prep_recv(sqe, fd, nil, 0, 0)
+        sqe.pointee.flags |= cliburing_sqe_flag_buffer_select()
+        sqe.pointee.buf_group = group
+    }
+
     /// A zero-copy send: the kernel pins `buffer` instead of copying it. Two CQEs: the result
     /// (with `IORING_CQE_F_MORE`), then a notification (`IORING_CQE_F_NOTIF`) once the kernel no
     /// longer reads the buffer. Never raises SIGPIPE.
