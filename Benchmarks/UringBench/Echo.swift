@@ -1,8 +1,9 @@
 import Glibc
 import Uring
 
-/// `uring-bench echo`: an echo server on one ring and its clients on another, in one process,
-/// over loopback TCP. Each of `connections` clients sends `size` bytes, waits for the whole echo,
+/// `uring-bench echo`: an echo server on one ring (multishot accept, multishot receive into the
+/// ring's buffer pool, each chunk sent back from its buffer) and its clients on another, in one
+/// process, over loopback TCP. Each of `connections` clients sends `size` bytes, waits for the whole echo,
 /// and repeats; a request is one such round trip.
 func runEcho(connections: Int, size: Int, options: Options) async throws -> Measurement {
     let serverRing = try RingExecutor(entries: 1024, name: "bench-echo-srv")
@@ -11,17 +12,16 @@ func runEcho(connections: Int, size: Int, options: Options) async throws -> Meas
     let address = try listener.localAddress
     let server = Task(executorPreference: serverRing) {
         await withDiscardingTaskGroup { group in
-            while let connection = try? await listener.accept() {
-                group.addTask(executorPreference: serverRing) {
-                    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)
-                    defer { buffer.deallocate() }
-                    while true {
-                        guard let n = try? await connection.read(into: buffer), n > 0 else { break }
-                        guard (try? await connection.write(UnsafeRawBufferPointer(rebasing: buffer[..<n]))) != nil else { break }
+            do {
+                for try await connection in listener.connections {
+                    group.addTask(executorPreference: serverRing) {
+                        do {
+                            for try await chunk in connection.chunks { try await connection.write(chunk) }
+                        } catch {}
+                        try? await connection.close()
                     }
-                    try? await connection.close()
                 }
-            }
+            } catch {}
         }
     }
 
@@ -118,4 +118,87 @@ func echoLine(_ m: Measurement, size: Int) -> String {
         "mallocs_per_request=" + (m.mallocsPerOp.map { format($0, decimals: 4) } ?? "unknown"),
         "errors=\(errors)",
     ].joined(separator: " ")
+}
+
+/// `uring-bench idle`: the memory an idle connection costs the echo server. Opens `connections`
+/// loopback connections to a server like the echo scenario's (one task per connection iterating
+/// `connection.chunks`), exchanges one message on each so that every server task is parked on its
+/// armed receive, and reports the growth of the process's resident set per connection. The buffer pool and tables are warmed first with 64
+/// connections, so what is left is the per-connection cost: the task, its stream and its slot.
+/// Kernel socket memory is not in it.
+func runIdle(connections: Int) async throws -> String {
+    let serverRing = try RingExecutor(entries: 1024, name: "bench-idle-srv")
+    defer { serverRing.shutdown() }
+    let listener = try TCPListener.bind(to: SocketAddress("127.0.0.1:0"), backlog: 4096)
+    let address = try listener.localAddress
+    let server = Task(executorPreference: serverRing) {
+        await withDiscardingTaskGroup { group in
+            do {
+                for try await connection in listener.connections {
+                    group.addTask(executorPreference: serverRing) {
+                        do {
+                            for try await chunk in connection.chunks { try await connection.write(chunk) }
+                        } catch {}
+                        try? await connection.close()
+                    }
+                }
+            } catch {}
+        }
+    }
+    let message = UnsafeMutableRawBufferPointer.allocate(byteCount: 16, alignment: 16)
+    defer { message.deallocate() }
+    message.initializeMemory(as: UInt8.self, repeating: 7)
+    nonisolated(unsafe) let reply = UnsafeMutableRawBufferPointer.allocate(byteCount: 16, alignment: 16)
+    defer { reply.deallocate() }
+    func open(_ count: Int, into clients: inout [TCPConnection]) async throws {
+        for _ in 0..<count {
+            let connection = try await TCPConnection.connect(to: address)
+            try await connection.write(UnsafeRawBufferPointer(message))
+            var got = 0
+            while got < 16 {
+                let n = try await connection.read(into: UnsafeMutableRawBufferPointer(rebasing: reply[got...]))
+                if n == 0 { throw IOError(.unexpectedEndOfFile, operation: .receive) }
+                got += n
+            }
+            clients.append(connection)
+        }
+    }
+    var clients: [TCPConnection] = []
+    clients.reserveCapacity(connections + 64)
+    try await open(64, into: &clients)
+    try await Task.sleep(for: .milliseconds(200))
+    let rssBefore = residentKiB()
+    try await open(connections, into: &clients)
+    try await Task.sleep(for: .milliseconds(200))
+    let rssAfter = residentKiB()
+    for connection in clients { try? await connection.close() }
+    server.cancel()
+    await server.value
+    try? await listener.close()
+    let rssPer = Double(rssAfter - rssBefore) * 1024 / Double(connections)
+    return [
+        "scenario=idle", "connections=\(connections)", "rss_bytes_per_connection=\(format(rssPer, decimals: 0))", "rss_before_kib=\(rssBefore)",
+        "rss_after_kib=\(rssAfter)",
+    ].joined(separator: " ")
+}
+
+/// The process's resident set, from /proc/self/statm.
+func residentKiB() -> Int {
+    guard let file = fopen("/proc/self/statm", "r") else { return 0 }
+    defer { fclose(file) }
+    var size = 0
+    var resident = 0
+    guard fscanf_statm(file, &size, &resident) else { return 0 }
+    return resident * Int(sysconf(Int32(_SC_PAGESIZE))) / 1024
+}
+
+private func fscanf_statm(_ file: UnsafeMutablePointer<FILE>, _ size: inout Int, _ resident: inout Int) -> Bool {
+    var line = [CChar](repeating: 0, count: 256)
+    guard fgets(&line, 256, file) != nil else { return false }
+    let text = line.withUnsafeBufferPointer { String(decoding: UnsafeRawBufferPointer($0).prefix { $0 != 0 }, as: UTF8.self) }
+    let fields = text.split(separator: " ")
+    guard fields.count >= 2, let s = Int(fields[0]), let r = Int(fields[1]) else { return false }
+    size = s
+    resident = r
+    return true
 }

@@ -7,11 +7,13 @@ import Uring
 //   uring-bench                      the whole suite, as a table (under two minutes)
 //   uring-bench nop  [--concurrency N] [--seconds S]
 //   uring-bench read [--path P] [--pattern random|sequential] [--block B] [--concurrency N] [--seconds S]
+//   uring-bench echo [--connections N] [--size B] [--seconds S]
+//   uring-bench idle [--connections N]
 //
 // A scenario run alone prints exactly one line of key=value pairs starting with scenario=NAME.
 
 let usage = """
-    usage: uring-bench [nop|read|echo] [options]
+    usage: uring-bench [nop|read|echo|idle] [options]
       (no scenario)               run the whole suite and print a table
       nop  --concurrency N        awaited no-ops from N tasks on one ring (default 64)
       read --pattern random|sequential --block B --concurrency N --path P
@@ -20,6 +22,8 @@ let usage = """
                                   loopback TCP echo: a server ring and a client ring in this
                                   process; N connections (default 64) each send B bytes (default
                                   64) and wait for the echo
+      idle --connections N        memory per idle server connection (default 5,000; needs
+                                  2N+100 descriptors)
     common options:
       --seconds S                 measured seconds per run (default 3)
       --warmup S                  unmeasured seconds before each run (default 0.5)
@@ -61,7 +65,7 @@ func parse(_ arguments: [String]) -> Options {
     var options = Options()
     var rest = arguments[...]
     if let first = rest.first, !first.hasPrefix("-") {
-        guard ["nop", "read", "echo"].contains(first) else { fail("unknown scenario '\(first)'") }
+        guard ["nop", "read", "echo", "idle"].contains(first) else { fail("unknown scenario '\(first)'") }
         options.scenario = first
         rest = rest.dropFirst()
     }
@@ -320,6 +324,15 @@ func ensureAllocationCounting() {
     _ = executable
 }
 
+/// Lets the idle scenario hold thousands of connections (the soft default is often 1,024).
+func raiseDescriptorLimit() {
+    var limit = rlimit()
+    if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max
+        _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+    }
+}
+
 ensureAllocationCounting()
 let options = parse(Array(CommandLine.arguments.dropFirst()))
 if !Allocations.working {
@@ -343,6 +356,9 @@ func benchmarkMain(_ options: Options) async throws {
         let size = options.block ?? 64
         let result = try await runEcho(connections: options.concurrency ?? 64, size: size, options: options)
         print(echoLine(result, size: size))
+    case "idle":
+        raiseDescriptorLimit()
+        print(try await runIdle(connections: options.concurrency ?? 5000))
     default:
         print("swift-uring benchmark suite: \(machineDescription())")
         print(

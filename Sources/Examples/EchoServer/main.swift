@@ -1,8 +1,11 @@
 // uring-echo: a TCP echo server on swift-uring.
 //
-//   uring-echo [--host 127.0.0.1] [--port 9000] [--backlog 1024]
+//   uring-echo [--host 127.0.0.1] [--port 9000] [--backlog 1024] [--api streams|calls]
 //
-// Serves every connection until the peer closes it. SIGINT or SIGTERM stops accepting, closes the
+// Serves every connection until the peer closes it. `--api streams` (the default) accepts with
+// `listener.connections` (multishot accept) and receives with `connection.chunks` (multishot
+// receive into the ring's buffer pool); `--api calls` uses one `accept()` / `read(into:)` per
+// connection / chunk, for comparison. SIGINT or SIGTERM stops accepting, closes the
 // open connections and exits 0.
 import Glibc
 import Uring
@@ -11,10 +14,11 @@ struct Options {
     var host = "127.0.0.1"
     var port = 9000
     var backlog = 1024
+    var streams = true
 }
 
 func usage(_ message: String) -> Never {
-    let text = "uring-echo: \(message)\nusage: uring-echo [--host ADDR] [--port P] [--backlog N]\n"
+    let text = "uring-echo: \(message)\nusage: uring-echo [--host ADDR] [--port P] [--backlog N] [--api streams|calls]\n"
     _ = text.withCString { write(2, $0, strlen($0)) }
     exit(64)
 }
@@ -24,7 +28,7 @@ func parse() -> Options {
     var args = CommandLine.arguments.dropFirst()
     while let flag = args.popFirst() {
         guard flag != "-h", flag != "--help" else {
-            print("usage: uring-echo [--host ADDR] [--port P] [--backlog N]")
+            print("usage: uring-echo [--host ADDR] [--port P] [--backlog N] [--api streams|calls]")
             exit(0)
         }
         guard let value = args.popFirst() else { usage("\(flag) needs a value") }
@@ -36,15 +40,30 @@ func parse() -> Options {
         case "--backlog":
             guard let b = Int(value), b > 0 else { usage("--backlog wants a positive number") }
             options.backlog = b
+        case "--api":
+            guard value == "streams" || value == "calls" else { usage("--api wants streams or calls, not '\(value)'") }
+            options.streams = value == "streams"
         default: usage("unknown option '\(flag)'")
         }
     }
     return options
 }
 
-/// Echoes one connection until the peer closes it (or it fails). One 64 KiB buffer per connection,
-/// allocated once: nothing is allocated per request.
-func echo(_ connection: TCPConnection) async {
+/// Echoes one connection until the peer closes it (or it fails): each chunk the kernel received
+/// into the ring's buffer pool is sent straight back from that buffer, then recycled.
+func echoChunks(_ connection: TCPConnection) async {
+    do throws(IOError) {
+        for try await chunk in connection.chunks {
+            try await connection.write(chunk)
+        }
+    } catch {
+        // reset, cancelled by shutdown, …: this connection is done; the others go on
+    }
+    try? await connection.close()
+}
+
+/// The same with one receive call per chunk, into one 64 KiB buffer per connection.
+func echoCalls(_ connection: TCPConnection) async {
     let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)
     defer { buffer.deallocate() }
     while true {
@@ -53,7 +72,7 @@ func echo(_ connection: TCPConnection) async {
             if n == 0 { break }
             try await connection.write(UnsafeRawBufferPointer(rebasing: buffer[..<n]))
         } catch {
-            break  // reset, cancelled by shutdown, …: this connection is done; the others go on
+            break
         }
     }
     try? await connection.close()
@@ -80,12 +99,20 @@ do {
         // The accept loop and every connection are one task tree: cancelling its root cancels the
         // pending accept (an async cancel on the ring; closing the socket would not) and every
         // connection's pending receive.
+        let streams = options.streams
         let server = Task {
             await withDiscardingTaskGroup { group in
+                var connections = listener.connections.makeAsyncIterator()
                 while true {
                     do throws(IOError) {
-                        let connection = try await listener.accept()
-                        group.addTask { await echo(connection) }
+                        let connection: TCPConnection
+                        if streams {
+                            guard let next = try await connections.next() else { break }
+                            connection = next
+                        } else {
+                            connection = try await listener.accept()
+                        }
+                        group.addTask { streams ? await echoChunks(connection) : await echoCalls(connection) }
                     } catch where error.errno == .tooManyOpenFiles || error.errno == .tooManyOpenFilesInSystem {
                         try? await Uring.sleep(for: .milliseconds(10))  // out of descriptors: back off, keep serving
                     } catch where error.errno?.rawValue == ECONNABORTED {

@@ -61,7 +61,7 @@ final class MultishotStream: @unchecked Sendable {
     var starved = false
     private var consumerCancelled = false
     private var consumer: UnsafeContinuation<Void, Never>?
-    private var queue = FIFO<(result: Int32, flags: UInt32)>(initialCapacity: 16)
+    private var queue = FIFO<(result: Int32, flags: UInt32)>(initialCapacity: 4)
     /// Receive: the buffer the consumer holds (handed back at its next `next()`).
     private var lent: UInt16?
     /// Bumped each time a lent buffer is handed back: a chunk from before is no longer valid.
