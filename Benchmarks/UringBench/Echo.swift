@@ -47,6 +47,7 @@ func runEcho(connections: Int, size: Int, options: Options) async throws -> Meas
     nonisolated(unsafe) let sends = sendBuffers
     nonisolated(unsafe) let receives = receiveBuffers
     let connectionsCopy = clients
+    let zeroCopy = options.zeroCopy
     let (requests, histogram, errors) = try await withThrowingTaskGroup(of: (Int, Histogram, Int).self) { group in
         for index in connectionsCopy.indices {
             group.addTask {
@@ -61,7 +62,7 @@ func runEcho(connections: Int, size: Int, options: Options) async throws -> Meas
                     if current == Phase.stop { break }
                     let started = nowNanoseconds()
                     do throws(IOError) {
-                        try await connection.write(send)
+                        try await connection.write(send, zeroCopy: zeroCopy)
                         var got = 0
                         while got < size {
                             let n = try await connection.read(into: UnsafeMutableRawBufferPointer(rebasing: receive[got...]))
@@ -103,7 +104,7 @@ func runEcho(connections: Int, size: Int, options: Options) async throws -> Meas
     }
     return Measurement(
         scenario: "echo", engine: "swift-uring",
-        fields: [("connections", "\(connections)"), ("size", "\(size)"), ("errors", "\(errors)")],
+        fields: [("connections", "\(connections)"), ("size", "\(size)"), ("errors", "\(errors)"), ("zero_copy", "\(options.zeroCopy)")],
         concurrency: connections, block: nil, seconds: elapsed, ops: requests, histogram: histogram, mallocs: mallocs)
 }
 

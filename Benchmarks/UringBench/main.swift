@@ -21,7 +21,8 @@ let usage = """
       echo --connections N --size B
                                   loopback TCP echo: a server ring and a client ring in this
                                   process; N connections (default 64) each send B bytes (default
-                                  64) and wait for the echo
+                                  64) and wait for the echo; --zero-copy automatic|always|never
+                                  for the clients' sends (default automatic)
       idle --connections N        memory per idle server connection (default 5,000; needs
                                   2N+100 descriptors)
     common options:
@@ -47,6 +48,7 @@ struct Options {
     var baseline = true
     var baselineThreads = 1
     var executor = ExecutorMode.global
+    var zeroCopy = TCPConnection.ZeroCopy.automatic
 }
 
 func fail(_ message: String) -> Never {
@@ -102,6 +104,13 @@ func parse(_ arguments: [String]) -> Options {
             guard let mode = ExecutorMode(rawValue: v) else { fail("--executor is global or preference, not '\(v)'") }
             options.executor = mode
         case "--stats": printStatistics = true
+        case "--zero-copy":
+            switch value(flag) {
+            case "automatic": options.zeroCopy = .automatic
+            case "always": options.zeroCopy = .always
+            case "never": options.zeroCopy = .never
+            case let other: fail("--zero-copy wants automatic, always or never, not '\(other)'")
+            }
         case "--baseline-threads": options.baselineThreads = positiveInt(flag)
         case "-h", "--help":
             print(usage)
