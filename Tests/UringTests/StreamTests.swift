@@ -203,6 +203,33 @@ extension IntegrationTests {
             await server.stop()
         }
 
+        /// Streams consumed from a task that is not on a ring (here the test's own task, on the
+        /// global executor) hop to the shared ring for each `next()` and work the same.
+        @Test func streamsConsumedOffTheRing() async throws {
+            let listener = try TCPListener.bind(to: SocketAddress("127.0.0.1:0"))
+            let client = try await TCPConnection.connect(to: try listener.localAddress)
+            var connections = listener.connections.makeAsyncIterator()
+            let server = try #require(try await connections.next())
+            try await client.write(contentsOf: Array("hello, ring".utf8))
+            try await client.shutdown(.write)
+            var received: [UInt8] = []
+            for try await chunk in server.chunks {
+                received += chunk.bytes
+                try await server.write(chunk)
+            }
+            #expect(String(decoding: received, as: UTF8.self) == "hello, ring")
+            var back: [UInt8] = []
+            while back.count < received.count {
+                let part = try await client.read(upTo: 64, timeout: .seconds(10))
+                if part.isEmpty { break }
+                back += part
+            }
+            #expect(back == received)
+            try await server.close()
+            try await client.close()
+            try await listener.close()
+        }
+
         /// Zero-copy sends deliver the same bytes (on TCP; a Unix socket falls back to a copy).
         @Test(arguments: [false, true])
         func zeroCopySend(unix: Bool) async throws {
