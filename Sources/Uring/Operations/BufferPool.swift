@@ -80,7 +80,8 @@ final class BufferPool {
         io_uring_buf_ring_add(bufferRing, address(of: id), UInt32(bufferSize), id, mask, 0)
         io_uring_buf_ring_advance(bufferRing, 1)
         available += 1
-        // One buffer back, one starved stream re-armed (the oldest that still wants data).
+        // One buffer back, one starved stream re-armed: the oldest that still wants data and is
+        // not armed already (its consumer may have re-armed it since it starved).
         while let stream = starved.popFirst() {
             stream.starved = false
             if stream.armIfWanted() { break }

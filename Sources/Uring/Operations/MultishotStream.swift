@@ -181,11 +181,11 @@ final class MultishotStream: @unchecked Sendable {
 
     // MARK: Kernel side (ring thread, from the loop)
 
-    /// Arms the multishot operation if the stream wants items and has room. Returns true if it
-    /// armed (or already was armed).
+    /// Arms the operation if the stream wants items and has room. Returns true if it armed it
+    /// now (false if it was armed already, or does not want to be).
     @discardableResult
     func armIfWanted() -> Bool {
-        if operation != nil { return true }
+        if operation != nil { return false }
         guard !abandoned, terminal == nil, !suspendedByError, queue.count < limit else { return false }
         if core.pointee.stopping {
             terminal = .shutdown
