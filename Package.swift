@@ -8,6 +8,8 @@ let package = Package(
         .library(name: "Uring", targets: ["Uring"]),
         .executable(name: "uring-bench", targets: ["UringBench"]),
         .executable(name: "uring-echo", targets: ["UringEcho"]),
+        .library(name: "UringHTTP", targets: ["UringHTTP"]),
+        .executable(name: "uring-http", targets: ["UringHTTPServer"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
@@ -51,6 +53,19 @@ let package = Package(
             path: "Sources/Examples/EchoServer",
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
+        // A small, strict HTTP/1.1 static-file server on the runtime (request parser, files, ranges).
+        .target(
+            name: "UringHTTP",
+            dependencies: ["Uring", .product(name: "SystemPackage", package: "swift-system")],
+            path: "Sources/UringHTTP",
+            swiftSettings: [.swiftLanguageMode(.v6), .enableUpcomingFeature("NonisolatedNonsendingByDefault")]
+        ),
+        .executableTarget(
+            name: "UringHTTPServer",
+            dependencies: ["Uring", "UringHTTP", .product(name: "SystemPackage", package: "swift-system")],
+            path: "Sources/Examples/HTTPServer",
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
         // A child process for the test of Uring.run, which must own the process's executors.
         .executableTarget(
             name: "uring-run-check",
@@ -64,6 +79,8 @@ let package = Package(
                 "Uring",
                 "uring-run-check",
                 "UringEcho",
+                "UringHTTP",
+                "UringHTTPServer",
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
             path: "Tests/UringTests",

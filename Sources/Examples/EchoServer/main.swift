@@ -90,7 +90,7 @@ func raiseDescriptorLimit() {
 let options = parse()
 raiseDescriptorLimit()
 do {
-    try ShutdownSignals.install()
+    try ProcessSignals.install()
     try Uring.run {
         let address = try SocketAddress(host: options.host, port: options.port)
         let listener = try TCPListener.bind(to: address, backlog: options.backlog)
@@ -123,7 +123,7 @@ do {
                 }
             }
         }
-        if let signal = try? await ShutdownSignals.next() {
+        if let signal = try? await ProcessSignals.next() {
             print("uring-echo: signal \(signal), shutting down")
         }
         server.cancel()

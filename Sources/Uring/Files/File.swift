@@ -82,6 +82,40 @@ public struct File: Sendable, Hashable {
         return File(descriptor: FileDescriptor(rawValue: try outcome.get(.open)))
     }
 
+    /// Opens `path` for reading relative to `directory`, and only if it resolves to something
+    /// inside that directory: `..` that would climb out of it, an absolute path, a symbolic link
+    /// that points outside, or a `/proc` magic link all fail (`openat2` with `RESOLVE_BENEATH`
+    /// and `RESOLVE_NO_MAGICLINKS`, checked by the kernel during resolution, so no race with a
+    /// concurrent rename can defeat it). What a static file server needs.
+    ///
+    /// ```swift
+    /// let root = try await File.open("/srv/www", options: .directory)
+    /// let page = try await File.open("docs/index.html", beneath: root)
+    /// ```
+    ///
+    /// - Throws: ``IOError`` for ``IOError/Operation/open``: `EXDEV` when the path would leave
+    ///   `directory`, `ELOOP` for a magic link, `ENOENT`, `EACCES`, … An empty path opens
+    ///   `directory` itself.
+    public static func open(
+        _ path: FilePath, beneath directory: File, options: FileDescriptor.OpenOptions = []
+    ) async throws(IOError) -> File {
+        let cPath = try CPath(path.isEmpty ? "." : path, .open)
+        defer { cPath.free() }
+        // The kernel copies `how` when the SQE is submitted, after this task suspended.
+        nonisolated(unsafe) let how = UnsafeMutablePointer<open_how>.allocate(capacity: 1)
+        defer { how.deallocate() }
+        how.initialize(
+            to: open_how(
+                flags: UInt64(UInt32(bitPattern: O_RDONLY | options.rawValue | O_CLOEXEC)), mode: 0,
+                resolve: UInt64(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)))
+        let fd = directory.descriptor.rawValue
+        let outcome = try await RingExecutor.submit(timeout: nil) { sqe, _ in
+            // SAFETY: `how` and the path live until submit returns, after the final CQE.
+            Prep.open(sqe, directory: fd, path: cPath.pointer, how: how)
+        }
+        return File(descriptor: FileDescriptor(rawValue: try outcome.get(.open)))
+    }
+
     /// Opens the file at `path`, runs `body` with it, and closes it, whether `body` returns or
     /// throws.
     ///

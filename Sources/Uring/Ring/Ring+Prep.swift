@@ -35,6 +35,14 @@ enum Prep {
         io_uring_prep_openat(sqe, directory, path, flags, mode)
     }
 
+    /// `openat2`: `how` (flags, mode, resolve restrictions) must stay valid until submission.
+    static func open(
+        _ sqe: UnsafeMutablePointer<io_uring_sqe>, directory: Int32, path: UnsafePointer<CChar>,
+        how: UnsafeMutablePointer<open_how>
+    ) {
+        io_uring_prep_openat2(sqe, directory, path, how)
+    }
+
     static func close(_ sqe: UnsafeMutablePointer<io_uring_sqe>, fd: Int32) {
         io_uring_prep_close(sqe, fd)
     }

@@ -1,0 +1,100 @@
+// uring-http: a static-file HTTP/1.1 server on swift-uring.
+//
+//   uring-http --root DIR [--host 127.0.0.1] [--port 8080] [--hello] [--max-connections N]
+//              [--header-timeout S] [--idle-timeout S] [--backlog N]
+//
+// Serves DIR (GET and HEAD, keep-alive, pipelining, ranges, conditional requests), or with
+// --hello answers every request with "Hello, World!". SIGINT or SIGTERM: stop accepting, close
+// idle connections, finish the requests in flight, exit 0.
+import Glibc
+import SystemPackage
+import Uring
+import UringHTTP
+
+let usageText = """
+    usage: uring-http --root DIR [--host ADDR] [--port P] [--hello] [--max-connections N]
+                      [--header-timeout SECONDS] [--idle-timeout SECONDS] [--backlog N]
+    """
+
+func usage(_ message: String) -> Never {
+    let text = "uring-http: \(message)\n\(usageText)\n"
+    _ = text.withCString { write(2, $0, strlen($0)) }
+    exit(64)
+}
+
+var host = "127.0.0.1"
+var port = 8080
+var backlog = 1024
+var configuration = HTTPServer.Configuration()
+var args = CommandLine.arguments.dropFirst()
+while let flag = args.popFirst() {
+    switch flag {
+    case "-h", "--help":
+        print(usageText)
+        exit(0)
+    case "--hello":
+        configuration.hello = true
+        continue
+    default: break
+    }
+    guard let value = args.popFirst() else { usage("\(flag) needs a value") }
+    func seconds() -> Duration {
+        guard let s = Double(value), s > 0, s < 86400 * 365 else { usage("\(flag) wants a positive number of seconds") }
+        return .milliseconds(Int64(s * 1000))
+    }
+    switch flag {
+    case "--root": configuration.root = FilePath(value)
+    case "--host": host = value
+    case "--port":
+        guard let p = Int(value), (0...65535).contains(p) else { usage("--port wants 0...65535, not '\(value)'") }
+        port = p
+    case "--backlog":
+        guard let b = Int(value), b > 0 else { usage("--backlog wants a positive number") }
+        backlog = b
+    case "--max-connections":
+        guard let n = Int(value), n > 0 else { usage("--max-connections wants a positive number") }
+        configuration.maximumConnections = n
+    case "--header-timeout": configuration.headerTimeout = seconds()
+    case "--idle-timeout": configuration.idleTimeout = seconds()
+    case "--threads":
+        guard let n = Int(value), n == 1 else { usage("--threads: only 1 ring for now (the multi-ring runtime is not built yet)") }
+    default: usage("unknown option '\(flag)'")
+    }
+}
+if configuration.root == nil && !configuration.hello { usage("--root DIR or --hello is required") }
+
+// Lets the server hold as many connections as the hard limit allows.
+var limit = rlimit()
+if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max {
+    limit.rlim_cur = limit.rlim_max
+    _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+}
+
+let settings = configuration
+let bindHost = host
+let bindPort = port
+let bindBacklog = backlog
+do {
+    try ProcessSignals.install()
+    try Uring.run {
+        let address = try SocketAddress(host: bindHost, port: bindPort)
+        let listener = try TCPListener.bind(to: address, backlog: bindBacklog)
+        let server = HTTPServer(configuration: settings)
+        print("uring-http listening on http://\(try listener.localAddress)/" + (settings.hello ? " (hello)" : " serving \(settings.root!)"))
+        fflush(nil)
+        let signals = Task {
+            if let signal = try? await ProcessSignals.next() {
+                print("uring-http: signal \(signal), finishing requests in flight")
+                fflush(nil)
+                server.beginShutdown()
+            }
+        }
+        try await server.run(on: listener)
+        signals.cancel()
+    }
+} catch {
+    let text = "uring-http: \(error)\n"
+    _ = text.withCString { write(2, $0, strlen($0)) }
+    exit(1)
+}
+exit(0)

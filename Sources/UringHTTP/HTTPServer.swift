@@ -1,0 +1,248 @@
+import Glibc
+import Synchronization
+import SystemPackage
+import Uring
+
+/// A static-file (or "hello") HTTP/1.1 server on swift-uring: one task per connection, files
+/// read with the ring's file API and sockets served by the ring's socket API, on the same ring.
+///
+/// ```swift
+/// try Uring.run {
+///     let listener = try TCPListener.bind(to: SocketAddress("127.0.0.1:8080"))
+///     let server = HTTPServer(configuration: .init(root: "/srv/www"))
+///     try await server.run(on: listener)     // until server.beginShutdown()
+/// }
+/// ```
+///
+/// GET and HEAD; keep-alive and pipelining; `Content-Length`; `Content-Type` from the extension;
+/// `index.html` for directories; one `Range` (206/416); `Last-Modified`/`If-Modified-Since` and a
+/// strong `ETag`/`If-None-Match` (304); small-bodied 400, 403, 404, 405, 413, 414, 431, 501, 505.
+/// Files are opened with `File.open(_:beneath:)`, so no request can name a file outside the root
+/// (the kernel refuses `..`, absolute paths and symlinks that leave it), and large files are
+/// streamed in 64 KiB reads.
+///
+/// All connections of one server run on one ring (the server's bookkeeping is not shared between
+/// threads): run it under `Uring.run` or in a task that prefers a ring.
+public final class HTTPServer: @unchecked Sendable {
+    // @unchecked Sendable: `connections` and `date` are used only by this server's tasks, which
+    // all run on the ring that runs `run(on:)`; `draining` is atomic.
+
+    public struct Configuration: Sendable {
+        /// The directory served; `nil` with `hello`.
+        public var root: FilePath?
+        /// Answer every request with `Hello, World!` (13 bytes, text/plain) instead of files.
+        public var hello: Bool
+        /// Connections beyond this get a 503 and are closed.
+        public var maximumConnections: Int
+        /// How long a client may take to send a whole request head, from its first byte.
+        public var headerTimeout: Duration
+        /// How long a keep-alive connection may stay silent between requests.
+        public var idleTimeout: Duration
+        /// The largest request body (discarded: GET and HEAD have no use for one); larger is 413.
+        public var maximumBodyBytes: Int
+        /// Request-head limits (sizes and field count).
+        public var parser: RequestHeadParser
+
+        public init(
+            root: FilePath? = nil, hello: Bool = false, maximumConnections: Int = 10_000,
+            headerTimeout: Duration = .seconds(10), idleTimeout: Duration = .seconds(60),
+            maximumBodyBytes: Int = 1 << 20, parser: RequestHeadParser = RequestHeadParser()
+        ) {
+            self.root = root
+            self.hello = hello
+            self.maximumConnections = maximumConnections
+            self.headerTimeout = headerTimeout
+            self.idleTimeout = idleTimeout
+            self.maximumBodyBytes = maximumBodyBytes
+            self.parser = parser
+        }
+    }
+
+    public let configuration: Configuration
+    private let draining = Atomic<Bool>(false)
+    private let connections = ConnectionTable()
+    private let date = DateCache()
+    static let bufferSize = 64 * 1024
+
+    public init(configuration: Configuration) {
+        self.configuration = configuration
+    }
+
+    /// Asks the server to stop: no new connections; idle connections are closed; requests in
+    /// flight (a large download included) finish, then their connections close; `run(on:)`
+    /// returns once every connection is gone. Safe from any thread.
+    public func beginShutdown() {
+        draining.store(true, ordering: .releasing)
+    }
+
+    /// The number of open connections (from the server's ring).
+    public var connectionCount: Int { connections.count }
+
+    /// Serves `listener` until ``beginShutdown()`` and every connection has closed. Closes the
+    /// listener on return.
+    ///
+    /// - Throws: ``IOError`` when the root directory cannot be opened or accepting fails for
+    ///   good (descriptor exhaustion is waited out, not thrown).
+    public func run(on listener: TCPListener) async throws(IOError) {
+        let root: File?
+        if let path = configuration.root, !configuration.hello {
+            root = try await File.open(path, options: .directory)
+        } else {
+            root = nil
+        }
+        var failure: IOError?
+        await withDiscardingTaskGroup { group in
+            // The watchdog: timeouts and shutdown, checked ten times a second.
+            group.addTask { await self.watch(listener) }
+            var accepted = listener.connections.makeAsyncIterator()
+            while !draining.load(ordering: .acquiring) {
+                let connection: TCPConnection
+                do throws(IOError) {
+                    guard let next = try await accepted.next() else { break }
+                    connection = next
+                } catch where error.errno == .tooManyOpenFiles || error.errno == .tooManyOpenFilesInSystem {
+                    try? await Uring.sleep(for: .milliseconds(10))
+                    continue
+                } catch {
+                    // The watchdog shut the listener down (shutdown), or the listener failed:
+                    // either way, stop and let the open connections finish.
+                    if !draining.load(ordering: .acquiring) { failure = error }
+                    draining.store(true, ordering: .releasing)
+                    break
+                }
+                guard let slot = connections.add(connection.descriptor.rawValue, limit: configuration.maximumConnections) else {
+                    group.addTask { await self.refuse(connection) }
+                    continue
+                }
+                group.addTask { await self.serve(connection, slot: slot, root: root) }
+            }
+            connections.stopWatching()
+        }
+        try? await listener.close()
+        if let root { try? await root.close() }
+        if let failure { throw failure }
+    }
+
+    // MARK: - Watchdog
+
+    private func watch(_ listener: TCPListener) async {
+        var listenerShut = false
+        while true {
+            if draining.load(ordering: .acquiring) {
+                if !listenerShut {
+                    // Ends the multishot accept (EINVAL), so the accept loop stops.
+                    Glibc.shutdown(listener.descriptor.rawValue, Int32(SHUT_RD))
+                    listenerShut = true
+                }
+                connections.closeIdle()
+            }
+            connections.expire(now: monotonicNanoseconds())
+            if connections.watchingStopped && connections.count == 0 { return }
+            try? await Uring.sleep(for: .milliseconds(100))
+        }
+    }
+
+    // MARK: - A connection
+
+    private func refuse(_ connection: TCPConnection) async {
+        let body: StaticString = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        try? await connection.write(UnsafeRawBufferPointer(start: body.utf8Start, count: body.utf8CodeUnitCount), timeout: .seconds(1))
+        try? await connection.close()
+    }
+
+    private func serve(_ connection: TCPConnection, slot: Int, root: File?) async {
+        let input = UnsafeMutableRawBufferPointer.allocate(byteCount: configuration.parser.maximumHeadBytes, alignment: 16)
+        let output = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.bufferSize, alignment: 4096)
+        defer {
+            input.deallocate()
+            output.deallocate()
+        }
+        var session = Session(
+            server: self, connection: connection, slot: slot, root: root, input: input, output: output)
+        await session.run()
+        connections.remove(slot)
+        try? await connection.close()
+    }
+
+    var isDraining: Bool { draining.load(ordering: .acquiring) }
+
+    // MARK: - Shared pieces for Session
+
+    func now() -> UnsafeRawBufferPointer { date.now() }
+    func setIdle(_ slot: Int) {
+        connections.set(slot, deadline: monotonicNanoseconds() + nanoseconds(configuration.idleTimeout), idle: true)
+    }
+    func setReadingHead(_ slot: Int) {
+        connections.set(slot, deadline: monotonicNanoseconds() + nanoseconds(configuration.headerTimeout), idle: false)
+    }
+    func setBusy(_ slot: Int) { connections.set(slot, deadline: 0, idle: false) }
+}
+
+func monotonicNanoseconds() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
+
+func nanoseconds(_ duration: Duration) -> UInt64 {
+    let (seconds, attoseconds) = duration.components
+    return UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
+}
+
+/// Open connections, their deadlines and whether they wait between requests. Touched only by
+/// the server's tasks, on its ring; the slots are reused, so steady state allocates nothing.
+final class ConnectionTable: @unchecked Sendable {
+    // @unchecked Sendable: one ring's tasks only (see HTTPServer).
+    private struct Entry {
+        var fd: Int32 = -1
+        var deadline: UInt64 = 0
+        var idle = false
+        var shut = false
+    }
+
+    private var entries: [Entry] = []
+    private var free: [Int] = []
+    private(set) var count = 0
+    private(set) var watchingStopped = false
+
+    func add(_ fd: Int32, limit: Int) -> Int? {
+        guard count < limit else { return nil }
+        count += 1
+        if let slot = free.popLast() {
+            entries[slot] = Entry(fd: fd)
+            return slot
+        }
+        entries.append(Entry(fd: fd))
+        return entries.count - 1
+    }
+
+    func remove(_ slot: Int) {
+        entries[slot] = Entry()
+        free.append(slot)
+        count -= 1
+    }
+
+    func set(_ slot: Int, deadline: UInt64, idle: Bool) {
+        entries[slot].deadline = deadline
+        entries[slot].idle = idle
+    }
+
+    func stopWatching() { watchingStopped = true }
+
+    /// Shuts down (both ways) every connection whose deadline passed: its pending receive ends,
+    /// and its task closes it.
+    func expire(now: UInt64) {
+        for i in entries.indices where entries[i].fd >= 0 && !entries[i].shut && entries[i].deadline != 0 && entries[i].deadline < now {
+            Glibc.shutdown(entries[i].fd, Int32(SHUT_RDWR))
+            entries[i].shut = true
+        }
+    }
+
+    /// Ends the receive of every connection that waits between requests (shutdown).
+    func closeIdle() {
+        for i in entries.indices where entries[i].fd >= 0 && !entries[i].shut && entries[i].idle {
+            Glibc.shutdown(entries[i].fd, Int32(SHUT_RD))
+            entries[i].shut = true
+        }
+    }
+}

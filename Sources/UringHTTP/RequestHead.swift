@@ -1,0 +1,258 @@
+/// One parsed HTTP/1.x request head. It holds offsets into the buffer it was parsed from, not
+/// copies, so parsing allocates nothing; read the parts with the `bytes(_:in:)` helpers while the
+/// buffer is unchanged.
+public struct RequestHead: Sendable, Equatable {
+    public enum Method: Sendable, Equatable {
+        case get, head
+        /// Any other valid method token (answered with 405).
+        case other
+    }
+
+    public var method: Method = .other
+    /// The request target (origin form: a path and an optional query), as sent.
+    public var target: Range<Int> = 0..<0
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    public var minorVersion = 1
+    /// Whether the connection stays open after the response (version default, `Connection`).
+    public var keepAlive = true
+    /// The request body's length (`Content-Length`); 0 when absent.
+    public var contentLength = 0
+    public var hasHost = false
+    public var range: Range<Int>?
+    public var ifRange: Range<Int>?
+    public var ifNoneMatch: Range<Int>?
+    public var ifModifiedSince: Range<Int>?
+    /// The bytes of the head, final empty line included.
+    public var length = 0
+
+    public init() {}
+}
+
+/// Why a request head was refused, as the response status to send (the connection is then
+/// closed).
+public enum RequestHeadError: Error, Sendable, Equatable {
+    /// 400: malformed request line, header, `Content-Length`, a NUL or bare CR, obsolete line folding…
+    case badRequest
+    /// 414: the request line alone is longer than the limit.
+    case uriTooLong
+    /// 431: the head is longer than the limit, or has too many fields.
+    case headerFieldsTooLarge
+    /// 501: `Transfer-Encoding` (request bodies are only accepted with `Content-Length`).
+    case notImplemented
+    /// 505: an HTTP version other than 1.0 and 1.1.
+    case versionNotSupported
+
+    public var status: Int {
+        switch self {
+        case .badRequest: 400
+        case .uriTooLong: 414
+        case .headerFieldsTooLarge: 431
+        case .notImplemented: 501
+        case .versionNotSupported: 505
+        }
+    }
+}
+
+/// A strict, bounded HTTP/1.1 request-head parser (RFC 9112). It looks at most `maximumHeadBytes`
+/// bytes, never allocates, and refuses what a lenient parser would guess at: bare LF or CR line
+/// ends, whitespace before a colon, obsolete line folding, control bytes in values, conflicting or
+/// malformed `Content-Length`, any `Transfer-Encoding`.
+public struct RequestHeadParser: Sendable {
+    public var maximumHeadBytes: Int
+    public var maximumRequestLineBytes: Int
+    public var maximumFields: Int
+
+    public init(maximumHeadBytes: Int = 16 * 1024, maximumRequestLineBytes: Int = 8 * 1024, maximumFields: Int = 100) {
+        self.maximumHeadBytes = maximumHeadBytes
+        self.maximumRequestLineBytes = maximumRequestLineBytes
+        self.maximumFields = maximumFields
+    }
+
+    /// Parses the head at the start of `bytes`.
+    ///
+    /// - Returns: The head, or `nil` when `bytes` does not hold a whole head yet (and is not
+    ///   over a limit).
+    /// - Throws: ``RequestHeadError`` for a request to refuse.
+    public func parse(_ bytes: UnsafeRawBufferPointer) throws(RequestHeadError) -> RequestHead? {
+        var head = RequestHead()
+        let count = bytes.count
+        // Leading empty lines before a request line are allowed (RFC 9112 §2.2); at most a few.
+        var start = 0
+        while start + 1 < count, start < 8, bytes[start] == 13, bytes[start + 1] == 10 { start += 2 }
+
+        // Request line.
+        guard let lineEnd = try findLineEnd(bytes, from: start, limit: start + maximumRequestLineBytes) else {
+            if count - start >= maximumRequestLineBytes { throw .uriTooLong }
+            return nil
+        }
+        var i = start
+        let methodStart = i
+        while i < lineEnd, isTokenByte(bytes[i]) { i += 1 }
+        guard i > methodStart, i < lineEnd, bytes[i] == 32 else { throw .badRequest }
+        head.method = method(bytes, methodStart, i)
+        i += 1
+        let targetStart = i
+        while i < lineEnd, bytes[i] > 32, bytes[i] != 127 { i += 1 }
+        guard i > targetStart, i < lineEnd, bytes[i] == 32 else { throw .badRequest }
+        head.target = targetStart..<i
+        guard bytes[targetStart] == UInt8(ascii: "/") else { throw .badRequest }  // origin form only
+        i += 1
+        guard lineEnd - i == 8, bytes[i] == 72, bytes[i + 1] == 84, bytes[i + 2] == 84, bytes[i + 3] == 80,
+            bytes[i + 4] == 47, isDigit(bytes[i + 5]), bytes[i + 6] == 46, isDigit(bytes[i + 7])
+        else { throw .badRequest }
+        guard bytes[i + 5] == 49, bytes[i + 7] == 48 || bytes[i + 7] == 49 else { throw .versionNotSupported }
+        head.minorVersion = Int(bytes[i + 7] - 48)
+        head.keepAlive = head.minorVersion == 1
+
+        // Header fields.
+        var lineStart = lineEnd + 2
+        var fields = 0
+        var sawContentLength = false
+        var sawConnectionClose = false
+        var sawConnectionKeepAlive = false
+        while true {
+            guard let end = try findLineEnd(bytes, from: lineStart, limit: maximumHeadBytes) else {
+                if count >= maximumHeadBytes { throw .headerFieldsTooLarge }
+                return nil
+            }
+            if end == lineStart {
+                head.length = end + 2
+                break
+            }
+            fields += 1
+            if fields > maximumFields { throw .headerFieldsTooLarge }
+            var j = lineStart
+            while j < end, isTokenByte(bytes[j]) { j += 1 }
+            // No empty name, no whitespace before the colon, no obsolete folding (a line that
+            // starts with whitespace has an empty name here).
+            guard j > lineStart, j < end, bytes[j] == 58 else { throw .badRequest }
+            let nameStart = lineStart
+            let nameEnd = j
+            j += 1
+            while j < end, bytes[j] == 32 || bytes[j] == 9 { j += 1 }
+            var valueEnd = end
+            while valueEnd > j, bytes[valueEnd - 1] == 32 || bytes[valueEnd - 1] == 9 { valueEnd -= 1 }
+            for k in j..<valueEnd {
+                let b = bytes[k]
+                if (b < 32 && b != 9) || b == 127 { throw .badRequest }
+            }
+            let value = j..<valueEnd
+            switch nameEnd - nameStart {
+            case 4 where equalsLowercase(bytes, nameStart, "host"):
+                if head.hasHost { throw .badRequest }
+                head.hasHost = true
+            case 5 where equalsLowercase(bytes, nameStart, "range"):
+                head.range = value
+            case 8 where equalsLowercase(bytes, nameStart, "if-range"):
+                head.ifRange = value
+            case 10 where equalsLowercase(bytes, nameStart, "connection"):
+                // A comma-separated list of options; only two matter here.
+                scanTokens(bytes, value) { token in
+                    if token.count == 5 && equalsLowercase(bytes, token.lowerBound, "close") { sawConnectionClose = true }
+                    if token.count == 10 && equalsLowercase(bytes, token.lowerBound, "keep-alive") { sawConnectionKeepAlive = true }
+                }
+            case 13 where equalsLowercase(bytes, nameStart, "if-none-match"):
+                head.ifNoneMatch = value
+            case 14 where equalsLowercase(bytes, nameStart, "content-length"):
+                let length = try parseContentLength(bytes, value)
+                if sawContentLength && length != head.contentLength { throw .badRequest }
+                sawContentLength = true
+                head.contentLength = length
+            case 17 where equalsLowercase(bytes, nameStart, "transfer-encoding"):
+                throw .notImplemented
+            case 17 where equalsLowercase(bytes, nameStart, "if-modified-since"):
+                head.ifModifiedSince = value
+            default:
+                break
+            }
+            lineStart = end + 2
+        }
+        if sawConnectionClose {
+            head.keepAlive = false
+        } else if sawConnectionKeepAlive {
+            head.keepAlive = true
+        }
+        // HTTP/1.1 requires exactly one Host field (RFC 9112 §3.2).
+        if head.minorVersion == 1 && !head.hasHost { throw .badRequest }
+        return head
+    }
+
+    /// The index of the CR of the first CRLF at or after `from` (searching below `limit`), nil if
+    /// none yet. A NUL, a bare CR or a bare LF is an error.
+    @inline(__always)
+    private func findLineEnd(_ bytes: UnsafeRawBufferPointer, from: Int, limit: Int) throws(RequestHeadError) -> Int? {
+        var i = from
+        let end = min(bytes.count, limit)
+        while i < end {
+            let b = bytes[i]
+            if b == 13 {
+                if i + 1 >= bytes.count { return nil }
+                guard bytes[i + 1] == 10 else { throw .badRequest }
+                return i
+            }
+            if b == 10 || b == 0 { throw .badRequest }
+            i += 1
+        }
+        return nil
+    }
+
+    private func parseContentLength(_ bytes: UnsafeRawBufferPointer, _ value: Range<Int>) throws(RequestHeadError) -> Int {
+        guard !value.isEmpty, value.count <= 15 else { throw .badRequest }
+        var n = 0
+        for k in value {
+            guard isDigit(bytes[k]) else { throw .badRequest }
+            n = n * 10 + Int(bytes[k] - 48)
+        }
+        return n
+    }
+
+    private func method(_ bytes: UnsafeRawBufferPointer, _ start: Int, _ end: Int) -> RequestHead.Method {
+        if end - start == 3, bytes[start] == 71, bytes[start + 1] == 69, bytes[start + 2] == 84 { return .get }
+        if end - start == 4, bytes[start] == 72, bytes[start + 1] == 69, bytes[start + 2] == 65, bytes[start + 3] == 68 {
+            return .head
+        }
+        return .other
+    }
+}
+
+// MARK: - Byte helpers
+
+@inline(__always)
+func isDigit(_ b: UInt8) -> Bool { b >= 48 && b <= 57 }
+
+/// RFC 9110 tchar.
+@inline(__always)
+func isTokenByte(_ b: UInt8) -> Bool {
+    switch b {
+    case 48...57, 65...90, 97...122: true
+    case 33, 35, 36, 37, 38, 39, 42, 43, 45, 46, 94, 95, 96, 124, 126: true
+    default: false
+    }
+}
+
+/// Compares bytes at `start` with the lowercase ASCII `text`, case-insensitively.
+@inline(__always)
+func equalsLowercase(_ bytes: UnsafeRawBufferPointer, _ start: Int, _ text: StaticString) -> Bool {
+    let count = text.utf8CodeUnitCount
+    guard start + count <= bytes.count else { return false }
+    let p = text.utf8Start
+    for k in 0..<count {
+        var b = bytes[start + k]
+        if b >= 65 && b <= 90 { b += 32 }
+        if b != p[k] { return false }
+    }
+    return true
+}
+
+/// Calls `body` with each comma-separated, whitespace-trimmed, non-empty element of `value`.
+func scanTokens(_ bytes: UnsafeRawBufferPointer, _ value: Range<Int>, _ body: (Range<Int>) -> Void) {
+    var i = value.lowerBound
+    while i < value.upperBound {
+        while i < value.upperBound, bytes[i] == 32 || bytes[i] == 9 || bytes[i] == 44 { i += 1 }
+        let start = i
+        while i < value.upperBound, bytes[i] != 44 { i += 1 }
+        var end = i
+        while end > start, bytes[end - 1] == 32 || bytes[end - 1] == 9 { end -= 1 }
+        if end > start { body(start..<end) }
+    }
+}

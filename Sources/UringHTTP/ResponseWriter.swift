@@ -1,0 +1,105 @@
+/// Appends a response head (and small bodies) into a fixed buffer, allocating nothing. Every
+/// append reports overflow by leaving `overflowed` set; callers size the buffer so that a head
+/// always fits.
+struct ResponseWriter {
+    let buffer: UnsafeMutableRawBufferPointer
+    private(set) var count = 0
+    private(set) var overflowed = false
+
+    init(_ buffer: UnsafeMutableRawBufferPointer, count: Int = 0) {
+        self.buffer = buffer
+        self.count = count
+    }
+
+    var remaining: Int { buffer.count - count }
+    var written: UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: buffer[..<count]) }
+
+    mutating func append(_ text: StaticString) {
+        append(UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
+    }
+
+    mutating func append(_ bytes: UnsafeRawBufferPointer) {
+        guard bytes.count <= remaining else {
+            overflowed = true
+            return
+        }
+        if !bytes.isEmpty {
+            // SAFETY: count + bytes.count <= buffer.count, checked above.
+            (buffer.baseAddress! + count).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+        }
+        count += bytes.count
+    }
+
+    mutating func append(_ byte: UInt8) {
+        guard remaining >= 1 else {
+            overflowed = true
+            return
+        }
+        buffer[count] = byte
+        count += 1
+    }
+
+    mutating func append(decimal value: Int) {
+        precondition(value >= 0)
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes of scratch, no allocation
+        withUnsafeMutableBytes(of: &digits) { scratch in
+            var n = value
+            var i = scratch.count
+            repeat {
+                i -= 1
+                scratch[i] = UInt8(48 + n % 10)
+                n /= 10
+            } while n > 0
+            append(UnsafeRawBufferPointer(rebasing: scratch[i...]))
+        }
+    }
+
+    mutating func append(hex value: UInt64) {
+        var digits: (UInt64, UInt64) = (0, 0)
+        withUnsafeMutableBytes(of: &digits) { scratch in
+            var n = value
+            var i = scratch.count
+            repeat {
+                i -= 1
+                let d = UInt8(n & 15)
+                scratch[i] = d < 10 ? 48 + d : 87 + d
+                n >>= 4
+            } while n > 0
+            append(UnsafeRawBufferPointer(rebasing: scratch[i...]))
+        }
+    }
+
+    /// The status line, `Server` and `Date`.
+    mutating func statusLine(_ status: Int, date: UnsafeRawBufferPointer) {
+        append("HTTP/1.1 ")
+        append(decimal: status)
+        append(32)
+        append(reasonPhrase(status))
+        append("\r\nServer: swift-uring\r\nDate: ")
+        append(date)
+        append("\r\n")
+    }
+}
+
+func reasonPhrase(_ status: Int) -> StaticString {
+    switch status {
+    case 200: "OK"
+    case 206: "Partial Content"
+    case 301: "Moved Permanently"
+    case 304: "Not Modified"
+    case 400: "Bad Request"
+    case 403: "Forbidden"
+    case 404: "Not Found"
+    case 405: "Method Not Allowed"
+    case 408: "Request Timeout"
+    case 413: "Content Too Large"
+    case 414: "URI Too Long"
+    case 416: "Range Not Satisfiable"
+    case 431: "Request Header Fields Too Large"
+    case 500: "Internal Server Error"
+    case 501: "Not Implemented"
+    case 503: "Service Unavailable"
+    case 505: "HTTP Version Not Supported"
+    default: "Unknown"
+    }
+}

@@ -1,0 +1,442 @@
+import Glibc
+import SystemPackage
+import Uring
+
+/// One connection's request loop: read into a fixed buffer, answer every complete request in it
+/// (pipelined responses go out together), keep the rest, repeat.
+struct Session {
+    let server: HTTPServer
+    let connection: TCPConnection
+    let slot: Int
+    let root: File?
+    let input: UnsafeMutableRawBufferPointer
+    let output: UnsafeMutableRawBufferPointer
+    private var used = 0
+    private var out: ResponseWriter
+
+    init(
+        server: HTTPServer, connection: TCPConnection, slot: Int, root: File?,
+        input: UnsafeMutableRawBufferPointer, output: UnsafeMutableRawBufferPointer
+    ) {
+        self.server = server
+        self.connection = connection
+        self.slot = slot
+        self.root = root
+        self.input = input
+        self.output = output
+        out = ResponseWriter(output)
+    }
+
+    private var writeTimeout: Duration { server.configuration.idleTimeout }
+
+    mutating func run() async {
+        server.setReadingHead(slot)  // the header timeout runs from the accept
+        while true {
+            var consumed = 0
+            var close = false
+            var bodyToDiscard = 0
+            while consumed < used {
+                let view = UnsafeRawBufferPointer(rebasing: input[consumed..<used])
+                let head: RequestHead
+                do throws(RequestHeadError) {
+                    guard let parsed = try server.configuration.parser.parse(view) else { break }
+                    head = parsed
+                } catch {
+                    simpleResponse(error.status, keepAlive: false)
+                    close = true
+                    break
+                }
+                server.setBusy(slot)
+                if head.contentLength > server.configuration.maximumBodyBytes {
+                    simpleResponse(413, keepAlive: false)
+                    close = true
+                    break
+                }
+                let keepAlive = head.keepAlive && !server.isDraining
+                guard await respond(to: head, in: view, keepAlive: keepAlive) else {
+                    close = true
+                    break
+                }
+                let buffered = view.count - head.length
+                if head.contentLength > buffered {
+                    bodyToDiscard = head.contentLength - buffered
+                    consumed = used
+                } else {
+                    consumed += head.length + head.contentLength
+                }
+                if !keepAlive {
+                    close = true
+                    break
+                }
+                if bodyToDiscard > 0 { break }
+            }
+            guard await flush() else { return }
+            if close { return }
+            if bodyToDiscard > 0 {
+                // GET and HEAD have no use for a body: read it and drop it.
+                used = 0
+                while bodyToDiscard > 0 {
+                    guard let n = try? await connection.read(into: UnsafeMutableRawBufferPointer(rebasing: input[..<min(input.count, bodyToDiscard)])), n > 0
+                    else { return }
+                    bodyToDiscard -= n
+                }
+                consumed = 0
+            }
+            if consumed > 0 {
+                let rest = used - consumed
+                if rest > 0 {
+                    // SAFETY: both ranges lie in `input`; memmove handles the overlap.
+                    memmove(input.baseAddress!, input.baseAddress! + consumed, rest)
+                }
+                used = rest
+                if used > 0 { server.setReadingHead(slot) }
+            }
+            if used == 0 {
+                if server.isDraining { return }
+                server.setIdle(slot)
+            }
+            guard let n = try? await connection.read(into: UnsafeMutableRawBufferPointer(rebasing: input[used...])), n > 0
+            else { return }
+            if used == 0 { server.setReadingHead(slot) }
+            used += n
+        }
+    }
+
+    /// Sends what the writer holds. False if the connection failed.
+    private mutating func flush() async -> Bool {
+        guard out.count > 0 else { return true }
+        let bytes = out.written
+        out = ResponseWriter(output)
+        do throws(IOError) {
+            try await connection.write(bytes, timeout: writeTimeout)
+            return true
+        } catch {
+            return false
+        }
+    }
+
+    /// Makes room for a response head (flushing earlier pipelined responses if needed).
+    private mutating func reserve(_ bytes: Int) async -> Bool {
+        if out.remaining >= bytes { return true }
+        return await flush()
+    }
+
+    private mutating func finishHead(keepAlive: Bool, minorVersion: Int = 1) {
+        if !keepAlive {
+            out.append("Connection: close\r\n")
+        } else if minorVersion == 0 {
+            out.append("Connection: keep-alive\r\n")
+        }
+        out.append("\r\n")
+    }
+
+    /// A status with a one-line text body (headers only for HEAD is the caller's business: error
+    /// bodies are always sent, since the request may not have been understood).
+    private mutating func simpleResponse(_ status: Int, keepAlive: Bool, extra: StaticString? = nil, head: Bool = false) {
+        if out.remaining < 512 { out = ResponseWriter(output, count: min(out.count, output.count - 512)) }
+        let reason = reasonPhrase(status)
+        out.statusLine(status, date: server.now())
+        if let extra { out.append(extra) }
+        out.append("Content-Type: text/plain; charset=utf-8\r\nContent-Length: ")
+        out.append(decimal: 4 + reason.utf8CodeUnitCount + 1)
+        out.append("\r\n")
+        finishHead(keepAlive: keepAlive)
+        if !head {
+            out.append(decimal: status)
+            out.append(32)
+            out.append(reason)
+            out.append(10)
+        }
+    }
+
+    /// Answers one request. False if the connection must close (it failed, or a body could not
+    /// be sent whole).
+    private mutating func respond(to head: RequestHead, in view: UnsafeRawBufferPointer, keepAlive: Bool) async -> Bool {
+        guard await reserve(1024) else { return false }
+        switch head.method {
+        case .other:
+            simpleResponse(405, keepAlive: keepAlive, extra: "Allow: GET, HEAD\r\n")
+            return true
+        case .get, .head:
+            if server.configuration.hello {
+                out.statusLine(200, date: server.now())
+                out.append("Content-Type: text/plain\r\nContent-Length: 13\r\n")
+                finishHead(keepAlive: keepAlive, minorVersion: head.minorVersion)
+                if head.method == .get { out.append("Hello, World!") }
+                return true
+            }
+            return await serveFile(head, view, keepAlive: keepAlive)
+        }
+    }
+
+    // MARK: - Files
+
+    private mutating func serveFile(_ head: RequestHead, _ view: UnsafeRawBufferPointer, keepAlive: Bool) async -> Bool {
+        let isHead = head.method == .head
+        guard let root else {
+            simpleResponse(404, keepAlive: keepAlive, head: isHead)
+            return true
+        }
+        let target = UnsafeRawBufferPointer(rebasing: view[head.target])
+        guard let (path, trailingSlash) = RequestPath.decode(target) else {
+            simpleResponse(400, keepAlive: keepAlive, head: isHead)
+            return true
+        }
+        var file: File
+        do throws(IOError) {
+            file = try await File.open(filePath(path), beneath: root)
+        } catch {
+            simpleResponse(status(for: error), keepAlive: keepAlive, head: isHead)
+            return true
+        }
+        var status: FileStatus
+        var name = path
+        do throws(IOError) {
+            status = try await file.status()
+            if status.kind == .directory {
+                if !trailingSlash && !path.isEmpty {
+                    try? await file.close()
+                    redirectToDirectory(target, keepAlive: keepAlive)
+                    return true
+                }
+                let directory = file
+                do throws(IOError) {
+                    file = try await File.open("index.html", beneath: directory)
+                } catch {
+                    try? await directory.close()
+                    throw error
+                }
+                try? await directory.close()
+                name = Array("index.html".utf8)
+                status = try await file.status()
+            }
+        } catch {
+            try? await file.close()
+            simpleResponse(self.status(for: error), keepAlive: keepAlive, head: isHead)
+            return true
+        }
+        guard status.kind == .regular else {
+            try? await file.close()
+            simpleResponse(403, keepAlive: keepAlive, head: isHead)
+            return true
+        }
+        let result = await send(file, status, name: name, head, view, keepAlive: keepAlive)
+        try? await file.close()
+        return result
+    }
+
+    /// Headers and body for an open regular file.
+    private mutating func send(
+        _ file: File, _ status: FileStatus, name: [UInt8], _ head: RequestHead, _ view: UnsafeRawBufferPointer,
+        keepAlive: Bool
+    ) async -> Bool {
+        let isHead = head.method == .head
+        let size = Int(status.size)
+        let mtime = status.modificationTime
+
+        // Validators.
+        var tag = (UInt64(0), UInt64(0), UInt64(0))
+        tag.0 = status.inode
+        tag.1 = UInt64(size)
+        tag.2 = UInt64(max(0, mtime.seconds)) &* 1_000_000_000 &+ UInt64(mtime.nanoseconds)
+        if let inm = head.ifNoneMatch {
+            if etagListMatches(UnsafeRawBufferPointer(rebasing: view[inm]), tag) {
+                notModified(tag, mtime: mtime, keepAlive: keepAlive)
+                return true
+            }
+        } else if let ims = head.ifModifiedSince, let since = HTTPDate.parse(UnsafeRawBufferPointer(rebasing: view[ims])),
+            Int(mtime.seconds) <= since
+        {
+            notModified(tag, mtime: mtime, keepAlive: keepAlive)
+            return true
+        }
+
+        // Range.
+        var start = 0
+        var length = size
+        var partial = false
+        if let range = head.range {
+            var applies = true
+            if let ifRange = head.ifRange {
+                applies = etagEquals(UnsafeRawBufferPointer(rebasing: view[ifRange]), tag)
+            }
+            if applies {
+                switch parseRange(UnsafeRawBufferPointer(rebasing: view[range]), size: size) {
+                case .ignore: break
+                case .unsatisfiable:
+                    out.statusLine(416, date: server.now())
+                    out.append("Content-Range: bytes */")
+                    out.append(decimal: size)
+                    out.append("\r\nContent-Length: 0\r\n")
+                    finishHead(keepAlive: keepAlive, minorVersion: head.minorVersion)
+                    return true
+                case .range(let s, let l):
+                    start = s
+                    length = l
+                    partial = true
+                }
+            }
+        }
+
+        out.statusLine(partial ? 206 : 200, date: server.now())
+        out.append("Content-Type: ")
+        out.append(MediaTypes.forPath(name))
+        out.append("\r\nContent-Length: ")
+        out.append(decimal: length)
+        out.append("\r\nAccept-Ranges: bytes\r\n")
+        validators(tag, mtime: mtime)
+        if partial {
+            out.append("Content-Range: bytes ")
+            out.append(decimal: start)
+            out.append(45)
+            out.append(decimal: start + length - 1)
+            out.append(47)
+            out.append(decimal: size)
+            out.append("\r\n")
+        }
+        finishHead(keepAlive: keepAlive, minorVersion: head.minorVersion)
+        if isHead || length == 0 { return true }
+
+        // The body: small ones go out with the head in one send; large ones stream in 64 KiB reads.
+        var offset = Int64(start)
+        var left = length
+        while left > 0 {
+            if out.remaining == 0 { guard await flush() else { return false } }
+            let room = min(out.remaining, left)
+            let into = UnsafeMutableRawBufferPointer(rebasing: output[out.count..<out.count + room])
+            do throws(IOError) {
+                try await file.read(exactlyInto: into, at: offset)
+            } catch {
+                // Shorter than announced (truncated meanwhile) or unreadable: the head is gone,
+                // so the only honest thing left is to close.
+                return false
+            }
+            out = ResponseWriter(output, count: out.count + room)
+            offset += Int64(room)
+            left -= room
+            if left > 0 { guard await flush() else { return false } }
+        }
+        return true
+    }
+
+    private func filePath(_ bytes: [UInt8]) -> FilePath {
+        var c = bytes.map { CChar(bitPattern: $0) }
+        c.append(0)
+        return c.withUnsafeBufferPointer { FilePath(platformString: $0.baseAddress!) }
+    }
+
+    private func status(for error: IOError) -> Int {
+        switch error.errno {
+        case .noSuchFileOrDirectory?, .notDirectory?, .fileNameTooLong?: 404
+        case .improperLink?, .tooManySymbolicLinkLevels?, .permissionDenied?, .notPermitted?: 403
+        default: 500
+        }
+    }
+
+    private mutating func redirectToDirectory(_ target: UnsafeRawBufferPointer, keepAlive: Bool) {
+        var end = target.count
+        if let q = target.firstIndex(of: UInt8(ascii: "?")) { end = q }
+        out.statusLine(301, date: server.now())
+        out.append("Location: ")
+        out.append(UnsafeRawBufferPointer(rebasing: target[..<end]))
+        out.append("/\r\nContent-Length: 0\r\n")
+        finishHead(keepAlive: keepAlive)
+    }
+
+    private mutating func validators(_ tag: (UInt64, UInt64, UInt64), mtime: FileStatus.Timestamp) {
+        out.append("ETag: \"")
+        out.append(hex: tag.0)
+        out.append(45)
+        out.append(hex: tag.1)
+        out.append(45)
+        out.append(hex: tag.2)
+        out.append("\"\r\nLast-Modified: ")
+        let date = UnsafeMutableRawPointer.allocate(byteCount: HTTPDate.length, alignment: 1)
+        defer { date.deallocate() }
+        HTTPDate.format(Int(mtime.seconds), into: date)
+        out.append(UnsafeRawBufferPointer(start: date, count: HTTPDate.length))
+        out.append("\r\n")
+    }
+
+    private mutating func notModified(_ tag: (UInt64, UInt64, UInt64), mtime: FileStatus.Timestamp, keepAlive: Bool) {
+        out.statusLine(304, date: server.now())
+        validators(tag, mtime: mtime)
+        finishHead(keepAlive: keepAlive)
+    }
+}
+
+// MARK: - Validators and ranges
+
+/// The entity-tag text of `tag`, as sent (without quotes).
+private func etagText(_ tag: (UInt64, UInt64, UInt64)) -> [UInt8] {
+    func hex(_ v: UInt64) -> [UInt8] { Array(String(v, radix: 16).utf8) }
+    return hex(tag.0) + [45] + hex(tag.1) + [45] + hex(tag.2)
+}
+
+/// `If-Range`: a strong comparison with one entity tag (a date there is treated as "no match").
+func etagEquals(_ value: UnsafeRawBufferPointer, _ tag: (UInt64, UInt64, UInt64)) -> Bool {
+    let text = etagText(tag)
+    return value.count == text.count + 2 && value.first == 34 && value.last == 34
+        && value[1..<value.count - 1].elementsEqual(text)
+}
+
+/// `If-None-Match`: `*`, or a list of entity tags compared weakly (a `W/` prefix is ignored).
+func etagListMatches(_ value: UnsafeRawBufferPointer, _ tag: (UInt64, UInt64, UInt64)) -> Bool {
+    let text = etagText(tag)
+    var matched = false
+    scanTokens(value, 0..<value.count) { token in
+        var t = UnsafeRawBufferPointer(rebasing: value[token])
+        if t.count == 1 && t[0] == UInt8(ascii: "*") {
+            matched = true
+            return
+        }
+        if t.count > 2 && t[0] == UInt8(ascii: "W") && t[1] == UInt8(ascii: "/") { t = UnsafeRawBufferPointer(rebasing: t[2...]) }
+        if t.count == text.count + 2 && t.first == 34 && t.last == 34 && t[1..<t.count - 1].elementsEqual(text) {
+            matched = true
+        }
+    }
+    return matched
+}
+
+enum RangeResult: Equatable {
+    /// No usable single byte range (absent, malformed, several ranges, another unit): send the
+    /// whole representation.
+    case ignore
+    case unsatisfiable
+    case range(start: Int, length: Int)
+}
+
+/// One `bytes=` range (RFC 9110 §14.1.2): `a-b`, `a-` or `-n`.
+func parseRange(_ value: UnsafeRawBufferPointer, size: Int) -> RangeResult {
+    let prefix: [UInt8] = Array("bytes=".utf8)
+    guard value.count > prefix.count, value[..<prefix.count].elementsEqual(prefix) else { return .ignore }
+    let spec = UnsafeRawBufferPointer(rebasing: value[prefix.count...])
+    if spec.contains(44) { return .ignore }  // several ranges: serve the whole file instead
+    guard let dash = spec.firstIndex(of: 45) else { return .ignore }
+    func number(_ part: Slice<UnsafeRawBufferPointer>) -> Int? {
+        guard !part.isEmpty, part.count <= 18 else { return nil }
+        var n = 0
+        for b in part {
+            guard isDigit(b) else { return nil }
+            n = n * 10 + Int(b - 48)
+        }
+        return n
+    }
+    let first = spec[..<dash]
+    let last = spec[(dash + 1)...]
+    if first.isEmpty {
+        guard let suffix = number(last) else { return .ignore }
+        if suffix == 0 || size == 0 { return .unsatisfiable }
+        let length = min(suffix, size)
+        return .range(start: size - length, length: length)
+    }
+    guard let start = number(first) else { return .ignore }
+    var end = size - 1
+    if !last.isEmpty {
+        guard let e = number(last) else { return .ignore }
+        if e < start { return .ignore }
+        end = min(e, size - 1)
+    }
+    if start >= size { return .unsatisfiable }
+    return .range(start: start, length: end - start + 1)
+}
