@@ -83,6 +83,8 @@ public struct RequestHeadParser: Sendable {
         // Request line.
         guard let lineEnd = try findLineEnd(bytes, from: start, limit: start + maximumRequestLineBytes) else {
             if count - start >= maximumRequestLineBytes { throw .uriTooLong }
+            // Refuse what can never become a request line now, instead of waiting for more.
+            try checkPartialRequestLine(bytes, from: start)
             return nil
         }
         var i = start
@@ -194,6 +196,22 @@ public struct RequestHeadParser: Sendable {
             i += 1
         }
         return nil
+    }
+
+    /// A request line still without its CRLF: its method must be a token followed by a space,
+    /// and its target printable.
+    private func checkPartialRequestLine(_ bytes: UnsafeRawBufferPointer, from start: Int) throws(RequestHeadError) {
+        var i = start
+        while i < bytes.count, isTokenByte(bytes[i]) { i += 1 }
+        guard i < bytes.count else { return }
+        guard i > start, bytes[i] == 32 else { throw .badRequest }
+        i += 1
+        while i < bytes.count {
+            let b = bytes[i]
+            if b == 32 { return }
+            if b < 32 || b == 127 { throw .badRequest }
+            i += 1
+        }
     }
 
     private func parseContentLength(_ bytes: UnsafeRawBufferPointer, _ value: Range<Int>) throws(RequestHeadError) -> Int {
