@@ -41,6 +41,7 @@ let package = Package(
             name: "UringBench",
             dependencies: [
                 "Uring",
+                "UringHTTP",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "MallocInterposerSwift", package: "malloc-interposer"),
             ],

@@ -13,7 +13,7 @@ import Uring
 // A scenario run alone prints exactly one line of key=value pairs starting with scenario=NAME.
 
 let usage = """
-    usage: uring-bench [nop|read|echo|idle] [options]
+    usage: uring-bench [nop|read|echo|idle|http] [options]
       (no scenario)               run the whole suite and print a table
       nop  --concurrency N        awaited no-ops from N tasks on one ring (default 64)
       read --pattern random|sequential --block B --concurrency N --path P
@@ -23,6 +23,8 @@ let usage = """
                                   process; N connections (default 64) each send B bytes (default
                                   64) and wait for the echo; --zero-copy automatic|always|never
                                   for the clients' sends (default automatic)
+      http --connections N        uring-http's server (hello mode) and keep-alive clients in this
+                                  process; N connections (default 64)
       idle --connections N        memory per idle server connection (default 5,000; needs
                                   2N+100 descriptors)
     common options:
@@ -67,7 +69,7 @@ func parse(_ arguments: [String]) -> Options {
     var options = Options()
     var rest = arguments[...]
     if let first = rest.first, !first.hasPrefix("-") {
-        guard ["nop", "read", "echo", "idle"].contains(first) else { fail("unknown scenario '\(first)'") }
+        guard ["nop", "read", "echo", "idle", "http"].contains(first) else { fail("unknown scenario '\(first)'") }
         options.scenario = first
         rest = rest.dropFirst()
     }
@@ -365,6 +367,8 @@ func benchmarkMain(_ options: Options) async throws {
         let size = options.block ?? 64
         let result = try await runEcho(connections: options.concurrency ?? 64, size: size, options: options)
         print(echoLine(result, size: size))
+    case "http":
+        print(httpLine(try await runHTTP(connections: options.concurrency ?? 64, options: options)))
     case "idle":
         raiseDescriptorLimit()
         print(try await runIdle(connections: options.concurrency ?? 5000))

@@ -1,0 +1,115 @@
+import Glibc
+import Uring
+import UringHTTP
+
+/// `uring-bench http`: `HTTPServer` in hello mode on one ring and keep-alive clients on another,
+/// in one process over loopback TCP. Each of `connections` clients sends `GET /` and reads the
+/// whole response (its length is learned from the first one), then repeats: a request is one
+/// round trip. Counts every malloc in the process during the window, so `mallocs_per_request`
+/// covers the server and the clients.
+func runHTTP(connections: Int, options: Options) async throws -> Measurement {
+    let serverRing = try RingExecutor(entries: 1024, name: "bench-http-srv")
+    defer { serverRing.shutdown() }
+    let listener = try TCPListener.bind(to: SocketAddress("127.0.0.1:0"), backlog: 4096)
+    let address = try listener.localAddress
+    let server = HTTPServer(configuration: .init(hello: true))
+    let serverTask = Task(executorPreference: serverRing) { try await server.run(on: listener) }
+
+    var clients: [TCPConnection] = []
+    for _ in 0..<connections { clients.append(try await TCPConnection.connect(to: address)) }
+    let request = Array("GET / HTTP/1.1\r\nHost: bench\r\n\r\n".utf8)
+    let requestBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: request.count, alignment: 16)
+    requestBuffer.copyBytes(from: request)
+    defer { requestBuffer.deallocate() }
+    // The response's length (constant in hello mode, the Date being fixed-width).
+    let probe = try await exchangeOnce(clients[0], UnsafeRawBufferPointer(requestBuffer))
+    let phase = Phase()
+    let controller = Controller(phase: phase, warmup: options.warmup, seconds: options.seconds)
+    nonisolated(unsafe) let send = UnsafeRawBufferPointer(requestBuffer)
+    let connectionsCopy = clients
+    let (requests, histogram, errors) = try await withThrowingTaskGroup(of: (Int, Histogram, Int).self) { group in
+        for index in connectionsCopy.indices {
+            group.addTask {
+                let connection = connectionsCopy[index]
+                let receive = UnsafeMutableRawBufferPointer.allocate(byteCount: probe, alignment: 16)
+                defer { receive.deallocate() }
+                var histogram = Histogram()
+                var requests = 0
+                var errors = 0
+                while true {
+                    let current = phase.current
+                    if current == Phase.stop { break }
+                    let started = nowNanoseconds()
+                    do throws(IOError) {
+                        try await connection.write(send)
+                        var got = 0
+                        while got < probe {
+                            let n = try await connection.read(into: UnsafeMutableRawBufferPointer(rebasing: receive[got...]))
+                            if n == 0 { throw IOError(.unexpectedEndOfFile, operation: .receive) }
+                            got += n
+                        }
+                    } catch {
+                        errors += 1
+                        break
+                    }
+                    // "HTTP/1.1 200" and the body, checked without allocating.
+                    if receive[9] != UInt8(ascii: "2") || receive[probe - 1] != UInt8(ascii: "!") { errors += 1 }
+                    if current == Phase.measure {
+                        requests += 1
+                        histogram.record(nowNanoseconds() - started)
+                    }
+                }
+                return (requests, histogram, errors)
+            }
+        }
+        controller.start()
+        var requests = 0
+        var histogram = Histogram()
+        var errors = 0
+        for try await (r, h, e) in group {
+            requests += r
+            histogram.merge(h)
+            errors += e
+        }
+        return (requests, histogram, errors)
+    }
+    let (elapsed, mallocs) = controller.join()
+    for connection in clients { try? await connection.close() }
+    server.beginShutdown()
+    _ = try? await serverTask.value
+    return Measurement(
+        scenario: "http", engine: "swift-uring",
+        fields: [("connections", "\(connections)"), ("errors", "\(errors)")],
+        concurrency: connections, block: nil, seconds: elapsed, ops: requests, histogram: histogram, mallocs: mallocs)
+}
+
+/// One request and its whole response (head and body by `Content-Length`); returns its length.
+private func exchangeOnce(_ connection: TCPConnection, _ request: UnsafeRawBufferPointer) async throws -> Int {
+    try await connection.write(request)
+    var response: [UInt8] = []
+    while true {
+        response += try await connection.read(upTo: 4096)
+        let text = String(decoding: response, as: UTF8.self)
+        if let end = text.utf8.firstRange(of: Array("\r\n\r\n".utf8)) {
+            let head = text[..<end.lowerBound].lowercased()
+            guard let field = head.split(separator: "\r\n").first(where: { $0.hasPrefix("content-length:") }),
+                let length = Int(field.dropFirst("content-length:".count).trimmingCharacters())
+            else { throw IOError(.invalidArgument, operation: .receive) }
+            let total = text.utf8.distance(from: text.utf8.startIndex, to: end.upperBound) + length
+            if response.count >= total { return total }
+        }
+    }
+}
+
+/// `scenario=http connections=… seconds=… requests=… requests_per_sec=… p50_us=… p99_us=… mallocs_per_request=… errors=…`
+func httpLine(_ m: Measurement) -> String {
+    let errors = m.fields.first { $0.0 == "errors" }?.1 ?? "0"
+    return [
+        "scenario=http", "mode=hello", "connections=\(m.concurrency)", "seconds=\(format(m.seconds, decimals: 3))",
+        "requests=\(m.ops)", "requests_per_sec=\(format(m.opsPerSecond, decimals: 0))",
+        "p50_us=\(format(m.histogram.quantile(0.50) / 1000, decimals: 3))",
+        "p99_us=\(format(m.histogram.quantile(0.99) / 1000, decimals: 3))",
+        "mallocs_per_request=" + (m.mallocsPerOp.map { format($0, decimals: 4) } ?? "unknown"),
+        "errors=\(errors)",
+    ].joined(separator: " ")
+}

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Compares uring-http with nginx (and Hummingbird 2, if built) under wrk on loopback: the server
+# pinned to CPU 0, wrk (one thread, 64 connections) pinned to CPU 1, rounds interleaved.
+#
+#   Benchmarks/scripts/http-compare.sh [--rounds 3] [--seconds 5] [--hb PATH/TO/hb-hello]
+#
+# Needs wrk and nginx (apt-get install -y wrk nginx) and a release build of uring-http
+# (swift build -c release --product uring-http). Settings: "hello" (uring-http --hello, nginx
+# `return 200 "Hello, World!"`, hb-hello) and "4k" (a 4 KiB static file from each: nginx with
+# sendfile, hb-hello --root through FileMiddleware). Prints one line per run and a median table.
+set -euo pipefail
+rounds=3
+seconds=5
+hb=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --rounds) rounds=$2; shift 2 ;;
+        --seconds) seconds=$2; shift 2 ;;
+        --hb) hb=$2; shift 2 ;;
+        *) echo "unknown option $1" >&2; exit 64 ;;
+    esac
+done
+here=$(cd "$(dirname "$0")/../.." && pwd)
+uring="$here/.build/release/uring-http"
+[ -x "$uring" ] || { echo "build first: swift build -c release --product uring-http" >&2; exit 1; }
+command -v wrk >/dev/null && command -v nginx >/dev/null || { echo "needs wrk and nginx" >&2; exit 1; }
+
+work=$(mktemp -d /tmp/http-compare.XXXXXX)
+mkdir -p "$work/www" "$work/nginx"
+head -c 4096 /dev/urandom > "$work/www/4k.bin"
+cat > "$work/nginx/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+master_process off;
+error_log $work/nginx/error.log warn;
+pid $work/nginx/nginx.pid;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    sendfile on;
+    keepalive_requests 10000000;
+    default_type application/octet-stream;
+    client_body_temp_path $work/nginx/body;
+    proxy_temp_path $work/nginx/proxy;
+    fastcgi_temp_path $work/nginx/fastcgi;
+    uwsgi_temp_path $work/nginx/uwsgi;
+    scgi_temp_path $work/nginx/scgi;
+    server {
+        listen 127.0.0.1:PORT;
+        root $work/www;
+        location = /hello { default_type text/plain; return 200 "Hello, World!"; }
+    }
+}
+CONF
+
+port=9700
+start_server() {  # name setting -> sets pid, url
+    port=$((port + 1))
+    case "$1" in
+        nginx)
+            sed "s/PORT/$port/" "$work/nginx/nginx.conf" > "$work/nginx/run.conf"
+            taskset -c 0 nginx -c "$work/nginx/run.conf" -p "$work/nginx" >/dev/null 2>&1 & pid=$!
+            if [ "$2" = hello ]; then url="http://127.0.0.1:$port/hello"; else url="http://127.0.0.1:$port/4k.bin"; fi ;;
+        uring)
+            if [ "$2" = hello ]; then
+                taskset -c 0 "$uring" --hello --port $port >/dev/null 2>&1 & pid=$!
+                url="http://127.0.0.1:$port/"
+            else
+                taskset -c 0 "$uring" --root "$work/www" --port $port >/dev/null 2>&1 & pid=$!
+                url="http://127.0.0.1:$port/4k.bin"
+            fi ;;
+        hummingbird)
+            if [ "$2" = hello ]; then
+                taskset -c 0 "$hb" --port $port >/dev/null 2>&1 & pid=$!
+                url="http://127.0.0.1:$port/"
+            else
+                taskset -c 0 "$hb" --port $port --root "$work/www" >/dev/null 2>&1 & pid=$!
+                url="http://127.0.0.1:$port/4k.bin"
+            fi ;;
+    esac
+    for _ in $(seq 100); do
+        curl -s -o /dev/null "$url" && return 0
+        sleep 0.05
+    done
+    echo "server $1 did not start" >&2
+    return 1
+}
+
+servers="nginx uring"
+[ -n "$hb" ] && servers="$servers hummingbird"
+results="$work/results.txt"
+for round in $(seq "$rounds"); do
+    for setting in hello 4k; do
+        for server in $servers; do
+            start_server "$server" "$setting"
+            out=$(taskset -c 1 wrk -t1 -c64 -d"${seconds}s" "$url" 2>&1)
+            kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+            rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+            errors=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
+            echo "round $round $setting $server rps=$rps $errors"
+            echo "$setting $server $round $rps" >> "$results"
+        done
+    done
+done
+
+python3 - "$results" "$servers" <<'PY'
+import sys, statistics, collections
+rows = [l.split() for l in open(sys.argv[1])]
+servers = sys.argv[2].split()
+data = collections.defaultdict(dict)
+for setting, server, rnd, rps in rows:
+    data[(setting, server)][rnd] = float(rps)
+print("\nmedian requests/s (paired ratio to nginx, median over rounds)")
+for setting in ("hello", "4k"):
+    line = [setting.ljust(6)]
+    for server in servers:
+        values = data[(setting, server)]
+        ratios = [values[r] / data[(setting, "nginx")][r] for r in values if r in data[(setting, "nginx")]]
+        line.append("%s %.0f (%.2fx)" % (server, statistics.median(values.values()), statistics.median(ratios)))
+    print("  ".join(line))
+PY
+rm -rf "$work"
