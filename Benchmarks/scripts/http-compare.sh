@@ -64,7 +64,7 @@ start_server() {  # name setting -> sets pid, url
         uring)
             if [ "$2" = hello ]; then
                 taskset -c 0 "$uring" --hello --port $port >/dev/null 2>&1 & pid=$!
-                url="http://127.0.0.1:$port/"
+                url="http://127.0.0.1:$port/hello"
             else
                 taskset -c 0 "$uring" --root "$work/www" --port $port >/dev/null 2>&1 & pid=$!
                 url="http://127.0.0.1:$port/4k.bin"
@@ -72,7 +72,7 @@ start_server() {  # name setting -> sets pid, url
         hummingbird)
             if [ "$2" = hello ]; then
                 taskset -c 0 "$hb" --port $port >/dev/null 2>&1 & pid=$!
-                url="http://127.0.0.1:$port/"
+                url="http://127.0.0.1:$port/hello"  # its route is /**, which does not match /
             else
                 taskset -c 0 "$hb" --port $port --root "$work/www" >/dev/null 2>&1 & pid=$!
                 url="http://127.0.0.1:$port/4k.bin"

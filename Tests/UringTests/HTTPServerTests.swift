@@ -215,6 +215,49 @@ extension IntegrationTests {
             try await connection.close()
         }
 
+        @Test func anIdleKeepAliveConnectionIsClosedAfterTheIdleTimeout() async throws {
+            let server = try HTTPServerProcess(extra: ["--idle-timeout", "1"])
+            defer { #expect(server.stop() == 0) }
+            let connection = try await TCPConnection.connect(to: SocketAddress(host: "127.0.0.1", port: server.port))
+            try await connection.write(contentsOf: Array("GET /sub/ HTTP/1.1\r\nHost: t\r\n\r\n".utf8))
+            var response: [UInt8] = []
+            while !response.text.hasSuffix("sub home\n") {
+                let part = try await connection.read(upTo: 4096, timeout: .seconds(10))
+                try #require(!part.isEmpty)
+                response += part
+            }
+            // Then silence: the server closes the connection after about a second.
+            let rest = try? await connection.read(upTo: 100, timeout: .seconds(20))
+            #expect(rest == nil || rest == [])
+            try await connection.close()
+        }
+
+        @Test func connectionsBeyondTheLimitGetA503() async throws {
+            let server = try HTTPServerProcess(extra: ["--max-connections", "2"])
+            defer { #expect(server.stop() == 0) }
+            let address = try SocketAddress(host: "127.0.0.1", port: server.port)
+            let first = try await TCPConnection.connect(to: address)
+            let second = try await TCPConnection.connect(to: address)
+            // Both are accepted and held (a request each proves the server has them).
+            for connection in [first, second] {
+                try await connection.write(contentsOf: Array("GET /sub/ HTTP/1.1\r\nHost: t\r\n\r\n".utf8))
+                var response: [UInt8] = []
+                while !response.text.hasSuffix("sub home\n") {
+                    let part = try await connection.read(upTo: 4096, timeout: .seconds(10))
+                    try #require(!part.isEmpty)
+                    response += part
+                }
+            }
+            let third = try await server.raw(Array("GET / HTTP/1.1\r\nHost: t\r\n\r\n".utf8))
+            #expect(third.text.hasPrefix("HTTP/1.1 503"))
+            try await first.close()
+            try await second.close()
+            // Once they are gone, new connections are served again.
+            #expect(await eventually {
+                (try? await server.raw(Array("GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".utf8)))?.text.hasPrefix("HTTP/1.1 200") == true
+            })
+        }
+
         @Test func sigtermLetsARunningDownloadFinishThenExitsZero() async throws {
             let server = try HTTPServerProcess()
             let connection = try await TCPConnection.connect(to: SocketAddress(host: "127.0.0.1", port: server.port))
