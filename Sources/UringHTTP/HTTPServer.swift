@@ -75,9 +75,6 @@ public final class HTTPServer: @unchecked Sendable {
         draining.store(true, ordering: .releasing)
     }
 
-    /// The number of open connections (from the server's ring).
-    public var connectionCount: Int { connections.count }
-
     /// Serves `listener` until ``beginShutdown()`` and every connection has closed. Closes the
     /// listener on return.
     ///

@@ -34,6 +34,7 @@ struct Session {
         while true {
             var consumed = 0
             var close = false
+            var refused = false
             var bodyToDiscard = 0
             while consumed < used {
                 let view = UnsafeRawBufferPointer(rebasing: input[consumed..<used])
@@ -44,12 +45,14 @@ struct Session {
                 } catch {
                     simpleResponse(error.status, keepAlive: false)
                     close = true
+                    refused = true
                     break
                 }
                 server.setBusy(slot)
                 if head.contentLength > server.configuration.maximumBodyBytes {
                     simpleResponse(413, keepAlive: false)
                     close = true
+                    refused = true
                     break
                 }
                 let keepAlive = head.keepAlive && !server.isDraining
@@ -71,6 +74,7 @@ struct Session {
                 if bodyToDiscard > 0 { break }
             }
             guard await flush() else { return }
+            if refused { await lingeringClose() }
             if close { return }
             if bodyToDiscard > 0 {
                 // GET and HEAD have no use for a body: read it and drop it.
@@ -99,6 +103,22 @@ struct Session {
             else { return }
             if used == 0 { server.setReadingHead(slot) }
             used += n
+        }
+    }
+
+    /// After refusing a request the client may still be sending it: closing with unread data
+    /// would reset the connection and could destroy the error response before the client reads
+    /// it. So: end our side, then read and drop what comes for up to a second (or 1 MiB).
+    private func lingeringClose() async {
+        try? await connection.shutdown(.write)
+        var dropped = 0
+        let deadline = ContinuousClock.now + .seconds(1)
+        while dropped < 1 << 20 {
+            let left = deadline - ContinuousClock.now
+            guard left > .zero,
+                let n = try? await connection.read(into: input, timeout: left), n > 0
+            else { return }
+            dropped += n
         }
     }
 
