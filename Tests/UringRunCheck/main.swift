@@ -9,6 +9,53 @@ func check(_ condition: Bool, _ what: String) {
 }
 nonisolated(unsafe) var failures = 0
 
+if CommandLine.arguments.dropFirst().first == "--threads" {
+    // Uring.run(threads: 2): plain tasks spread over both rings and each stays on its own.
+    let result = try Uring.run(threads: 2) {
+        let group = Uring.group
+        check(group?.count == 2, "Uring.group has the two rings")
+        guard let group else { return 0 }
+        let names = await withTaskGroup(of: (String, Bool, Bool).self) { tasks in
+            for i in 0..<64 {
+                tasks.addTask {
+                    let home = RingExecutor.current
+                    var stayed = true
+                    var correct = true
+                    for _ in 0..<20 {
+                        do {
+                            try await Uring.nop()
+                            let bytes = try await File.readAll(at: "/proc/self/stat")
+                            correct = correct && !bytes.isEmpty
+                            try await Task.sleep(for: .microseconds(100 * (i % 3)))
+                        } catch {
+                            correct = false
+                        }
+                        stayed = stayed && RingExecutor.current === home
+                    }
+                    return (home?.name ?? "none", stayed, correct)
+                }
+            }
+            var result: [(String, Bool, Bool)] = []
+            for await entry in tasks { result.append(entry) }
+            return result
+        }
+        check(names.allSatisfy { $0.1 }, "every task stays on its ring across awaits")
+        check(names.allSatisfy { $0.2 }, "every task's I/O succeeds")
+        let used = Set(names.map { $0.0 })
+        check(used.count == 2, "tasks ran on both rings: \(used.sorted())")
+        let stats = await group.statistics()
+        check(stats.allSatisfy { $0.submitted > 0 }, "every ring submitted operations")
+        // Explicit placement on each ring.
+        for index in 0..<group.count {
+            let here = await Task(executorPreference: group[index]) { RingExecutor.current === group[index] }.value
+            check(here, "a task placed on ring \(index) runs there")
+        }
+        return 7
+    }
+    check(result == 7, "Uring.run(threads:) returns the body's result")
+    exit(failures == 0 ? 0 : 1)
+}
+
 let result = try Uring.run {
     let ring = RingExecutor.current
     check(ring != nil, "the main task runs on a ring")

@@ -12,6 +12,15 @@ extension IntegrationTests {
             #expect(!output.contains("FAILED"), "output:\n\(output)")
             #expect(output.contains("ok Uring.run returns the body's result"), "output:\n\(output)")
         }
+
+        /// `Uring.run(threads: 2)`: plain tasks spread over two rings, each task stays on its
+        /// ring, file and no-op I/O from all of them succeeds, and every ring did work.
+        @Test func spreadsPlainTasksOverSeveralRings() throws {
+            let (status, output) = try runChild(executableNextToTests("uring-run-check"), ["--threads"])
+            #expect(status == 0, "output:\n\(output)")
+            #expect(!output.contains("FAILED"), "output:\n\(output)")
+            #expect(output.contains("ok Uring.run(threads:) returns the body's result"), "output:\n\(output)")
+        }
     }
 }
 

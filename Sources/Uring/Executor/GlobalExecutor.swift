@@ -28,7 +28,13 @@ extension Uring {
     /// }
     /// ```
     ///
-    /// When `body` returns, the ring stops: tasks still running are abandoned, as they are when
+    /// With `threads` above 1, `threads - 1` more rings run on threads of their own, and plain
+    /// `Task {}` spreads over all of them: each task is placed on a ring by a hash of its identity
+    /// and stays there for its whole life (so every operation it awaits is submitted on its own
+    /// ring, with no lock). The main actor stays on the calling thread's ring. ``Uring/group``
+    /// gives the rings, for explicit placement (`Task(executorPreference: Uring.group!.next())`).
+    ///
+    /// When `body` returns, the rings stop: tasks still running are abandoned, as they are when
     /// `main` returns, and operations still in the kernel are cancelled by tearing the ring down.
     /// The executors stay installed, so nothing should create tasks after `run` returns.
     ///
@@ -36,20 +42,31 @@ extension Uring {
     ///   cannot be set up; otherwise whatever `body` throws.
     public static func run<Result: Sendable>(
         entries: Int = 256,
+        threads: Int = 1,
         _ body: @escaping @Sendable () async throws -> Result
     ) throws -> Result {
+        guard threads >= 1, threads <= 1024 else { throw IOError(.invalidArgument, errno: .invalidArgument, operation: .setup) }
         let ring = try RingExecutor(entries: entries, jobBudget: 256, name: "uring-main", donatingCurrentThread: true)
+        var rings = [ring]
+        do throws(IOError) {
+            for i in 1..<threads { rings.append(try RingExecutor(entries: entries, name: "uring-\(i)")) }
+        } catch {
+            for other in rings.dropFirst() { other.shutdown() }
+            throw error
+        }
         precondition(
             RingExecutor.installShared(ring),
             "Uring.run must be called once, before anything used the shared ring")
         let main = RingMainExecutor(ring: ring)
-        let global = RingGlobalExecutor(ring: ring)
+        let global = RingGlobalExecutor(rings: rings)
+        for r in rings { r.installedGlobalExecutor = global.asUnownedTaskExecutor() }
         ring.installedMainExecutor = main.asUnownedSerialExecutor()
-        ring.installedGlobalExecutor = global.asUnownedTaskExecutor()
+        installedGroup.withLock { $0 = RingGroup(rings: rings) }
         UringExecutorFactory.installed.withLock { $0 = (main, global) }
         _createExecutors(factory: UringExecutorFactory.self)
 
         let outcome = Lock<Swift.Result<Result, any Error>?>(nil)
+        let allRings = rings
         Task {
             let result: Swift.Result<Result, any Error>
             do {
@@ -58,9 +75,11 @@ extension Uring {
                 result = .failure(error)
             }
             outcome.withLock { $0 = result }
+            for other in allRings.dropFirst() { other.stopAbandoningTasks() }
             ring.stopAbandoningTasks()
         }
         ring.runOnCurrentThread()
+        for other in allRings.dropFirst() { other.shutdown() }
         return try outcome.withLock { $0 }!.get()
     }
 }
@@ -97,21 +116,50 @@ final class RingMainExecutor: MainExecutor, @unchecked Sendable {
     func isIsolatingCurrentContext() -> Bool? { ring.isCurrentRing }
 }
 
-/// The default (global) executor face of the ring installed by `Uring.run`; also serves
-/// `Task.sleep` with ring timers.
+/// The default (global) executor face of the rings installed by `Uring.run`; also serves
+/// `Task.sleep` with ring timers. With several rings, a job goes to the ring chosen by a hash of
+/// its address: a task is the job the runtime enqueues each time it resumes, so a task always
+/// lands on the same ring, and different tasks spread evenly.
 final class RingGlobalExecutor: TaskExecutor, SchedulingExecutor, @unchecked Sendable {
-    let ring: RingExecutor
-    init(ring: RingExecutor) { self.ring = ring }
+    let rings: [RingExecutor]
+    init(rings: [RingExecutor]) { self.rings = rings }
+
+    @inline(__always)
+    private func ring(for job: UnownedJob) -> RingExecutor {
+        if rings.count == 1 { return rings[0] }
+        let address = UInt64(UInt(bitPattern: unsafeBitCast(job, to: UnsafeRawPointer.self)))
+        // Fibonacci hashing: the high bits of the product mix every address bit.
+        let hash = (address &* 0x9E37_79B9_7F4A_7C15) >> 32
+        return rings[Int(hash % UInt64(rings.count))]
+    }
 
     func enqueue(_ job: consuming ExecutorJob) {
-        ring.enqueue(ReadyJob(job: UnownedJob(job), kind: .global))
+        let unowned = UnownedJob(job)
+        ring(for: unowned).enqueue(ReadyJob(job: unowned, kind: .global))
     }
 
     func enqueue<C: Clock>(_ job: consuming ExecutorJob, after delay: C.Duration, tolerance: C.Duration?, clock: C) {
         // Task.sleep uses ContinuousClock or SuspendingClock, whose Duration is Swift.Duration.
         // A clock with another duration type cannot be interpreted here: its job runs at once
         // (a sleep that ends early is correct for a sleep that cannot be timed, and never hangs).
-        ring.schedule(ReadyJob(job: UnownedJob(job), kind: .global), after: (delay as? Swift.Duration) ?? .zero)
+        let unowned = UnownedJob(job)
+        ring(for: unowned).schedule(ReadyJob(job: unowned, kind: .global), after: (delay as? Swift.Duration) ?? .zero)
     }
+}
+
+/// The rings `Uring.run` installed.
+let installedGroup = Lock<RingGroup?>(nil)
+
+extension Uring {
+    /// The rings that ``Uring/run(entries:threads:_:)`` installed (nil outside it), for placing
+    /// tasks explicitly:
+    ///
+    /// ```swift
+    /// try Uring.run(threads: 4) {
+    ///     let group = Uring.group!
+    ///     for i in 0..<group.count { Task(executorPreference: group[i]) { try await serveShard(i) } }
+    /// }
+    /// ```
+    public static var group: RingGroup? { installedGroup.withLock { $0 } }
 }
 #endif

@@ -51,6 +51,8 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
     private let stopped = Atomic<Bool>(false)
     private let abandon = Atomic<Bool>(false)
     private var thread: pthread_t?
+    /// Serializes joining the thread (shutdown may be called from several threads).
+    private let joinLock = Lock(())
     private let ownsThread: Bool
 
     /// Creates a ring with `entries` submission entries and starts its thread.
@@ -190,14 +192,21 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
     /// Call it from outside the ring. Called on the ring's own thread, it only requests the stop
     /// (the loop ends once the ring is idle).
     public func shutdown() {
+        requestShutdown()
+        joinLock.withLock { _ in
+            if ownsThread, !isCurrentRing, let thread {
+                pthread_join(thread, nil)
+                self.thread = nil
+            }
+        }
+    }
+
+    /// Asks the loop to stop, without waiting for it (``shutdown()`` waits). Idempotent.
+    func requestShutdown() {
         guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
         inbox.withLock { $0.stopRequested = true }
         inboxPending.store(true, ordering: .sequentiallyConsistent)
         wake()
-        if ownsThread, !isCurrentRing, let thread {
-            pthread_join(thread, nil)
-            self.thread = nil
-        }
     }
 
     /// Ends the loop as soon as the current job returns, without waiting for the tasks still
@@ -325,9 +334,8 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
         let core = self.core
         let serial = asUnownedSerialExecutor()
         let taskExecutor = asUnownedTaskExecutor()
-        // Set (for the ring that Uring.run installs) before the loop starts; nil otherwise.
-        let globalExecutor = installedGlobalExecutor
-        let mainExecutor = installedMainExecutor
+        // Set (for the rings that Uring.run installs) before any .global or .main job can reach
+        // this ring (for its extra rings, after their loops started): read when needed.
         var stopping = false
         while true {
             if inboxPending.load(ordering: .acquiring) {
@@ -344,8 +352,8 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
                 case .isolated: ready.job.runSynchronously(isolatedTo: serial, taskExecutor: taskExecutor)
                 // SAFETY: .global and .main jobs exist only on the ring Uring.run installed, whose
                 // executors were set before its loop started.
-                case .global: ready.job.runSynchronously(on: globalExecutor.unsafelyUnwrapped)
-                case .main: ready.job.runSynchronously(on: mainExecutor.unsafelyUnwrapped)
+                case .global: ready.job.runSynchronously(on: installedGlobalExecutor.unsafelyUnwrapped)
+                case .main: ready.job.runSynchronously(on: installedMainExecutor.unsafelyUnwrapped)
                 }
                 budget -= 1
                 core.pointee.statistics.jobsRun &+= 1
