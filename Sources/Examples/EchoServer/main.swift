@@ -1,6 +1,12 @@
 // uring-echo: a TCP echo server on swift-uring.
 //
 //   uring-echo [--host 127.0.0.1] [--port 9000] [--backlog 1024] [--api streams|calls]
+//              [--threads N] [--distribute reuseport|accept]
+//
+// With --threads N (default 1) the server runs N rings, one thread each. `--distribute reuseport`
+// (the default) binds one listener per ring with SO_REUSEPORT, so the kernel spreads the
+// connections; `--distribute accept` accepts on ring 0 and hands each connection to the next
+// ring in turn.
 //
 // Serves every connection until the peer closes it. `--api streams` (the default) accepts with
 // `listener.connections` (multishot accept) and receives with `connection.chunks` (multishot
@@ -15,10 +21,12 @@ struct Options {
     var port = 9000
     var backlog = 1024
     var streams = true
+    var threads = 1
+    var reusePort = true
 }
 
 func usage(_ message: String) -> Never {
-    let text = "uring-echo: \(message)\nusage: uring-echo [--host ADDR] [--port P] [--backlog N] [--api streams|calls]\n"
+    let text = "uring-echo: \(message)\nusage: uring-echo [--host ADDR] [--port P] [--backlog N] [--api streams|calls] [--threads N] [--distribute reuseport|accept]\n"
     _ = text.withCString { write(2, $0, strlen($0)) }
     exit(64)
 }
@@ -28,7 +36,7 @@ func parse() -> Options {
     var args = CommandLine.arguments.dropFirst()
     while let flag = args.popFirst() {
         guard flag != "-h", flag != "--help" else {
-            print("usage: uring-echo [--host ADDR] [--port P] [--backlog N] [--api streams|calls]")
+            print("usage: uring-echo [--host ADDR] [--port P] [--backlog N] [--api streams|calls] [--threads N] [--distribute reuseport|accept]")
             exit(0)
         }
         guard let value = args.popFirst() else { usage("\(flag) needs a value") }
@@ -40,6 +48,12 @@ func parse() -> Options {
         case "--backlog":
             guard let b = Int(value), b > 0 else { usage("--backlog wants a positive number") }
             options.backlog = b
+        case "--threads":
+            guard let n = Int(value), n >= 1, n <= 1024 else { usage("--threads wants 1...1024") }
+            options.threads = n
+        case "--distribute":
+            guard value == "reuseport" || value == "accept" else { usage("--distribute wants reuseport or accept, not '\(value)'") }
+            options.reusePort = value == "reuseport"
         case "--api":
             guard value == "streams" || value == "calls" else { usage("--api wants streams or calls, not '\(value)'") }
             options.streams = value == "streams"
@@ -87,48 +101,72 @@ func raiseDescriptorLimit() {
     }
 }
 
+/// Accepts on `listener` until cancelled; each connection is served by a child task, on `rings`
+/// in turn when given (the hand-off mode), else on the accepting ring.
+func acceptLoop(_ listener: TCPListener, streams: Bool, handOffTo rings: RingGroup?) async {
+    await withDiscardingTaskGroup { group in
+        var connections = listener.connections.makeAsyncIterator()
+        while true {
+            do throws(IOError) {
+                let connection: TCPConnection
+                if streams {
+                    guard let next = try await connections.next() else { break }
+                    connection = next
+                } else {
+                    connection = try await listener.accept()
+                }
+                let serve: @Sendable () async -> Void = {
+                    streams ? await echoChunks(connection) : await echoCalls(connection)
+                }
+                if let rings {
+                    group.addTask(executorPreference: rings.next(), operation: serve)
+                } else {
+                    group.addTask(operation: serve)
+                }
+            } catch where error.errno == .tooManyOpenFiles || error.errno == .tooManyOpenFilesInSystem {
+                try? await Uring.sleep(for: .milliseconds(10))  // out of descriptors: back off, keep serving
+            } catch where error.errno?.rawValue == ECONNABORTED {
+                continue  // the peer gave up before we accepted
+            } catch {
+                break  // cancelled (shutdown) or the listener failed
+            }
+        }
+    }
+}
+
 let options = parse()
 raiseDescriptorLimit()
 do {
     try ProcessSignals.install()
-    try Uring.run {
+    try Uring.run(threads: options.threads) {
         let address = try SocketAddress(host: options.host, port: options.port)
-        let listener = try TCPListener.bind(to: address, backlog: options.backlog)
-        print("uring-echo listening on \(try listener.localAddress)")
+        let rings = Uring.group!
+        // One listener, or one per ring on the same port with SO_REUSEPORT.
+        let first = try TCPListener.bind(to: address, backlog: options.backlog, reusePort: options.threads > 1 && options.reusePort)
+        let bound = try first.localAddress
+        var listeners = [first]
+        if options.threads > 1 && options.reusePort {
+            for _ in 1..<options.threads {
+                listeners.append(try TCPListener.bind(to: bound, backlog: options.backlog, reusePort: true))
+            }
+        }
+        print("uring-echo listening on \(bound)")
         fflush(nil)  // all streams: the line above must reach a pipe at once
-        // The accept loop and every connection are one task tree: cancelling its root cancels the
+        // Each accept loop and its connections are one task tree: cancelling its root cancels the
         // pending accept (an async cancel on the ring; closing the socket would not) and every
         // connection's pending receive.
         let streams = options.streams
-        let server = Task {
-            await withDiscardingTaskGroup { group in
-                var connections = listener.connections.makeAsyncIterator()
-                while true {
-                    do throws(IOError) {
-                        let connection: TCPConnection
-                        if streams {
-                            guard let next = try await connections.next() else { break }
-                            connection = next
-                        } else {
-                            connection = try await listener.accept()
-                        }
-                        group.addTask { streams ? await echoChunks(connection) : await echoCalls(connection) }
-                    } catch where error.errno == .tooManyOpenFiles || error.errno == .tooManyOpenFilesInSystem {
-                        try? await Uring.sleep(for: .milliseconds(10))  // out of descriptors: back off, keep serving
-                    } catch where error.errno?.rawValue == ECONNABORTED {
-                        continue  // the peer gave up before we accepted
-                    } catch {
-                        break  // cancelled (shutdown) or the listener failed
-                    }
-                }
-            }
+        let handOff = options.threads > 1 && !options.reusePort ? rings : nil
+        var servers: [Task<Void, Never>] = []
+        for (index, listener) in listeners.enumerated() {
+            servers.append(Task(executorPreference: rings[index]) { await acceptLoop(listener, streams: streams, handOffTo: handOff) })
         }
         if let signal = try? await ProcessSignals.next() {
             print("uring-echo: signal \(signal), shutting down")
         }
-        server.cancel()
-        await server.value
-        try? await listener.close()
+        for server in servers { server.cancel() }
+        for server in servers { await server.value }
+        for listener in listeners { try? await listener.close() }
     }
 } catch {
     let text = "uring-echo: \(error)\n"

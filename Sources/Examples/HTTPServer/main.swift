@@ -1,7 +1,10 @@
 // uring-http: a static-file HTTP/1.1 server on swift-uring.
 //
 //   uring-http --root DIR [--host 127.0.0.1] [--port 8080] [--hello] [--max-connections N]
-//              [--header-timeout S] [--idle-timeout S] [--backlog N]
+//              [--header-timeout S] [--idle-timeout S] [--backlog N] [--threads N]
+//
+// --threads N runs N rings, each with its own listener on the same port (SO_REUSEPORT) and its
+// own HTTPServer; --max-connections applies per ring.
 //
 // Serves DIR (GET and HEAD, keep-alive, pipelining, ranges, conditional requests), or with
 // --hello answers every request with "Hello, World!". SIGINT or SIGTERM: stop accepting, close
@@ -13,7 +16,7 @@ import UringHTTP
 
 let usageText = """
     usage: uring-http --root DIR [--host ADDR] [--port P] [--hello] [--max-connections N]
-                      [--header-timeout SECONDS] [--idle-timeout SECONDS] [--backlog N]
+                      [--header-timeout SECONDS] [--idle-timeout SECONDS] [--backlog N] [--threads N]
     """
 
 func usage(_ message: String) -> Never {
@@ -25,6 +28,7 @@ func usage(_ message: String) -> Never {
 var host = "127.0.0.1"
 var port = 8080
 var backlog = 1024
+var threads = 1
 var configuration = HTTPServer.Configuration()
 var args = CommandLine.arguments.dropFirst()
 while let flag = args.popFirst() {
@@ -57,7 +61,8 @@ while let flag = args.popFirst() {
     case "--header-timeout": configuration.headerTimeout = seconds()
     case "--idle-timeout": configuration.idleTimeout = seconds()
     case "--threads":
-        guard let n = Int(value), n == 1 else { usage("--threads: only 1 ring for now (the multi-ring runtime is not built yet)") }
+        guard let n = Int(value), n >= 1, n <= 1024 else { usage("--threads wants 1...1024") }
+        threads = n
     default: usage("unknown option '\(flag)'")
     }
 }
@@ -74,22 +79,41 @@ let settings = configuration
 let bindHost = host
 let bindPort = port
 let bindBacklog = backlog
+let ringCount = threads
 do {
     try ProcessSignals.install()
-    try Uring.run {
+    try Uring.run(threads: ringCount) {
+        let rings = Uring.group!
         let address = try SocketAddress(host: bindHost, port: bindPort)
-        let listener = try TCPListener.bind(to: address, backlog: bindBacklog)
-        let server = HTTPServer(configuration: settings)
-        print("uring-http listening on http://\(try listener.localAddress)/" + (settings.hello ? " (hello)" : " serving \(settings.root!)"))
+        let first = try TCPListener.bind(to: address, backlog: bindBacklog, reusePort: ringCount > 1)
+        let bound = try first.localAddress
+        var listeners = [first]
+        for _ in 1..<ringCount { listeners.append(try TCPListener.bind(to: bound, backlog: bindBacklog, reusePort: true)) }
+        let servers = listeners.map { _ in HTTPServer(configuration: settings) }
+        print("uring-http listening on http://\(bound)/" + (settings.hello ? " (hello)" : " serving \(settings.root!)"))
         fflush(nil)
         let signals = Task {
             if let signal = try? await ProcessSignals.next() {
                 print("uring-http: signal \(signal), finishing requests in flight")
                 fflush(nil)
-                server.beginShutdown()
+                for server in servers { server.beginShutdown() }
             }
         }
-        try await server.run(on: listener)
+        // One server per ring, each on its own listener; the first error stops them all.
+        try await withThrowingDiscardingTaskGroup { group in
+            for index in 0..<ringCount {
+                let server = servers[index]
+                let listener = listeners[index]
+                group.addTask(executorPreference: rings[index]) {
+                    do {
+                        try await server.run(on: listener)
+                    } catch {
+                        for other in servers { other.beginShutdown() }
+                        throw error
+                    }
+                }
+            }
+        }
         signals.cancel()
     }
 } catch {
