@@ -49,6 +49,11 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
     /// kernel can never write into freed memory.
     let wakeBuffer: UnsafeMutablePointer<UInt64>
     private let stopped = Atomic<Bool>(false)
+    /// Bumped before and after each job (odd while one runs), for the stall detector.
+    let jobClock = Atomic<UInt64>(0)
+    /// Stalls the detector saw on this ring, and the longest (nanoseconds).
+    let stallCount = Atomic<UInt64>(0)
+    let longestStallNanoseconds = Atomic<UInt64>(0)
     private let abandon = Atomic<Bool>(false)
     private var thread: pthread_t?
     /// Serializes joining the thread (shutdown may be called from several threads).
@@ -337,6 +342,8 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
         // Set (for the rings that Uring.run installs) before any .global or .main job can reach
         // this ring (for its extra rings, after their loops started): read when needed.
         var stopping = false
+        var clock: UInt64 = 0
+        StallWatch.shared.register(self)
         while true {
             if inboxPending.load(ordering: .acquiring) {
                 if drainInbox() && !stopping {
@@ -347,6 +354,9 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
             }
             var budget = jobBudget
             while budget > 0, let ready = core.pointee.ready.popFirst() {
+                // Plain stores (only this thread writes): odd while a job runs.
+                clock &+= 1
+                jobClock.store(clock, ordering: .relaxed)
                 switch ready.kind {
                 case .task: ready.job.runSynchronously(on: taskExecutor)
                 case .isolated: ready.job.runSynchronously(isolatedTo: serial, taskExecutor: taskExecutor)
@@ -355,6 +365,8 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
                 case .global: ready.job.runSynchronously(on: installedGlobalExecutor.unsafelyUnwrapped)
                 case .main: ready.job.runSynchronously(on: installedMainExecutor.unsafelyUnwrapped)
                 }
+                clock &+= 1
+                jobClock.store(clock, ordering: .relaxed)
                 budget -= 1
                 core.pointee.statistics.jobsRun &+= 1
             }

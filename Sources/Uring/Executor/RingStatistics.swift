@@ -29,6 +29,11 @@ public struct RingStatistics: Sendable, Hashable {
     public var receiveBufferShortages: UInt64 = 0
     /// Times a stream's queue was full and its multishot operation was paused (flow control).
     public var streamPauses: UInt64 = 0
+    /// Jobs that held the ring longer than ``StallDetector/threshold``.
+    public var stalls: UInt64 = 0
+    /// The longest time one job held the ring, as far as the stall detector saw (it samples every
+    /// half threshold; zero until a job outlasts a sampling period).
+    public var longestStall: Duration = .zero
     /// Completions that matched no live operation (should stay 0).
     public var strayCompletions: UInt64 = 0
     /// Operations now holding a slot in the operation table (in the kernel, waiting, or resuming).
@@ -55,6 +60,8 @@ extension RingExecutor {
             var snapshot = core.pointee.statistics
             snapshot.operationsInTable = core.pointee.table.activeCount
             snapshot.tableCapacity = core.pointee.table.slotCount
+            snapshot.stalls = stallCount.load(ordering: .relaxed)
+            snapshot.longestStall = .nanoseconds(Int64(longestStallNanoseconds.load(ordering: .relaxed)))
             if let pool = core.pointee.bufferPool {
                 snapshot.receiveBufferCount = pool.count
                 snapshot.receiveBuffersAvailable = pool.available
