@@ -13,7 +13,7 @@ import Uring
 // A scenario run alone prints exactly one line of key=value pairs starting with scenario=NAME.
 
 let usage = """
-    usage: uring-bench [nop|read|echo|idle|http] [options]
+    usage: uring-bench [nop|read|echo|idle|http|handoff] [options]
       (no scenario)               run the whole suite and print a table
       nop  --concurrency N        awaited no-ops from N tasks on one ring (default 64)
       read --pattern random|sequential --block B --concurrency N --path P
@@ -25,6 +25,8 @@ let usage = """
                                   for the clients' sends (default automatic)
       http --connections N        uring-http's server (hello mode) and keep-alive clients in this
                                   process; N connections (default 64)
+      handoff                     a task hopping between two idle rings: the cost of one
+                                  cross-ring hand-off (SWIFT_URING_MSG_RING=0: eventfd wake-ups)
       idle --connections N        memory per idle server connection (default 5,000; needs
                                   2N+100 descriptors)
     common options:
@@ -69,7 +71,7 @@ func parse(_ arguments: [String]) -> Options {
     var options = Options()
     var rest = arguments[...]
     if let first = rest.first, !first.hasPrefix("-") {
-        guard ["nop", "read", "echo", "idle", "http"].contains(first) else { fail("unknown scenario '\(first)'") }
+        guard ["nop", "read", "echo", "idle", "http", "handoff"].contains(first) else { fail("unknown scenario '\(first)'") }
         options.scenario = first
         rest = rest.dropFirst()
     }
@@ -369,6 +371,8 @@ func benchmarkMain(_ options: Options) async throws {
         print(echoLine(result, size: size))
     case "http":
         print(httpLine(try await runHTTP(connections: options.concurrency ?? 64, options: options)))
+    case "handoff":
+        print(try await runHandoff(options: options))
     case "idle":
         raiseDescriptorLimit()
         print(try await runIdle(connections: options.concurrency ?? 5000))

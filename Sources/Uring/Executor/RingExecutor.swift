@@ -45,6 +45,10 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
     let inboxPending = Atomic<Bool>(false)
     let sleeping = Atomic<Bool>(false)
     let wakeFD: Int32
+    /// This ring's descriptor for other rings' wake messages; -1 when unset or torn down.
+    let messageFD = Atomic<Int32>(-1)
+    /// A process-unique number for this ring (see `registry`).
+    let ringID: UInt32
     /// The 8 bytes the wake read fills. Owned by the executor, which outlives the ring, so the
     /// kernel can never write into freed memory.
     let wakeBuffer: UnsafeMutablePointer<UInt64>
@@ -97,6 +101,7 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
         self.name = name
         self.receiveBufferCount = receiveBufferCount
         self.receiveBufferSize = receiveBufferSize
+        ringID = RingExecutor.nextRingID.add(1, ordering: .relaxed).oldValue
         self.ownsThread = !donatingCurrentThread
         isolation = RingIsolation()
         let fd = eventfd(0, Int32(EFD_CLOEXEC))
@@ -149,6 +154,8 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
         coreReady.store(true, ordering: .releasing)
         RingExecutor.setCurrent(self)
         armWake()
+        RingExecutor.registry.withLock { $0[ringID] = Weak(ring: self) }
+        messageFD.store(core.pointee.ring.fileDescriptor, ordering: .releasing)
     }
 
     private func threadMain(entries: UInt32, startup: StartupSignal) {
@@ -211,7 +218,9 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
         guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
         inbox.withLock { $0.stopRequested = true }
         inboxPending.store(true, ordering: .sequentiallyConsistent)
-        wake()
+        // Never by message: the caller may be a job on another ring that now blocks in
+        // shutdown()'s join, and a message would wait for that ring's next io_uring_enter.
+        wakeThroughEventFD()
     }
 
     /// Ends the loop as soon as the current job returns, without waiting for the tasks still
@@ -305,6 +314,35 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
     }
 
     func wake() {
+        // From another ring's thread: post a message into this ring with IORING_OP_MSG_RING. It
+        // rides along with that ring's next io_uring_enter instead of costing a write(2) now (so
+        // a job that blocks after enqueueing delays the wake-up; the stall detector reports such
+        // jobs).
+        let target = messageFD.load(ordering: .acquiring)
+        if target >= 0, RingExecutor.messagesWork.load(ordering: .relaxed), let source = RingExecutor.current, source !== self {
+            source.sendWakeMessage(toFD: target, ringID: ringID)
+            return
+        }
+        wakeThroughEventFD()
+    }
+
+    /// Whether IORING_OP_MSG_RING works here; turned off for good after the first failure, or
+    /// from the start with the environment variable `SWIFT_URING_MSG_RING=0` (for comparisons).
+    static let messagesWork = Atomic<Bool>(getenv("SWIFT_URING_MSG_RING").map { String(cString: $0) != "0" } ?? true)
+    private static let nextRingID = Atomic<UInt32>(1)
+    /// Live rings by ``ringID``, to wake the target of a failed message.
+    static let registry = Lock<[UInt32: Weak]>([:])
+    struct Weak { weak var ring: RingExecutor? }
+
+    /// On this ring's thread: queue a message that wakes the ring `ringFD`.
+    private func sendWakeMessage(toFD ringFD: Int32, ringID target: UInt32) {
+        let sqe = core.pointee.ring.nextSubmission()
+        Prep.message(sqe, ringFD: ringFD, userData: UInt64(CompletionTag.message.rawValue) << 56)
+        Prep.setUserData(sqe, OperationID(index: target, generation: 0).userData(.messageSent))
+        core.pointee.statistics.messagesSent &+= 1
+    }
+
+    func wakeThroughEventFD() {
         // Under the inbox lock, so that it can never race with closeWakeDescriptor() and write
         // into a descriptor number that has been reused.
         inbox.withLock { inbox in
@@ -397,6 +435,8 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
         }
         // Tear the ring down on its own thread (io_uring_queue_exit cancels the wake read). The
         // buffer pool's memory outlives the ring: the kernel may write into it until the exit.
+        messageFD.store(-1, ordering: .releasing)
+        RingExecutor.registry.withLock { $0[ringID] = nil }
         let pool = core.pointee.bufferPool.take()
         let leftover = inbox.withLock { inbox in
             inbox.loopExited = true
@@ -532,6 +572,16 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
             stream.handle(result: completion.result, flags: completion.flags, final: final)
         case .wake:
             armWake()
+        case .message:
+            break  // another ring woke us: the loop drains the inbox next
+        case .messageSent:
+            if completion.result < 0 {
+                // No IORING_OP_MSG_RING here (or the target is gone): eventfd from now on, and
+                // make sure this wake-up is not lost.
+                RingExecutor.messagesWork.store(false, ordering: .relaxed)
+                let target = RingExecutor.registry.withLock { $0[id.index]?.ring }
+                target?.wakeThroughEventFD()
+            }
         case .cancel:
             break
         case nil:

@@ -29,6 +29,8 @@ public struct RingStatistics: Sendable, Hashable {
     public var receiveBufferShortages: UInt64 = 0
     /// Times a stream's queue was full and its multishot operation was paused (flow control).
     public var streamPauses: UInt64 = 0
+    /// Wake-up messages this ring sent to other rings (`IORING_OP_MSG_RING`).
+    public var messagesSent: UInt64 = 0
     /// Jobs that held the ring longer than ``StallDetector/threshold``.
     public var stalls: UInt64 = 0
     /// The longest time one job held the ring, as far as the stall detector saw (it samples every

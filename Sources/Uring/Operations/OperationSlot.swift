@@ -15,6 +15,11 @@ enum CompletionTag: UInt8 {
     case timer = 5
     /// One completion of a multishot operation (accept, receive) that feeds a `MultishotStream`.
     case stream = 6
+    /// Posted into this ring by another ring's `IORING_OP_MSG_RING`: a wake-up, nothing to do.
+    case message = 7
+    /// The sending side's completion of a `IORING_OP_MSG_RING`; the index field names the target
+    /// ring (its `ringID`), to wake it through its eventfd if the message failed.
+    case messageSent = 8
 }
 
 /// The identity of one operation: its slot in the table and the slot's generation, so a late

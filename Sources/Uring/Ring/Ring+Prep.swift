@@ -155,6 +155,11 @@ enum Prep {
         io_uring_prep_shutdown(sqe, fd, how)
     }
 
+    /// Posts a CQE with `userData` (and result 0) into the ring whose file descriptor is `ringFD`.
+    static func message(_ sqe: UnsafeMutablePointer<io_uring_sqe>, ringFD: Int32, userData: UInt64) {
+        io_uring_prep_msg_ring(sqe, ringFD, 0, userData, 0)
+    }
+
     @inline(__always)
     static func cancel(_ sqe: UnsafeMutablePointer<io_uring_sqe>, target userData: UInt64) {
         io_uring_prep_cancel64(sqe, userData, 0)

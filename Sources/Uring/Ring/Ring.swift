@@ -112,6 +112,9 @@ struct Ring: ~Copyable {
     /// Completions taken off the CQ while making room for submissions; dispatched first by the loop.
     var stashed: [Completion] = []
 
+    /// The ring's own file descriptor (the target of another ring's `IORING_OP_MSG_RING`).
+    var fileDescriptor: Int32 { raw.pointee.ring_fd }
+
     /// Entries queued but not yet submitted.
     var pendingSubmissions: UInt32 { io_uring_sq_ready(raw) }
 
