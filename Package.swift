@@ -9,11 +9,13 @@ let package = Package(
         .executable(name: "uring-bench", targets: ["UringBench"]),
         .executable(name: "uring-echo", targets: ["UringEcho"]),
         .library(name: "UringHTTP", targets: ["UringHTTP"]),
+        .library(name: "UringServiceLifecycle", targets: ["UringServiceLifecycle"]),
         .executable(name: "uring-http", targets: ["UringHTTPServer"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         .package(url: "https://github.com/ordo-one/malloc-interposer", from: "1.6.0"),
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.4.0"),
     ],
@@ -56,6 +58,13 @@ let package = Package(
             path: "Sources/Examples/EchoServer",
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
+        // swift-service-lifecycle integration, kept apart so the core needs no such dependency.
+        .target(
+            name: "UringServiceLifecycle",
+            dependencies: ["Uring", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
+            path: "Sources/UringServiceLifecycle",
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
         // A small, strict HTTP/1.1 static-file server on the runtime (request parser, files, ranges).
         .target(
             name: "UringHTTP",
@@ -84,6 +93,9 @@ let package = Package(
                 "UringEcho",
                 "UringHTTP",
                 "UringHTTPServer",
+                "UringServiceLifecycle",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
             path: "Tests/UringTests",
