@@ -54,7 +54,10 @@ let package = Package(
         ),
         .executableTarget(
             name: "UringEcho",
-            dependencies: ["Uring", .product(name: "SystemPackage", package: "swift-system")],
+            dependencies: [
+                "Uring", .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             path: "Sources/Examples/EchoServer",
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
@@ -74,7 +77,10 @@ let package = Package(
         ),
         .executableTarget(
             name: "UringHTTPServer",
-            dependencies: ["Uring", "UringHTTP", .product(name: "SystemPackage", package: "swift-system")],
+            dependencies: [
+                "Uring", "UringHTTP", .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             path: "Sources/Examples/HTTPServer",
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),

@@ -10,25 +10,38 @@ enum ExecutorMode: String {
     case global
     /// Tasks started with `Task(executorPreference:)` on a separate `RingExecutor`.
     case preference
+    /// `--rings N`: a `RingGroup` of N rings, `--concurrency` tasks placed on each.
+    case group
 }
 
 /// Runs `concurrency` worker tasks, each calling `operation` in a loop: warm-up, a measured window
 /// with allocations counted, then stop. The window is timed by a plain thread, so no ring is ever
 /// blocked and the controller allocates nothing while it is open.
+/// `--rings N`: the ring count of the group mode.
+nonisolated(unsafe) var groupRings = 1
+
 func measureOnRing(
     scenario: String, mode: ExecutorMode, fields: [(String, String)], concurrency: Int, block: Int?, seconds: Double,
     warmup: Double, sampleEvery: Int, offsets: @escaping @Sendable (Int) -> OffsetGenerator,
     operation: @escaping @Sendable (inout OffsetGenerator, UnsafeMutableRawBufferPointer) async throws(IOError) -> Void
 ) async throws -> Measurement {
     let ring: RingExecutor
+    var group: RingGroup?
     switch mode {
     case .global:
         guard let main = RingExecutor.current else { fatalError("the global mode runs under Uring.run") }
         ring = main
     case .preference:
         ring = try RingExecutor(entries: max(64, min(4096, concurrency * 2)), name: "bench-\(scenario)")
+    case .group:
+        let made = try RingGroup(count: groupRings, entries: max(64, min(4096, concurrency * 2)), name: "bench-\(scenario)")
+        group = made
+        ring = made[0]
     }
-    defer { if mode == .preference { ring.shutdown() } }
+    defer {
+        if mode == .preference { ring.shutdown() }
+        group?.shutdown()
+    }
     let before = await ring.statistics()
     let phase = Phase()
     let sampleMask = sampleEvery - 1
@@ -54,17 +67,20 @@ func measureOnRing(
         return (ops, histogram)
     }
     let controller = Controller(phase: phase, warmup: warmup, seconds: seconds)
-    let (ops, histogram) = try await withThrowingTaskGroup(of: (Int, Histogram).self) { group in
-        for index in 0..<concurrency {
+    let rings = group
+    let (ops, histogram) = try await withThrowingTaskGroup(of: (Int, Histogram).self) { tasks in
+        let workers = mode == .group ? concurrency * groupRings : concurrency
+        for index in 0..<workers {
             switch mode {
-            case .global: group.addTask { try await worker(index) }
-            case .preference: group.addTask(executorPreference: ring) { try await worker(index) }
+            case .global: tasks.addTask { try await worker(index) }
+            case .preference: tasks.addTask(executorPreference: ring) { try await worker(index) }
+            case .group: tasks.addTask(executorPreference: rings.unsafelyUnwrapped[index % groupRings]) { try await worker(index) }
             }
         }
         controller.start()
         var ops = 0
         var histogram = Histogram()
-        for try await (n, h) in group {
+        for try await (n, h) in tasks {
             ops += n
             histogram.merge(h)
         }
@@ -78,7 +94,7 @@ func measureOnRing(
     }
     _ = before
     return Measurement(
-        scenario: scenario, engine: mode == .global ? "swift-uring" : "swift-uring/pref", fields: fields,
+        scenario: scenario, engine: mode == .global ? "swift-uring" : mode == .group ? "swift-uring/group" : "swift-uring/pref", fields: fields,
         concurrency: concurrency, block: block, seconds: elapsed, ops: ops, histogram: histogram, mallocs: mallocs)
 }
 

@@ -38,6 +38,8 @@ let usage = """
                                   global (default): worker tasks are plain tasks on the ring that
                                   Uring.run installs; preference: Task(executorPreference:) on a
                                   separate RingExecutor
+      --rings N                   nop/read: a RingGroup of N rings with --concurrency tasks on
+                                  each (the multi-core scaling run)
       --stats                     print each ring's counters (to standard error) after its run
     """
 
@@ -108,6 +110,9 @@ func parse(_ arguments: [String]) -> Options {
             guard let mode = ExecutorMode(rawValue: v) else { fail("--executor is global or preference, not '\(v)'") }
             options.executor = mode
         case "--stats": printStatistics = true
+        case "--rings":
+            groupRings = positiveInt(flag)
+            options.executor = .group
         case "--zero-copy":
             switch value(flag) {
             case "automatic": options.zeroCopy = .automatic
@@ -159,7 +164,7 @@ func runRead(pattern: String, block: Int, concurrency: Int, options: Options) as
     let fields = [
         ("pattern", pattern), ("block", "\(block)"), ("concurrency", "\(concurrency)"),
         ("executor", options.executor.rawValue),
-    ]
+    ] + (options.executor == .group ? [("rings", "\(groupRings)")] : [])
     let uringFile = File(descriptor: FileDescriptor(rawValue: file.fd))
     let size = file.size
     var results = [
@@ -237,7 +242,7 @@ struct TestFile {
 
 func machineLine(_ m: Measurement, baseline: Measurement?) -> String {
     var parts = ["scenario=\(m.scenario)"]
-    for (key, value) in m.fields where key != "executor" { parts.append("\(key)=\(value)") }
+    for (key, value) in m.fields where key != "executor" && key != "rings" { parts.append("\(key)=\(value)") }
     parts.append("seconds=\(format(m.seconds, decimals: 3))")
     parts.append("ops=\(m.ops)")
     parts.append("ops_per_sec=\(format(m.opsPerSecond, decimals: 0))")
@@ -247,6 +252,7 @@ func machineLine(_ m: Measurement, baseline: Measurement?) -> String {
     parts.append("mallocs_per_op=" + (m.mallocsPerOp.map { format($0, decimals: 4) } ?? "unknown"))
     // Extra keys, after the contracted ones.
     if let executor = m.fields.first(where: { $0.0 == "executor" }) { parts.append("executor=\(executor.1)") }
+    if let rings = m.fields.first(where: { $0.0 == "rings" }) { parts.append("rings=\(rings.1)") }
     if let baseline {
         parts.append("baseline=pread_x\(baseline.concurrency)")
         parts.append("baseline_ops_per_sec=\(format(baseline.opsPerSecond, decimals: 0))")
@@ -347,6 +353,9 @@ func raiseDescriptorLimit() {
 }
 
 ensureAllocationCounting()
+// The harness itself blocks the main ring on purpose at times (preparing the test file, joining
+// ring threads): keep the stall detector's reports out of the measurements' output.
+StallDetector.threshold = nil
 let options = parse(Array(CommandLine.arguments.dropFirst()))
 if !Allocations.working {
     var stderr = StandardError()

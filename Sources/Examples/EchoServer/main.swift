@@ -14,6 +14,7 @@
 // connection / chunk, for comparison. SIGINT or SIGTERM stops accepting, closes the
 // open connections and exits 0.
 import Glibc
+import Logging
 import Uring
 
 struct Options {
@@ -136,6 +137,8 @@ func acceptLoop(_ listener: TCPListener, streams: Bool, handOffTo rings: RingGro
 
 let options = parse()
 raiseDescriptorLimit()
+// Diagnostics (the stall detector's reports) go to standard error; standard output is the banner.
+LoggingSystem.bootstrap(StreamLogHandler.standardError)
 do {
     try ProcessSignals.install()
     try Uring.run(threads: options.threads) {

@@ -10,6 +10,7 @@
 // --hello answers every request with "Hello, World!". SIGINT or SIGTERM: stop accepting, close
 // idle connections, finish the requests in flight, exit 0.
 import Glibc
+import Logging
 import SystemPackage
 import Uring
 import UringHTTP
@@ -76,6 +77,8 @@ if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit
 }
 
 let settings = configuration
+// Diagnostics (the stall detector's reports) go to standard error; standard output is the banner.
+LoggingSystem.bootstrap(StreamLogHandler.standardError)
 let bindHost = host
 let bindPort = port
 let bindBacklog = backlog
