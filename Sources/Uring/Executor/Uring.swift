@@ -25,7 +25,7 @@ extension RingExecutor {
     ///
     /// Operations awaited from a task that is not running on a ring (the main actor, the global
     /// concurrent pool) run here: the task hops onto this ring for the operation and back.
-    /// ``Uring/run(entries:_:)`` installs its ring here too.
+    /// ``Uring/run(entries:threads:_:)`` installs its first ring here too.
     ///
     /// ```swift
     /// let ring = try RingExecutor.shared()
