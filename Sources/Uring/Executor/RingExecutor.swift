@@ -20,8 +20,8 @@ import Synchronization
 /// The loop, per iteration: run up to ``jobBudget`` ready jobs, then one `io_uring_enter` that
 /// submits everything those jobs queued and collects completions (waiting only when there is
 /// nothing else to do), then copy a batch of completions, advance the CQ once, and resume their
-/// tasks. Jobs enqueued from other threads go through a mutex-guarded inbox and wake the ring
-/// through an eventfd only when it is asleep.
+/// tasks. Jobs enqueued from other threads go through a lock-free queue and wake the ring only
+/// when it is asleep (another ring with `IORING_OP_MSG_RING`, other threads through an eventfd).
 ///
 /// Call ``shutdown()`` to stop the thread and close the ring: it cancels whatever is still in
 /// flight, waits for those completions, and joins the thread.
@@ -42,6 +42,8 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
     let core: UnsafeMutablePointer<RingCore>
     private let coreReady = Atomic<Bool>(false)
     let inbox = Lock(Inbox())
+    /// Jobs from other threads, without a lock (the inbox takes the overflow).
+    let jobQueue = JobQueue(capacity: 4096)
     let inboxPending = Atomic<Bool>(false)
     let sleeping = Atomic<Bool>(false)
     let wakeFD: Int32
@@ -301,7 +303,9 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
             core.pointee.ready.append(job)
             return
         }
-        inbox.withLock { $0.jobs.append(job) }
+        if !jobQueue.push(job) {
+            inbox.withLock { $0.jobs.append(job) }  // the lock-free queue is full: never refuse
+        }
         inboxPending.store(true, ordering: .sequentiallyConsistent)
         wakeIfSleeping()
     }
@@ -467,6 +471,7 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
             swap(&inbox.streamRequests, &core.pointee.inboxStreamRequests)
             stop = inbox.stopRequested
         }
+        while let job = jobQueue.pop() { core.pointee.ready.append(job) }
         for (stream, request) in core.pointee.inboxStreamRequests { handleStreamRequest(stream, request) }
         core.pointee.inboxStreamRequests.removeAll(keepingCapacity: true)
         for job in core.pointee.inboxJobs { core.pointee.ready.append(job) }
@@ -635,7 +640,7 @@ final class RingIsolation: SerialExecutor, @unchecked Sendable {
     }
 }
 
-/// Requests other threads leave for the ring.
+/// Requests other threads leave for the ring (jobs go through `jobQueue` first).
 struct Inbox {
     var jobs: [ReadyJob] = []
     var cancellations: [OperationID] = []
