@@ -122,11 +122,16 @@ final class RingMainExecutor: MainExecutor, @unchecked Sendable {
 /// lands on the same ring, and different tasks spread evenly.
 final class RingGlobalExecutor: TaskExecutor, SchedulingExecutor, @unchecked Sendable {
     let rings: [RingExecutor]
-    init(rings: [RingExecutor]) { self.rings = rings }
+    /// The only ring, when there is one (the common case, without an array access per job).
+    private let single: RingExecutor?
+    init(rings: [RingExecutor]) {
+        self.rings = rings
+        single = rings.count == 1 ? rings[0] : nil
+    }
 
     @inline(__always)
     private func ring(for job: UnownedJob) -> RingExecutor {
-        if rings.count == 1 { return rings[0] }
+        if let single { return single }
         let address = UInt64(UInt(bitPattern: unsafeBitCast(job, to: UnsafeRawPointer.self)))
         // Fibonacci hashing: the high bits of the product mix every address bit.
         let hash = (address &* 0x9E37_79B9_7F4A_7C15) >> 32

@@ -156,7 +156,7 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
         coreReady.store(true, ordering: .releasing)
         RingExecutor.setCurrent(self)
         armWake()
-        RingExecutor.registry.withLock { $0[ringID] = Weak(ring: self) }
+        RingExecutor.registry.withLock { $0[ringID] = Unmanaged.passUnretained(self) }
         messageFD.store(core.pointee.ring.fileDescriptor, ordering: .releasing)
     }
 
@@ -334,9 +334,10 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
     /// from the start with the environment variable `SWIFT_URING_MSG_RING=0` (for comparisons).
     static let messagesWork = Atomic<Bool>(getenv("SWIFT_URING_MSG_RING").map { String(cString: $0) != "0" } ?? true)
     private static let nextRingID = Atomic<UInt32>(1)
-    /// Live rings by ``ringID``, to wake the target of a failed message.
-    static let registry = Lock<[UInt32: Weak]>([:])
-    struct Weak { weak var ring: RingExecutor? }
+    /// Live rings by ``ringID``, to wake the target of a failed message. Unmanaged, not weak (a
+    /// weak reference would put every retain and release of the ring on the slow path): a ring is
+    /// in it only while its loop runs, and leaves it (under the lock) before the loop ends.
+    static let registry = Lock<[UInt32: Unmanaged<RingExecutor>]>([:])
 
     /// On this ring's thread: queue a message that wakes the ring `ringFD`.
     private func sendWakeMessage(toFD ringFD: Int32, ringID target: UInt32) {
@@ -394,6 +395,10 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
                     cancelEverything()
                 }
             }
+            // Read per iteration, after the inbox: a .global or .main job in `ready` was enqueued
+            // after these were set (Uring.run sets them before any such job can exist).
+            let globalExecutor = installedGlobalExecutor
+            let mainExecutor = installedMainExecutor
             var budget = jobBudget
             while budget > 0, let ready = core.pointee.ready.popFirst() {
                 // Plain stores (only this thread writes): odd while a job runs.
@@ -404,8 +409,8 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
                 case .isolated: ready.job.runSynchronously(isolatedTo: serial, taskExecutor: taskExecutor)
                 // SAFETY: .global and .main jobs exist only on the ring Uring.run installed, whose
                 // executors were set before its loop started.
-                case .global: ready.job.runSynchronously(on: installedGlobalExecutor.unsafelyUnwrapped)
-                case .main: ready.job.runSynchronously(on: installedMainExecutor.unsafelyUnwrapped)
+                case .global: ready.job.runSynchronously(on: globalExecutor.unsafelyUnwrapped)
+                case .main: ready.job.runSynchronously(on: mainExecutor.unsafelyUnwrapped)
                 }
                 clock &+= 1
                 jobClock.store(clock, ordering: .relaxed)
@@ -441,6 +446,7 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
         // buffer pool's memory outlives the ring: the kernel may write into it until the exit.
         messageFD.store(-1, ordering: .releasing)
         RingExecutor.registry.withLock { $0[ringID] = nil }
+        StallWatch.shared.unregister(self)
         let pool = core.pointee.bufferPool.take()
         let leftover = inbox.withLock { inbox in
             inbox.loopExited = true
@@ -584,8 +590,8 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
                 // No IORING_OP_MSG_RING here (or the target is gone): eventfd from now on, and
                 // make sure this wake-up is not lost.
                 RingExecutor.messagesWork.store(false, ordering: .relaxed)
-                let target = RingExecutor.registry.withLock { $0[id.index]?.ring }
-                target?.wakeThroughEventFD()
+                // Under the registry lock: the target cannot finish its loop meanwhile.
+                RingExecutor.registry.withLock { $0[id.index]?.takeUnretainedValue().wakeThroughEventFD() }
             }
         case .cancel:
             break

@@ -42,7 +42,11 @@ final class StallWatch: @unchecked Sendable {
     static let shared = StallWatch()
 
     private struct Watched {
-        weak var ring: RingExecutor?
+        // unowned(unsafe), not weak: a weak reference would give the ring a side table and send
+        // every retain and release of it down the runtime's slow path. Safe because a ring
+        // registers when its loop starts and unregisters (under the same lock) before it ends,
+        // and the ring object outlives its loop.
+        unowned(unsafe) let ring: RingExecutor
         var lastClock: UInt64 = 0
         var firstSeen: UInt64 = 0
         var reported = false
@@ -53,11 +57,12 @@ final class StallWatch: @unchecked Sendable {
     private let started = Atomic<Bool>(false)
 
     func register(_ ring: RingExecutor) {
-        rings.withLock { list in
-            list.removeAll { $0.ring == nil }
-            list.append(Watched(ring: ring))
-        }
+        rings.withLock { $0.append(Watched(ring: ring)) }
         if !started.exchange(true, ordering: .acquiringAndReleasing) { start() }
+    }
+
+    func unregister(_ ring: RingExecutor) {
+        rings.withLock { list in list.removeAll { $0.ring === ring } }
     }
 
     private func start() {
@@ -86,21 +91,21 @@ final class StallWatch: @unchecked Sendable {
             let limit = UInt64(max(1_000_000, nanoseconds(threshold)))
             sleep(nanoseconds: max(500_000, limit / 2))
             let now = monotonicNanoseconds()
-            var events: [(RingExecutor, UInt64, Bool)] = []  // ring, held, started (else ended)
+            var events: [(String, UInt64, Bool)] = []  // ring name, held, started (else ended)
             rings.withLock { list in
                 for i in list.indices {
-                    guard let ring = list[i].ring else { continue }
+                    let ring = list[i].ring
                     let clock = ring.jobClock.load(ordering: .relaxed)
                     if clock & 1 == 1 && clock == list[i].lastClock {
                         list[i].held = now - list[i].firstSeen
                         if !list[i].reported && list[i].held >= limit {
                             list[i].reported = true
                             ring.stallCount.add(1, ordering: .relaxed)
-                            events.append((ring, list[i].held, true))
+                            events.append((ring.name, list[i].held, true))
                         }
                         ring.recordStall(list[i].held)
                     } else {
-                        if list[i].reported { events.append((ring, list[i].held, false)) }
+                        if list[i].reported { events.append((ring.name, list[i].held, false)) }
                         list[i].lastClock = clock
                         list[i].firstSeen = now
                         list[i].reported = false
@@ -108,16 +113,16 @@ final class StallWatch: @unchecked Sendable {
                     }
                 }
             }
-            for (ring, held, began) in events {
+            for (ringName, held, began) in events {
                 let milliseconds = Double(held) / 1e6
                 if began {
                     logger.warning(
-                        "a job has held ring '\(ring.name)' for \(milliseconds) ms (threshold \(threshold)): move blocking work to BlockingPool",
-                        metadata: ["ring": "\(ring.name)", "held_ms": "\(milliseconds)"])
+                        "a job has held ring '\(ringName)' for \(milliseconds) ms (threshold \(threshold)): move blocking work to BlockingPool",
+                        metadata: ["ring": "\(ringName)", "held_ms": "\(milliseconds)"])
                 } else {
                     logger.notice(
-                        "ring '\(ring.name)' was held by one job for at least \(milliseconds) ms",
-                        metadata: ["ring": "\(ring.name)", "held_ms": "\(milliseconds)"])
+                        "ring '\(ringName)' was held by one job for at least \(milliseconds) ms",
+                        metadata: ["ring": "\(ringName)", "held_ms": "\(milliseconds)"])
                 }
             }
         }

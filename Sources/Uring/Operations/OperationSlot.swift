@@ -109,9 +109,8 @@ struct OperationSlot {
         cancelRequested = false
         timedOut = false
         result = 0
-        continuation = nil
-        job = nil
-        stream = nil
+        // continuation, job and stream are already nil: a slot is cleared when it is released
+        // (clearing `stream`, a class reference, again would cost a runtime release call).
     }
 
     /// The operation's SQEs were queued; `completions` CQEs will arrive for it (2 with a deadline).
@@ -264,7 +263,7 @@ struct OperationTable: ~Copyable {
         slot.pointee.state = .free
         slot.pointee.continuation = nil
         slot.pointee.job = nil
-        slot.pointee.stream = nil
+        if slot.pointee.stream != nil { slot.pointee.stream = nil }
         slot.pointee.generation = (slot.pointee.generation &+ 1) & 0xFF_FFFF
         slot.pointee.nextFree = freeHead
         freeHead = id.index
