@@ -9,6 +9,28 @@ func check(_ condition: Bool, _ what: String) {
 }
 nonisolated(unsafe) var failures = 0
 
+if CommandLine.arguments.dropFirst().first == "--unavailable" {
+    // Run under a seccomp filter that denies io_uring_setup: the runtime must say why, and the
+    // process must end with an error, not a crash.
+    do {
+        _ = try RingExecutor(name: "denied")
+        print("FAILED RingExecutor() succeeded although io_uring_setup is denied")
+    } catch {
+        print("RingExecutor: \(error)")
+        check(error.code == .ringUnavailable, "RingExecutor() throws ringUnavailable")
+    }
+    do {
+        try Uring.run { print("FAILED the body ran") }
+    } catch let error as IOError {
+        print("Uring.run: \(error)")
+        check(error.code == .ringUnavailable, "Uring.run throws ringUnavailable")
+        exit(3)
+    } catch {
+        print("FAILED Uring.run threw \(error)")
+    }
+    exit(1)
+}
+
 if CommandLine.arguments.dropFirst().first == "--threads" {
     // Uring.run(threads: 2): plain tasks spread over both rings and each stays on its own.
     let result = try Uring.run(threads: 2) {
