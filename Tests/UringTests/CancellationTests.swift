@@ -159,5 +159,29 @@ extension IntegrationTests {
             pipe.close()
             #expect(openDescriptorCount() == fdsBefore)
         }
+
+        /// Cleanup code often runs in a cancelled task: a close there must still close (before,
+        /// the operation was skipped as cancelled and the descriptor leaked; the leak checker of
+        /// the integration suite found it).
+        @Test func closeInACancelledTaskStillCloses() async throws {
+            let ring = try RingExecutor(name: "close-cancelled")
+            defer { ring.shutdown() }
+            for onRing in [true, false] {
+                let pipe = Pipe()
+                let readFD = pipe.read.descriptor.rawValue
+                let body: @Sendable () async throws -> Void = {
+                    withUnsafeCurrentTask { $0?.cancel() }
+                    #expect(Task.isCancelled)
+                    try await pipe.read.close()
+                }
+                if onRing {
+                    try await Task(executorPreference: ring, operation: body).value
+                } else {
+                    try await Task.detached(operation: body).value
+                }
+                #expect(fcntl(readFD, F_GETFD) == -1, "the descriptor is still open (on ring: \(onRing))")
+                _ = Glibc.close(pipe.write.descriptor.rawValue)
+            }
+        }
     }
 }

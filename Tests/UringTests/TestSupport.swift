@@ -26,6 +26,22 @@ func openDescriptorCount() -> Int {
     return count - 1  // the directory stream itself
 }
 
+/// This process's open descriptors and what each refers to (`readlink` of /proc/self/fd/N).
+func openDescriptors() -> [Int32: String] {
+    guard let dir = opendir("/proc/self/fd") else { return [:] }
+    let own = dirfd(dir)
+    var result: [Int32: String] = [:]
+    while let entry = readdir(dir) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        guard let fd = Int32(name), fd != own else { continue }
+        var target = [CChar](repeating: 0, count: 512)
+        let n = readlink("/proc/self/fd/\(fd)", &target, 511)
+        result[fd] = n > 0 ? String(decoding: target.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self) : "?"
+    }
+    closedir(dir)
+    return result
+}
+
 /// A fresh directory under /tmp, removed (with its files) by `cleanup()`.
 struct TemporaryDirectory {
     let path: String

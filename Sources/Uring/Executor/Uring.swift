@@ -64,9 +64,13 @@ extension RingExecutor {
     ///
     /// `prepare` is `@Sendable` because on the slow path it runs on the ring's thread; what it
     /// captures must stay valid until this returns, which it does (the caller is suspended here).
+    ///
+    /// With `cancellable: false` the operation is submitted and awaited even if the task is (or
+    /// becomes) cancelled: for closes, which must never be skipped.
     @inline(__always)
     static func submit(
         timeout: Duration? = nil,
+        cancellable: Bool = true,
         _ prepare: @Sendable (UnsafeMutablePointer<io_uring_sqe>, UnsafeMutablePointer<__kernel_timespec>) -> Void
     ) async throws(IOError) -> OperationOutcome {
         // Fast path: nonisolated code on a ring's thread, so this ring is the task's executor (by
@@ -75,9 +79,9 @@ extension RingExecutor {
         // cancellation handler's operation on the generic executor, which for them is elsewhere.
         let callerIsolation: (any Actor)? = #isolation
         if callerIsolation == nil, let ring = RingExecutor.current {
-            return await ring.perform(timeout: timeout, prepare)
+            return await ring.perform(timeout: timeout, cancellable: cancellable, prepare)
         }
-        return try await submitOnSharedRing(timeout: timeout, prepare)
+        return try await submitOnSharedRing(timeout: timeout, cancellable: cancellable, prepare)
     }
 
     /// The slow path: leave the caller's executor (the main actor, the global pool, an actor)
@@ -86,6 +90,7 @@ extension RingExecutor {
     @concurrent @inline(never)
     static func submitOnSharedRing(
         timeout: Duration?,
+        cancellable: Bool,
         _ prepare: @Sendable (UnsafeMutablePointer<io_uring_sqe>, UnsafeMutablePointer<__kernel_timespec>) -> Void
     ) async throws(IOError) -> OperationOutcome {
         // (A @concurrent function runs on the generic executor: RingExecutor.current here is the
@@ -94,7 +99,7 @@ extension RingExecutor {
         if let current = RingExecutor.current { ring = current } else { ring = try RingExecutor.shared() }
         return await withTaskExecutorPreference(ring) {
             precondition(ring.isCurrentRing, "task-executor preference did not move the task to the ring")
-            return await ring.perform(timeout: timeout, prepare)
+            return await ring.perform(timeout: timeout, cancellable: cancellable, prepare)
         }
     }
 }

@@ -157,9 +157,22 @@ public struct File: Sendable, Hashable {
     /// - Throws: ``IOError`` for ``IOError/Operation/close`` (`EBADF` for a descriptor that is not
     ///   open; `EIO` and friends from the file system). Like `close(2)`, the descriptor is released
     ///   even when an error is reported.
+    ///
+    /// A close is never skipped: it runs even when the calling task is already cancelled (cleanup
+    /// code often runs in a cancelled task), and when the ring is shutting down or cannot be set
+    /// up it falls back to `close(2)` on the calling thread.
     public func close() async throws(IOError) {
         let fd = descriptor.rawValue
-        let outcome = try await RingExecutor.submit(timeout: nil) { sqe, _ in Prep.close(sqe, fd: fd) }
+        let outcome: OperationOutcome
+        do throws(IOError) {
+            outcome = try await RingExecutor.submit(timeout: nil, cancellable: false) { sqe, _ in Prep.close(sqe, fd: fd) }
+        } catch {
+            outcome = .shutdown  // no ring at all
+        }
+        if case .shutdown = outcome {
+            guard Glibc.close(fd) == 0 else { throw IOError.system(Glibc.errno, .close) }
+            return
+        }
         _ = try outcome.get(.close)
     }
 

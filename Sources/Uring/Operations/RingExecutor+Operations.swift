@@ -16,9 +16,12 @@ extension RingExecutor {
     ///   - prepare: Fills the SQE (but not its `user_data`). Runs at most once, on the ring thread,
     ///     and not at all when the task is already cancelled. Its second argument is a timespec in
     ///     the operation's slot, stable until the operation completes, for operations that need one.
+    ///   - cancellable: False for operations that must run even in a cancelled task (closes):
+    ///     neither a cancelled task nor a later cancellation stops them (a shutdown still does).
     @inline(__always)
     func perform(
         timeout: Duration?,
+        cancellable: Bool = true,
         _ prepare: (UnsafeMutablePointer<io_uring_sqe>, UnsafeMutablePointer<__kernel_timespec>) -> Void
     ) async -> OperationOutcome {
         let core = self.core
@@ -33,7 +36,7 @@ extension RingExecutor {
         } else {
             // More operations than the ring holds: wait in user space, in order.
             slot.pointee.pendingCompletions = UInt8(needed)
-            await waitForCapacity(id, slot)
+            await waitForCapacity(id, slot, cancellable: cancellable)
             if slot.pointee.state == .completed { return .cancelled }
         }
 
@@ -44,7 +47,7 @@ extension RingExecutor {
         await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
             precondition(self.isCurrentRing, "operation submitted off its ring's thread")
             // A shutdown that began while this task waited to run also means "do not submit".
-            if slot.pointee.cancelRequested || core.pointee.stopping || Task.isCancelled {
+            if slot.pointee.cancelRequested || core.pointee.stopping || (cancellable && Task.isCancelled) {
                 // Cancelled before anything reached the kernel: nothing to wait for.
                 core.pointee.capacityInUse -= needed
                 slot.pointee.cancelledBeforeSubmission()
@@ -82,6 +85,17 @@ extension RingExecutor {
         // (a task cancelled meanwhile is seen at once) and wait for the final completion. The
         // cancellation record costs two status-record locks, so only operations that wait pay it.
         core.pointee.statistics.waitedBeyondOneIteration &+= 1
+        if !cancellable {
+            await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+                precondition(self.isCurrentRing, "operation awaited off its ring's thread")
+                if slot.pointee.state == .completed {
+                    continuation.resume()
+                } else {
+                    slot.pointee.continuation = continuation
+                }
+            }
+            return slot.pointee.outcome
+        }
         await withTaskCancellationHandler {
             await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
                 // The fast path is taken only from nonisolated code on this ring's thread, whose
@@ -100,12 +114,12 @@ extension RingExecutor {
     }
 
     @inline(never)
-    private func waitForCapacity(_ id: OperationID, _ slot: UnsafeMutablePointer<OperationSlot>) async {
+    private func waitForCapacity(_ id: OperationID, _ slot: UnsafeMutablePointer<OperationSlot>, cancellable: Bool) async {
         let core = self.core
         await withTaskCancellationHandler {
             await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
                 precondition(self.isCurrentRing, "operation queued off its ring's thread")
-                if slot.pointee.cancelRequested || core.pointee.stopping || Task.isCancelled {
+                if slot.pointee.cancelRequested || core.pointee.stopping || (cancellable && Task.isCancelled) {
                     slot.pointee.cancelledBeforeSubmission()
                     continuation.resume()
                     return
@@ -117,7 +131,7 @@ extension RingExecutor {
                 core.pointee.statistics.waitedForCapacity &+= 1
             }
         } onCancel: {
-            self.requestCancel(id)
+            if cancellable { self.requestCancel(id) }
         }
     }
 
