@@ -37,13 +37,14 @@ extension RingExecutor {
             // More operations than the ring holds: wait in user space, in order.
             slot.pointee.pendingCompletions = UInt8(needed)
             await waitForCapacity(id, slot, cancellable: cancellable)
-            if slot.pointee.state == .completed { return .cancelled }
+            if slot.pointee.state == .completed { return core.pointee.stopping ? .shutdown : .cancelled }
         }
 
         // Phase 1: submit and suspend, with no cancellation handler. The SQEs are filled inside
         // the continuation's closure, which runs on this thread right before the task suspends:
         // whatever executor hops happen before it, the continuation is stored before the kernel
         // can complete anything, so the completion always finds it.
+        var reachedKernel = false
         await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
             precondition(self.isCurrentRing, "operation submitted off its ring's thread")
             // A shutdown that began while this task waited to run also means "do not submit".
@@ -70,13 +71,16 @@ extension RingExecutor {
             }
             slot.pointee.continuation = continuation
             slot.pointee.submitted(completions: UInt8(needed))
+            reachedKernel = true
             slot.pointee.heldCapacity = UInt8(needed)
             core.pointee.fresh.append(id)
             core.pointee.statistics.submitted &+= 1
         }
         if slot.pointee.state == .completed {
-            // The common case for no-ops and page-cache I/O: the kernel completed the operation
-            // during the same io_uring_enter that submitted it.
+            // Not submitted because the ring is stopping: say so (a close then falls back to
+            // close(2)); otherwise the common case for no-ops and page-cache I/O: the kernel
+            // completed the operation during the same io_uring_enter that submitted it.
+            if !reachedKernel && core.pointee.stopping { return .shutdown }
             return slot.pointee.outcome
         }
 
