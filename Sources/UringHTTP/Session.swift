@@ -43,6 +43,8 @@ struct Session {
                     guard let parsed = try server.configuration.parser.parse(view) else { break }
                     head = parsed
                 } catch {
+                    // After the responses already gathered for earlier pipelined requests.
+                    guard await reserve(512) else { return }
                     simpleResponse(error.status, keepAlive: false)
                     close = true
                     refused = true
@@ -50,6 +52,7 @@ struct Session {
                 }
                 server.setBusy(slot)
                 if head.contentLength > server.configuration.maximumBodyBytes {
+                    guard await reserve(512) else { return }
                     simpleResponse(413, keepAlive: false)
                     close = true
                     refused = true
@@ -152,8 +155,8 @@ struct Session {
 
     /// A status with a one-line text body (headers only for HEAD is the caller's business: error
     /// bodies are always sent, since the request may not have been understood).
+    /// The caller has reserved room (512 bytes is plenty).
     private mutating func simpleResponse(_ status: Int, keepAlive: Bool, extra: StaticString? = nil, head: Bool = false) {
-        if out.remaining < 512 { out = ResponseWriter(output, count: min(out.count, output.count - 512)) }
         let reason = reasonPhrase(status)
         out.statusLine(status, date: server.now())
         if let extra { out.append(extra) }

@@ -199,6 +199,17 @@ extension IntegrationTests {
                 #expect(response.text.hasPrefix("HTTP/1.1 4") || response.text.hasPrefix("HTTP/1.1 5"), "\(response.text.prefix(40))")
                 #expect(response.text.contains("Connection: close"))
             }
+            // Pipelined good requests, then garbage: every good response arrives whole, then the 400
+            // (whatever the fill of the response buffer when the garbage is met).
+            let one = Array("GET /sub/ HTTP/1.1\r\nHost: t\r\n\r\n".utf8)
+            for count in stride(from: 230, through: 290, by: 4) {
+                let request = Array(repeating: one, count: count).flatMap { $0 } + Array("garbage\r\n\r\n".utf8)
+                let response = try await server.raw(request).text
+                let answered = Array(response.utf8).ranges(of: Array("HTTP/1.1 200 OK".utf8)).count
+                let bodies = Array(response.utf8).ranges(of: Array("\r\n\r\nsub home\n".utf8)).count
+                #expect(answered == count && bodies == count, "\(count) pipelined: \(answered) answers, \(bodies) bodies")
+                #expect(response.hasSuffix("400 Bad Request\n"))
+            }
             let good = try await server.raw(Array("GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".utf8))
             #expect(good.text.hasPrefix("HTTP/1.1 200 OK"))
             #expect(good.text.hasSuffix("<h1>home</h1>\n"))
