@@ -1,20 +1,14 @@
 import Glibc
 import Uring
 
-/// `uring-bench echo`: an echo server on one ring (multishot accept, multishot receive into the
-/// ring's buffer pool, each chunk sent back from its buffer) and its clients on another, in one
-/// process, over loopback TCP. Each of `connections` clients sends `size` bytes, waits for the whole echo,
-/// and repeats; a request is one such round trip.
-func runEcho(connections: Int, size: Int, options: Options) async throws -> Measurement {
-    let serverRing = try RingExecutor(entries: 1024, name: "bench-echo-srv")
-    defer { serverRing.shutdown() }
-    let listener = try TCPListener.bind(to: SocketAddress("127.0.0.1:0"), backlog: 4096)
-    let address = try listener.localAddress
-    let server = Task(executorPreference: serverRing) {
+/// The benchmarks' echo server: on `ring`, one task per connection from `listener.connections`,
+/// each sending every chunk of `connection.chunks` straight back. Cancel the task to stop it.
+func startEchoServer(_ listener: TCPListener, on ring: RingExecutor) -> Task<Void, Never> {
+    Task(executorPreference: ring) {
         await withDiscardingTaskGroup { group in
             do {
                 for try await connection in listener.connections {
-                    group.addTask(executorPreference: serverRing) {
+                    group.addTask(executorPreference: ring) {
                         do {
                             for try await chunk in connection.chunks { try await connection.write(chunk) }
                         } catch {}
@@ -24,6 +18,38 @@ func runEcho(connections: Int, size: Int, options: Options) async throws -> Meas
             } catch {}
         }
     }
+}
+
+/// Runs the clients' tasks (one per index, each returning its requests, histogram and errors),
+/// opens the measured window once they are all started, and sums what they return.
+func runClients(
+    count: Int, controller: Controller, _ client: @escaping @Sendable (Int) async throws -> (Int, Histogram, Int)
+) async throws -> (requests: Int, histogram: Histogram, errors: Int) {
+    try await withThrowingTaskGroup(of: (Int, Histogram, Int).self) { group in
+        for index in 0..<count { group.addTask { try await client(index) } }
+        controller.start()
+        var requests = 0
+        var histogram = Histogram()
+        var errors = 0
+        for try await (r, h, e) in group {
+            requests += r
+            histogram.merge(h)
+            errors += e
+        }
+        return (requests, histogram, errors)
+    }
+}
+
+/// `uring-bench echo`: an echo server on one ring (multishot accept, multishot receive into the
+/// ring's buffer pool, each chunk sent back from its buffer) and its clients on another, in one
+/// process, over loopback TCP. Each of `connections` clients sends `size` bytes, waits for the whole echo,
+/// and repeats; a request is one such round trip.
+func runEcho(connections: Int, size: Int, options: Options) async throws -> Measurement {
+    let serverRing = try RingExecutor(entries: 1024, name: "bench-echo-srv")
+    defer { serverRing.shutdown() }
+    let listener = try TCPListener.bind(to: SocketAddress("127.0.0.1:0"), backlog: 4096)
+    let address = try listener.localAddress
+    let server = startEchoServer(listener, on: serverRing)
 
     // Clients: plain tasks on the main ring (Uring.run); connections are made before the window.
     var clients: [TCPConnection] = []
@@ -48,49 +74,35 @@ func runEcho(connections: Int, size: Int, options: Options) async throws -> Meas
     nonisolated(unsafe) let receives = receiveBuffers
     let connectionsCopy = clients
     let zeroCopy = options.zeroCopy
-    let (requests, histogram, errors) = try await withThrowingTaskGroup(of: (Int, Histogram, Int).self) { group in
-        for index in connectionsCopy.indices {
-            group.addTask {
-                let connection = connectionsCopy[index]
-                let send = UnsafeRawBufferPointer(sends[index])
-                let receive = receives[index]
-                var histogram = Histogram()
-                var requests = 0
-                var errors = 0
-                while true {
-                    let current = phase.current
-                    if current == Phase.stop { break }
-                    let started = nowNanoseconds()
-                    do throws(IOError) {
-                        try await connection.write(send, zeroCopy: zeroCopy)
-                        var got = 0
-                        while got < size {
-                            let n = try await connection.read(into: UnsafeMutableRawBufferPointer(rebasing: receive[got...]))
-                            if n == 0 { throw IOError.init(.systemCall, errno: .connectionReset, operation: .receive) }
-                            got += n
-                        }
-                    } catch {
-                        errors += 1
-                        break
-                    }
-                    if current == Phase.measure {
-                        requests += 1
-                        histogram.record(nowNanoseconds() - started)
-                    }
+    let (requests, histogram, errors) = try await runClients(count: connectionsCopy.count, controller: controller) { index in
+        let connection = connectionsCopy[index]
+        let send = UnsafeRawBufferPointer(sends[index])
+        let receive = receives[index]
+        var histogram = Histogram()
+        var requests = 0
+        var errors = 0
+        while true {
+            let current = phase.current
+            if current == Phase.stop { break }
+            let started = nowNanoseconds()
+            do throws(IOError) {
+                try await connection.write(send, zeroCopy: zeroCopy)
+                var got = 0
+                while got < size {
+                    let n = try await connection.read(into: UnsafeMutableRawBufferPointer(rebasing: receive[got...]))
+                    if n == 0 { throw IOError.init(.systemCall, errno: .connectionReset, operation: .receive) }
+                    got += n
                 }
-                if !receive.elementsEqual(send) { errors += 1 }
-                return (requests, histogram, errors)
+            } catch {
+                errors += 1
+                break
+            }
+            if current == Phase.measure {
+                requests += 1
+                histogram.record(nowNanoseconds() - started)
             }
         }
-        controller.start()
-        var requests = 0
-        var histogram = Histogram()
-        var errors = 0
-        for try await (r, h, e) in group {
-            requests += r
-            histogram.merge(h)
-            errors += e
-        }
+        if !receive.elementsEqual(send) { errors += 1 }
         return (requests, histogram, errors)
     }
     let (elapsed, mallocs) = controller.join()
@@ -132,20 +144,7 @@ func runIdle(connections: Int) async throws -> String {
     defer { serverRing.shutdown() }
     let listener = try TCPListener.bind(to: SocketAddress("127.0.0.1:0"), backlog: 4096)
     let address = try listener.localAddress
-    let server = Task(executorPreference: serverRing) {
-        await withDiscardingTaskGroup { group in
-            do {
-                for try await connection in listener.connections {
-                    group.addTask(executorPreference: serverRing) {
-                        do {
-                            for try await chunk in connection.chunks { try await connection.write(chunk) }
-                        } catch {}
-                        try? await connection.close()
-                    }
-                }
-            } catch {}
-        }
-    }
+    let server = startEchoServer(listener, on: serverRing)
     let message = UnsafeMutableRawBufferPointer.allocate(byteCount: 16, alignment: 16)
     defer { message.deallocate() }
     message.initializeMemory(as: UInt8.self, repeating: 7)
