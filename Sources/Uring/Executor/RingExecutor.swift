@@ -198,9 +198,11 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
     /// try await Task(executorPreference: ring) { try await work() }.value
     /// ```
     ///
-    /// Tasks awaiting an operation on the ring resume with ``IOError/Code/cancelled`` (or with
-    /// their result, if it arrived first); operations submitted after the stop began fail with
-    /// ``IOError/Code/executorShutdown``. Jobs enqueued after the thread has exited never run, so
+    /// Tasks awaiting an operation in the kernel resume with ``IOError/Code/cancelled`` (or with
+    /// their result, if it arrived first); operations that had not reached the kernel (waiting for
+    /// ring capacity, or started after the stop began) fail with
+    /// ``IOError/Code/executorShutdown``. A `close()` that cannot reach the ring any more closes
+    /// with `close(2)` instead. Jobs enqueued after the thread has exited never run, so
     /// stop the tasks that use the ring first.
     ///
     /// Call it from outside the ring. Called on the ring's own thread, it only requests the stop
