@@ -69,6 +69,17 @@ struct ResponseWriter {
         }
     }
 
+    /// An IMF-fixdate, formatted straight into the buffer.
+    mutating func append(httpDate seconds: Int) {
+        guard remaining >= HTTPDate.length else {
+            overflowed = true
+            return
+        }
+        // SAFETY: HTTPDate.length bytes are free after `count`, checked above.
+        HTTPDate.format(seconds, into: buffer.baseAddress! + count)
+        count += HTTPDate.length
+    }
+
     /// The status line, `Server` and `Date`.
     mutating func statusLine(_ status: Int, date: UnsafeRawBufferPointer) {
         append("HTTP/1.1 ")

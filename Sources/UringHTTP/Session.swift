@@ -374,10 +374,7 @@ struct Session {
         out.append(45)
         out.append(hex: tag.2)
         out.append("\"\r\nLast-Modified: ")
-        let date = UnsafeMutableRawPointer.allocate(byteCount: HTTPDate.length, alignment: 1)
-        defer { date.deallocate() }
-        HTTPDate.format(Int(mtime.seconds), into: date)
-        out.append(UnsafeRawBufferPointer(start: date, count: HTTPDate.length))
+        out.append(httpDate: Int(mtime.seconds))
         out.append("\r\n")
     }
 
