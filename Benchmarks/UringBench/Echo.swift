@@ -122,15 +122,21 @@ func runEcho(connections: Int, size: Int, options: Options) async throws -> Meas
 
 /// `scenario=echo connections=… size=… seconds=… requests=… requests_per_sec=… p50_us=… p99_us=… mallocs_per_request=…`
 func echoLine(_ m: Measurement, size: Int) -> String {
+    requestsLine(["scenario=echo", "connections=\(m.concurrency)", "size=\(size)"], m)
+}
+
+/// The common tail of the request/response scenarios' lines: `seconds=… requests=…
+/// requests_per_sec=… p50_us=… p99_us=… mallocs_per_request=… errors=…` after `head`.
+func requestsLine(_ head: [String], _ m: Measurement) -> String {
     let errors = m.fields.first { $0.0 == "errors" }?.1 ?? "0"
-    return [
-        "scenario=echo", "connections=\(m.concurrency)", "size=\(size)", "seconds=\(format(m.seconds, decimals: 3))",
+    return (head + [
+        "seconds=\(format(m.seconds, decimals: 3))",
         "requests=\(m.ops)", "requests_per_sec=\(format(m.opsPerSecond, decimals: 0))",
         "p50_us=\(format(m.histogram.quantile(0.50) / 1000, decimals: 3))",
         "p99_us=\(format(m.histogram.quantile(0.99) / 1000, decimals: 3))",
         "mallocs_per_request=" + (m.mallocsPerOp.map { format($0, decimals: 4) } ?? "unknown"),
         "errors=\(errors)",
-    ].joined(separator: " ")
+    ]).joined(separator: " ")
 }
 
 /// `uring-bench idle`: the memory an idle connection costs the echo server. Opens `connections`

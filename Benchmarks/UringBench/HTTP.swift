@@ -89,13 +89,5 @@ private func exchangeOnce(_ connection: TCPConnection, _ request: UnsafeRawBuffe
 
 /// `scenario=http connections=… seconds=… requests=… requests_per_sec=… p50_us=… p99_us=… mallocs_per_request=… errors=…`
 func httpLine(_ m: Measurement) -> String {
-    let errors = m.fields.first { $0.0 == "errors" }?.1 ?? "0"
-    return [
-        "scenario=http", "mode=hello", "connections=\(m.concurrency)", "seconds=\(format(m.seconds, decimals: 3))",
-        "requests=\(m.ops)", "requests_per_sec=\(format(m.opsPerSecond, decimals: 0))",
-        "p50_us=\(format(m.histogram.quantile(0.50) / 1000, decimals: 3))",
-        "p99_us=\(format(m.histogram.quantile(0.99) / 1000, decimals: 3))",
-        "mallocs_per_request=" + (m.mallocsPerOp.map { format($0, decimals: 4) } ?? "unknown"),
-        "errors=\(errors)",
-    ].joined(separator: " ")
+    requestsLine(["scenario=http", "mode=hello", "connections=\(m.concurrency)"], m)
 }
