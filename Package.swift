@@ -91,11 +91,28 @@ let package = Package(
             path: "Tests/UringRunCheck",
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
+        // Fuzz targets (issue 6): replay tools in a normal build, libFuzzer binaries when built by
+        // Tests/Fuzz/fuzz.sh. Their seed corpora are replayed by the test suite.
+        .target(name: "UringFuzzSupport", path: "Tests/Fuzz/Support", swiftSettings: [.swiftLanguageMode(.v6)]),
+        .executableTarget(
+            name: "uring-fuzz-http",
+            dependencies: ["UringHTTP", "UringFuzzSupport"],
+            path: "Tests/Fuzz/HTTPParser",
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
+        .executableTarget(
+            name: "uring-fuzz-address",
+            dependencies: ["Uring", "UringFuzzSupport"],
+            path: "Tests/Fuzz/SocketAddress",
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
         .testTarget(
             name: "UringTests",
             dependencies: [
                 "Uring",
                 "uring-run-check",
+                "uring-fuzz-http",
+                "uring-fuzz-address",
                 "UringEcho",
                 "UringHTTP",
                 "UringHTTPServer",

@@ -39,37 +39,42 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
     /// - Throws: ``SocketAddressError`` saying what is wrong (an empty string, a missing or
     ///   out-of-range port, a host that is not a numeric address, a path that is too long).
     public init(_ text: String) throws(SocketAddressError) {
-        if text.isEmpty { throw SocketAddressError(.empty, text) }
-        if text.hasPrefix("unix:") {
+        // Byte-wise on the UTF-8 view: Character comparisons would let a combining mark after
+        // "unix:" or before a ':' change what the prefix or the separator is.
+        let utf8 = text.utf8
+        if utf8.isEmpty { throw SocketAddressError(.empty, text) }
+        if utf8.starts(with: "unix:".utf8) {
             do throws(SocketAddressError) {
-                self = try SocketAddress(unixPath: String(text.dropFirst(5)))
+                self = try SocketAddress(unixPath: String(decoding: utf8.dropFirst(5), as: UTF8.self))
             } catch {
                 throw SocketAddressError(error.reason, text)  // report what the caller wrote
             }
             return
         }
-        if text.hasPrefix("/") || text.hasPrefix("./") || text.hasPrefix("../") {
+        if utf8.starts(with: "/".utf8) || utf8.starts(with: "./".utf8) || utf8.starts(with: "../".utf8) {
             self = try SocketAddress(unixPath: text)
             return
         }
-        let host: Substring
-        let portText: Substring
-        if text.hasPrefix("[") {
-            guard let close = text.firstIndex(of: "]") else { throw SocketAddressError(.badHost, text) }
-            host = text[text.index(after: text.startIndex)..<close]
-            let rest = text[text.index(after: close)...]
-            guard rest.hasPrefix(":") else { throw SocketAddressError(.missingPort, text) }
+        let colon = UInt8(ascii: ":")
+        let host: Substring.UTF8View
+        let portText: Substring.UTF8View
+        if utf8.first == UInt8(ascii: "[") {
+            guard let close = utf8.firstIndex(of: UInt8(ascii: "]")) else { throw SocketAddressError(.badHost, text) }
+            host = utf8[utf8.index(after: utf8.startIndex)..<close]
+            let rest = utf8[utf8.index(after: close)...]
+            guard rest.first == colon else { throw SocketAddressError(.missingPort, text) }
             portText = rest.dropFirst()
         } else {
-            guard let colon = text.lastIndex(of: ":") else { throw SocketAddressError(.missingPort, text) }
-            host = text[..<colon]
-            if host.contains(":") { throw SocketAddressError(.badHost, text) }  // IPv6 needs brackets
-            portText = text[text.index(after: colon)...]
+            guard let last = utf8.lastIndex(of: colon) else { throw SocketAddressError(.missingPort, text) }
+            host = utf8[..<last]
+            if host.contains(colon) { throw SocketAddressError(.badHost, text) }  // IPv6 needs brackets
+            portText = utf8[utf8.index(after: last)...]
         }
-        guard !portText.isEmpty, portText.allSatisfy(\.isASCII), portText.allSatisfy(\.isNumber),
-            let port = Int(portText), (0...65535).contains(port)
+        guard !portText.isEmpty, portText.allSatisfy({ $0 >= 48 && $0 <= 57 }),
+            let port = Int(Substring(portText)), (0...65535).contains(port)
         else { throw SocketAddressError(.badPort, text) }
-        self = try SocketAddress(host: String(host), port: port, original: text)
+        guard let hostText = String(host) else { throw SocketAddressError(.badHost, text) }
+        self = try SocketAddress(host: hostText, port: port, original: text)
     }
 
     /// An IPv4 or IPv6 address (numeric, no name lookup) and a port.
@@ -92,9 +97,9 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
         // An IPv6 address may carry a zone: "fe80::1%eth0" or "fe80::1%2".
         var address = host
         var scope: UInt32 = 0
-        if let percent = host.firstIndex(of: "%") {
-            address = String(host[..<percent])
-            let zone = String(host[host.index(after: percent)...])
+        if let percent = host.utf8.firstIndex(of: UInt8(ascii: "%")) {
+            address = String(decoding: host.utf8[..<percent], as: UTF8.self)
+            let zone = String(decoding: host.utf8[host.utf8.index(after: percent)...], as: UTF8.self)
             if let number = UInt32(zone) {
                 scope = number
             } else {
