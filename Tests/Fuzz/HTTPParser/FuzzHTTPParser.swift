@@ -61,6 +61,12 @@ func check(_ input: UnsafeRawBufferPointer, _ parser: RequestHeadParser) {
     }
 }
 
+#if URING_FUZZING
+// libFuzzer's runtime refers to this symbol even when its driver is given the callback.
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzerTestOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt { fuzzHTTPParser(data, size) }
+#endif
+
 @main
 struct FuzzMain {
     static func main() { fuzzMain(fuzzHTTPParser) }

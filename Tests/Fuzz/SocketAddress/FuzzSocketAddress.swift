@@ -35,6 +35,12 @@ func checkRoundTrip(_ address: SocketAddress) {
     precondition(again == address, "\(text) parses back to \(again)")
 }
 
+#if URING_FUZZING
+// libFuzzer's runtime refers to this symbol even when its driver is given the callback.
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzerTestOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt { fuzzSocketAddress(data, size) }
+#endif
+
 @main
 struct FuzzMain {
     static func main() { fuzzMain(fuzzSocketAddress) }
