@@ -3,16 +3,19 @@ import Uring
 
 /// The benchmarks' echo server: on `ring`, one task per connection from `listener.connections`,
 /// each sending every chunk of `connection.chunks` straight back. Cancel the task to stop it.
-func startEchoServer(_ listener: TCPListener, on ring: RingExecutor) -> Task<Void, Never> {
+/// `live`, if given, counts the connections accepted and not yet closed.
+func startEchoServer(_ listener: TCPListener, on ring: RingExecutor, live: Gauge? = nil) -> Task<Void, Never> {
     Task(executorPreference: ring) {
         await withDiscardingTaskGroup { group in
             do {
                 for try await connection in listener.connections {
+                    live?.value.add(1, ordering: .relaxed)
                     group.addTask(executorPreference: ring) {
                         do {
                             for try await chunk in connection.chunks { try await connection.write(chunk) }
                         } catch {}
                         try? await connection.close()
+                        live?.value.subtract(1, ordering: .relaxed)
                     }
                 }
             } catch {}

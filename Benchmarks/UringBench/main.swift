@@ -9,11 +9,12 @@ import Uring
 //   uring-bench read [--path P] [--pattern random|sequential] [--block B] [--concurrency N] [--seconds S]
 //   uring-bench echo [--connections N] [--size B] [--seconds S]
 //   uring-bench idle [--connections N]
+//   uring-bench soak [--connections N] [--seconds S]
 //
 // A scenario run alone prints exactly one line of key=value pairs starting with scenario=NAME.
 
 let usage = """
-    usage: uring-bench [nop|read|echo|idle|http|handoff] [options]
+    usage: uring-bench [nop|read|echo|idle|http|handoff|soak] [options]
       (no scenario)               run the whole suite and print a table
       nop  --concurrency N        awaited no-ops from N tasks on one ring (default 64)
       read --pattern random|sequential --block B --concurrency N --path P
@@ -29,6 +30,11 @@ let usage = """
                                   cross-ring hand-off (SWIFT_URING_MSG_RING=0: eventfd wake-ups)
       idle --connections N        memory per idle server connection (default 5,000; needs
                                   2N+100 descriptors)
+      soak --seconds S --connections N
+                                  the echo server under churn for S seconds (default 30): N
+                                  client loops (default 1,000) connect, exchange random data,
+                                  check every byte and close; reports errors, descriptors and
+                                  memory before and after (needs 2N+100 descriptors)
     common options:
       --seconds S                 measured seconds per run (default 3)
       --warmup S                  unmeasured seconds before each run (default 0.5)
@@ -47,6 +53,7 @@ struct Options {
     var scenario: String?
     var concurrency: Int?
     var seconds = 3.0
+    var secondsGiven = false
     var warmup = 0.5
     var path: String?
     var pattern = "random"
@@ -73,7 +80,7 @@ func parse(_ arguments: [String]) -> Options {
     var options = Options()
     var rest = arguments[...]
     if let first = rest.first, !first.hasPrefix("-") {
-        guard ["nop", "read", "echo", "idle", "http", "handoff"].contains(first) else { fail("unknown scenario '\(first)'") }
+        guard ["nop", "read", "echo", "idle", "http", "handoff", "soak"].contains(first) else { fail("unknown scenario '\(first)'") }
         options.scenario = first
         rest = rest.dropFirst()
     }
@@ -94,7 +101,9 @@ func parse(_ arguments: [String]) -> Options {
     while let flag = rest.popFirst() {
         switch flag {
         case "--concurrency": options.concurrency = positiveInt(flag)
-        case "--seconds": options.seconds = positiveDouble(flag)
+        case "--seconds":
+            options.seconds = positiveDouble(flag)
+            options.secondsGiven = true
         case "--warmup": options.warmup = positiveDouble(flag, allowZero: true)
         case "--path": options.path = value(flag)
         case "--pattern":
@@ -343,7 +352,7 @@ func ensureAllocationCounting() {
     _ = executable
 }
 
-/// Lets the idle scenario hold thousands of connections (the soft default is often 1,024).
+/// Lets the idle and soak scenarios hold thousands of connections (the soft default is often 1,024).
 func raiseDescriptorLimit() {
     var limit = rlimit()
     if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max {
@@ -385,6 +394,9 @@ func benchmarkMain(_ options: Options) async throws {
     case "idle":
         raiseDescriptorLimit()
         print(try await runIdle(connections: options.concurrency ?? 5000))
+    case "soak":
+        raiseDescriptorLimit()
+        print(try await runSoak(connections: options.concurrency ?? 1000, seconds: options.secondsGiven ? options.seconds : 30))
     default:
         print("swift-uring benchmark suite: \(machineDescription())")
         print(
