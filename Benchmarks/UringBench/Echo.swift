@@ -7,18 +7,27 @@ import Uring
 func startEchoServer(_ listener: TCPListener, on ring: RingExecutor, live: Gauge? = nil) -> Task<Void, Never> {
     Task(executorPreference: ring) {
         await withDiscardingTaskGroup { group in
-            do {
-                for try await connection in listener.connections {
-                    live?.value.add(1, ordering: .relaxed)
-                    group.addTask(executorPreference: ring) {
-                        do {
-                            for try await chunk in connection.chunks { try await connection.write(chunk) }
-                        } catch {}
-                        try? await connection.close()
-                        live?.value.subtract(1, ordering: .relaxed)
-                    }
+            var accepted = listener.connections.makeAsyncIterator()
+            while true {
+                let connection: TCPConnection
+                do throws(IOError) {
+                    guard let next = try await accepted.next() else { break }
+                    connection = next
+                } catch where error.errno == .tooManyOpenFiles || error.errno == .tooManyOpenFilesInSystem {
+                    try? await Uring.sleep(for: .milliseconds(10))  // out of descriptors: back off, keep serving
+                    continue
+                } catch {
+                    break  // cancelled: the benchmark is over
                 }
-            } catch {}
+                live?.value.add(1, ordering: .relaxed)
+                group.addTask(executorPreference: ring) {
+                    do {
+                        for try await chunk in connection.chunks { try await connection.write(chunk) }
+                    } catch {}
+                    try? await connection.close()
+                    live?.value.subtract(1, ordering: .relaxed)
+                }
+            }
         }
     }
 }
@@ -192,8 +201,11 @@ func runIdle(connections: Int) async throws -> String {
 }
 
 /// The process's resident set, from /proc/self/statm.
-func residentKiB() -> Int {
-    guard let file = fopen("/proc/self/statm", "r") else { return 0 }
+func residentKiB() -> Int { residentKiBOf("/proc/self/statm") }
+
+/// A process's resident set, from its `statm` file.
+func residentKiBOf(_ statm: String) -> Int {
+    guard let file = fopen(statm, "r") else { return 0 }
     defer { fclose(file) }
     var size = 0
     var resident = 0

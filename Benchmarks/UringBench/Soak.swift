@@ -1,5 +1,6 @@
 import Glibc
 import Synchronization
+import SystemPackage
 import Uring
 
 /// `uring-bench soak`: the echo server (multishot accept, buffer-ring receives, one task per
@@ -8,18 +9,17 @@ import Uring
 /// every echoed byte, closes (half the time after a half-close and a clean end of stream from the
 /// server), and connects again, until `seconds` have passed.
 ///
-/// Warm-up: every client loop does one full connection first (so the tables, pools and task
-/// allocations have reached their working size); once the server has closed all of them, the
-/// descriptors and resident set are taken as the start. The end is taken the same way after the
-/// run. One line: `scenario=soak seconds=… connections=… exchanges=… bytes=… errors=… fds_start=…
+/// The server runs in a child process (see `serveSoak`); descriptors and resident memory are the
+/// sums over both processes. Warm-up: every client loop does one full connection first (so the
+/// tables, pools and task allocations have reached their working size); once the server has
+/// closed all of them, the start figures are taken. The end is taken the same way after the run. One line: `scenario=soak seconds=… connections=… exchanges=… bytes=… errors=… fds_start=…
 /// fds_end=… rss_start_kib=… rss_end_kib=…` then `connections_opened=… mismatched_bytes=…`.
 func runSoak(connections: Int, seconds: Double) async throws -> String {
-    let serverRing = try RingExecutor(entries: 4096, name: "bench-soak-srv")
-    defer { serverRing.shutdown() }
-    let listener = try TCPListener.bind(to: SocketAddress("127.0.0.1:0"), backlog: 4096)
-    let address = try listener.localAddress
-    let live = Gauge()
-    let server = startEchoServer(listener, on: serverRing, live: live)
+    // The server is this binary again (`uring-bench soak-server`), in its own process: each
+    // connection costs a descriptor on both sides, and one process's limit (often 20,000 hard)
+    // would not hold 10,000 connections twice over.
+    let server = try SoakServer.start()
+    let address = try SocketAddress(host: "127.0.0.1", port: server.port)
 
     // The messages are slices of one random pool: nothing to allocate per message, and the echo
     // of a slice is checked against the pool as it arrives.
@@ -27,36 +27,34 @@ func runSoak(connections: Int, seconds: Double) async throws -> String {
     defer { pool.deallocate() }
     var generator = SoakRandom(seed: 0x5eed)
     for i in 0..<pool.count { pool[i] = UInt8(truncatingIfNeeded: generator.next()) }
-    nonisolated(unsafe) let messages = UnsafeRawBufferPointer(pool)
-
+    let messages = UnsafeRawBufferPointer(pool)
     let stop = Gauge()
-    func clientLoops(once: Bool) async -> SoakTotals {
-        await runSoakClients(count: connections, address: address, messages: messages, stop: once ? nil : stop)
-    }
 
-    // Warm-up, then the start figures once every server connection is gone.
-    let warmup = await clientLoops(once: true)
-    await waitUntilClosed(live)
-    let fdsStart = openDescriptorCount()
-    let rssStart = residentKiB()
+    // Warm-up, then the start figures once the server has closed every connection.
+    let warmup = await runSoakClients(count: connections, address: address, messages: messages, stop: nil)
+    let serverBaseline = server.descriptorCount()
+    _ = await server.waitForDescriptors(serverBaseline)
+    let fdsStart = openDescriptorCount() + server.descriptorCount()
+    let rssStart = residentKiB() + server.residentKiB()
 
     let timer = Task {
         try? await Task.sleep(for: .seconds(seconds))
         stop.value.store(1, ordering: .relaxed)
     }
-    let totals = await clientLoops(once: false)
+    let totals = await runSoakClients(count: connections, address: address, messages: messages, stop: stop)
     await timer.value
-    let drained = await waitUntilClosed(live)
-    let fdsEnd = openDescriptorCount()
-    let rssEnd = residentKiB()
+    let drained = await server.waitForDescriptors(serverBaseline)
+    let fdsEnd = openDescriptorCount() + server.descriptorCount()
+    let rssEnd = residentKiB() + server.residentKiB()
+    let serverStatus = server.stop()
 
-    server.cancel()
-    await server.value
-    try? await listener.close()
-    let errors = totals.errors + warmup.errors + (drained ? 0 : 1)
+    let errors = totals.errors + warmup.errors + (drained ? 0 : 1) + (serverStatus == 0 ? 0 : 1)
     if errors > 0 {
         var stderr = StandardError()
-        print("uring-bench: soak: \(errors) error(s)\(drained ? "" : " (server connections still open 10 s after the end)")", to: &stderr)
+        var why = ""
+        if !drained { why += " (server connections still open 10 s after the end)" }
+        if serverStatus != 0 { why += " (the server exited with status \(serverStatus))" }
+        print("uring-bench: soak: \(errors) error(s)\(why)", to: &stderr)
     }
     return [
         "scenario=soak", "seconds=\(format(seconds, decimals: 0))", "connections=\(connections)",
@@ -64,6 +62,93 @@ func runSoak(connections: Int, seconds: Double) async throws -> String {
         "fds_start=\(fdsStart)", "fds_end=\(fdsEnd)", "rss_start_kib=\(rssStart)", "rss_end_kib=\(rssEnd)",
         "connections_opened=\(totals.opened)", "mismatched_bytes=\(totals.mismatched + warmup.mismatched)",
     ].joined(separator: " ")
+}
+
+/// `uring-bench soak-server` (internal): the soak's echo server. Prints `port=P`, serves until its
+/// standard input closes (the parent closed it, or died), exits 0.
+func serveSoak() async throws {
+    let ring = try RingExecutor(entries: 4096, name: "soak-server")
+    defer { ring.shutdown() }
+    let listener = try TCPListener.bind(to: SocketAddress("127.0.0.1:0"), backlog: 4096)
+    print("port=\(try listener.localAddress.port!)")
+    fflush(nil)
+    let server = startEchoServer(listener, on: ring)
+    let input = File(descriptor: FileDescriptor(rawValue: 0))
+    let byte = UnsafeMutableRawBufferPointer.allocate(byteCount: 1, alignment: 1)
+    defer { byte.deallocate() }
+    while (try? await input.read(into: byte)) == 1 {}
+    server.cancel()
+    await server.value
+    try await listener.close()
+}
+
+/// The soak's server process, seen from the client side.
+struct SoakServer {
+    let pid: pid_t
+    /// The write end of the server's standard input: closing it stops the server.
+    let control: Int32
+    let port: Int
+
+    static func start() throws -> SoakServer {
+        var input: [Int32] = [0, 0]
+        var output: [Int32] = [0, 0]
+        guard pipe(&input) == 0, pipe(&output) == 0 else { throw SoakFailure("pipe: \(errno)") }
+        // Only the dup2'd ends reach the server (dup2 clears close-on-exec on the copies).
+        for fd in input + output { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, input[0], 0)
+        posix_spawn_file_actions_adddup2(&actions, output[1], 1)
+        let argv: [UnsafeMutablePointer<CChar>?] = [strdup("uring-bench"), strdup("soak-server"), nil]
+        defer { for p in argv { free(p) } }
+        var pid = pid_t()
+        let rc = posix_spawn(&pid, "/proc/self/exe", &actions, nil, argv, environ)
+        close(input[0])
+        close(output[1])
+        guard rc == 0 else {
+            close(input[1])
+            close(output[0])
+            throw SoakFailure("cannot start the soak server: \(rc)")
+        }
+        var line: [UInt8] = []
+        var byte: UInt8 = 0
+        while read(output[0], &byte, 1) == 1, byte != UInt8(ascii: "\n") { line.append(byte) }
+        close(output[0])
+        let text = String(decoding: line, as: UTF8.self)
+        guard text.hasPrefix("port="), let port = Int(text.dropFirst(5)) else {
+            close(input[1])
+            var status: Int32 = 0
+            waitpid(pid, &status, 0)
+            throw SoakFailure("the soak server did not start (it printed '\(text)')")
+        }
+        return SoakServer(pid: pid, control: input[1], port: port)
+    }
+
+    func descriptorCount() -> Int { countDescriptors("/proc/\(pid)/fd") }
+    func residentKiB() -> Int { residentKiBOf("/proc/\(pid)/statm") }
+
+    /// Waits (up to 10 s) until the server is back to `count` descriptors (every connection closed).
+    func waitForDescriptors(_ count: Int) async -> Bool {
+        for _ in 0..<1000 {
+            if descriptorCount() <= count { return true }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        return false
+    }
+
+    /// Stops the server; returns its exit status.
+    func stop() -> Int32 {
+        close(control)
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        return status
+    }
+}
+
+struct SoakFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
 }
 
 /// Runs `count` client loops at once: each runs one connection, or connections one after another
@@ -137,16 +222,6 @@ private func soakConnection(
     }
 }
 
-/// Waits (up to 10 s) until the server has closed every connection; false if it has not.
-@discardableResult
-private func waitUntilClosed(_ live: Gauge) async -> Bool {
-    for _ in 0..<1000 {
-        if live.value.load(ordering: .relaxed) == 0 { return true }
-        try? await Task.sleep(for: .milliseconds(10))
-    }
-    return false
-}
-
 struct SoakTotals: Sendable {
     var exchanges = 0
     var bytes = 0
@@ -195,12 +270,14 @@ final class Gauge: Sendable {
 }
 
 /// Descriptors this process has open (entries of /proc/self/fd, minus the one reading it).
-func openDescriptorCount() -> Int {
-    guard let directory = opendir("/proc/self/fd") else { return -1 }
-    defer { closedir(directory) }
+func openDescriptorCount() -> Int { countDescriptors("/proc/self/fd") - 1 }
+
+private func countDescriptors(_ directory: String) -> Int {
+    guard let handle = opendir(directory) else { return -1 }
+    defer { closedir(handle) }
     var count = 0
-    while let entry = readdir(directory) {
+    while let entry = readdir(handle) {
         if entry.pointee.d_name.0 != 46 { count += 1 }  // skip "." and ".."
     }
-    return count - 1
+    return count
 }

@@ -80,7 +80,7 @@ func parse(_ arguments: [String]) -> Options {
     var options = Options()
     var rest = arguments[...]
     if let first = rest.first, !first.hasPrefix("-") {
-        guard ["nop", "read", "echo", "idle", "http", "handoff", "soak"].contains(first) else { fail("unknown scenario '\(first)'") }
+        guard ["nop", "read", "echo", "idle", "http", "handoff", "soak", "soak-server"].contains(first) else { fail("unknown scenario '\(first)'") }
         options.scenario = first
         rest = rest.dropFirst()
     }
@@ -397,6 +397,9 @@ func benchmarkMain(_ options: Options) async throws {
     case "soak":
         raiseDescriptorLimit()
         print(try await runSoak(connections: options.concurrency ?? 1000, seconds: options.secondsGiven ? options.seconds : 30))
+    case "soak-server":
+        raiseDescriptorLimit()
+        try await serveSoak()
     default:
         print("swift-uring benchmark suite: \(machineDescription())")
         print(
