@@ -151,7 +151,15 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
     // MARK: - Thread
 
     private func setUpOnCurrentThread(entries: UInt32) throws(IOError) {
+        #if DEBUG
+        let ring = try Ring(entries: entries, injectedFailures: FaultInjector.takeSetupFailures(ofRingNamed: name))
+        #else
         let ring = try Ring(entries: entries)
+        #endif
+        if ring.submissionEntries < entries {
+            StallDetector.current.logger.warning(
+                "io_uring_setup: not enough kernel memory for \(entries) entries; ring '\(name)' runs with \(ring.submissionEntries)")
+        }
         core.initialize(to: RingCore(ring: ring))
         coreReady.store(true, ordering: .releasing)
         RingExecutor.setCurrent(self)
@@ -544,6 +552,13 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
     @inline(__always)
     private func dispatch(_ completion: Completion) {
         let core = self.core
+        #if DEBUG
+        var completion = completion
+        if let faults = core.pointee.faults, let injected = faults.result(for: completion) {
+            completion.result = injected
+            completion.flags = 0
+        }
+        #endif
         let (tag, id) = OperationID.decode(completion.userData)
         switch tag {
         case .operation, .linkedTimeout:
@@ -685,6 +700,10 @@ struct RingCore: ~Copyable {
     /// The provided buffers multishot receives fill; registered at the first one.
     var bufferPool: BufferPool?
     var statistics = RingStatistics()
+    #if DEBUG
+    /// Test-only fault injection (see FaultInjection.swift).
+    var faults: FaultInjector? = nil
+    #endif
 
     init(ring: consuming Ring) {
         capacityLimit = Int(ring.submissionEntries)

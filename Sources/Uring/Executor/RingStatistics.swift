@@ -38,6 +38,9 @@ public struct RingStatistics: Sendable, Hashable {
     public var longestStall: Duration = .zero
     /// Completions that matched no live operation (should stay 0).
     public var strayCompletions: UInt64 = 0
+    /// Operations submitted again after a transient failure (`EINTR`, or `EAGAIN` once the
+    /// descriptor was ready).
+    public var retries: UInt64 = 0
     /// Operations now holding a slot in the operation table (in the kernel, waiting, or resuming).
     public var operationsInTable = 0
     /// Slots the operation table has allocated (it grows by chunks and never shrinks).

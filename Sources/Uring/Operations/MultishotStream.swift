@@ -218,6 +218,9 @@ final class MultishotStream: @unchecked Sendable {
         case .receive: Prep.receive(sqe, fd: fd, group: BufferPool.group)
         }
         Prep.setUserData(sqe, id.userData(.stream))
+        #if DEBUG
+        if let faults = core.pointee.faults { faults.apply(to: sqe) }
+        #endif
         slot.pointee.submitted(completions: 1)
         operation = id
         pausing = false
@@ -266,7 +269,11 @@ final class MultishotStream: @unchecked Sendable {
                 if flags & IORING_CQE_F_BUFFER != 0 { recycle(flags) }
                 if final { terminal = .end }
             case -ENOBUFS:
+                // No buffer was free when the data came: armed again below, at once if buffers
+                // have come back meanwhile, else when one does (the starved list).
                 core.pointee.statistics.receiveBufferShortages &+= 1
+            case -EINTR, -EAGAIN:
+                break  // transient: armed again below
             case -ECANCELED where wasPausing:
                 break
             case -ECANCELED:

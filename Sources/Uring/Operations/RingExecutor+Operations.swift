@@ -11,15 +11,87 @@ extension RingExecutor {
     /// posted every CQE of the operation, so memory that `prepare` lent to the kernel may be reused
     /// as soon as this returns, whatever the outcome (cancelled and timed out included).
     ///
+    /// Transient failures are not returned: an operation that fails with `EINTR` is submitted
+    /// again, and one that fails with `EAGAIN` (a descriptor in non-blocking mode that was not
+    /// ready) is submitted again once a poll says the descriptor is ready. A close is never
+    /// retried (the descriptor is released whatever close returns).
+    ///
     /// - Parameters:
-    ///   - timeout: A deadline for this operation alone, as a linked timeout.
-    ///   - prepare: Fills the SQE (but not its `user_data`). Runs at most once, on the ring thread,
-    ///     and not at all when the task is already cancelled. Its second argument is a timespec in
-    ///     the operation's slot, stable until the operation completes, for operations that need one.
+    ///   - timeout: A deadline for this operation alone, as a linked timeout (a retry gets what
+    ///     is left of it).
+    ///   - prepare: Fills the SQE (but not its `user_data`), on the ring thread: once per attempt
+    ///     (not at all when the task is already cancelled), plus once on a scratch SQE before a
+    ///     retry, so it must only fill the SQE. Its second argument is a timespec in the
+    ///     operation's slot, stable until the operation completes, for operations that need one.
     ///   - cancellable: False for operations that must run even in a cancelled task (closes):
     ///     neither a cancelled task nor a later cancellation stops them (a shutdown still does).
     @inline(__always)
     func perform(
+        timeout: Duration?,
+        cancellable: Bool = true,
+        _ prepare: (UnsafeMutablePointer<io_uring_sqe>, UnsafeMutablePointer<__kernel_timespec>) -> Void
+    ) async -> OperationOutcome {
+        let outcome = await performOnce(timeout: timeout, cancellable: cancellable, prepare)
+        if case .failure(let errno) = outcome, errno == EINTR || errno == EAGAIN {
+            return await retry(after: errno, timeout: timeout, cancellable: cancellable, prepare)
+        }
+        return outcome
+    }
+
+    /// The most consecutive transient failures of one operation before the last is returned.
+    static let retryLimit = 1000
+
+    /// The slow path of `perform`: submits the operation again after `EINTR`, or after `EAGAIN`
+    /// once the descriptor is ready, until it ends otherwise (or `retryLimit` times).
+    @inline(never)
+    private func retry(
+        after first: Int32, timeout: Duration?, cancellable: Bool,
+        _ prepare: (UnsafeMutablePointer<io_uring_sqe>, UnsafeMutablePointer<__kernel_timespec>) -> Void
+    ) async -> OperationOutcome {
+        // What the operation is and which descriptor it uses, from a scratch copy of its SQE.
+        var probe = io_uring_sqe()
+        var scratchTime = __kernel_timespec()
+        prepare(&probe, &scratchTime)
+        let opcode = UInt32(probe.opcode)
+        if opcode == IORING_OP_CLOSE.rawValue { return .failure(first) }
+        let fd = probe.fd
+        let readiness: UInt32? =
+            switch io_uring_op(rawValue: opcode) {
+            case IORING_OP_READ, IORING_OP_READV, IORING_OP_READ_FIXED, IORING_OP_RECV, IORING_OP_RECVMSG, IORING_OP_ACCEPT:
+                UInt32(POLLIN)
+            case IORING_OP_WRITE, IORING_OP_WRITEV, IORING_OP_WRITE_FIXED, IORING_OP_SEND, IORING_OP_SEND_ZC, IORING_OP_SENDMSG,
+                IORING_OP_CONNECT:
+                UInt32(POLLOUT)
+            default:
+                nil
+            }
+        let deadline = timeout.map { ContinuousClock.now + $0 }
+        func remaining() -> Duration? { deadline.map { $0 - ContinuousClock.now } }
+        var errno = first
+        for _ in 0..<Self.retryLimit {
+            if let left = remaining(), left <= .zero { return .timedOut }
+            if errno == EAGAIN, let readiness {
+                let polled = await performOnce(timeout: remaining(), cancellable: cancellable) { sqe, _ in
+                    Prep.poll(sqe, fd: fd, events: readiness)
+                }
+                switch polled {
+                case .success, .failure(EINTR):
+                    break  // ready (or interrupted: the operation itself will tell)
+                default:
+                    return polled  // cancelled, timed out, shut down, or the poll failed (EBADF…)
+                }
+            }
+            core.pointee.statistics.retries &+= 1
+            let outcome = await performOnce(timeout: remaining(), cancellable: cancellable, prepare)
+            guard case .failure(let next) = outcome, next == EINTR || next == EAGAIN else { return outcome }
+            errno = next
+        }
+        return .failure(errno)
+    }
+
+    /// One attempt of `perform`.
+    @inline(__always)
+    func performOnce(
         timeout: Duration?,
         cancellable: Bool = true,
         _ prepare: (UnsafeMutablePointer<io_uring_sqe>, UnsafeMutablePointer<__kernel_timespec>) -> Void
@@ -61,6 +133,9 @@ extension RingExecutor {
             // SAFETY: the slot (and so its timespecs) is ours until release, after the final CQE.
             prepare(sqe, &slot.pointee.operationTimespec)
             Prep.setUserData(sqe, id.userData(.operation))
+            #if DEBUG
+            if let faults = core.pointee.faults { faults.apply(to: sqe) }
+            #endif
             if let timeout {
                 Prep.linkNext(sqe)
                 slot.pointee.timespec = timeout.kernelTimespec

@@ -160,6 +160,11 @@ enum Prep {
         io_uring_prep_msg_ring(sqe, ringFD, 0, userData, 0)
     }
 
+    /// One-shot readiness poll (`events`: POLLIN, POLLOUT…).
+    static func poll(_ sqe: UnsafeMutablePointer<io_uring_sqe>, fd: Int32, events: UInt32) {
+        io_uring_prep_poll_add(sqe, fd, events)
+    }
+
     @inline(__always)
     static func cancel(_ sqe: UnsafeMutablePointer<io_uring_sqe>, target userData: UInt64) {
         io_uring_prep_cancel64(sqe, userData, 0)

@@ -22,15 +22,18 @@ struct Ring: ~Copyable {
     let features: UInt32
 
     /// Sets up a ring with `entries` submission entries and twice as many completion entries.
-    /// Must run on the thread that will submit (single issuer).
-    init(entries: UInt32) throws(IOError) {
+    /// Must run on the thread that will submit (single issuer). When the kernel has not enough
+    /// memory for that many (`ENOMEM`), smaller rings are tried, down to 16 entries: check
+    /// `submissionEntries`. `injectedFailures` (tests) fail the first set-up attempts with those
+    /// errnos.
+    init(entries: UInt32, injectedFailures: [Int32] = []) throws(IOError) {
         guard entries >= 1, entries <= 32768 else {
             throw IOError(.invalidArgument, errno: .invalidArgument, operation: .setup)
         }
         let raw = UnsafeMutablePointer<io_uring>.allocate(capacity: 1)
         let setup: (params: io_uring_params, flags: UInt32, name: String)
         do throws(IOError) {
-            setup = try Ring.setUp(raw, entries: entries)
+            setup = try Ring.setUp(raw, entries: entries, injectedFailures: injectedFailures)
         } catch {
             raw.deallocate()
             throw error
@@ -46,18 +49,25 @@ struct Ring: ~Copyable {
     }
 
     private static func setUp(
-        _ raw: UnsafeMutablePointer<io_uring>, entries: UInt32
+        _ raw: UnsafeMutablePointer<io_uring>, entries requested: UInt32, injectedFailures: [Int32]
     ) throws(IOError) -> (params: io_uring_params, flags: UInt32, name: String) {
         var lastError: Int32 = EINVAL
-        for candidate in Ring.setupFlagCandidates {
-            var params = io_uring_params()
-            params.flags = candidate.flags | IORING_SETUP_CQSIZE
-            params.cq_entries = entries * 2
-            let rc = io_uring_queue_init_params(entries, raw, &params)
-            if rc == 0 { return (params, candidate.flags, candidate.name) }
-            lastError = -rc
-            // Only "this flag is not supported" is worth another try; anything else is final.
-            if lastError != EINVAL { break }
+        var injected = injectedFailures[...]
+        var entries = requested
+        while true {
+            for candidate in Ring.setupFlagCandidates {
+                var params = io_uring_params()
+                params.flags = candidate.flags | IORING_SETUP_CQSIZE
+                params.cq_entries = entries * 2
+                let rc = injected.popFirst().map { -$0 } ?? io_uring_queue_init_params(entries, raw, &params)
+                if rc == 0 { return (params, candidate.flags, candidate.name) }
+                lastError = -rc
+                // Only "this flag is not supported" is worth another try with other flags.
+                if lastError != EINVAL { break }
+            }
+            // Not enough kernel (or, before Linux 5.12, locked) memory: a smaller ring may fit.
+            guard lastError == ENOMEM, entries > 16 else { break }
+            entries = max(16, entries / 2)
         }
         throw IOError(.ringUnavailable, errno: Errno(rawValue: lastError), operation: .setup)
     }
