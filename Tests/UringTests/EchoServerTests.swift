@@ -26,6 +26,48 @@ extension IntegrationTests {
             #expect(rest == nil || rest == [])
             try? await connection.close()
         }
+
+        /// Out of descriptors for real (the server runs under `ulimit -n 48`): the accept loop
+        /// meets EMFILE, keeps the waiting connections in the backlog, and serves them as soon as
+        /// closed connections free descriptors.
+        @Test func acceptLoopSurvivesRunningOutOfDescriptors() async throws {
+            let command = "ulimit -n 48 && exec \(executableNextToTests("uring-echo")) --host 127.0.0.1 --port 0"
+            let child = try SpawnedChild("/bin/sh", ["-c", command])
+            let banner = child.readLine()
+            guard let port = banner.split(separator: ":").last.flatMap({ Int($0.trimmingSpaces()) }) else {
+                Issue.record("banner: \(banner)")
+                kill(child.pid, SIGKILL)
+                _ = child.wait()
+                return
+            }
+            let address = try SocketAddress(host: "127.0.0.1", port: port)
+            var clients: [TCPConnection] = []
+            for i in 0..<60 {
+                let client = try await TCPConnection.connect(to: address, timeout: .seconds(10))
+                try await client.write(contentsOf: Array("ping \(i)".utf8))
+                clients.append(client)
+            }
+            func echo(_ i: Int, within timeout: Duration) async -> Bool {
+                let expected = Array("ping \(i)".utf8)
+                var got: [UInt8] = []
+                while got.count < expected.count {
+                    guard let chunk = try? await clients[i].read(upTo: expected.count - got.count, timeout: timeout), !chunk.isEmpty
+                    else { return false }
+                    got += chunk
+                }
+                return got == expected
+            }
+            // The first connections fit in 48 descriptors and are served...
+            for i in 0..<20 { #expect(await echo(i, within: .seconds(10)), "client \(i)") }
+            // ...the last ones cannot be accepted yet (EMFILE)...
+            #expect(await echo(59, within: .milliseconds(500)) == false, "the server had descriptors to spare")
+            // ...until 30 connections close: then every waiting one is accepted and served.
+            for i in 0..<30 { try await clients[i].close() }
+            for i in 30..<60 { #expect(await echo(i, within: .seconds(10)), "client \(i)") }
+            for i in 30..<60 { try await clients[i].close() }
+            kill(child.pid, SIGTERM)
+            #expect(child.wait() == 0)
+        }
     }
 }
 
