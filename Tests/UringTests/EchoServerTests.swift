@@ -58,13 +58,16 @@ extension IntegrationTests {
                 return got == expected
             }
             // The first connections fit in 48 descriptors and are served...
-            for i in 0..<20 { #expect(await echo(i, within: .seconds(10)), "client \(i)") }
+            for i in 0..<10 { #expect(await echo(i, within: .seconds(10)), "client \(i)") }
             // ...the last ones cannot be accepted yet (EMFILE)...
             #expect(await echo(59, within: .milliseconds(500)) == false, "the server had descriptors to spare")
-            // ...until 30 connections close: then every waiting one is accepted and served.
-            for i in 0..<30 { try await clients[i].close() }
-            for i in 30..<60 { #expect(await echo(i, within: .seconds(10)), "client \(i)") }
-            for i in 30..<60 { try await clients[i].close() }
+            // ...until connections close: each waiting one is then accepted and served. (Closing
+            // as we go: how many descriptors the server has besides its connections varies.)
+            for i in 0..<10 { try await clients[i].close() }
+            for i in 10..<60 {
+                #expect(await echo(i, within: .seconds(10)), "client \(i)")
+                try await clients[i].close()
+            }
             kill(child.pid, SIGTERM)
             #expect(child.wait() == 0)
         }
