@@ -75,6 +75,35 @@ extension IntegrationTests {
             #expect(got == Array("ready now".utf8))
         }
 
+        /// The deadline of an operation covers its retries: a read that met EAGAIN and waits for a
+        /// pipe nobody writes to times out, and a cancelled one ends as cancelled.
+        @Test func wouldBlockKeepsTheDeadlineAndCancellation() async throws {
+            let pipe = Pipe()
+            defer { pipe.close() }
+            try await onFaultyRing("faults-eagain-deadline") { ring in
+                ring.injectFault(.fail(EAGAIN), on: .read, times: 2)
+                let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64, alignment: 1)
+                defer { buffer.deallocate() }
+                do {
+                    _ = try await pipe.read.read(into: buffer, timeout: .milliseconds(100))
+                    Issue.record("the read returned")
+                } catch let error as IOError {
+                    #expect(error.code == .timedOut)
+                }
+                nonisolated(unsafe) let scratch = buffer
+                let reader = Task(executorPreference: ring) { try await pipe.read.read(into: scratch) }
+                try await Uring.sleep(for: .milliseconds(50))
+                reader.cancel()
+                do {
+                    _ = try await reader.value
+                    Issue.record("the read returned")
+                } catch let error as IOError {
+                    #expect(error.code == .cancelled)
+                }
+                #expect(ring.faultsInjected == 2)
+            }
+        }
+
         /// Injected EAGAIN on sends and receives of a TCP echo: every byte arrives once, in order.
         @Test func wouldBlockOnSocketsLosesNothing() async throws {
             let server = try TestEchoServer(on: SocketAddress("127.0.0.1:0"), mode: .singleShot)

@@ -51,6 +51,8 @@ extension RingExecutor {
         // What the operation is and which descriptor it uses, from a scratch copy of its SQE.
         var probe = io_uring_sqe()
         var scratchTime = __kernel_timespec()
+        // SAFETY: both pointers are to locals that outlive the call; `prepare` only fills them
+        // (the probe is never submitted, so nothing it points to is lent to the kernel).
         prepare(&probe, &scratchTime)
         let opcode = UInt32(probe.opcode)
         if opcode == IORING_OP_CLOSE.rawValue { return .failure(first) }
@@ -66,12 +68,18 @@ extension RingExecutor {
                 nil
             }
         let deadline = timeout.map { ContinuousClock.now + $0 }
-        func remaining() -> Duration? { deadline.map { $0 - ContinuousClock.now } }
+        // What is left of the deadline (nil when there is none), and whether it has passed.
+        func remaining() -> (left: Duration?, expired: Bool) {
+            guard let deadline else { return (nil, false) }
+            let left = deadline - ContinuousClock.now
+            return (left, left <= .zero)
+        }
         var errno = first
         for _ in 0..<Self.retryLimit {
-            if let left = remaining(), left <= .zero { return .timedOut }
             if errno == EAGAIN, let readiness {
-                let polled = await performOnce(timeout: remaining(), cancellable: cancellable) { sqe, _ in
+                let (left, expired) = remaining()
+                if expired { return .timedOut }
+                let polled = await performOnce(timeout: left, cancellable: cancellable) { sqe, _ in
                     Prep.poll(sqe, fd: fd, events: readiness)
                 }
                 switch polled {
@@ -81,8 +89,10 @@ extension RingExecutor {
                     return polled  // cancelled, timed out, shut down, or the poll failed (EBADF…)
                 }
             }
+            let (left, expired) = remaining()
+            if expired { return .timedOut }
             core.pointee.statistics.retries &+= 1
-            let outcome = await performOnce(timeout: remaining(), cancellable: cancellable, prepare)
+            let outcome = await performOnce(timeout: left, cancellable: cancellable, prepare)
             guard case .failure(let next) = outcome, next == EINTR || next == EAGAIN else { return outcome }
             errno = next
         }
