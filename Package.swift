@@ -10,12 +10,14 @@ let package = Package(
         .executable(name: "uring-echo", targets: ["UringEcho"]),
         .library(name: "UringHTTP", targets: ["UringHTTP"]),
         .library(name: "UringServiceLifecycle", targets: ["UringServiceLifecycle"]),
+        .library(name: "UringMetrics", targets: ["UringMetrics"]),
         .executable(name: "uring-http", targets: ["UringHTTPServer"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
         .package(url: "https://github.com/ordo-one/malloc-interposer", from: "1.6.0"),
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.4.0"),
     ],
@@ -68,6 +70,13 @@ let package = Package(
             path: "Sources/UringServiceLifecycle",
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
+        // swift-metrics export of the rings' counters, apart for the same reason.
+        .target(
+            name: "UringMetrics",
+            dependencies: ["Uring", .product(name: "Metrics", package: "swift-metrics")],
+            path: "Sources/UringMetrics",
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
         // A small, strict HTTP/1.1 static-file server on the runtime (request parser, files, ranges).
         .target(
             name: "UringHTTP",
@@ -117,7 +126,9 @@ let package = Package(
                 "UringHTTP",
                 "UringHTTPServer",
                 "UringServiceLifecycle",
+                "UringMetrics",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
