@@ -27,7 +27,8 @@ let usage = """
       http --connections N        uring-http's server (hello mode) and keep-alive clients in this
                                   process; N connections (default 64)
       handoff                     a task hopping between two idle rings: the cost of one
-                                  cross-ring hand-off (SWIFT_URING_MSG_RING=0: eventfd wake-ups)
+                                  cross-ring hand-off (SWIFT_URING_MSG_RING=0: eventfd wake-ups);
+                                  --spin-us N: the rings spin N µs before sleeping (default 0)
       idle --connections N        memory per idle server connection (default 5,000; needs
                                   2N+100 descriptors)
       soak --seconds S --connections N
@@ -54,6 +55,7 @@ struct Options {
     var concurrency: Int?
     var seconds = 3.0
     var secondsGiven = false
+    var spinMicroseconds = 0
     var warmup = 0.5
     var path: String?
     var pattern = "random"
@@ -130,6 +132,10 @@ func parse(_ arguments: [String]) -> Options {
             case let other: fail("--zero-copy wants automatic, always or never, not '\(other)'")
             }
         case "--baseline-threads": options.baselineThreads = positiveInt(flag)
+        case "--spin-us":
+            let text = value(flag)
+            guard let v = Int(text), (0...10_000).contains(v) else { fail("--spin-us wants 0 to 10000, not '\(text)'") }
+            options.spinMicroseconds = v
         case "-h", "--help":
             print(usage)
             exit(0)

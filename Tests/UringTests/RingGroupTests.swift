@@ -201,5 +201,35 @@ extension IntegrationTests {
             #expect(threadCount() == threadsBefore)
             #expect(openDescriptorCount() == fdsBefore)
         }
+
+        /// Rings that spin before sleeping do everything sleeping rings do: hand-offs both ways,
+        /// I/O, timers, and shutdown; out-of-range spin times are refused.
+        @Test func spinningRingsWork() async throws {
+            let group = try RingGroup(count: 2, name: "spin", spinBeforeSleep: .microseconds(200))
+            let a = group[0]
+            let b = group[1]
+            let hops = try await Task(executorPreference: a) { () async throws -> Int in
+                var hops = 0
+                for _ in 0..<200 {
+                    try await withTaskExecutorPreference(b) {
+                        precondition(RingExecutor.current === b)
+                        try await Uring.nop()
+                    }
+                    precondition(RingExecutor.current === a)
+                    hops += 1
+                }
+                // A timer longer than the spin: the ring sleeps, and its timer wakes it.
+                let start = ContinuousClock.now
+                try await Uring.sleep(for: .milliseconds(20))
+                #expect(ContinuousClock.now - start >= .milliseconds(20))
+                #expect(try await File.readAll(at: "/proc/self/stat").count > 0)
+                return hops
+            }.value
+            #expect(hops == 200)
+            #expect(a.spinBeforeSleep == .microseconds(200))
+            group.shutdown()
+            #expect(throws: IOError.self) { _ = try RingExecutor(spinBeforeSleep: .milliseconds(11)) }
+            #expect(throws: IOError.self) { _ = try RingExecutor(spinBeforeSleep: .microseconds(-1)) }
+        }
     }
 }

@@ -128,6 +128,9 @@ struct Ring: ~Copyable {
     /// Entries queued but not yet submitted.
     var pendingSubmissions: UInt32 { io_uring_sq_ready(raw) }
 
+    /// Completions posted and not yet reaped.
+    var completionsReady: UInt32 { io_uring_cq_ready(raw) }
+
     /// Submits queued entries and, with `wait`, blocks until at least one completion is ready.
     /// Always collects completions (needed with deferred task running). Returns the kernel's
     /// result; `-EINTR` and `-EBUSY`/`-EAGAIN` are normal and the loop just goes round again.
