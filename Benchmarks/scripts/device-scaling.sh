@@ -44,7 +44,8 @@ if [ "$cmd" = run ]; then
         "$dir/uring-bench" read --path "$file" --pattern random --block 4096 --concurrency 32 --rings "$n" \
             --seconds 3 --no-baseline
     done
-    "$dir/uring-bench" handoff --seconds 2
+    echo "== cross-ring hand-off: sleeping rings, then rings that spin 50 us before sleeping"
+    for spin in 0 50 0 50 0 50; do "$dir/uring-bench" handoff --seconds 2 --spin-us "$spin"; done
     exit 0
 fi
 echo "usage: $0 prepare|run" >&2
