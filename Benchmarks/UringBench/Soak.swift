@@ -12,8 +12,10 @@ import Uring
 /// The server runs in a child process (see `serveSoak`); descriptors and resident memory are the
 /// sums over both processes. Warm-up: every client loop does one full connection first (so the
 /// tables, pools and task allocations have reached their working size); once the server has
-/// closed all of them, the start figures are taken. The end is taken the same way after the run. One line: `scenario=soak seconds=… connections=… exchanges=… bytes=… errors=… fds_start=…
-/// fds_end=… rss_start_kib=… rss_end_kib=…` then `connections_opened=… mismatched_bytes=…`.
+/// closed all of them (it is back to the descriptors it had before the first client), the start
+/// figures are taken. The end is taken the same way after the run. One line: `scenario=soak
+/// seconds=… connections=… exchanges=… bytes=… errors=… fds_start=… fds_end=… rss_start_kib=…
+/// rss_end_kib=…` then `connections_opened=… mismatched_bytes=…`.
 func runSoak(connections: Int, seconds: Double) async throws -> String {
     // The server is this binary again (`uring-bench soak-server`), in its own process: each
     // connection costs a descriptor on both sides, and one process's limit (often 20,000 hard)
@@ -29,11 +31,12 @@ func runSoak(connections: Int, seconds: Double) async throws -> String {
     for i in 0..<pool.count { pool[i] = UInt8(truncatingIfNeeded: generator.next()) }
     let messages = UnsafeRawBufferPointer(pool)
     let stop = Gauge()
+    // The server's descriptors before any client: what it must come back to.
+    let serverBaseline = server.descriptorCount()
 
     // Warm-up, then the start figures once the server has closed every connection.
     let warmup = await runSoakClients(count: connections, address: address, messages: messages, stop: nil)
-    let serverBaseline = server.descriptorCount()
-    _ = await server.waitForDescriptors(serverBaseline)
+    let warmedUp = await server.waitForDescriptors(serverBaseline)
     let fdsStart = openDescriptorCount() + server.descriptorCount()
     let rssStart = residentKiB() + server.residentKiB()
 
@@ -48,10 +51,11 @@ func runSoak(connections: Int, seconds: Double) async throws -> String {
     let rssEnd = residentKiB() + server.residentKiB()
     let serverStatus = server.stop()
 
-    let errors = totals.errors + warmup.errors + (drained ? 0 : 1) + (serverStatus == 0 ? 0 : 1)
+    let errors = totals.errors + warmup.errors + (warmedUp ? 0 : 1) + (drained ? 0 : 1) + (serverStatus == 0 ? 0 : 1)
     if errors > 0 {
         var stderr = StandardError()
         var why = ""
+        if !warmedUp { why += " (server connections still open 10 s after the warm-up)" }
         if !drained { why += " (server connections still open 10 s after the end)" }
         if serverStatus != 0 { why += " (the server exited with status \(serverStatus))" }
         print("uring-bench: soak: \(errors) error(s)\(why)", to: &stderr)
