@@ -181,11 +181,6 @@ func monotonicNanoseconds() -> UInt64 {
     return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
 }
 
-func nanoseconds(_ duration: Duration) -> UInt64 {
-    let (seconds, attoseconds) = duration.components
-    return UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
-}
-
 /// Open connections, their deadlines and whether they wait between requests. Touched only by
 /// the server's tasks, on its ring; the slots are reused, so steady state allocates nothing.
 final class ConnectionTable: @unchecked Sendable {

@@ -144,8 +144,9 @@ func monotonicNanoseconds() -> UInt64 {
     return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
 }
 
-/// A non-negative duration in nanoseconds (negative ones count as zero).
-func nanoseconds(_ duration: Duration) -> UInt64 {
+/// A non-negative duration in nanoseconds (negative ones count as zero). Shared with the
+/// package's other modules (the HTTP server's deadlines).
+package func nanoseconds(_ duration: Duration) -> UInt64 {
     let (seconds, attoseconds) = duration.components
     return UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
 }
