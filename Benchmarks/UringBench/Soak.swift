@@ -58,7 +58,7 @@ func runSoak(connections: Int, seconds: Double) async throws -> String {
         if !warmedUp { why += " (server connections still open 10 s after the warm-up)" }
         if !drained { why += " (server connections still open 10 s after the end)" }
         if serverStatus != 0 { why += " (the server exited with status \(serverStatus))" }
-        print("uring-bench: soak: \(errors) error(s)\(why)", to: &stderr)
+        print("uring-bench: soak: \(errors) error(s), \(warmup.errors) in the warm-up\(why)", to: &stderr)
     }
     return [
         "scenario=soak", "seconds=\(format(seconds, decimals: 0))", "connections=\(connections)",
