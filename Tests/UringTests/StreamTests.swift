@@ -257,5 +257,69 @@ extension IntegrationTests {
             try await connection.close()
             await server.stop()
         }
+
+        /// Buffers are scarce (2): connection A holds both, C and then B queue for one (C idle, B
+        /// with data waiting). A gives one buffer back. C's turn comes first and C, idle, takes no
+        /// buffer; B must still get the free buffer, although no other buffer comes back. (Waking
+        /// one starved stream per returned buffer left B waiting for good: the soak's stalls.)
+        @Test func aStarvedReceiveIsServedWhileABufferIsFree() async throws {
+            let ring = try RingExecutor(entries: 64, name: "starve-order", receiveBufferCount: 2)
+            defer { ring.shutdown() }
+            let listener = try TCPListener.bind(to: SocketAddress("127.0.0.1:0"))
+            let address = try listener.localAddress
+            var clients: [TCPConnection] = []
+            var servers: [TCPConnection] = []
+            for _ in 0..<3 {
+                clients.append(try await TCPConnection.connect(to: address))
+                servers.append(try await listener.accept())
+            }
+            let (clientA, clientB) = (clients[0], clients[2])
+            let (serverA, serverC, serverB) = (servers[0], servers[1], servers[2])
+            let giveBack = Gate()
+            let finish = Gate()
+            // A: one chunk lent to its consumer, one queued: both buffers.
+            try await clientA.write(contentsOf: [1])
+            let holder = Task(executorPreference: ring) { () async throws -> Void in
+                var chunks = serverA.chunks.makeAsyncIterator()
+                _ = try await chunks.next()
+                while !giveBack.isOpen { try await Uring.sleep(for: .milliseconds(5)) }
+                _ = try await chunks.next()  // hands the first buffer back, takes the queued chunk
+                while !finish.isOpen { try await Uring.sleep(for: .milliseconds(5)) }
+            }
+            try await Uring.sleep(for: .milliseconds(100))
+            try await clientA.write(contentsOf: [2])
+            try await Uring.sleep(for: .milliseconds(100))
+            #expect(await ring.statistics().receiveBuffersAvailable == 0)
+            // C, then B, wait for a buffer.
+            let idle = Task(executorPreference: ring) { () async throws -> Int in
+                var total = 0
+                for try await chunk in serverC.chunks { total += chunk.count }
+                return total
+            }
+            try await Uring.sleep(for: .milliseconds(100))
+            let served = Gate()
+            let reader = Task(executorPreference: ring) { () async throws -> [UInt8] in
+                var chunks = serverB.chunks.makeAsyncIterator()
+                let bytes = try #require(try await chunks.next()).bytes
+                served.open()
+                return bytes
+            }
+            try await Uring.sleep(for: .milliseconds(100))
+            try await clientB.write(contentsOf: Array("hello".utf8))
+            try await Uring.sleep(for: .milliseconds(100))
+            print("BEFORE", await ring.statistics())
+            giveBack.open()
+            try await Uring.sleep(for: .milliseconds(200))
+            print("AFTER", await ring.statistics())
+            // B is served while A still holds its other buffer (no second buffer comes back).
+            #expect(await eventually(seconds: 10) { served.isOpen }, "B got the free buffer")
+            finish.open()
+            #expect(try await reader.value == Array("hello".utf8))
+            try await holder.value
+            for client in clients { try await client.close() }
+            #expect(try await idle.value == 0)
+            for server in servers { try await server.close() }
+            try await listener.close()
+        }
     }
 }

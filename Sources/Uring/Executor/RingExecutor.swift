@@ -448,7 +448,7 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
             // Block only when nothing is ready and nothing was submitted since the last reap: a
             // fresh operation must first get the chance to complete (or have its task woken to
             // register for cancellation) before the loop may sleep.
-            if core.pointee.ready.isEmpty && core.pointee.fresh.isEmpty {
+            if core.pointee.ready.isEmpty && core.pointee.fresh.isEmpty && !starvedStreamsCanArm {
                 if spinNanoseconds > 0 && !stopping && spinForWork() {
                     reapCompletions()
                     continue
@@ -483,6 +483,14 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
         withExtendedLifetime(pool) {}
         for (stream, request) in leftover where request == .abandon { stream.abandonAfterRingExit() }
         closeWakeDescriptor()
+    }
+
+    /// Receive streams wait for a buffer while buffers are free (the streams armed in their turn
+    /// took none: their connections are idle): the loop must go round again, not sleep, so the
+    /// next ones in line get their turn (`BufferPool.wakeStarved`).
+    private var starvedStreamsCanArm: Bool {
+        guard let pool = core.pointee.bufferPool else { return false }
+        return !pool.starved.isEmpty && pool.available > 0
     }
 
     /// Looks for work for up to `spinNanoseconds` instead of sleeping: jobs or requests from
@@ -560,6 +568,7 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
         }
         admitWaiters()
         wakeOperationsStillInFlight()
+        if let pool = core.pointee.bufferPool, !pool.starved.isEmpty, pool.available > 0 { pool.wakeStarved() }
     }
 
     /// Operations submitted in this iteration that did not complete in it: wake their tasks so

@@ -73,18 +73,30 @@ final class BufferPool {
         available -= 1
     }
 
-    /// Gives buffer `id` back to the kernel, then lets the oldest starved stream re-arm.
+    /// Gives buffer `id` back to the kernel. Starved streams are re-armed by `wakeStarved`, once
+    /// per loop iteration.
     func recycle(_ id: UInt16) {
         // SAFETY: `id` came from a CQE of this pool and was not recycled since (the streams
         // hand each buffer back exactly once); the store-release in advance publishes the entry.
         io_uring_buf_ring_add(bufferRing, address(of: id), UInt32(bufferSize), id, mask, 0)
         io_uring_buf_ring_advance(bufferRing, 1)
         available += 1
-        // One buffer back, one starved stream re-armed: the oldest that still wants data and is
-        // not armed already (its consumer may have re-armed it since it starved).
-        while let stream = starved.popFirst() {
+    }
+
+    /// Re-arms starved streams, oldest first, one per free buffer (the loop calls it after each
+    /// pass over the completions). Streams that still want data and are not armed already take
+    /// their turn; the others just leave the line.
+    ///
+    /// Once per iteration, not once per recycled buffer: a turn is not a reservation (the kernel
+    /// gives a freed buffer to whichever armed receive has data first), and an armed receive on
+    /// an idle connection holds no buffer. Waking only when a buffer comes back would leave a
+    /// starved stream waiting while buffers sit free, as long as nobody else consumed any: a
+    /// connection with unread data then stalls (the 10-minute soak found such stalls of 30 s).
+    func wakeStarved() {
+        var turns = available
+        while turns > 0, let stream = starved.popFirst() {
             stream.starved = false
-            if stream.armIfWanted() { break }
+            if stream.armIfWanted(turn: true) { turns -= 1 }
         }
     }
 }

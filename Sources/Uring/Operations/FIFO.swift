@@ -35,6 +35,15 @@ struct FIFO<Element>: ~Copyable {
         count += 1
     }
 
+    /// Puts `element` before the oldest element: it is popped next.
+    mutating func prepend(_ element: consuming Element) {
+        if count == capacity { grow() }
+        head = (head - 1) & (capacity - 1)
+        // SAFETY: count < capacity, so the slot before the head is uninitialized.
+        (storage + head).initialize(to: element)
+        count += 1
+    }
+
     mutating func popFirst() -> Element? {
         guard count > 0 else { return nil }
         // SAFETY: the head slot is initialized because count > 0; it is left uninitialized.

@@ -36,9 +36,14 @@ enum StreamNext {
 /// then on, until its queue fills again. A fast consumer gets multishot; a slow one holds at most `limit` buffers (plus
 /// one burst, when a fast consumer turns slow).
 ///
-/// A receive that finds no free buffer (`-ENOBUFS`) waits in the pool's starved list and is
-/// re-armed when a buffer comes back. Invariant: a consumer only waits while the operation is
-/// armed or starved, so something always wakes it.
+/// A receive that finds no free buffer (`-ENOBUFS`) waits in the pool's starved list: first come,
+/// first served. After each pass over the completions the loop re-arms starved streams, oldest
+/// first, one per free buffer (`BufferPool.wakeStarved`). While the line is not empty no other
+/// receive arms ahead of it, and receives are armed single-shot (one buffer each), so a few
+/// greedy connections cannot keep the pool to themselves; a stream whose turn was taken by
+/// another receive (`-ENOBUFS` again) goes back to the front. Invariant: a consumer only waits
+/// while the operation is armed or starved, and a starved stream is re-armed in the first
+/// iteration with a free buffer, so something always wakes it.
 final class MultishotStream: @unchecked Sendable {
     // @unchecked Sendable: every mutable field is touched only on `ring`'s thread.
     enum Kind { case accept, receive }
@@ -59,6 +64,8 @@ final class MultishotStream: @unchecked Sendable {
     private(set) var abandoned = false
     /// In the buffer pool's starved list.
     var starved = false
+    /// Receive: the armed receive was armed from the front of the starved list.
+    private var hasTurn = false
     private var consumerCancelled = false
     private var consumer: UnsafeContinuation<Void, Never>?
     private var queue = FIFO<(result: Int32, flags: UInt32)>(initialCapacity: 4)
@@ -183,8 +190,12 @@ final class MultishotStream: @unchecked Sendable {
 
     /// Arms the operation if the stream wants items and has room. Returns true if it armed it
     /// now (false if it was armed already, or does not want to be).
+    ///
+    /// - Parameter turn: The stream is at the front of the starved line (woken from it, or its
+    ///   turn was taken): it may arm although others wait, and if it cannot, it queues at the
+    ///   front again rather than at the back.
     @discardableResult
-    func armIfWanted() -> Bool {
+    func armIfWanted(turn: Bool = false) -> Bool {
         if operation != nil { return false }
         guard !abandoned, terminal == nil, !suspendedByError, queue.count < limit else { return false }
         if core.pointee.stopping {
@@ -200,13 +211,17 @@ final class MultishotStream: @unchecked Sendable {
                 consumer.take()?.resume()
                 return false
             }
-            if pool.available == 0 {
+            // No buffer free, or others are waiting for one: get in line.
+            if pool.available == 0 || (!turn && !pool.starved.isEmpty) {
                 if !starved {
                     starved = true
-                    pool.starved.append(self)
+                    if turn { pool.starved.prepend(self) } else { pool.starved.append(self) }
                 }
                 return false
             }
+            // While streams wait for buffers, each receive takes one buffer at a time.
+            if !pool.starved.isEmpty { multishot = false }
+            hasTurn = turn
         }
         let id = core.pointee.table.acquire()
         let slot = core.pointee.table.slot(id.index)
@@ -236,6 +251,9 @@ final class MultishotStream: @unchecked Sendable {
             core.pointee.bufferPool.unsafelyUnwrapped.took()
         }
         let wasPausing = pausing
+        // A receive armed from the front of the line that found no buffer: another receive took
+        // it, so this one keeps its place at the front.
+        let lostTurn = kind == .receive && result == -ENOBUFS && hasTurn
         if final {
             operation = nil
             pausing = false
@@ -269,8 +287,8 @@ final class MultishotStream: @unchecked Sendable {
                 if flags & IORING_CQE_F_BUFFER != 0 { recycle(flags) }
                 if final { terminal = .end }
             case -ENOBUFS:
-                // No buffer was free when the data came: armed again below, at once if buffers
-                // have come back meanwhile, else when one does (the starved list).
+                // No buffer was free when the data came: armed again below if one is free and
+                // nobody waits for one, else in its turn (the starved list).
                 core.pointee.statistics.receiveBufferShortages &+= 1
             case -EINTR, -EAGAIN:
                 break  // transient: armed again below
@@ -283,7 +301,7 @@ final class MultishotStream: @unchecked Sendable {
             }
         }
         if final {
-            armIfWanted()
+            armIfWanted(turn: lostTurn)
         } else if queue.count >= limit, let operation, !pausing {
             // Flow control: stop taking items until the consumer catches up, and from then on
             // ask for one chunk at a time (see below).
