@@ -307,10 +307,7 @@ extension IntegrationTests {
             try await Uring.sleep(for: .milliseconds(100))
             try await clientB.write(contentsOf: Array("hello".utf8))
             try await Uring.sleep(for: .milliseconds(100))
-            print("BEFORE", await ring.statistics())
             giveBack.open()
-            try await Uring.sleep(for: .milliseconds(200))
-            print("AFTER", await ring.statistics())
             // B is served while A still holds its other buffer (no second buffer comes back).
             #expect(await eventually(seconds: 10) { served.isOpen }, "B got the free buffer")
             finish.open()
