@@ -74,7 +74,7 @@ private func exchangeOnce(_ connection: TCPConnection, _ request: UnsafeRawBuffe
     try await connection.write(request)
     var response: [UInt8] = []
     while true {
-        response += try await connection.read(upTo: 4096)
+        response += try await connection.receive(upTo: 4096)
         let text = String(decoding: response, as: UTF8.self)
         if let end = text.utf8.firstRange(of: Array("\r\n\r\n".utf8)) {
             let head = text[..<end.lowerBound].lowercased()

@@ -22,7 +22,7 @@ extension IntegrationTests {
             kill(child.pid, signal)
             #expect(child.wait() == 0)
             // The server closed our connection on the way out.
-            let rest = try? await connection.read(upTo: 16, timeout: .seconds(5))
+            let rest = try? await connection.receive(upTo: 16, timeout: .seconds(5))
             #expect(rest == nil || rest == [])
             try? await connection.close()
         }
@@ -51,7 +51,7 @@ extension IntegrationTests {
                 let expected = Array("ping \(i)".utf8)
                 var got: [UInt8] = []
                 while got.count < expected.count {
-                    guard let chunk = try? await clients[i].read(upTo: expected.count - got.count, timeout: timeout), !chunk.isEmpty
+                    guard let chunk = try? await clients[i].receive(upTo: expected.count - got.count, timeout: timeout), !chunk.isEmpty
                     else { return false }
                     got += chunk
                 }

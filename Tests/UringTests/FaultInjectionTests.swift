@@ -224,9 +224,9 @@ extension IntegrationTests {
                     }
                 }
                 let server = connection!
-                let got = try await server.read(upTo: 5, timeout: .seconds(20))
+                let got = try await server.receive(upTo: 5, timeout: .seconds(20))
                 try await server.write(contentsOf: got)
-                let echoed = try await client.read(upTo: 5, timeout: .seconds(20))
+                let echoed = try await client.receive(upTo: 5, timeout: .seconds(20))
                 try await server.close()
                 try await client.close()
                 return (errors, echoed)

@@ -62,7 +62,7 @@ final class HTTPServerProcess {
         try await connection.write(contentsOf: request)
         var response: [UInt8] = []
         while true {
-            guard let part = try? await connection.read(upTo: 65536, timeout: .seconds(10)), !part.isEmpty else { break }
+            guard let part = try? await connection.receive(upTo: 65536, timeout: .seconds(10)), !part.isEmpty else { break }
             response += part
         }
         return response
@@ -222,7 +222,7 @@ extension IntegrationTests {
             try await connection.write(contentsOf: Array("GET / HTTP/1.1\r\nHo".utf8))
             let started = ContinuousClock.now
             // The server closes; a generous bound, since only "it does close" matters here.
-            let rest = try? await connection.read(upTo: 100, timeout: .seconds(20))
+            let rest = try? await connection.receive(upTo: 100, timeout: .seconds(20))
             #expect(rest == nil || rest == [])
             #expect(ContinuousClock.now - started < .seconds(15))
             try await connection.close()
@@ -235,12 +235,12 @@ extension IntegrationTests {
             try await connection.write(contentsOf: Array("GET /sub/ HTTP/1.1\r\nHost: t\r\n\r\n".utf8))
             var response: [UInt8] = []
             while !response.text.hasSuffix("sub home\n") {
-                let part = try await connection.read(upTo: 4096, timeout: .seconds(10))
+                let part = try await connection.receive(upTo: 4096, timeout: .seconds(10))
                 try #require(!part.isEmpty)
                 response += part
             }
             // Then silence: the server closes the connection after about a second.
-            let rest = try? await connection.read(upTo: 100, timeout: .seconds(20))
+            let rest = try? await connection.receive(upTo: 100, timeout: .seconds(20))
             #expect(rest == nil || rest == [])
             try await connection.close()
         }
@@ -256,7 +256,7 @@ extension IntegrationTests {
                 try await connection.write(contentsOf: Array("GET /sub/ HTTP/1.1\r\nHost: t\r\n\r\n".utf8))
                 var response: [UInt8] = []
                 while !response.text.hasSuffix("sub home\n") {
-                    let part = try await connection.read(upTo: 4096, timeout: .seconds(10))
+                    let part = try await connection.receive(upTo: 4096, timeout: .seconds(10))
                     try #require(!part.isEmpty)
                     response += part
                 }
@@ -277,13 +277,13 @@ extension IntegrationTests {
             try await connection.write(contentsOf: Array("GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n".utf8))
             var received: [UInt8] = []
             while received.count < 1 << 20 {
-                let part = try await connection.read(upTo: 65536, timeout: .seconds(10))
+                let part = try await connection.receive(upTo: 65536, timeout: .seconds(10))
                 try #require(!part.isEmpty)
                 received += part
             }
             kill(server.child.pid, SIGTERM)  // mid-download: the response goes on to its end, then the server closes
             while true {
-                guard let part = try? await connection.read(upTo: 1 << 20, timeout: .seconds(20)), !part.isEmpty else { break }
+                guard let part = try? await connection.receive(upTo: 1 << 20, timeout: .seconds(20)), !part.isEmpty else { break }
                 received += part
             }
             let separator = try #require(received.firstRange(of: Array("\r\n\r\n".utf8)))

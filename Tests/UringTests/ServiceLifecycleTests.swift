@@ -29,7 +29,7 @@ extension IntegrationTests {
             try await connection.write(contentsOf: Array("GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".utf8))
             var response: [UInt8] = []
             while true {
-                let part = try await connection.read(upTo: 4096, timeout: .seconds(10))
+                let part = try await connection.receive(upTo: 4096, timeout: .seconds(10))
                 if part.isEmpty { break }
                 response += part
             }

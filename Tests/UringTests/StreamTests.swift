@@ -60,7 +60,7 @@ extension IntegrationTests {
             for client in clients {
                 // End of stream or a reset: either way the server side is closed.
                 let ended: Bool
-                do { ended = try await client.read(upTo: 16, timeout: .seconds(10)).isEmpty } catch { ended = error.errno == .connectionReset }
+                do { ended = try await client.receive(upTo: 16, timeout: .seconds(10)).isEmpty } catch { ended = error.errno == .connectionReset }
                 #expect(ended)
                 try await client.close()
             }
@@ -153,7 +153,7 @@ extension IntegrationTests {
                             try await connection.write(contentsOf: message)
                             var back: [UInt8] = []
                             while back.count < message.count {
-                                let part = try await connection.read(upTo: 4096, timeout: .seconds(10))
+                                let part = try await connection.receive(upTo: 4096, timeout: .seconds(10))
                                 try #require(!part.isEmpty)
                                 back += part
                             }
@@ -220,7 +220,7 @@ extension IntegrationTests {
             #expect(String(decoding: received, as: UTF8.self) == "hello, ring")
             var back: [UInt8] = []
             while back.count < received.count {
-                let part = try await client.read(upTo: 64, timeout: .seconds(10))
+                let part = try await client.receive(upTo: 64, timeout: .seconds(10))
                 if part.isEmpty { break }
                 back += part
             }
@@ -243,7 +243,7 @@ extension IntegrationTests {
             async let back: [UInt8] = {
                 var received: [UInt8] = []
                 while received.count < data.count {
-                    let part = try await connection.read(upTo: 65_536, timeout: .seconds(20))
+                    let part = try await connection.receive(upTo: 65_536, timeout: .seconds(20))
                     if part.isEmpty { break }
                     received += part
                 }

@@ -78,7 +78,7 @@ func exchange(_ connection: TCPConnection, _ data: [UInt8], seed: UInt64) async 
     var received: [UInt8] = []
     received.reserveCapacity(data.count)
     while received.count < data.count {
-        let chunk = try await connection.read(upTo: 65_536)
+        let chunk = try await connection.receive(upTo: 65_536)
         if chunk.isEmpty { break }
         received += chunk
     }
@@ -124,7 +124,7 @@ extension IntegrationTests {
             try await connection.shutdown(.write)
             var received: [UInt8] = []
             while true {
-                let chunk = try await connection.read(upTo: 65_536)
+                let chunk = try await connection.receive(upTo: 65_536)
                 if chunk.isEmpty { break }  // end of stream: the server closed after echoing all
                 received += chunk
             }
@@ -144,8 +144,8 @@ extension IntegrationTests {
             var linger = linger(l_onoff: 1, l_linger: 0)
             setsockopt(victim.descriptor.rawValue, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<linger>.size))
             try await victim.close()  // RST
-            _ = try await accepted.read(upTo: 3)
-            await #expect(throws: IOError.system(ECONNRESET, .receive)) { _ = try await accepted.read(upTo: 10) }
+            _ = try await accepted.receive(upTo: 3)
+            await #expect(throws: IOError.system(ECONNRESET, .receive)) { _ = try await accepted.receive(upTo: 10) }
             try await accepted.close()
             try await listener.close()
             // The echo server never noticed.
@@ -182,7 +182,7 @@ extension IntegrationTests {
             // A cancelled receive, too.
             let client = try await TCPConnection.connect(to: try listener.localAddress)
             let server = try await listener.accept()
-            let read = Task(executorPreference: ring) { try await server.read(upTo: 16) }
+            let read = Task(executorPreference: ring) { try await server.receive(upTo: 16) }
             #expect(await eventually { await ring.statistics().operationsInTable == 1 })
             read.cancel()
             await #expect(throws: IOError(.cancelled, operation: .receive)) { _ = try await read.value }

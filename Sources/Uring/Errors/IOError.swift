@@ -1,3 +1,4 @@
+import Glibc
 import SystemPackage
 
 /// The error every swift-uring operation throws.
@@ -23,7 +24,7 @@ public struct IOError: Error, Sendable, Hashable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         @usableFromInline enum Base: UInt8, Sendable {
             case systemCall, cancelled, timedOut, invalidArgument, ringUnavailable, unexpectedEndOfFile,
-                executorShutdown
+                executorShutdown, closed, nameResolution, frameTooLong
         }
         @usableFromInline let base: Base
         @usableFromInline init(_ base: Base) { self.base = base }
@@ -45,6 +46,15 @@ public struct IOError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let unexpectedEndOfFile = Code(.unexpectedEndOfFile)
         /// The ring was shut down before the operation could be submitted.
         public static let executorShutdown = Code(.executorShutdown)
+        /// The descriptor was closed while the operation was pending: another task called
+        /// `close()` on the same listener, connection, socket or file. The operation was ended in
+        /// the kernel before the error was thrown; nothing can still write into its buffer.
+        public static let closed = Code(.closed)
+        /// A host name could not be resolved. ``IOError/resolverStatus`` holds `getaddrinfo`'s
+        /// status (`EAI_NONAME`, `EAI_AGAIN`, …) and ``IOError/description`` its text.
+        public static let nameResolution = Code(.nameResolution)
+        /// A delimited frame (a line) grew past its maximum length before its delimiter came.
+        public static let frameTooLong = Code(.frameTooLong)
 
         public var description: String {
             switch base {
@@ -55,6 +65,9 @@ public struct IOError: Error, Sendable, Hashable, CustomStringConvertible {
             case .ringUnavailable: "io_uring unavailable"
             case .unexpectedEndOfFile: "unexpected end of file"
             case .executorShutdown: "ring shut down"
+            case .closed: "descriptor closed"
+            case .nameResolution: "name resolution failed"
+            case .frameTooLong: "frame too long"
             }
         }
     }
@@ -64,6 +77,7 @@ public struct IOError: Error, Sendable, Hashable, CustomStringConvertible {
         case setup, nop, read, write, open, close, sync, stat, remove, rename, makeDirectory, removeDirectory,
             sleep, cancel
         case socket, bind, listen, accept, connect, send, receive, shutdown, setOption, getOption, address
+        case resolve
 
         public var description: String {
             switch self {
@@ -92,6 +106,7 @@ public struct IOError: Error, Sendable, Hashable, CustomStringConvertible {
             case .setOption: "setsockopt"
             case .getOption: "getsockopt"
             case .address: "getsockname"
+            case .resolve: "getaddrinfo"
             }
         }
     }
@@ -107,6 +122,30 @@ public struct IOError: Error, Sendable, Hashable, CustomStringConvertible {
     public var fileID: StaticString
     /// The line of ``fileID``.
     public var line: UInt
+    /// What the operation was about, when there is something to say: the path of a file
+    /// operation, the address of a connect or bind, the host of a name look-up. Set only on the
+    /// failure path (no allocation when nothing fails); not part of equality.
+    public var subject: Subject?
+    /// `getaddrinfo`'s status (an `EAI_*` value) for ``Code/nameResolution``; `nil` otherwise.
+    public var resolverStatus: Int32?
+
+    /// What a failed operation was about (see ``IOError/subject``).
+    public enum Subject: Sendable, Hashable, CustomStringConvertible {
+        /// A file-system path.
+        case path(FilePath)
+        /// A socket address (the peer of a connect, the address of a bind).
+        case address(SocketAddress)
+        /// A host name and port being resolved or connected to.
+        case host(String, port: Int)
+
+        public var description: String {
+            switch self {
+            case .path(let path): "'\(path)'"
+            case .address(let address): "\(address)"
+            case .host(let host, let port): "\(host):\(port)"
+            }
+        }
+    }
 
     /// Creates an error.
     public init(
@@ -137,10 +176,22 @@ public struct IOError: Error, Sendable, Hashable, CustomStringConvertible {
         hasher.combine(operation)
     }
 
+    /// The same error, naming what the operation was about (see ``subject``).
+    func about(_ subject: Subject) -> IOError {
+        var copy = self
+        copy.subject = subject
+        return copy
+    }
+
     public var description: String {
-        var text = "\(operation): \(code)"
+        var text = "\(operation)"
+        if let subject { text += " \(subject)" }
+        text += ": \(code)"
         if let errno {
             text += " (\(errno.rawValue): \(errno.description))"
+        }
+        if code == .nameResolution, let resolverStatus, let reason = gai_strerror(resolverStatus) {
+            text += ": " + String(cString: reason)
         }
         if code == .ringUnavailable, let errno {
             text += ": " + IOError.ringUnavailableReason(errno)

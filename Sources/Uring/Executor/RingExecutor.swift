@@ -474,10 +474,12 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
         RingExecutor.registry.withLock { $0[ringID] = nil }
         StallWatch.shared.unregister(self)
         let pool = core.pointee.bufferPool.take()
-        let leftover = inbox.withLock { inbox in
+        let (leftover, leftoverClosings) = inbox.withLock { inbox in
             inbox.loopExited = true
-            return inbox.streamRequests
+            return (inbox.streamRequests, inbox.closingRequests)
         }
+        resumeClosersAtExit()
+        for case (_, .begin(let waiter)) in leftoverClosings { waiter.resume() }
         coreReady.store(false, ordering: .releasing)
         core.deinitialize(count: 1)
         withExtendedLifetime(pool) {}
@@ -529,11 +531,14 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
             swap(&inbox.cancellations, &core.pointee.inboxCancellations)
             swap(&inbox.timers, &core.pointee.inboxTimers)
             swap(&inbox.streamRequests, &core.pointee.inboxStreamRequests)
+            swap(&inbox.closingRequests, &core.pointee.inboxClosingRequests)
             stop = inbox.stopRequested
         }
         while let job = jobQueue.pop() { core.pointee.ready.append(job) }
         for (stream, request) in core.pointee.inboxStreamRequests { handleStreamRequest(stream, request) }
         core.pointee.inboxStreamRequests.removeAll(keepingCapacity: true)
+        for (fd, request) in core.pointee.inboxClosingRequests { handleClosingRequest(fd, request) }
+        core.pointee.inboxClosingRequests.removeAll(keepingCapacity: true)
         for job in core.pointee.inboxJobs { core.pointee.ready.append(job) }
         core.pointee.inboxJobs.removeAll(keepingCapacity: true)
         for id in core.pointee.inboxCancellations { cancelOnRing(id) }
@@ -615,6 +620,9 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
                 slot.pointee.heldCapacity -= 1
                 core.pointee.capacityInUse -= 1
             }
+            if !core.pointee.closing.isEmpty && tag == .operation {
+                noteCompletionWhileClosing(slot, result: completion.result)
+            }
             if slot.pointee.complete(tag.unsafelyUnwrapped, result: completion.result, flags: completion.flags) {
                 // No continuation means the task is between its two waits (see perform): it sees
                 // the completed state when it re-suspends.
@@ -638,11 +646,13 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
             // SAFETY: a .stream slot gets its stream in armIfWanted, before its SQE exists.
             let stream = slot.pointee.stream.unsafelyUnwrapped
             let final = completion.flags & IORING_CQE_F_MORE == 0
+            let fd = slot.pointee.fd
             if final {
                 slot.pointee.state = .completed
                 core.pointee.table.release(id)
             }
             stream.handle(result: completion.result, flags: completion.flags, final: final)
+            if final && fd >= 0 { noteEnd(fd) }
         case .wake:
             armWake()
         case .message:
@@ -657,6 +667,8 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
             }
         case .cancel:
             break
+        case .closeCancel:
+            closeCancelCompleted(Int32(bitPattern: id.index))
         case nil:
             core.pointee.statistics.strayCompletions &+= 1
         }
@@ -714,6 +726,7 @@ struct Inbox {
     var cancellations: [OperationID] = []
     var timers: [(job: ReadyJob, delay: Duration)] = []
     var streamRequests: [(MultishotStream, RingExecutor.StreamRequest)] = []
+    var closingRequests: [(Int32, RingExecutor.ClosingRequest)] = []
     var stopRequested = false
     /// Set when the ring's loop has ended: nobody will drain requests any more.
     var loopExited = false
@@ -742,6 +755,13 @@ struct RingCore: ~Copyable {
     var inboxCancellations: [OperationID] = []
     var inboxTimers: [(job: ReadyJob, delay: Duration)] = []
     var inboxStreamRequests: [(MultishotStream, RingExecutor.StreamRequest)] = []
+    var inboxClosingRequests: [(Int32, RingExecutor.ClosingRequest)] = []
+    /// Operations and streams in flight per descriptor (`DescriptorUse.bucketCount` counters), and
+    /// the descriptors being closed on this ring: see DescriptorClosing.swift.
+    let descriptorUse: UnsafeMutablePointer<UInt32>
+    var closing: [ClosingDescriptor] = []
+    /// The receive and accept streams on each descriptor, for close().
+    var streams: [Int32: [MultishotStream]] = [:]
     /// The provided buffers multishot receives fill; registered at the first one.
     var bufferPool: BufferPool?
     var statistics = RingStatistics()
@@ -760,10 +780,13 @@ struct RingCore: ~Copyable {
         completions = .allocate(capacity: RingCore.completionBatch)
         cqeScratch = .allocate(capacity: RingCore.completionBatch)
         cqeScratch.initialize(repeating: nil, count: RingCore.completionBatch)
+        descriptorUse = .allocate(capacity: DescriptorUse.bucketCount)
+        descriptorUse.initialize(repeating: 0, count: DescriptorUse.bucketCount)
         inboxJobs.reserveCapacity(64)
     }
 
     deinit {
+        descriptorUse.deallocate()
         completions.deallocate()
         cqeScratch.deallocate()
     }

@@ -114,6 +114,7 @@ extension OperationOutcome {
         case .cancelled: throw IOError(.cancelled, operation: operation, fileID: fileID, line: line)
         case .timedOut: throw IOError(.timedOut, operation: operation, fileID: fileID, line: line)
         case .shutdown: throw IOError(.executorShutdown, operation: operation, fileID: fileID, line: line)
+        case .closed, .closing: throw IOError(.closed, errno: .badFileDescriptor, operation: operation, fileID: fileID, line: line)
         }
     }
 }

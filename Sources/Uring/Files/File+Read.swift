@@ -69,20 +69,44 @@ extension File {
     }
 
     /// Reads up to `count` bytes from `offset` into a new array, looping over short reads. The
-    /// result is shorter than `count` only when the file ends first; empty at or past end of file.
+    /// result is shorter than `count` only when the file ends first (empty at or past end of
+    /// file), or when `timeout` passes after some bytes were read.
     ///
     /// ```swift
     /// let bytes = try await file.read(upTo: 64 * 1024, at: 0)
     /// ```
     ///
+    /// - Parameters:
+    ///   - count: The most bytes to read.
+    ///   - offset: Byte offset in the file; must not be negative.
+    ///   - timeout: A deadline for the whole call. If it passes before any byte was read the call
+    ///     throws ``IOError/Code/timedOut``; bytes read before it are returned, never dropped.
     /// - Throws: ``IOError``: `.invalidArgument` for a negative `count` or `offset`; otherwise as
     ///   ``read(into:at:timeout:)``.
-    public func read(upTo count: Int, at offset: Int64) async throws(IOError) -> [UInt8] {
+    public func read(upTo count: Int, at offset: Int64, timeout: Duration? = nil) async throws(IOError) -> [UInt8] {
         guard count >= 0, offset >= 0 else { throw IOError(.invalidArgument, errno: .invalidArgument, operation: .read) }
+        return try await read(upTo: count, offset: UInt64(offset), timeout: timeout)
+    }
+
+    /// Reads up to `count` bytes from the descriptor's current position (advancing it) into a new
+    /// array, looping until `count` bytes came or the stream ended: the owned-bytes read for
+    /// pipes, terminals and other streams. Same semantics as ``read(upTo:at:timeout:)``; for
+    /// "whatever is there now" use ``read(into:timeout:)``.
+    ///
+    /// ```swift
+    /// let input = File(descriptor: .standardInput)
+    /// let header = try await input.read(upTo: 16, timeout: .seconds(5))   // throws .timedOut if nothing comes
+    /// ```
+    public func read(upTo count: Int, timeout: Duration? = nil) async throws(IOError) -> [UInt8] {
+        guard count >= 0 else { throw IOError(.invalidArgument, errno: .invalidArgument, operation: .read) }
+        return try await read(upTo: count, offset: .max, timeout: timeout)
+    }
+
+    private func read(upTo count: Int, offset: UInt64, timeout: Duration?) async throws(IOError) -> [UInt8] {
         if count == 0 { return [] }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 16)
         defer { buffer.deallocate() }
-        let filled = try await fill(buffer, at: offset)
+        let filled = try await fill(buffer, offset: offset, deadline: timeout.map { ContinuousClock.now + $0 })
         return Array(UnsafeRawBufferPointer(rebasing: buffer[..<filled]))
     }
 
@@ -126,10 +150,29 @@ extension File {
     /// Reads from `offset` until `buffer` is full or the file ends; returns the bytes read.
     func fill(_ buffer: UnsafeMutableRawBufferPointer, at offset: Int64) async throws(IOError) -> Int {
         guard offset >= 0 else { throw IOError(.invalidArgument, errno: .invalidArgument, operation: .read) }
+        return try await fill(buffer, offset: UInt64(offset), deadline: nil)
+    }
+
+    /// Reads from `offset` (`.max`: the current position) until `buffer` is full, the file ends,
+    /// or `deadline` passes after at least one byte arrived; returns the bytes read.
+    func fill(_ buffer: UnsafeMutableRawBufferPointer, offset: UInt64, deadline: ContinuousClock.Instant?) async throws(IOError) -> Int {
         var filled = 0
         while filled < buffer.count {
             let rest = UnsafeMutableRawBufferPointer(rebasing: buffer[filled...])
-            let n = try await readOnce(into: rest, offset: UInt64(offset) + UInt64(filled), timeout: nil)
+            var left: Duration? = nil
+            if let deadline {
+                left = deadline - ContinuousClock.now
+                if left! <= .zero {
+                    if filled > 0 { break }
+                    throw IOError(.timedOut, operation: .read)
+                }
+            }
+            let n: Int
+            do throws(IOError) {
+                n = try await readOnce(into: rest, offset: offset == .max ? .max : offset + UInt64(filled), timeout: left)
+            } catch where error.code == .timedOut && filled > 0 {
+                break  // what arrived before the deadline is returned
+            }
             if n == 0 { break }
             filled += n
         }

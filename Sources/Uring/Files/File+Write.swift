@@ -79,6 +79,18 @@ extension File {
         try await writeAll(bytes, offset: -1, append: false, timeout: timeout)
     }
 
+    /// Writes all of `bytes` at the descriptor's current position (copied first, so the array may
+    /// be shared): the owned-bytes write for pipes and other streams.
+    ///
+    /// ```swift
+    /// try await File(descriptor: .standardOutput).write(contentsOf: Array("done\n".utf8))
+    /// ```
+    public func write(contentsOf bytes: [UInt8], timeout: Duration? = nil) async throws(IOError) {
+        let copy = File.copy(bytes)
+        defer { copy.deallocate() }
+        try await writeAll(UnsafeRawBufferPointer(copy), offset: -1, append: false, timeout: timeout)
+    }
+
     static func copy(_ bytes: [UInt8]) -> UnsafeMutableRawBufferPointer {
         let copy = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: 16)
         bytes.withUnsafeBytes { copy.copyMemory(from: $0) }

@@ -162,18 +162,7 @@ public struct File: Sendable, Hashable {
     /// code often runs in a cancelled task), and when the ring is shutting down or cannot be set
     /// up it falls back to `close(2)` on the calling thread.
     public func close() async throws(IOError) {
-        let fd = descriptor.rawValue
-        let outcome: OperationOutcome
-        do throws(IOError) {
-            outcome = try await RingExecutor.submit(timeout: nil, cancellable: false) { sqe, _ in Prep.close(sqe, fd: fd) }
-        } catch {
-            outcome = .shutdown  // no ring at all
-        }
-        if case .shutdown = outcome {
-            guard Glibc.close(fd) == 0 else { throw IOError.system(Glibc.errno, .close) }
-            return
-        }
-        _ = try outcome.get(.close)
+        try await RingExecutor.closeDescriptor(descriptor.rawValue, operation: .close)
     }
 
     /// Flushes the file's data and metadata to storage (`fsync`), or with `dataOnly` its data and

@@ -81,19 +81,63 @@ public struct TCPConnection: Sendable, Hashable {
         return Int(try outcome.get(.receive))
     }
 
-    /// Receives once, up to `maximumCount` bytes, into a new array (empty when the peer has shut
-    /// down its sending side).
+    /// Receives once, up to `maximumCount` bytes, into a new array: returns as soon as some bytes
+    /// arrived (empty when the peer has shut down its sending side).
     ///
     /// ```swift
-    /// let bytes = try await connection.read(upTo: 64 * 1024)
+    /// let bytes = try await connection.receive(upTo: 64 * 1024, timeout: .seconds(30))
+    /// if bytes.isEmpty { /* the peer closed its side */ }
     /// ```
-    public func read(upTo maximumCount: Int, timeout: Duration? = nil) async throws(IOError) -> [UInt8] {
+    ///
+    /// - Throws: as ``read(into:timeout:)``.
+    public func receive(upTo maximumCount: Int, timeout: Duration? = nil) async throws(IOError) -> [UInt8] {
         guard maximumCount >= 0 else { throw IOError(.invalidArgument, errno: .invalidArgument, operation: .receive) }
         if maximumCount == 0 { return [] }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: maximumCount, alignment: 16)
         defer { buffer.deallocate() }
         let n = try await read(into: buffer, timeout: timeout)
         return Array(UnsafeRawBufferPointer(rebasing: buffer[..<n]))
+    }
+
+    /// Reads `count` bytes into a new array, receiving as often as needed: shorter only when the
+    /// peer shut down its sending side first, or when `timeout` passes after some bytes arrived.
+    /// The same semantics as ``File/read(upTo:at:timeout:)``; ``receive(upTo:timeout:)`` returns
+    /// after one receive instead.
+    ///
+    /// ```swift
+    /// let header = try await connection.read(upTo: 8, timeout: .seconds(5))
+    /// guard header.count == 8 else { /* the peer closed early */ }
+    /// ```
+    ///
+    /// - Parameter timeout: A deadline for the whole call. If it passes before any byte came the
+    ///   call throws ``IOError/Code/timedOut``; bytes received before it are returned.
+    /// - Throws: as ``read(into:timeout:)``.
+    public func read(upTo count: Int, timeout: Duration? = nil) async throws(IOError) -> [UInt8] {
+        guard count >= 0 else { throw IOError(.invalidArgument, errno: .invalidArgument, operation: .receive) }
+        if count == 0 { return [] }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 16)
+        defer { buffer.deallocate() }
+        let deadline = timeout.map { ContinuousClock.now + $0 }
+        var filled = 0
+        while filled < count {
+            var left: Duration? = nil
+            if let deadline {
+                left = deadline - ContinuousClock.now
+                if left! <= .zero {
+                    if filled > 0 { break }
+                    throw IOError(.timedOut, operation: .receive)
+                }
+            }
+            let n: Int
+            do throws(IOError) {
+                n = try await read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[filled...]), timeout: left)
+            } catch where error.code == .timedOut && filled > 0 {
+                break
+            }
+            if n == 0 { break }
+            filled += n
+        }
+        return Array(UnsafeRawBufferPointer(rebasing: buffer[..<filled]))
     }
 
     /// Whether a send lets the kernel read the caller's memory directly (`IORING_OP_SEND_ZC`)

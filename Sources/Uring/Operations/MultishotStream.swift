@@ -62,6 +62,11 @@ final class MultishotStream: @unchecked Sendable {
     /// Set when the stream can produce nothing more; reported after the queued items.
     private var terminal: StreamNext?
     private(set) var abandoned = false
+    /// Its descriptor was closed (`close()` on the listener or connection): the stream is over;
+    /// its sequence ends (`nil`) once the consumer has the chunk it holds back.
+    private(set) var closedByOwner = false
+    /// Arming waits for a close of the descriptor's number to end (see armIfWanted).
+    private var deferredByClose = false
     /// In the buffer pool's starved list.
     var starved = false
     /// Receive: the armed receive was armed from the front of the starved list.
@@ -121,11 +126,16 @@ final class MultishotStream: @unchecked Sendable {
             // The consumer has caught up (it took chunks and found nothing more): let the kernel
             // deliver without a new request per chunk.
             if kind == .receive && delivered { multishot = true }
+            deferredByClose = false
             armIfWanted()
+            if deferredByClose {
+                await Task.yield()  // a close of this number is under way: it takes microseconds
+                continue
+            }
             await withTaskCancellationHandler {
                 await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
                     precondition(ring.isCurrentRing, "stream consumed off its ring's thread")
-                    if !queue.isEmpty || terminal != nil || consumerCancelled || Task.isCancelled {
+                    if !queue.isEmpty || terminal != nil || consumerCancelled || deferredByClose || Task.isCancelled {
                         continuation.resume()
                     } else {
                         consumer = continuation
@@ -161,12 +171,25 @@ final class MultishotStream: @unchecked Sendable {
     func abandon() {
         guard !abandoned else { return }
         abandoned = true
+        ring.unregisterStream(self)
         returnLentBuffer()
         while let item = queue.popFirst() { dispose(item.result, item.flags) }
         if let operation, !pausing {
             pausing = true
             submitCancel(operation)
         }
+        consumer.take()?.resume()
+    }
+
+    /// Its descriptor is being closed (ring thread): release what the queue holds (accepted
+    /// descriptors are closed, buffers recycled), end the sequence, and wake the consumer. An
+    /// armed operation is cancelled by the close's cancel-by-descriptor; its last completions are
+    /// released as they come.
+    func ownerClosed() {
+        guard !closedByOwner else { return }
+        closedByOwner = true
+        while let item = queue.popFirst() { dispose(item.result, item.flags) }
+        terminal = .end
         consumer.take()?.resume()
     }
 
@@ -197,7 +220,7 @@ final class MultishotStream: @unchecked Sendable {
     @discardableResult
     func armIfWanted(turn: Bool = false) -> Bool {
         if operation != nil { return false }
-        guard !abandoned, terminal == nil, !suspendedByError, queue.count < limit else { return false }
+        guard !abandoned, !closedByOwner, terminal == nil, !suspendedByError, queue.count < limit else { return false }
         if core.pointee.stopping {
             terminal = .shutdown
             return false
@@ -225,7 +248,18 @@ final class MultishotStream: @unchecked Sendable {
         }
         let id = core.pointee.table.acquire()
         let slot = core.pointee.table.slot(id.index)
+        ring.noteUse(fd)  // until its final completion (the loop's dispatch); then the look at closes
+        if DescriptorUse.isClosing(fd) {
+            // A close of this descriptor number is in progress (perhaps of an earlier socket with
+            // the same number): arm once it is over (the consumer's next() tries again).
+            ring.noteEnd(fd)
+            core.pointee.table.release(id)
+            deferredByClose = true
+            consumer.take()?.resume()
+            return false
+        }
         slot.pointee.stream = self
+        slot.pointee.fd = fd
         let sqe = core.pointee.ring.nextSubmission()
         switch kind {
         case .accept: Prep.multishotAccept(sqe, fd: fd)
@@ -258,8 +292,9 @@ final class MultishotStream: @unchecked Sendable {
             operation = nil
             pausing = false
         }
-        if abandoned {
+        if abandoned || closedByOwner {
             dispose(result, flags)
+            if closedByOwner { consumer.take()?.resume() }
             return
         }
         switch kind {
@@ -388,7 +423,10 @@ final class StreamConsumer: @unchecked Sendable {
             // A receive stream queues at most 1/8 of the ring's buffers (16 at most), so a
             // reader that falls behind cannot take the pool from the other connections.
             let limit = kind == .receive ? min(self.limit, max(1, ring.receiveBufferCount / 8)) : self.limit
-            stream = MultishotStream(ring: ring, kind: kind, fd: fd, limit: limit)
+            let made = MultishotStream(ring: ring, kind: kind, fd: fd, limit: limit)
+            // While a close of this descriptor number is under way (an earlier socket's), wait.
+            while !ring.registerStream(made) { await Task.yield() }
+            stream = made
         }
         return await stream.unsafelyUnwrapped.next()
     }

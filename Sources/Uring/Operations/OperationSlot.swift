@@ -20,6 +20,9 @@ enum CompletionTag: UInt8 {
     /// The sending side's completion of a `IORING_OP_MSG_RING`; the index field names the target
     /// ring (its `ringID`), to wake it through its eventfd if the message failed.
     case messageSent = 8
+    /// The cancel-by-descriptor a `close()` submits (`IORING_ASYNC_CANCEL_FD`); the index field
+    /// holds the descriptor (see `DescriptorClosing.swift`).
+    case closeCancel = 9
 }
 
 /// The identity of one operation: its slot in the table and the slot's generation, so a late
@@ -58,6 +61,11 @@ enum OperationOutcome: Equatable, Sendable {
     case timedOut
     /// The ring was shutting down; nothing was submitted.
     case shutdown
+    /// The descriptor was closed (by `close()` in another task) while the operation waited.
+    case closed
+    /// Not submitted: a close of the descriptor's number is in progress. `perform` waits for it
+    /// to end and tries again (never seen outside `perform`).
+    case closing
 }
 
 /// The state of one operation, and its lifecycle as a pure state machine: each transition
@@ -89,6 +97,12 @@ struct OperationSlot {
     var heldCapacity: UInt8 = 0
     var cancelRequested = false
     var timedOut = false
+    /// The descriptor the operation uses (the SQE's `fd`), or -1: what `close()` looks for.
+    var fd: Int32 = -1
+    /// A `close()` of ``fd`` ended the operation (see `DescriptorClosing.swift`).
+    var descriptorClosed = false
+    /// Not submitted: a close of ``fd`` was in progress (see `deferredByClose`).
+    var deferredByClosing = false
     var result: Int32 = 0
     var nextFree: UInt32 = 0
     var continuation: UnsafeContinuation<Void, Never>? = nil
@@ -108,6 +122,9 @@ struct OperationSlot {
         heldCapacity = 0
         cancelRequested = false
         timedOut = false
+        fd = -1
+        descriptorClosed = false
+        deferredByClosing = false
         result = 0
         // continuation, job and stream are already nil: a slot is cleared when it is released
         // (clearing `stream`, a class reference, again would cost a runtime release call).
@@ -148,6 +165,13 @@ struct OperationSlot {
         result = -ECANCELED
     }
 
+    /// The operation was not submitted because a close of its descriptor is in progress.
+    mutating func deferredByClose() {
+        precondition(state == .reserved, "deferred by a close from state \(state)")
+        deferredByClosing = true
+        state = .completed
+    }
+
     /// A CQE for this slot arrived. Returns `true` when it was the last one, so the awaiting task
     /// may resume: only then has the kernel finished with the operation's buffers.
     ///
@@ -176,11 +200,14 @@ struct OperationSlot {
     /// The result the awaiting task sees. A result that won the race with a cancel or a deadline
     /// is returned, never dropped.
     var outcome: OperationOutcome {
+        if deferredByClosing { return .closing }
         if result >= 0 { return .success(result) }
-        if result == -ECANCELED || ((cancelRequested || timedOut) && result == -EINTR) {
+        if result == -ECANCELED || ((cancelRequested || timedOut || descriptorClosed) && result == -EINTR) {
             if cancelRequested { return .cancelled }
             if timedOut { return .timedOut }
+            if descriptorClosed { return .closed }
         }
+        if descriptorClosed && result == -EBADF { return .closed }
         return .failure(-result)
     }
 }

@@ -33,8 +33,33 @@ extension RingExecutor {
     ) async -> OperationOutcome {
         let outcome = await performOnce(timeout: timeout, cancellable: cancellable, prepare)
         if case .failure(let errno) = outcome, errno == EINTR || errno == EAGAIN {
-            return await retry(after: errno, timeout: timeout, cancellable: cancellable, prepare)
+            let retried = await retry(after: errno, timeout: timeout, cancellable: cancellable, prepare)
+            if case .closing = retried { return .closed }  // closed between two attempts
+            return retried
         }
+        if case .closing = outcome {
+            return await performAfterClose(timeout: timeout, cancellable: cancellable, prepare)
+        }
+        return outcome
+    }
+
+    /// The operation's descriptor number is being closed (by another task, maybe on another
+    /// ring): wait until that close is over, then submit. The operation started while the close
+    /// was under way, so it may not touch the old file: it then fails with `EBADF`, reported as
+    /// ``IOError/Code/closed``, or, if the number was reused by a new socket or file meanwhile,
+    /// it runs on that one (the case that makes waiting necessary: a descriptor accepted or
+    /// opened just as its number was freed must work).
+    @inline(never)
+    private func performAfterClose(
+        timeout: Duration?, cancellable: Bool,
+        _ prepare: (UnsafeMutablePointer<io_uring_sqe>, UnsafeMutablePointer<__kernel_timespec>) -> Void
+    ) async -> OperationOutcome {
+        var outcome = OperationOutcome.closing
+        while case .closing = outcome {
+            await Task.yield()  // closes take microseconds; the ring goes on meanwhile
+            outcome = await perform(timeout: timeout, cancellable: cancellable, prepare)
+        }
+        if case .failure(EBADF) = outcome { return .closed }
         return outcome
     }
 
@@ -109,8 +134,11 @@ extension RingExecutor {
         let core = self.core
         if core.pointee.stopping { return .shutdown }
         let id = core.pointee.table.acquire()
-        defer { core.pointee.table.release(id) }
         let slot = core.pointee.table.slot(id.index)
+        defer {
+            if slot.pointee.fd >= 0 { noteEnd(slot.pointee.fd) }
+            core.pointee.table.release(id)
+        }
         let needed = timeout == nil ? 1 : 2
 
         if core.pointee.waiters.isEmpty && core.pointee.capacityInUse + needed <= core.pointee.capacityLimit {
@@ -142,6 +170,27 @@ extension RingExecutor {
             let sqe = core.pointee.ring.nextSubmission()
             // SAFETY: the slot (and so its timespecs) is ours until release, after the final CQE.
             prepare(sqe, &slot.pointee.operationTimespec)
+            let fd = sqe.pointee.fd
+            if fd >= 0 && UInt32(sqe.pointee.opcode) != IORING_OP_CLOSE.rawValue {
+                // Counted per descriptor until the slot is released, for close(); published
+                // before the look at closes in progress (see DescriptorClosing.swift). The close
+                // itself is not counted: it is what the others wait for.
+                self.noteUse(fd)
+                if DescriptorUse.isClosing(fd) {
+                    // A close of this descriptor number is in progress: nothing new may reach
+                    // the kernel for it until that is over (see performAfterClose). The SQE is
+                    // already taken: it becomes a no-op whose completion is ignored.
+                    self.noteEnd(fd)
+                    Prep.nop(sqe)
+                    Prep.setUserData(sqe, id.userData(.cancel))
+                    core.pointee.capacityInUse -= needed
+                    slot.pointee.deferredByClose()
+                    continuation.resume()
+                    self.admitWaiters()
+                    return
+                }
+                slot.pointee.fd = fd
+            }
             Prep.setUserData(sqe, id.userData(.operation))
             #if DEBUG
             if let faults = core.pointee.faults { faults.apply(to: sqe) }

@@ -170,6 +170,12 @@ enum Prep {
         io_uring_prep_cancel64(sqe, userData, 0)
     }
 
+    /// Cancels every request on descriptor `fd` (`IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_ALL`,
+    /// kernel 5.19); the result is how many were found.
+    static func cancelAll(_ sqe: UnsafeMutablePointer<io_uring_sqe>, fd: Int32) {
+        io_uring_prep_cancel_fd(sqe, fd, UInt32(IORING_ASYNC_CANCEL_ALL))
+    }
+
     @inline(__always)
     static func linkNext(_ sqe: UnsafeMutablePointer<io_uring_sqe>) {
         sqe.pointee.flags |= cliburing_sqe_flag_io_link()
