@@ -23,11 +23,24 @@ struct SocketAddressTests {
     @Test(arguments: [
         ("", SocketAddressError.Reason.empty), ("127.0.0.1", .missingPort), ("127.0.0.1:", .badPort),
         ("127.0.0.1:65536", .badPort), ("127.0.0.1:-1", .badPort), ("1.2.3.4:8x", .badPort),
-        ("localhost:80", .badHost), ("::1:80", .badHost), ("[::1]80", .missingPort), ("[::1:80", .badHost),
+        ("::1:80", .badHost), ("[::1]80", .missingPort), ("[::1:80", .badHost),
         ("999.1.1.1:1", .badHost), ("unix:", .empty), ("[fe80::1%nosuchif0]:1", .badHost),
+        ("example.com:80", .badHost),
     ])
     func badTextIsRejected(_ text: String, _ reason: SocketAddressError.Reason) {
         #expect(throws: SocketAddressError(reason, text)) { try SocketAddress(text) }
+    }
+
+    @Test func localhostIsTheLoopbackAddress() throws {
+        #expect(try SocketAddress("localhost:8080") == SocketAddress("127.0.0.1:8080"))
+        #expect(try SocketAddress(host: "LocalHost", port: 1) == SocketAddress("127.0.0.1:1"))
+    }
+
+    @Test func happyEyeballsOrderInterleavesFamilies() throws {
+        let v6a = try SocketAddress("[::1]:1"), v6b = try SocketAddress("[::2]:1")
+        let v4a = try SocketAddress("127.0.0.1:1"), v4b = try SocketAddress("127.0.0.2:1")
+        #expect(SocketAddress.interleavingFamilies([v6a, v6b, v4a, v4b]) == [v6a, v4a, v6b, v4b])
+        #expect(SocketAddress.interleavingFamilies([v4a, v4b, v6a]) == [v4a, v6a, v4b])
     }
 
     @Test func unixPathLimits() throws {

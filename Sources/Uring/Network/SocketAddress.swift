@@ -12,7 +12,9 @@ import Glibc
 /// print(a, b.port!, c.path!)                          // 127.0.0.1:8080 8080 /run/app.sock
 /// ```
 ///
-/// Hosts are numeric addresses only: resolving names blocks, and belongs off the ring.
+/// Hosts are numeric addresses, or `localhost` (the IPv4 loopback address, 127.0.0.1, as RFC
+/// 6761 reserves it). Other names are resolved with ``resolve(host:port:)`` (off the ring: a
+/// look-up may block), or connected to with ``TCPConnection/connect(host:port:timeout:)``.
 public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
     /// The address family.
     public enum Family: Sendable, Hashable {
@@ -89,6 +91,11 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
     private init(host: String, port: Int, original: String) throws(SocketAddressError) {
         guard (0...65535).contains(port) else { throw SocketAddressError(.badPort, original) }
         guard !host.isEmpty, !host.utf8.contains(0) else { throw SocketAddressError(.badHost, original) }
+        if host.utf8.elementsEqual("localhost".utf8) || host.lowercased() == "localhost" {
+            // RFC 6761 §6.3: "localhost" is the loopback address, without asking a resolver.
+            storage = .ipv4(UInt32(0x7f00_0001).bigEndian, port: UInt16(port))
+            return
+        }
         var v4 = in_addr()
         if inet_pton(AF_INET, host, &v4) == 1 {
             storage = .ipv4(v4.s_addr, port: UInt16(port))
