@@ -110,3 +110,33 @@ extension IntegrationTests {
         }
     }
 }
+
+extension IntegrationTests {
+    @Suite("Errors name what failed")
+    struct ErrorSubjects {
+        @Test func aMissingFileIsNamed() async throws {
+            do {
+                _ = try await File.open("/nonexistent/swift-uring/config.json")
+                Issue.record("opened a file that does not exist")
+            } catch {
+                #expect(error.subject == .path("/nonexistent/swift-uring/config.json"))
+                #expect("\(error)" == "open '/nonexistent/swift-uring/config.json': system call failed (2: No such file or directory)")
+            }
+            await #expect(throws: IOError.self) { try await FileSystem.remove("/nonexistent/x") }
+            do { try await FileSystem.remove("/nonexistent/x") } catch { #expect("\(error)".contains("/nonexistent/x")) }
+        }
+
+        @Test func aRefusedConnectionNamesThePeer() async throws {
+            let listener = try TCPListener.bind(to: SocketAddress("127.0.0.1:0"))
+            let address = try listener.localAddress
+            try await listener.close()
+            do {
+                _ = try await TCPConnection.connect(to: address, timeout: .seconds(5))
+                Issue.record("connected to a closed port")
+            } catch {
+                #expect(error.errno == .connectionRefused)
+                #expect("\(error)".contains("\(address)"), "\(error)")
+            }
+        }
+    }
+}

@@ -121,7 +121,12 @@ extension IntegrationTests {
             let log = CapturedLog()
             let previous = StallDetector.logger
             StallDetector.logger = Logger(label: "stall-test", factory: log.handler)
-            defer { StallDetector.logger = previous }
+            let previousInterval = StallDetector.reportInterval
+            StallDetector.reportInterval = .zero  // an earlier test's stall must not suppress this one
+            defer {
+                StallDetector.logger = previous
+                StallDetector.reportInterval = previousInterval
+            }
             let ring = try RingExecutor(name: "stall-test")
             defer { ring.shutdown() }
             await Task(executorPreference: ring) { _ = usleep(50_000) }.value  // blocks the ring: the wrong thing to do
@@ -129,6 +134,28 @@ extension IntegrationTests {
             let stats = await ring.statistics()
             #expect(stats.longestStall >= .milliseconds(10) && stats.longestStall < .seconds(5), "\(stats.longestStall)")
             #expect(await eventually { log.lines.withLock { $0.contains { $0.contains("stall-test") && $0.hasPrefix("warning") } } })
+        }
+
+        /// 100 stalls in a row: every one is counted, but the log gets one warning and (after the
+        /// report interval) one summary, not a line or two per stall.
+        @Test func theOutputFor100StallsIsBounded() async throws {
+            let log = CapturedLog()
+            let previous = (StallDetector.logger, StallDetector.threshold, StallDetector.reportInterval)
+            StallDetector.logger = Logger(label: "stall-burst", factory: log.handler)
+            StallDetector.threshold = .milliseconds(2)
+            StallDetector.reportInterval = .milliseconds(500)
+            defer { (StallDetector.logger, StallDetector.threshold, StallDetector.reportInterval) = previous }
+            let ring = try RingExecutor(name: "stall-burst")
+            defer { ring.shutdown() }
+            try await Task.sleep(for: .milliseconds(600))  // past the interval of an earlier test's report
+            for _ in 0..<100 { await Task(executorPreference: ring) { _ = usleep(8_000) }.value }
+            #expect(await eventually { await ring.statistics().stalls >= 100 })
+            try await Task.sleep(for: .milliseconds(700))  // the summary comes once the interval is over
+            // What a default (.info) log level shows: the end of each stall is only at .debug.
+            let lines = log.lines.withLock { $0 }.filter { !$0.hasPrefix("debug") && !$0.hasPrefix("trace") }
+            #expect(lines.count <= 4, "\(lines.count) lines for 100 stalls: \(lines.prefix(5))")
+            #expect(lines.contains { $0.hasPrefix("warning") && $0.contains("stall-burst") })
+            #expect(lines.contains { $0.contains("more stalls") }, "\(lines)")
         }
 
         /// Blocking work on the pool leaves the ring free: its timers fire on time meanwhile.

@@ -7,19 +7,26 @@ import Synchronization
 ///
 /// A watcher thread samples every ring's job counter (the ring only bumps a counter around each
 /// job: two plain stores). When the same job is still running after ``threshold`` (default
-/// 10 ms), the stall is counted on that ring (``RingStatistics/stalls``), logged as a warning with
-/// the ring's name, and logged again with its duration when the job ends
-/// (``RingStatistics/longestStall`` keeps the longest). Durations are measured by sampling every
-/// half threshold, so they are lower bounds, precise to that period.
+/// 10 ms), the stall is counted on that ring (``RingStatistics/stalls``;
+/// ``RingStatistics/longestStall`` keeps the longest) and logged.
+///
+/// Logging is rate-limited: one warning per stall at most once per ``reportInterval`` (default
+/// 10 s); stalls in between are only counted, and summed up in one warning ("N more stalls in
+/// the last 10 s, longest M ms") when the interval has passed. A program that stalls its ring
+/// all the time gets a warning every 10 s, not one per job. The end of each stall, with its
+/// duration, is logged at `.debug`. Durations are measured by sampling every half threshold, so
+/// they are lower bounds, precise to that period.
 ///
 /// ```swift
 /// StallDetector.threshold = .milliseconds(5)     // or nil to turn it off
+/// StallDetector.reportInterval = .seconds(60)    // at most one warning a minute
 /// StallDetector.logger = Logger(label: "my-server.stalls")
 /// ```
 ///
 /// Move blocking work to ``BlockingPool`` (``Uring/runBlocking(_:)``).
 public enum StallDetector {
-    private static let settings = Lock<(threshold: Duration?, logger: Logger)>((.milliseconds(10), Logger(label: "swift-uring")))
+    private static let settings = Lock<(threshold: Duration?, logger: Logger, interval: Duration)>(
+        (.milliseconds(10), Logger(label: "swift-uring"), .seconds(10)))
 
     /// How long one job may hold a ring before it is reported; `nil` turns detection off.
     public static var threshold: Duration? {
@@ -33,7 +40,14 @@ public enum StallDetector {
         set { settings.withLock { $0.logger = newValue } }
     }
 
-    static var current: (threshold: Duration?, logger: Logger) { settings.withLock { $0 } }
+    /// The shortest time between two stall warnings; stalls in between are counted and summed up
+    /// in the next warning.
+    public static var reportInterval: Duration {
+        get { settings.withLock { $0.interval } }
+        set { settings.withLock { $0.interval = max(.zero, newValue) } }
+    }
+
+    static var current: (threshold: Duration?, logger: Logger, interval: Duration) { settings.withLock { $0 } }
 }
 
 /// The watcher thread and the rings it watches.
@@ -82,8 +96,9 @@ final class StallWatch: @unchecked Sendable {
     }
 
     private func run() {
+        var limiter = StallReportLimiter()
         while true {
-            let (threshold, logger) = StallDetector.current
+            let (threshold, logger, interval) = StallDetector.current
             guard let threshold else {
                 sleep(nanoseconds: 100_000_000)
                 continue
@@ -116,14 +131,18 @@ final class StallWatch: @unchecked Sendable {
             for (ringName, held, began) in events {
                 let milliseconds = Double(held) / 1e6
                 if began {
-                    logger.warning(
-                        "a job has held ring '\(ringName)' for \(milliseconds) ms (threshold \(threshold)): move blocking work to BlockingPool",
-                        metadata: ["ring": "\(ringName)", "held_ms": "\(milliseconds)"])
+                    if let report = limiter.stall(at: now, interval: nanoseconds(interval), ring: ringName, held: held) {
+                        logger.warning("\(report)", metadata: ["ring": "\(ringName)", "held_ms": "\(milliseconds)"])
+                    }
                 } else {
-                    logger.notice(
+                    limiter.ended(held: held)
+                    logger.debug(
                         "ring '\(ringName)' was held by one job for at least \(milliseconds) ms",
                         metadata: ["ring": "\(ringName)", "held_ms": "\(milliseconds)"])
                 }
+            }
+            if let summary = limiter.summary(at: now, interval: nanoseconds(interval)) {
+                logger.warning("\(summary)")
             }
         }
     }
@@ -160,5 +179,42 @@ extension RingExecutor {
             if exchanged { break }
             longest = original
         }
+    }
+}
+
+/// The stall detector's rate limit, as a pure state machine (unit-tested without threads): at
+/// most one warning per interval; stalls in between are counted and summed up once the interval
+/// has passed.
+struct StallReportLimiter {
+    private var lastReport: UInt64?
+    private(set) var suppressed = 0
+    private var suppressedLongest: UInt64 = 0
+
+    /// A stall began on `ring`: the warning to log now, or nil when it is only counted.
+    mutating func stall(at now: UInt64, interval: UInt64, ring: String, held: UInt64) -> String? {
+        if let lastReport, now &- lastReport < interval {
+            suppressed += 1
+            suppressedLongest = max(suppressedLongest, held)
+            return nil
+        }
+        lastReport = now
+        return "a job has held ring '\(ring)' for \(Double(held) / 1e6) ms: move blocking work to BlockingPool"
+            + " (further stalls are summed up at most once every \(Double(interval) / 1e9) s)"
+    }
+
+    /// A stall ended after `held` nanoseconds (a suppressed one may have grown meanwhile).
+    mutating func ended(held: UInt64) {
+        if suppressed > 0 { suppressedLongest = max(suppressedLongest, held) }
+    }
+
+    /// The summary of the stalls counted since the last warning, once the interval has passed.
+    mutating func summary(at now: UInt64, interval: UInt64) -> String? {
+        guard suppressed > 0, let lastReport, now &- lastReport >= interval else { return nil }
+        let text = "\(suppressed) more stall\(suppressed == 1 ? "" : "s") of a ring in the last"
+            + " \(Double(now &- lastReport) / 1e9) s, the longest \(Double(suppressedLongest) / 1e6) ms"
+        self.lastReport = now
+        suppressed = 0
+        suppressedLongest = 0
+        return text
     }
 }

@@ -72,14 +72,19 @@ public struct File: Sendable, Hashable {
         options: FileDescriptor.OpenOptions = [],
         permissions: FilePermissions? = nil
     ) async throws(IOError) -> File {
-        let cPath = try CPath(path, .open)
-        defer { cPath.free() }
-        let flags = mode.rawValue | options.rawValue | O_CLOEXEC
-        let createMode = mode_t((permissions ?? (options.contains(.create) ? [.ownerReadWrite, .groupRead, .otherRead] : [])).rawValue)
-        let outcome = try await RingExecutor.submit(timeout: nil) { sqe, _ in
-            Prep.open(sqe, directory: AT_FDCWD, path: cPath.pointer, flags: flags, mode: createMode)
+        do throws(IOError) {
+            let cPath = try CPath(path, .open)
+            defer { cPath.free() }
+            let flags = mode.rawValue | options.rawValue | O_CLOEXEC
+            let createMode = mode_t(
+                (permissions ?? (options.contains(.create) ? [.ownerReadWrite, .groupRead, .otherRead] : [])).rawValue)
+            let outcome = try await RingExecutor.submit(timeout: nil) { sqe, _ in
+                Prep.open(sqe, directory: AT_FDCWD, path: cPath.pointer, flags: flags, mode: createMode)
+            }
+            return File(descriptor: FileDescriptor(rawValue: try outcome.get(.open)))
+        } catch {
+            throw error.about(.path(path))
         }
-        return File(descriptor: FileDescriptor(rawValue: try outcome.get(.open)))
     }
 
     /// Opens `path` for reading relative to `directory`, and only if it resolves to something
@@ -113,7 +118,11 @@ public struct File: Sendable, Hashable {
             // SAFETY: `how` and the path live until submit returns, after the final CQE.
             Prep.open(sqe, directory: fd, path: cPath.pointer, how: how)
         }
-        return File(descriptor: FileDescriptor(rawValue: try outcome.get(.open)))
+        do throws(IOError) {
+            return File(descriptor: FileDescriptor(rawValue: try outcome.get(.open)))
+        } catch {
+            throw error.about(.path(path))
+        }
     }
 
     /// Opens the file at `path`, runs `body` with it, and closes it, whether `body` returns or

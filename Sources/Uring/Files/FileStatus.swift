@@ -104,9 +104,13 @@ extension FileSystem {
     ///     its target.
     /// - Throws: ``IOError`` for ``IOError/Operation/stat`` (`ENOENT`, `EACCES`, `ENOTDIR`, …).
     public static func status(of path: FilePath, followSymbolicLinks: Bool = true) async throws(IOError) -> FileStatus {
-        let cPath = try CPath(path, .stat)
-        defer { cPath.free() }
-        return try await statx(directory: AT_FDCWD, path: cPath, flags: followSymbolicLinks ? 0 : AT_SYMLINK_NOFOLLOW)
+        do throws(IOError) {
+            let cPath = try CPath(path, .stat)
+            defer { cPath.free() }
+            return try await statx(directory: AT_FDCWD, path: cPath, flags: followSymbolicLinks ? 0 : AT_SYMLINK_NOFOLLOW)
+        } catch {
+            throw error.about(.path(path))
+        }
     }
 
     static func statx(directory: Int32, path: CPath?, flags: Int32) async throws(IOError) -> FileStatus {

@@ -68,22 +68,32 @@ public enum FileSystem {
     /// - Throws: ``IOError`` for ``IOError/Operation/rename`` (`ENOENT`, `EXDEV`, `EISDIR`, …) or
     ///   ``IOError/Code/cancelled``.
     public static func rename(_ source: FilePath, to destination: FilePath) async throws(IOError) {
-        let from = try CPath(source, .rename)
-        defer { from.free() }
-        let to = try CPath(destination, .rename)
-        defer { to.free() }
-        let outcome = try await RingExecutor.submit(timeout: nil) { sqe, _ in Prep.rename(sqe, from: from.pointer, to: to.pointer, flags: 0) }
-        _ = try outcome.get(.rename)
+        do throws(IOError) {
+            let from = try CPath(source, .rename)
+            defer { from.free() }
+            let to = try CPath(destination, .rename)
+            defer { to.free() }
+            let outcome = try await RingExecutor.submit(timeout: nil) { sqe, _ in
+                Prep.rename(sqe, from: from.pointer, to: to.pointer, flags: 0)
+            }
+            _ = try outcome.get(.rename)
+        } catch {
+            throw error.about(.path(source))
+        }
     }
 
     private static func pathOperation(
         _ path: FilePath, _ operation: IOError.Operation,
         _ prepare: @Sendable (UnsafeMutablePointer<io_uring_sqe>, UnsafePointer<CChar>) -> Void
     ) async throws(IOError) {
-        let cPath = try CPath(path, operation)
-        defer { cPath.free() }
-        // The path copy lives until submit returns, after the final CQE.
-        let outcome = try await RingExecutor.submit { sqe, _ in prepare(sqe, cPath.pointer) }
-        _ = try outcome.get(operation)
+        do throws(IOError) {
+            let cPath = try CPath(path, operation)
+            defer { cPath.free() }
+            // The path copy lives until submit returns, after the final CQE.
+            let outcome = try await RingExecutor.submit { sqe, _ in prepare(sqe, cPath.pointer) }
+            _ = try outcome.get(operation)
+        } catch {
+            throw error.about(.path(path))
+        }
     }
 }

@@ -54,7 +54,7 @@ public struct TCPConnection: Sendable, Hashable {
             _ = try outcome.get(.connect)
         } catch {
             Glibc.close(fd)
-            throw error
+            throw error.about(.address(address))
         }
         return TCPConnection(descriptor: FileDescriptor(rawValue: fd))
     }
@@ -78,7 +78,11 @@ public struct TCPConnection: Sendable, Hashable {
             // SAFETY: `buffer` is lent for the whole call; submit returns after the final CQE.
             Prep.receive(sqe, fd: fd, buffer: base, count: count)
         }
-        return Int(try outcome.get(.receive))
+        do throws(IOError) {
+            return Int(try outcome.get(.receive))
+        } catch {
+            throw naming(error)
+        }
     }
 
     /// Receives once, up to `maximumCount` bytes, into a new array: returns as soon as some bytes
@@ -195,8 +199,13 @@ public struct TCPConnection: Sendable, Hashable {
                 useZeroCopy = false
                 continue
             }
-            let n = Int(try outcome.get(.send))
-            if n == 0 && !rest.isEmpty { throw IOError.system(EPIPE, .send) }
+            let n: Int
+            do throws(IOError) {
+                n = Int(try outcome.get(.send))
+            } catch {
+                throw naming(error)
+            }
+            if n == 0 && !rest.isEmpty { throw naming(IOError.system(EPIPE, .send)) }
             sent += n
         } while sent < bytes.count
     }
@@ -247,6 +256,12 @@ public struct TCPConnection: Sendable, Hashable {
     /// ```
     public func close() async throws(IOError) {
         try await File(descriptor: descriptor).close()
+    }
+
+    /// `error`, naming the peer when the socket still knows it (failure path only).
+    func naming(_ error: IOError) -> IOError {
+        guard error.subject == nil, error.code == .systemCall, let peer = try? peerAddress else { return error }
+        return error.about(.address(peer))
     }
 
     /// The local address.

@@ -47,7 +47,7 @@ public struct TCPListener: Sendable, Hashable {
             try SocketCalls.listen(fd, backlog: backlog)
         } catch {
             Glibc.close(fd)
-            throw error
+            throw error.about(.address(address))
         }
         return TCPListener(descriptor: FileDescriptor(rawValue: fd))
     }

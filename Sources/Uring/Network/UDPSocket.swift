@@ -43,7 +43,7 @@ public struct UDPSocket: Sendable, Hashable {
             try SocketCalls.bind(fd, address)
         } catch {
             Glibc.close(fd)
-            throw error
+            throw error.about(.address(address))
         }
         return UDPSocket(descriptor: FileDescriptor(rawValue: fd))
     }
