@@ -3,7 +3,6 @@ import PackageDescription
 
 let package = Package(
     name: "swift-uring",
-    platforms: [.macOS(.v15)],
     products: [
         .library(name: "Uring", targets: ["Uring"]),
         .executable(name: "uring-bench", targets: ["UringBench"]),
@@ -114,6 +113,28 @@ let package = Package(
             dependencies: ["Uring", "UringFuzzSupport"],
             path: "Tests/Fuzz/SocketAddress",
             swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
+        // The documentation's Swift snippets, compiled (issue 11): the DocSnippets plugin turns
+        // every ```swift block of README.md and the DocC articles into code of UringDocTests, whose
+        // tests also run the client and shutdown examples. Warnings are off there: a snippet shows
+        // one step and may leave a value unused.
+        .executableTarget(
+            name: "doc-snippets",
+            path: "Tests/DocSnippets/Generator",
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
+        .plugin(
+            name: "DocSnippets",
+            capability: .buildTool(),
+            dependencies: ["doc-snippets"],
+            path: "Tests/DocSnippets/Plugin"
+        ),
+        .testTarget(
+            name: "UringDocTests",
+            dependencies: ["Uring", .product(name: "Logging", package: "swift-log")],
+            path: "Tests/UringDocTests",
+            swiftSettings: [.swiftLanguageMode(.v6), .unsafeFlags(["-suppress-warnings"])],
+            plugins: ["DocSnippets"]
         ),
         .testTarget(
             name: "UringTests",
