@@ -115,9 +115,9 @@ let package = Package(
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         // The documentation's Swift snippets, compiled (issue 11): the DocSnippets plugin turns
-        // every ```swift block of README.md and the DocC articles into code of UringDocTests, whose
-        // tests also run the client and shutdown examples. Warnings are off there: a snippet shows
-        // one step and may leave a value unused.
+        // every ```swift block of README.md and the DocC articles into code of UringDocSnippets,
+        // and UringTests runs the client and shutdown examples. Warnings are off there: a snippet
+        // shows one step and may leave a value unused.
         .executableTarget(
             name: "doc-snippets",
             path: "Tests/DocSnippets/Generator",
@@ -129,10 +129,10 @@ let package = Package(
             dependencies: ["doc-snippets"],
             path: "Tests/DocSnippets/Plugin"
         ),
-        .testTarget(
-            name: "UringDocTests",
+        .target(
+            name: "UringDocSnippets",
             dependencies: ["Uring", .product(name: "Logging", package: "swift-log")],
-            path: "Tests/UringDocTests",
+            path: "Tests/DocSnippets/Compiled",
             swiftSettings: [.swiftLanguageMode(.v6), .unsafeFlags(["-suppress-warnings"])],
             plugins: ["DocSnippets"]
         ),
@@ -140,6 +140,7 @@ let package = Package(
             name: "UringTests",
             dependencies: [
                 "Uring",
+                "UringDocSnippets",
                 "uring-run-check",
                 "uring-fuzz-http",
                 "uring-fuzz-address",

@@ -82,6 +82,7 @@ extension IntegrationTests {
             let accepting = Task(executorPreference: ring) { try await listener.accept() }
             #expect(await eventually { await ring.statistics().operationsInTable == 1 })
             try await listener.close()
+            #expect(await ring.statistics().operationsInTable == 0, "close() returns after what was pending ended")
             let result = await value(of: accepting, within: .seconds(1))
             #expect(throws: IOError(.closed, errno: .badFileDescriptor, operation: .accept)) { try result?.get() }
             #expect(await connectionRefused(address))
@@ -98,6 +99,7 @@ extension IntegrationTests {
             }
             #expect(await eventually { await ring.statistics().operationsInTable == 1 })
             try await server.close()
+            #expect(await ring.statistics().operationsInTable == 0, "close() returns after what was pending ended")
             let result = await value(of: reading, within: .seconds(1))
             #expect(throws: IOError(.closed, errno: .badFileDescriptor, operation: .receive)) { try result?.get() }
             // The peer sees the connection end.
@@ -128,6 +130,7 @@ extension IntegrationTests {
             let receiving = Task(executorPreference: ring) { try await socket.receive(upTo: 64) }
             #expect(await eventually { await ring.statistics().operationsInTable == 1 })
             try await socket.close()
+            #expect(await ring.statistics().operationsInTable == 0, "close() returns after what was pending ended")
             let result = await value(of: receiving, within: .seconds(1))
             #expect(throws: IOError(.closed, errno: .badFileDescriptor, operation: .receive)) { try result?.get() }
             ring.shutdown()
@@ -138,6 +141,7 @@ extension IntegrationTests {
             let reading = Task(executorPreference: ring) { try await pipe.read.read(upTo: 16) }
             #expect(await eventually { await ring.statistics().operationsInTable == 1 })
             try await pipe.read.close()
+            #expect(await ring.statistics().operationsInTable == 0, "close() returns after what was pending ended")
             let result = await value(of: reading, within: .seconds(1))
             #expect(throws: IOError(.closed, errno: .badFileDescriptor, operation: .read)) { try result?.get() }
             _ = Glibc.close(pipe.write.descriptor.rawValue)

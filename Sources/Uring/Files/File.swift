@@ -164,8 +164,13 @@ public struct File: Sendable, Hashable {
     /// ```
     ///
     /// - Throws: ``IOError`` for ``IOError/Operation/close`` (`EBADF` for a descriptor that is not
-    ///   open; `EIO` and friends from the file system). Like `close(2)`, the descriptor is released
-    ///   even when an error is reported.
+    ///   open; `EIO` and friends from the file system; ``IOError/Code/closed`` when another task is
+    ///   closing it right now). Like `close(2)`, the descriptor is released even when an error is
+    ///   reported.
+    ///
+    /// Operations pending on the descriptor (a read on a pipe, in any task, on any ring) end
+    /// first, with ``IOError/Code/closed``; the kernel has let go of their buffers before the
+    /// descriptor is closed.
     ///
     /// A close is never skipped: it runs even when the calling task is already cancelled (cleanup
     /// code often runs in a cancelled task), and when the ring is shutting down or cannot be set

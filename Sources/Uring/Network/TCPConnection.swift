@@ -254,6 +254,12 @@ public struct TCPConnection: Sendable, Hashable {
     /// ```swift
     /// try await connection.close()
     /// ```
+    ///
+    /// Everything pending on the connection ends first, whichever task or ring waits on it: a
+    /// ``chunks`` or ``lines(maximumLength:)`` loop ends (`nil`), a pending read or write throws
+    /// ``IOError/Code/closed``; the kernel has let go of their buffers before `close()` returns.
+    /// Closing a connection that another task is closing throws ``IOError/Code/closed``; one
+    /// already closed, `EBADF`.
     public func close() async throws(IOError) {
         try await File(descriptor: descriptor).close()
     }

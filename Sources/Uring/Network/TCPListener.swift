@@ -69,7 +69,8 @@ public struct TCPListener: Sendable, Hashable {
     /// ```
     ///
     /// - Throws: ``IOError`` for ``IOError/Operation/accept`` (`EMFILE` when out of descriptors,
-    ///   `EBADF`/`EINVAL` after ``close()``, …) or ``IOError/Code/cancelled``. A connection accepted
+    ///   `EBADF` for a listener already closed, …), ``IOError/Code/closed`` when another task closes
+    ///   the listener while this waits, or ``IOError/Code/cancelled``. A connection accepted
     ///   just as the task was cancelled is returned, not leaked.
     public func accept() async throws(IOError) -> TCPConnection {
         let fd = descriptor.rawValue
@@ -92,14 +93,24 @@ public struct TCPListener: Sendable, Hashable {
     /// - An error (`EMFILE` when out of descriptors, `ENFILE`, `ENOMEM`) is thrown by `next()`;
     ///   the sequence stays usable: calling `next()` again resumes accepting, so a server can
     ///   log, wait and go on. Cancelling the consuming task makes `next()` throw
-    ///   ``IOError/Code/cancelled``; closing the listener makes it throw `EBADF`/`EINVAL`.
+    ///   ``IOError/Code/cancelled``. Closing the listener (from any task) ends the sequence: `next()`
+    ///   returns `nil`, and connections accepted but not yet taken are closed.
     /// - Dropping the iterator stops the multishot accept and closes the connections it had
     ///   accepted that nobody took: no descriptor leaks.
     /// - Use one iterator per listener at a time (with several rings, bind one listener per
     ///   ring with `reusePort`).
     public var connections: Connections { Connections(listener: self) }
 
-    /// Closes the listening socket. A pending ``accept()`` on it fails.
+    /// Stops accepting and closes the listening socket.
+    ///
+    /// ```swift
+    /// try await listener.close()   // a `for try await … in listener.connections` loop elsewhere ends
+    /// ```
+    ///
+    /// Everything pending on the listener ends first, whichever task or ring waits on it: a
+    /// ``connections`` loop ends (`nil`), a pending ``accept()`` throws ``IOError/Code/closed``.
+    /// When `close()` returns, the port refuses new connections. Closing a listener that another
+    /// task is closing throws ``IOError/Code/closed``; one already closed, `EBADF`.
     public func close() async throws(IOError) {
         try await File(descriptor: descriptor).close()
     }

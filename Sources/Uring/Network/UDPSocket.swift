@@ -140,7 +140,8 @@ public struct UDPSocket: Sendable, Hashable {
         return (Array(UnsafeRawBufferPointer(rebasing: buffer[..<count])), sender)
     }
 
-    /// Closes the socket.
+    /// Closes the socket. A receive or send pending on it (in any task) ends first, with
+    /// ``IOError/Code/closed``.
     ///
     /// ```swift
     /// try await socket.close()

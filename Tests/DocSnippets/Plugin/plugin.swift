@@ -2,7 +2,7 @@ import Foundation
 import PackagePlugin
 
 /// Compiles the documentation's Swift snippets: every ```swift block of README.md and of the DocC
-/// articles becomes code in the target this plugin is applied to (UringDocTests), so when the
+/// articles becomes code in the target this plugin is applied to (UringDocSnippets), so when the
 /// docs stop compiling, the build stops. See Tests/DocSnippets/Generator/main.swift for the rules.
 @main
 struct DocSnippetsPlugin: BuildToolPlugin {

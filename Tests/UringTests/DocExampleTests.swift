@@ -1,5 +1,6 @@
 import Testing
 import Uring
+@testable import UringDocSnippets
 
 // The snippets themselves are compiled from the docs into this target (see
 // Tests/DocSnippets/Generator/main.swift); these tests run the ones GettingStarted tells a
@@ -19,8 +20,9 @@ func serveGreetings(on listener: TCPListener) async {
     }
 }
 
+extension IntegrationTests {
 @Suite("Documentation examples")
-struct DocExampleTests {
+struct DocExamples {
     @Test func theClientExampleGetsTheFirstLine() async throws {
         let listener = try TCPListener.bind(to: SocketAddress("127.0.0.1:0"))
         let port = try listener.localAddress.port!
@@ -55,4 +57,5 @@ struct DocExampleTests {
         try await idle.close()
         try await client.close()
     }
+}
 }
