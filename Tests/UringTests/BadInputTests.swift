@@ -8,15 +8,14 @@ extension IntegrationTests {
     @Suite("Bad input")
     struct BadInput {
         @Test func readingAClosedDescriptorIsEBADF() async throws {
-            let pipe = Pipe()
-            pipe.close()
+            let closed = closedDescriptor()
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 8, alignment: 8)
             defer { buffer.deallocate() }
             await #expect(throws: IOError.system(EBADF, .read)) {
-                _ = try await pipe.read.read(into: buffer, at: 0)
+                _ = try await closed.read(into: buffer, at: 0)
             }
-            await #expect(throws: IOError.system(EBADF, .close)) { try await pipe.read.close() }
-            await #expect(throws: IOError.system(EBADF, .stat)) { _ = try await pipe.read.status() }
+            await #expect(throws: IOError.system(EBADF, .close)) { try await closed.close() }
+            await #expect(throws: IOError.system(EBADF, .stat)) { _ = try await closed.status() }
         }
 
         @Test func readingADirectoryIsEISDIR() async throws {

@@ -90,10 +90,9 @@ extension IntegrationTests {
         }
 
         @Test func chunksSurfaceErrors() async throws {
-            let pipe = Pipe()
-            pipe.close()
+            let closed = closedDescriptor()
             await #expect(throws: IOError.system(EBADF, .read)) {
-                for try await _ in pipe.read.chunks() {}
+                for try await _ in closed.chunks() {}
             }
         }
 

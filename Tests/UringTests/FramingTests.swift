@@ -97,7 +97,7 @@ extension IntegrationTests {
                 try await client.shutdown(.write)
             }
             var lines: [String] = []
-            for try await line in server.lines() { lines.append(line) }
+            for try await line in server.lines { lines.append(line) }
             try await sent.value
             #expect(lines == ["HELLO", "second line", "", "third", "no newline at the end"])
             try await client.close()

@@ -78,6 +78,16 @@ struct Pipe {
     }
 }
 
+/// A `File` for a descriptor number that is not open, and that nothing else in the process will
+/// be handed while the test runs (the kernel hands out the lowest free number, and this one is
+/// far above what the tests use): for tests of calls on a closed descriptor. A closed pipe's
+/// number would not do: a suite running in parallel (or Dispatch's timer) can get it back.
+func closedDescriptor() -> File {
+    var fd: Int32 = 900
+    while fcntl(fd, F_GETFD) != -1 { fd += 1 }
+    return File(descriptor: FileDescriptor(rawValue: fd))
+}
+
 /// Deterministic pseudo-random bytes (SplitMix64), so failures reproduce.
 struct SeededRandom: RandomNumberGenerator {
     var state: UInt64

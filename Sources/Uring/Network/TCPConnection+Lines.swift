@@ -23,6 +23,13 @@ extension TCPConnection {
         Lines(frames: frames(separatedBy: UInt8(ascii: "\n"), maximumLength: maximumLength, dropsCarriageReturn: true))
     }
 
+    /// The lines the peer sends, at most 64 KiB each: ``lines(maximumLength:)`` with its default.
+    ///
+    /// ```swift
+    /// for try await line in connection.lines { print(line) }
+    /// ```
+    public var lines: Lines { lines() }
+
     /// The messages the peer sends, each ending with `delimiter`, as an asynchronous sequence
     /// of byte arrays (without the delimiter): framing for protocols that separate messages with
     /// a byte (NUL-terminated, newline-delimited JSON).
