@@ -479,7 +479,13 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
             return (inbox.streamRequests, inbox.closingRequests)
         }
         resumeClosersAtExit()
-        for case (_, .begin(let waiter)) in leftoverClosings { waiter.resume() }
+        for (fd, request) in leftoverClosings {
+            switch request {
+            case .begin(let waiter, let origin): ClosingWaiter(continuation: waiter, home: origin).resume(from: self, fd: fd)
+            case .resumeCloser(let waiter): waiter.resume()  // this ring's own closer: nothing else will
+            case .end: break
+            }
+        }
         coreReady.store(false, ordering: .releasing)
         core.deinitialize(count: 1)
         withExtendedLifetime(pool) {}

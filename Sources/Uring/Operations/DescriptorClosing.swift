@@ -105,7 +105,26 @@ struct ClosingDescriptor {
     /// The cancel-by-descriptor is in the kernel.
     var cancelPending = false
     /// Resumed once nothing on this ring uses the descriptor any more.
-    var waiters: [UnsafeContinuation<Void, Never>] = []
+    var waiters: [ClosingWaiter] = []
+}
+
+/// A close waiting for a ring to end what is pending on a descriptor: its continuation, and the
+/// ring its task runs on when that is another ring. A continuation is resumed on its own ring's
+/// thread (through that ring's inbox), never from another ring's thread: a task may not have
+/// finished suspending when another thread resumes it, and what the runtime does then is not
+/// visible to ThreadSanitizer.
+struct ClosingWaiter {
+    let continuation: UnsafeContinuation<Void, Never>
+    let home: RingExecutor?
+
+    /// Resumes the close, from `ring`'s thread.
+    func resume(from ring: RingExecutor, fd: Int32) {
+        if let home, home !== ring {
+            home.requestClosing(fd, .resumeCloser(continuation))
+        } else {
+            continuation.resume()
+        }
+    }
 }
 
 extension RingExecutor {
@@ -149,7 +168,7 @@ extension RingExecutor {
 
     /// Starts closing `fd` on this ring: ends its streams, cancels its operations in the kernel,
     /// and resumes `waiter` once nothing on this ring uses it. Ring thread.
-    func beginClosing(_ fd: Int32, waiter: UnsafeContinuation<Void, Never>) {
+    func beginClosing(_ fd: Int32, waiter: ClosingWaiter) {
         let core = self.core
         if let i = core.pointee.closing.firstIndex(where: { $0.fd == fd }) {
             core.pointee.closing[i].closers += 1
@@ -195,7 +214,7 @@ extension RingExecutor {
         if core.pointee.descriptorUse[b] == 0 { DescriptorUse.unmark(fd, bit: useBit) }
         let waiters = core.pointee.closing[i].waiters
         core.pointee.closing[i].waiters.removeAll()
-        for waiter in waiters { waiter.resume() }
+        for waiter in waiters { waiter.resume(from: self, fd: fd) }
     }
 
     /// The descriptor is closed: forget it. Ring thread.
@@ -205,7 +224,7 @@ extension RingExecutor {
         core.pointee.closing[i].closers -= 1
         if core.pointee.closing[i].closers > 0 { return }
         let entry = core.pointee.closing.remove(at: i)
-        for waiter in entry.waiters { waiter.resume() }  // only when the ring stopped first
+        for waiter in entry.waiters { waiter.resume(from: self, fd: fd) }  // only when the ring stopped first
     }
 
     /// Handles the closing requests other rings left in the inbox now, so that a close which has
@@ -224,7 +243,7 @@ extension RingExecutor {
     func resumeClosersAtExit() {
         let entries = core.pointee.closing
         core.pointee.closing.removeAll()
-        for entry in entries { for waiter in entry.waiters { waiter.resume() } }
+        for entry in entries { for waiter in entry.waiters { waiter.resume(from: self, fd: entry.fd) } }
     }
 
     /// Registers a stream on `fd`, so a close finds it (ring thread). Returns false if `fd` is
@@ -251,8 +270,13 @@ extension RingExecutor {
     // MARK: Requests from other rings
 
     enum ClosingRequest {
-        case begin(UnsafeContinuation<Void, Never>)
+        /// End what is pending on the descriptor here, then resume the closer (which runs on the
+        /// ring that sent this).
+        case begin(UnsafeContinuation<Void, Never>, from: RingExecutor)
+        /// The descriptor is closed: forget it.
         case end
+        /// Another ring has ended what was pending there: resume this ring's closer.
+        case resumeCloser(UnsafeContinuation<Void, Never>)
     }
 
     /// Passes a closing request for `fd` to this ring. Any thread. A ring whose loop has ended
@@ -270,15 +294,21 @@ extension RingExecutor {
         if delivered {
             inboxPending.store(true, ordering: .sequentiallyConsistent)
             wakeIfSleeping()
-        } else if case .begin(let waiter) = request {
-            waiter.resume()
+        } else {
+            switch request {
+            case .begin(let waiter, _): waiter.resume()  // on the closer's own thread
+            // This ring's loop is over: nothing runs the closer's task any more.
+            case .resumeCloser(let waiter): waiter.resume()
+            case .end: break
+            }
         }
     }
 
     func handleClosingRequest(_ fd: Int32, _ request: ClosingRequest) {
         switch request {
-        case .begin(let waiter): beginClosing(fd, waiter: waiter)
+        case .begin(let waiter, let origin): beginClosing(fd, waiter: ClosingWaiter(continuation: waiter, home: origin))
         case .end: endClosing(fd)
+        case .resumeCloser(let waiter): waiter.resume()
         }
     }
 
@@ -307,11 +337,11 @@ extension RingExecutor {
             }
         }
         await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
-            beginClosing(fd, waiter: continuation)
+            beginClosing(fd, waiter: ClosingWaiter(continuation: continuation, home: nil))
         }
         for ring in remote {
             await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
-                ring.requestClosing(fd, .begin(continuation))
+                ring.requestClosing(fd, .begin(continuation, from: self))
             }
         }
         let outcome = await perform(timeout: nil, cancellable: false) { sqe, _ in Prep.close(sqe, fd: fd) }
