@@ -153,12 +153,20 @@ extension IntegrationTests {
             // Two closes at once (both queued on one ring, so the second starts while the first is
             // under way): one closes, the other throws `closed` and closes nothing (it never closes
             // a number someone else may have been handed meanwhile).
-            let a = Task(executorPreference: ring) { try await pipe.read.close() }
-            let b = Task(executorPreference: ring) { try await pipe.read.close() }
-            var failures: [IOError] = []
-            for task in [a, b] {
-                do { try await task.value } catch let error as IOError { failures.append(error) }
-            }
+            // (Two child tasks of one task on the ring: both are queued before either runs.)
+            let failures = await Task(executorPreference: ring) { () async -> [IOError] in
+                @Sendable func close() async -> IOError? {
+                    do throws(IOError) {
+                        try await pipe.read.close()
+                        return nil
+                    } catch {
+                        return error
+                    }
+                }
+                async let a = close()
+                async let b = close()
+                return [await a, await b].compactMap { $0 }
+            }.value
             #expect(failures == [IOError(.closed, errno: .badFileDescriptor, operation: .close)])
             _ = Glibc.close(pipe.write.descriptor.rawValue)
             ring.shutdown()
