@@ -665,9 +665,13 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
             break  // another ring woke us: the loop drains the inbox next
         case .messageSent:
             if completion.result < 0 {
-                // No IORING_OP_MSG_RING here (or the target is gone): eventfd from now on, and
-                // make sure this wake-up is not lost.
-                RingExecutor.messagesWork.store(false, ordering: .relaxed)
+                // No IORING_OP_MSG_RING on this kernel (EINVAL: unknown opcode): eventfd from now
+                // on. Any other failure is this message's alone (the target ring was ending and
+                // its descriptor gone, its completion queue full): messages still work. Either
+                // way, make sure this wake-up is not lost.
+                if completion.result == -EINVAL || completion.result == -EOPNOTSUPP {
+                    RingExecutor.messagesWork.store(false, ordering: .relaxed)
+                }
                 // Under the registry lock: the target cannot finish its loop meanwhile.
                 RingExecutor.registry.withLock { $0[id.index]?.takeUnretainedValue().wakeThroughEventFD() }
             }
