@@ -156,27 +156,9 @@ extension File {
     /// Reads from `offset` (`.max`: the current position) until `buffer` is full, the file ends,
     /// or `deadline` passes after at least one byte arrived; returns the bytes read.
     func fill(_ buffer: UnsafeMutableRawBufferPointer, offset: UInt64, deadline: ContinuousClock.Instant?) async throws(IOError) -> Int {
-        var filled = 0
-        while filled < buffer.count {
-            let rest = UnsafeMutableRawBufferPointer(rebasing: buffer[filled...])
-            var left: Duration? = nil
-            if let deadline {
-                left = deadline - ContinuousClock.now
-                if left! <= .zero {
-                    if filled > 0 { break }
-                    throw IOError(.timedOut, operation: .read)
-                }
-            }
-            let n: Int
-            do throws(IOError) {
-                n = try await readOnce(into: rest, offset: offset == .max ? .max : offset + UInt64(filled), timeout: left)
-            } catch where error.code == .timedOut && filled > 0 {
-                break  // what arrived before the deadline is returned
-            }
-            if n == 0 { break }
-            filled += n
+        try await fillUntilDeadline(buffer, deadline: deadline, operation: .read) { rest, filled, left throws(IOError) in
+            try await readOnce(into: rest, offset: offset == .max ? .max : offset + UInt64(filled), timeout: left)
         }
-        return filled
     }
 
     /// The file's contents as an asynchronous sequence of chunks of at most `chunkSize` bytes,

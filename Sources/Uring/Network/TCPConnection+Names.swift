@@ -107,25 +107,3 @@ extension TCPListener {
         return result
     }
 }
-
-/// Runs `work` with a deadline: it is cancelled when the deadline passes, and the call then
-/// throws ``IOError/Code/timedOut`` for `operation`.
-func withDeadline<T: Sendable>(
-    _ deadline: ContinuousClock.Instant, operation: IOError.Operation,
-    _ work: @escaping @Sendable () async throws(IOError) -> T
-) async throws(IOError) -> T {
-    let result: Result<T, IOError>? = await withTaskGroup(of: Result<T, IOError>?.self) { group in
-        group.addTask {
-            do throws(IOError) { return .success(try await work()) } catch { return .failure(error) }
-        }
-        group.addTask {
-            try? await Task.sleep(until: deadline, clock: .continuous)
-            return nil
-        }
-        let first = await group.next()!
-        group.cancelAll()
-        return first
-    }
-    guard let result else { throw IOError(.timedOut, operation: operation) }
-    return try result.get()
-}

@@ -121,25 +121,8 @@ public struct TCPConnection: Sendable, Hashable {
         if count == 0 { return [] }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 16)
         defer { buffer.deallocate() }
-        let deadline = timeout.map { ContinuousClock.now + $0 }
-        var filled = 0
-        while filled < count {
-            var left: Duration? = nil
-            if let deadline {
-                left = deadline - ContinuousClock.now
-                if left! <= .zero {
-                    if filled > 0 { break }
-                    throw IOError(.timedOut, operation: .receive)
-                }
-            }
-            let n: Int
-            do throws(IOError) {
-                n = try await read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[filled...]), timeout: left)
-            } catch where error.code == .timedOut && filled > 0 {
-                break
-            }
-            if n == 0 { break }
-            filled += n
+        let filled = try await fillUntilDeadline(buffer, deadline: timeout.map { ContinuousClock.now + $0 }, operation: .receive) {
+            rest, _, left throws(IOError) in try await read(into: rest, timeout: left)
         }
         return Array(UnsafeRawBufferPointer(rebasing: buffer[..<filled]))
     }
