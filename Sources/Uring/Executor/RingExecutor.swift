@@ -790,13 +790,15 @@ struct RingCore: ~Copyable {
         completions = .allocate(capacity: RingCore.completionBatch)
         cqeScratch = .allocate(capacity: RingCore.completionBatch)
         cqeScratch.initialize(repeating: nil, count: RingCore.completionBatch)
-        descriptorUse = .allocate(capacity: DescriptorUse.bucketCount)
-        descriptorUse.initialize(repeating: 0, count: DescriptorUse.bucketCount)
+        // SAFETY: calloc's zero pages are only touched (and only then resident) for descriptor
+        // numbers in use: 4 MiB of address space per ring, a few KiB of memory. Freed in deinit.
+        descriptorUse = calloc(DescriptorUse.bucketCount, MemoryLayout<UInt32>.stride)!
+            .bindMemory(to: UInt32.self, capacity: DescriptorUse.bucketCount)
         inboxJobs.reserveCapacity(64)
     }
 
     deinit {
-        descriptorUse.deallocate()
+        free(descriptorUse)
         completions.deallocate()
         cqeScratch.deallocate()
     }
