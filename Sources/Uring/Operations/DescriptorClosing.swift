@@ -18,9 +18,10 @@ import Synchronization
 //    per descriptor), so nothing the kernel holds still refers to the file;
 // 3. closes the descriptor, then lets the rings forget it.
 //
-// While a descriptor is closing on a ring, an operation that would be submitted there for it is
-// not submitted (it ends with `.closed`), so nothing new can slip in between the cancel and the
-// close. Operations ended this way throw `IOError.Code.closed`; streams end (`nil`).
+// While a close of a descriptor number is under way, an operation for it is not submitted on any
+// ring: it waits until the close is over, then runs (on a new file that got the number) or fails
+// with EBADF, reported as `IOError.Code.closed`; so nothing new can slip in between the cancel and
+// the close. Operations ended by the cancel throw `IOError.Code.closed`; streams end (`nil`).
 
 /// Which rings use which descriptors, and which descriptors are being closed, process-wide.
 ///
@@ -316,7 +317,7 @@ extension RingExecutor {
 
     /// Ends every operation and stream on `fd`, on every ring, then closes it. Runs on this ring.
     ///
-    /// - Returns: The close's outcome; `.closed` if another close of `fd` is in progress on this
+    /// - Returns: The close's outcome; `.closed` if another close of `fd` is in progress, on any
     ///   ring (that one closes it).
     func closeEndingOperations(_ fd: Int32) async -> OperationOutcome {
         precondition(isCurrentRing)

@@ -54,12 +54,16 @@ extension RingExecutor {
         timeout: Duration?, cancellable: Bool,
         _ prepare: (UnsafeMutablePointer<io_uring_sqe>, UnsafeMutablePointer<__kernel_timespec>) -> Void
     ) async -> OperationOutcome {
-        var outcome = OperationOutcome.closing
-        while case .closing = outcome {
+        var outcome: OperationOutcome
+        repeat {
             await Task.yield()  // closes take microseconds; the ring goes on meanwhile
-            outcome = await perform(timeout: timeout, cancellable: cancellable, prepare)
+            outcome = await performOnce(timeout: timeout, cancellable: cancellable, prepare)
+        } while outcome == .closing
+        if case .failure(let errno) = outcome, errno == EINTR || errno == EAGAIN {
+            outcome = await retry(after: errno, timeout: timeout, cancellable: cancellable, prepare)
+            if outcome == .closing { return .closed }  // closed again between two attempts
         }
-        if case .failure(EBADF) = outcome { return .closed }
+        if outcome == .failure(EBADF) { return .closed }
         return outcome
     }
 
