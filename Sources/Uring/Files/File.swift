@@ -144,15 +144,7 @@ public struct File: Sendable, Hashable {
         _ body: (File) async throws -> Result
     ) async throws -> Result {
         let file = try await File.open(path, mode, options: options, permissions: permissions)
-        let result: Result
-        do {
-            result = try await body(file)
-        } catch {
-            try? await file.close()
-            throw error
-        }
-        try await file.close()
-        return result
+        return try await runClosing(after: { try await body(file) }, file.close)
     }
 
     /// Closes the descriptor.

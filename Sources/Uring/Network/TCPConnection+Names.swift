@@ -70,15 +70,7 @@ extension TCPConnection {
     /// }
     /// ```
     public func closing<Result>(after body: (TCPConnection) async throws -> Result) async throws -> Result {
-        let result: Result
-        do {
-            result = try await body(self)
-        } catch {
-            try? await close()
-            throw error
-        }
-        try await close()
-        return result
+        try await runClosing(after: { try await body(self) }, close)
     }
 }
 
@@ -96,14 +88,6 @@ extension TCPListener {
         _ body: (TCPListener) async throws -> Result
     ) async throws -> Result {
         let listener = try TCPListener.bind(to: address, backlog: backlog, reusePort: reusePort)
-        let result: Result
-        do {
-            result = try await body(listener)
-        } catch {
-            try? await listener.close()
-            throw error
-        }
-        try await listener.close()
-        return result
+        return try await runClosing(after: { try await body(listener) }, listener.close)
     }
 }
