@@ -133,7 +133,7 @@ public final class HTTPServer: @unchecked Sendable {
                 }
                 connections.closeIdle()
             }
-            connections.expire(now: monotonicNanoseconds())
+            connections.expire(now: coarseMonotonicNanoseconds())
             if connections.watchingStopped && connections.count == 0 { return }
             try? await Uring.sleep(for: .milliseconds(100))
         }
@@ -167,15 +167,17 @@ public final class HTTPServer: @unchecked Sendable {
 
     func now() -> UnsafeRawBufferPointer { date.now() }
     func setIdle(_ slot: Int) {
-        connections.set(slot, deadline: monotonicNanoseconds() + nanoseconds(configuration.idleTimeout), idle: true)
+        connections.set(slot, deadline: coarseMonotonicNanoseconds() + nanoseconds(configuration.idleTimeout), idle: true)
     }
     func setReadingHead(_ slot: Int) {
-        connections.set(slot, deadline: monotonicNanoseconds() + nanoseconds(configuration.headerTimeout), idle: false)
+        connections.set(slot, deadline: coarseMonotonicNanoseconds() + nanoseconds(configuration.headerTimeout), idle: false)
     }
     func setBusy(_ slot: Int) { connections.set(slot, deadline: 0, idle: false) }
 }
 
-func monotonicNanoseconds() -> UInt64 {
+/// CLOCK_MONOTONIC_COARSE in nanoseconds: a tick-resolution clock (a few ms), cheaper than
+/// the precise one, which is all idle and header deadlines need.
+func coarseMonotonicNanoseconds() -> UInt64 {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC_COARSE, &ts)
     return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)

@@ -75,7 +75,7 @@ public struct IOError: Error, Sendable, Hashable, CustomStringConvertible {
     /// The operation that failed.
     public enum Operation: UInt8, Sendable, Hashable, CustomStringConvertible {
         case setup, nop, read, write, open, close, sync, stat, remove, rename, makeDirectory, removeDirectory,
-            sleep, cancel
+            sleep, cancel, poll
         case socket, bind, listen, accept, connect, send, receive, shutdown, setOption, getOption, address
         case resolve
 
@@ -95,6 +95,7 @@ public struct IOError: Error, Sendable, Hashable, CustomStringConvertible {
             case .removeDirectory: "rmdir"
             case .sleep: "sleep"
             case .cancel: "cancel"
+            case .poll: "poll"
             case .socket: "socket"
             case .bind: "bind"
             case .listen: "listen"

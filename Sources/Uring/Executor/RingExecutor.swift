@@ -26,7 +26,7 @@ import Synchronization
 /// Call ``shutdown()`` to stop the thread and close the ring: it cancels whatever is still in
 /// flight, waits for those completions, and joins the thread.
 public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendable {
-    // @unchecked Sendable: `core` is touched only by the ring thread (the loop and the jobs it
+    // @unchecked Sendable: `driver` and `local` are touched only by the ring thread (the loop and the jobs it
     // runs); everything other threads use is a Mutex or an Atomic.
 
     /// The most jobs run between two visits to the kernel, so completions are never starved.
@@ -43,8 +43,11 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
     public let spinBeforeSleep: Duration
     private let spinNanoseconds: UInt64
 
-    let core: UnsafeMutablePointer<RingCore>
-    private let coreReady = Atomic<Bool>(false)
+    /// The ring, its operations and streams (ring thread only; set up on that thread).
+    let driver: UnsafeMutablePointer<RingDriver>
+    private let driverReady = Atomic<Bool>(false)
+    /// The jobs ready to run and the loop's scratch buffers (ring thread only).
+    let local: UnsafeMutablePointer<LoopState>
     let inbox = Lock(Inbox())
     /// Jobs from other threads, without a lock (the inbox takes the overflow).
     let jobQueue = JobQueue(capacity: 4096)
@@ -125,7 +128,9 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
         wakeBuffer = .allocate(capacity: 1)
 
         wakeBuffer.initialize(to: 0)
-        core = .allocate(capacity: 1)
+        driver = .allocate(capacity: 1)
+        local = .allocate(capacity: 1)
+        local.initialize(to: LoopState())
         isolation.ring = self
         if donatingCurrentThread {
             // On failure deinit runs (every stored property is set) and closes the eventfd.
@@ -152,11 +157,13 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
     }
 
     deinit {
-        if coreReady.load(ordering: .acquiring) {
-            core.deinitialize(count: 1)
+        if driverReady.load(ordering: .acquiring) {
+            driver.deinitialize(count: 1)
         }
         closeWakeDescriptor()
-        core.deallocate()
+        driver.deallocate()
+        local.deinitialize(count: 1)
+        local.deallocate()
         wakeBuffer.deallocate()
     }
 
@@ -172,12 +179,15 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
             StallDetector.current.logger.warning(
                 "io_uring_setup: not enough kernel memory for \(entries) entries; ring '\(name)' runs with \(ring.submissionEntries)")
         }
-        core.initialize(to: RingCore(ring: ring))
-        coreReady.store(true, ordering: .releasing)
+        driver.initialize(
+            to: RingDriver(
+                ring: ring, ringID: ringID, receiveBufferCount: receiveBufferCount,
+                receiveBufferSize: receiveBufferSize, wakeFD: wakeFD, wakeBuffer: wakeBuffer))
+        driverReady.store(true, ordering: .releasing)
         RingExecutor.setCurrent(self)
-        armWake()
+        driver.pointee.armWakeRead()
         RingExecutor.registry.withLock { $0[ringID] = Unmanaged.passUnretained(self) }
-        messageFD.store(core.pointee.ring.fileDescriptor, ordering: .releasing)
+        messageFD.store(driver.pointee.ring.fileDescriptor, ordering: .releasing)
     }
 
     private func threadMain(entries: UInt32, startup: StartupSignal) {
@@ -267,6 +277,9 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
         return Unmanaged<RingExecutor>.fromOpaque(raw).takeUnretainedValue()
     }
 
+    /// This ring's bit in the process-wide descriptor masks (see DescriptorUse.swift).
+    var useBit: UInt64 { 1 << UInt64(ringID & 63) }
+
     /// True on this ring's own thread.
     @inline(__always)
     var isCurrentRing: Bool {
@@ -322,7 +335,7 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
     @inline(__always)
     func enqueue(_ job: ReadyJob) {
         if isCurrentRing {
-            core.pointee.ready.append(job)
+            local.pointee.ready.append(job)
             return
         }
         if !jobQueue.push(job) {
@@ -346,7 +359,7 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
         // jobs).
         let target = messageFD.load(ordering: .acquiring)
         if target >= 0, RingExecutor.messagesWork.load(ordering: .relaxed), let source = RingExecutor.current, source !== self {
-            source.sendWakeMessage(toFD: target, ringID: ringID)
+            source.driver.pointee.sendWakeMessage(toFD: target, ringID: ringID)
             return
         }
         wakeThroughEventFD()
@@ -360,14 +373,6 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
     /// weak reference would put every retain and release of the ring on the slow path): a ring is
     /// in it only while its loop runs, and leaves it (under the lock) before the loop ends.
     static let registry = Lock<[UInt32: Unmanaged<RingExecutor>]>([:])
-
-    /// On this ring's thread: queue a message that wakes the ring `ringFD`.
-    private func sendWakeMessage(toFD ringFD: Int32, ringID target: UInt32) {
-        let sqe = core.pointee.ring.nextSubmission()
-        Prep.message(sqe, ringFD: ringFD, userData: UInt64(CompletionTag.message.rawValue) << 56)
-        Prep.setUserData(sqe, OperationID(index: target, generation: 0).userData(.messageSent))
-        core.pointee.statistics.messagesSent &+= 1
-    }
 
     func wakeThroughEventFD() {
         // Under the inbox lock, so that it can never race with closeWakeDescriptor() and write
@@ -389,19 +394,11 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
         }
     }
 
-    /// Re-arms the read on the eventfd that other threads write to wake the ring.
-    func armWake() {
-        let sqe = core.pointee.ring.nextSubmission()
-        // SAFETY: wakeBuffer is owned by the executor and freed in its deinit, after the ring has
-        // been torn down (io_uring_queue_exit cancels the read).
-        Prep.read(sqe, fd: wakeFD, buffer: wakeBuffer, count: 8, offset: 0)
-        Prep.setUserData(sqe, UInt64(CompletionTag.wake.rawValue) << 56)
-    }
-
     // MARK: - The loop
 
     private func runLoop() {
-        let core = self.core
+        let driver = self.driver
+        let local = self.local
         let serial = asUnownedSerialExecutor()
         let taskExecutor = asUnownedTaskExecutor()
         // Set (for the rings that Uring.run installs) before any .global or .main job can reach
@@ -413,8 +410,7 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
             if inboxPending.load(ordering: .acquiring) {
                 if drainInbox() && !stopping {
                     stopping = true
-                    core.pointee.stopping = true
-                    cancelEverything()
+                    driver.pointee.cancelEverything()
                 }
             }
             // Read per iteration, after the inbox: a .global or .main job in `ready` was enqueued
@@ -422,7 +418,7 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
             let globalExecutor = installedGlobalExecutor
             let mainExecutor = installedMainExecutor
             var budget = jobBudget
-            while budget > 0, let ready = core.pointee.ready.popFirst() {
+            while budget > 0, let ready = local.pointee.ready.popFirst() {
                 // Plain stores (only this thread writes): odd while a job runs.
                 clock &+= 1
                 jobClock.store(clock, ordering: .relaxed)
@@ -437,9 +433,9 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
                 clock &+= 1
                 jobClock.store(clock, ordering: .relaxed)
                 budget -= 1
-                core.pointee.statistics.jobsRun &+= 1
+                driver.pointee.statistics.jobsRun &+= 1
             }
-            if stopping, core.pointee.ready.isEmpty, core.pointee.table.activeCount == 0,
+            if stopping, local.pointee.ready.isEmpty, driver.pointee.table.activeCount == 0,
                 !inboxPending.load(ordering: .acquiring)
             {
                 break
@@ -448,7 +444,7 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
             // Block only when nothing is ready and nothing was submitted since the last reap: a
             // fresh operation must first get the chance to complete (or have its task woken to
             // register for cancellation) before the loop may sleep.
-            if core.pointee.ready.isEmpty && core.pointee.fresh.isEmpty && !starvedStreamsCanArm {
+            if local.pointee.ready.isEmpty && driver.pointee.fresh.isEmpty && !starvedStreamsCanArm {
                 if spinNanoseconds > 0 && !stopping && spinForWork() {
                     reapCompletions()
                     continue
@@ -461,8 +457,8 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
                     enter(wait: true)
                     sleeping.store(false, ordering: .relaxed)
                 }
-            } else if core.pointee.ring.pendingSubmissions > 0 || core.pointee.table.activeCount > 0
-                || !core.pointee.fresh.isEmpty
+            } else if driver.pointee.ring.pendingSubmissions > 0 || driver.pointee.table.activeCount > 0
+                || !driver.pointee.fresh.isEmpty
             {
                 enter(wait: false)
             }
@@ -473,21 +469,21 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
         messageFD.store(-1, ordering: .releasing)
         RingExecutor.registry.withLock { $0[ringID] = nil }
         StallWatch.shared.unregister(self)
-        let pool = core.pointee.bufferPool.take()
+        let pool = driver.pointee.bufferPool.take()
         let (leftover, leftoverClosings) = inbox.withLock { inbox in
             inbox.loopExited = true
             return (inbox.streamRequests, inbox.closingRequests)
         }
-        resumeClosersAtExit()
+        driver.pointee.resumeClosersAtExit()
         for (fd, request) in leftoverClosings {
             switch request {
-            case .begin(let waiter, let origin): ClosingWaiter(continuation: waiter, home: origin).resume(from: self, fd: fd)
+            case .begin(let waiter, let origin): ClosingWaiter(continuation: waiter, home: origin).resume(fromRing: ringID, fd: fd)
             case .resumeCloser(let waiter): waiter.resume()  // this ring's own closer: nothing else will
             case .end: break
             }
         }
-        coreReady.store(false, ordering: .releasing)
-        core.deinitialize(count: 1)
+        driverReady.store(false, ordering: .releasing)
+        driver.deinitialize(count: 1)
         withExtendedLifetime(pool) {}
         for (stream, request) in leftover where request == .abandon { stream.abandonAfterRingExit() }
         closeWakeDescriptor()
@@ -497,7 +493,7 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
     /// took none: their connections are idle): the loop must go round again, not sleep, so the
     /// next ones in line get their turn (`BufferPool.wakeStarved`).
     private var starvedStreamsCanArm: Bool {
-        guard let pool = core.pointee.bufferPool else { return false }
+        guard let pool = driver.pointee.bufferPool else { return false }
         return !pool.starved.isEmpty && pool.available > 0
     }
 
@@ -506,13 +502,13 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
     /// ring with deferred task running needs). Returns true as soon as there is some.
     @inline(never)
     private func spinForWork() -> Bool {
-        let core = self.core
-        if core.pointee.ring.pendingSubmissions > 0 { enter(wait: false) }
-        let start = monotonicNanoseconds()
+        let driver = self.driver
+        if driver.pointee.ring.pendingSubmissions > 0 { enter(wait: false) }
+        let start = monotonicClockNanoseconds()
         var lastFetch = start
         while true {
-            if inboxPending.load(ordering: .acquiring) || core.pointee.ring.completionsReady > 0 { return true }
-            let now = monotonicNanoseconds()
+            if inboxPending.load(ordering: .acquiring) || driver.pointee.ring.completionsReady > 0 { return true }
+            let now = monotonicClockNanoseconds()
             if now &- start >= spinNanoseconds { return false }
             if now &- lastFetch >= 5_000 {
                 enter(wait: false)  // runs deferred task work: posts completions that are due
@@ -523,165 +519,41 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
 
     @inline(__always)
     private func enter(wait: Bool) {
-        core.pointee.statistics.enterCalls &+= 1
-        core.pointee.ring.submit(wait: wait)
+        driver.pointee.enter(wait: wait)
     }
 
     /// Moves jobs and requests from other threads into the ring. Returns true if a stop was requested.
     private func drainInbox() -> Bool {
         inboxPending.store(false, ordering: .sequentiallyConsistent)
-        let core = self.core
+        let local = self.local
         var stop = false
         inbox.withLock { inbox in
-            swap(&inbox.jobs, &core.pointee.inboxJobs)
-            swap(&inbox.cancellations, &core.pointee.inboxCancellations)
-            swap(&inbox.timers, &core.pointee.inboxTimers)
-            swap(&inbox.streamRequests, &core.pointee.inboxStreamRequests)
-            swap(&inbox.closingRequests, &core.pointee.inboxClosingRequests)
+            swap(&inbox.jobs, &local.pointee.inboxJobs)
+            swap(&inbox.cancellations, &local.pointee.inboxCancellations)
+            swap(&inbox.timers, &local.pointee.inboxTimers)
+            swap(&inbox.streamRequests, &local.pointee.inboxStreamRequests)
+            swap(&inbox.closingRequests, &local.pointee.inboxClosingRequests)
             stop = inbox.stopRequested
         }
-        while let job = jobQueue.pop() { core.pointee.ready.append(job) }
-        for (stream, request) in core.pointee.inboxStreamRequests { handleStreamRequest(stream, request) }
-        core.pointee.inboxStreamRequests.removeAll(keepingCapacity: true)
-        for (fd, request) in core.pointee.inboxClosingRequests { handleClosingRequest(fd, request) }
-        core.pointee.inboxClosingRequests.removeAll(keepingCapacity: true)
-        for job in core.pointee.inboxJobs { core.pointee.ready.append(job) }
-        core.pointee.inboxJobs.removeAll(keepingCapacity: true)
-        for id in core.pointee.inboxCancellations { cancelOnRing(id) }
-        core.pointee.inboxCancellations.removeAll(keepingCapacity: true)
-        for timer in core.pointee.inboxTimers { scheduleOnRing(timer.job, after: timer.delay) }
-        core.pointee.inboxTimers.removeAll(keepingCapacity: true)
+        while let job = jobQueue.pop() { local.pointee.ready.append(job) }
+        for (stream, request) in local.pointee.inboxStreamRequests { handleStreamRequest(stream, request) }
+        local.pointee.inboxStreamRequests.removeAll(keepingCapacity: true)
+        for (fd, request) in local.pointee.inboxClosingRequests { handleClosingRequest(fd, request) }
+        local.pointee.inboxClosingRequests.removeAll(keepingCapacity: true)
+        for job in local.pointee.inboxJobs { local.pointee.ready.append(job) }
+        local.pointee.inboxJobs.removeAll(keepingCapacity: true)
+        for id in local.pointee.inboxCancellations { driver.pointee.cancel(id) }
+        local.pointee.inboxCancellations.removeAll(keepingCapacity: true)
+        for timer in local.pointee.inboxTimers { driver.pointee.scheduleTimer(timer.job, after: timer.delay) }
+        local.pointee.inboxTimers.removeAll(keepingCapacity: true)
         return stop
     }
 
+    /// Hands completions to the driver, then queues the jobs whose timers fired.
+    @inline(__always)
     private func reapCompletions() {
-        let core = self.core
-        let batchSize = RingCore.completionBatch
-        if !core.pointee.ring.stashed.isEmpty {
-            let stashed = core.pointee.ring.stashed
-            core.pointee.ring.stashed.removeAll(keepingCapacity: true)
-            for completion in stashed { dispatch(completion) }
-            core.pointee.statistics.completions &+= UInt64(stashed.count)
-        }
-        while true {
-            let count = core.pointee.ring.reap(into: core.pointee.completions, scratch: core.pointee.cqeScratch, capacity: batchSize)
-            for i in 0..<count { dispatch(core.pointee.completions[i]) }
-            core.pointee.statistics.completions &+= UInt64(count)
-            if count < batchSize {
-                if core.pointee.ring.completionQueueOverflowed {
-                    // The kernel holds completions it could not post: flush them into the CQ.
-                    core.pointee.statistics.completionQueueOverflows &+= 1
-                    enter(wait: false)
-                    continue
-                }
-                break
-            }
-        }
-        admitWaiters()
-        wakeOperationsStillInFlight()
-        if let pool = core.pointee.bufferPool, !pool.starved.isEmpty, pool.available > 0 { pool.wakeStarved() }
-    }
-
-    /// Operations submitted in this iteration that did not complete in it: wake their tasks so
-    /// they register for cancellation and wait again (phase 2 in `perform`), and give back the
-    /// ring capacity they held. Capacity bounds bursts of operations that complete at once (the
-    /// ones that can overflow the CQ); an operation that waits on a peer may wait forever, and
-    /// must not keep others out: 1,000 connections each with a pending receive would otherwise
-    /// fill the ring and starve the sends their peers wait for. If many waiting operations
-    /// complete together, the CQ overflow is detected and drained like any other.
-    @inline(__always)
-    private func wakeOperationsStillInFlight() {
-        let core = self.core
-        var released = false
-        while let id = core.pointee.fresh.popFirst() {
-            guard let slot = core.pointee.table.slot(for: id), slot.pointee.state == .inFlight else { continue }
-            if slot.pointee.heldCapacity > 0 {
-                core.pointee.capacityInUse -= Int(slot.pointee.heldCapacity)
-                slot.pointee.heldCapacity = 0
-                released = true
-            }
-            slot.pointee.continuation.take()?.resume()
-        }
-        if released { admitWaiters() }
-    }
-
-    @inline(__always)
-    private func dispatch(_ completion: Completion) {
-        let core = self.core
-        #if DEBUG
-        var completion = completion
-        if let faults = core.pointee.faults, let injected = faults.result(for: completion) {
-            completion.result = injected
-            completion.flags = 0
-        }
-        #endif
-        let (tag, id) = OperationID.decode(completion.userData)
-        switch tag {
-        case .operation, .linkedTimeout:
-            guard let slot = core.pointee.table.slot(for: id), slot.pointee.state == .inFlight else {
-                core.pointee.statistics.strayCompletions &+= 1
-                return
-            }
-            if slot.pointee.heldCapacity > 0 {
-                slot.pointee.heldCapacity -= 1
-                core.pointee.capacityInUse -= 1
-            }
-            if !core.pointee.closing.isEmpty && tag == .operation {
-                noteCompletionWhileClosing(slot, result: completion.result)
-            }
-            if slot.pointee.complete(tag.unsafelyUnwrapped, result: completion.result, flags: completion.flags) {
-                // No continuation means the task is between its two waits (see perform): it sees
-                // the completed state when it re-suspends.
-                slot.pointee.continuation.take()?.resume()
-            }
-        case .timer:
-            guard let slot = core.pointee.table.slot(for: id), slot.pointee.state == .inFlight else {
-                core.pointee.statistics.strayCompletions &+= 1
-                return
-            }
-            _ = slot.pointee.complete(.operation, result: completion.result)
-            // SAFETY: a timer slot gets its job in scheduleOnRing, before its SQE exists.
-            let job = slot.pointee.job.take().unsafelyUnwrapped
-            core.pointee.table.release(id)
-            core.pointee.ready.append(job)
-        case .stream:
-            guard let slot = core.pointee.table.slot(for: id), slot.pointee.state == .inFlight else {
-                core.pointee.statistics.strayCompletions &+= 1
-                return
-            }
-            // SAFETY: a .stream slot gets its stream in armIfWanted, before its SQE exists.
-            let stream = slot.pointee.stream.unsafelyUnwrapped
-            let final = completion.flags & IORING_CQE_F_MORE == 0
-            let fd = slot.pointee.fd
-            if final {
-                slot.pointee.state = .completed
-                core.pointee.table.release(id)
-            }
-            stream.handle(result: completion.result, flags: completion.flags, final: final)
-            if final && fd >= 0 { noteEnd(fd) }
-        case .wake:
-            armWake()
-        case .message:
-            break  // another ring woke us: the loop drains the inbox next
-        case .messageSent:
-            if completion.result < 0 {
-                // No IORING_OP_MSG_RING on this kernel (EINVAL: unknown opcode): eventfd from now
-                // on. Any other failure is this message's alone (the target ring was ending and
-                // its descriptor gone, its completion queue full): messages still work. Either
-                // way, make sure this wake-up is not lost.
-                if completion.result == -EINVAL || completion.result == -EOPNOTSUPP {
-                    RingExecutor.messagesWork.store(false, ordering: .relaxed)
-                }
-                // Under the registry lock: the target cannot finish its loop meanwhile.
-                RingExecutor.registry.withLock { $0[id.index]?.takeUnretainedValue().wakeThroughEventFD() }
-            }
-        case .cancel:
-            break
-        case .closeCancel:
-            closeCancelCompleted(Int32(bitPattern: id.index))
-        case nil:
-            core.pointee.statistics.strayCompletions &+= 1
-        }
+        driver.pointee.reapCompletions()
+        while let job = driver.pointee.firedTimers.popFirst() { local.pointee.ready.append(job) }
     }
 }
 
@@ -744,64 +616,15 @@ struct Inbox {
     var wakeFD: Int32 = -1
 }
 
-/// Everything only the ring thread touches.
-struct RingCore: ~Copyable {
-    static let completionBatch = 256
-
-    var ring: Ring
-    var table: OperationTable
+/// The executor's own ring-thread state: the jobs ready to run, and the buffers the inbox is
+/// swapped into (kept to reuse their storage).
+struct LoopState: ~Copyable {
     var ready = FIFO<ReadyJob>(initialCapacity: 256)
-    var waiters = FIFO<OperationID>(initialCapacity: 64)
-    /// Operations submitted since the last reap (see `perform`'s two phases).
-    var fresh = FIFO<OperationID>(initialCapacity: 256)
-    /// CQEs owed to user operations now in the kernel; at most `capacityLimit`.
-    var capacityInUse = 0
-    let capacityLimit: Int
-    /// Set once shutdown has begun: new operations fail with `executorShutdown`.
-    var stopping = false
-    let completions: UnsafeMutablePointer<Completion>
-    let cqeScratch: UnsafeMutablePointer<UnsafeMutablePointer<io_uring_cqe>?>
     var inboxJobs: [ReadyJob] = []
     var inboxCancellations: [OperationID] = []
     var inboxTimers: [(job: ReadyJob, delay: Duration)] = []
     var inboxStreamRequests: [(MultishotStream, RingExecutor.StreamRequest)] = []
     var inboxClosingRequests: [(Int32, RingExecutor.ClosingRequest)] = []
-    /// Operations and streams in flight per descriptor (`DescriptorUse.bucketCount` counters), and
-    /// the descriptors being closed on this ring: see DescriptorClosing.swift.
-    let descriptorUse: UnsafeMutablePointer<UInt32>
-    var closing: [ClosingDescriptor] = []
-    /// The receive and accept streams on each descriptor, for close().
-    var streams: [Int32: [MultishotStream]] = [:]
-    /// The provided buffers multishot receives fill; registered at the first one.
-    var bufferPool: BufferPool?
-    var statistics = RingStatistics()
-    #if DEBUG
-    /// Test-only fault injection (see FaultInjection.swift).
-    var faults: FaultInjector? = nil
-    #endif
-
-    init(ring: consuming Ring) {
-        capacityLimit = Int(ring.submissionEntries)
-        table = OperationTable(initialCount: Int(ring.submissionEntries) * 2)
-        statistics.submissionEntries = Int(ring.submissionEntries)
-        statistics.completionEntries = Int(ring.completionEntries)
-        statistics.setupMode = ring.setupMode
-        self.ring = ring
-        completions = .allocate(capacity: RingCore.completionBatch)
-        cqeScratch = .allocate(capacity: RingCore.completionBatch)
-        cqeScratch.initialize(repeating: nil, count: RingCore.completionBatch)
-        // SAFETY: calloc's zero pages are only touched (and only then resident) for descriptor
-        // numbers in use: 4 MiB of address space per ring, a few KiB of memory. Freed in deinit.
-        descriptorUse = calloc(DescriptorUse.bucketCount, MemoryLayout<UInt32>.stride)!
-            .bindMemory(to: UInt32.self, capacity: DescriptorUse.bucketCount)
-        inboxJobs.reserveCapacity(64)
-    }
-
-    deinit {
-        free(descriptorUse)
-        completions.deallocate()
-        cqeScratch.deallocate()
-    }
 }
 
 /// Hands the ring set-up result from the new thread back to the initializer.

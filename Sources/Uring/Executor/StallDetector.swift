@@ -105,7 +105,7 @@ final class StallWatch: @unchecked Sendable {
             }
             let limit = UInt64(max(1_000_000, nanoseconds(threshold)))
             sleep(nanoseconds: max(500_000, limit / 2))
-            let now = monotonicNanoseconds()
+            let now = monotonicClockNanoseconds()
             var events: [(String, UInt64, Bool)] = []  // ring name, held, started (else ended)
             rings.withLock { list in
                 for i in list.indices {
@@ -153,21 +153,6 @@ final class StallWatch: @unchecked Sendable {
         while nanosleep(&ts, &remaining) != 0 { ts = remaining }
     }
 
-}
-
-/// CLOCK_MONOTONIC in nanoseconds (vDSO: no system call).
-@inline(__always)
-func monotonicNanoseconds() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-}
-
-/// A non-negative duration in nanoseconds (negative ones count as zero). Shared with the
-/// package's other modules (the HTTP server's deadlines).
-package func nanoseconds(_ duration: Duration) -> UInt64 {
-    let (seconds, attoseconds) = duration.components
-    return UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
 }
 
 extension RingExecutor {

@@ -45,14 +45,9 @@ extension File {
     func readOnce(into buffer: UnsafeMutableRawBufferPointer, offset: UInt64, timeout: Duration?) async throws(IOError) -> Int {
         let fd = descriptor.rawValue
         let count = UInt32(min(buffer.count, File.maximumTransfer))
-        // The buffer is lent to the ring thread for this call only (see submit).
-        nonisolated(unsafe) let base = buffer.baseAddress
-        let outcome = try await RingExecutor.submit(timeout: timeout) { sqe, _ in
-            // SAFETY: `buffer` is lent by the caller for the whole call, and perform returns only
-            // after the read's final completion.
-            Prep.read(sqe, fd: fd, buffer: base, count: count, offset: offset)
-        }
-        return Int(try outcome.get(.read))
+        // The buffer is lent to the ring for this call only: it returns after the final completion.
+        let read = ReadOperation(fd: fd, buffer: buffer.baseAddress, count: count, offset: offset)
+        return Int(try await read.run(timeout: timeout))
     }
 
     /// Fills `buffer` completely from `offset`, looping over short reads.

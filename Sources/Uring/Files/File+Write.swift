@@ -102,16 +102,12 @@ extension File {
         let fd = descriptor.rawValue
         var written = 0
         repeat {
-            // The bytes are lent to the ring thread for this call only (see submit).
-            nonisolated(unsafe) let rest = UnsafeRawBufferPointer(rebasing: bytes[written...])
+            // The bytes are lent to the ring for this call only: it returns after the final completion.
+            let rest = UnsafeRawBufferPointer(rebasing: bytes[written...])
             let count = UInt32(min(rest.count, File.maximumTransfer))
             let position = offset < 0 ? UInt64.max : UInt64(offset) + UInt64(written)
-            let outcome = try await RingExecutor.submit(timeout: timeout) { sqe, _ in
-                // SAFETY: `bytes` is lent by the caller for the whole call; perform returns only
-                // after the final completion.
-                Prep.write(sqe, fd: fd, buffer: rest.baseAddress, count: count, offset: position, append: append)
-            }
-            let n = Int(try outcome.get(.write))
+            let write = WriteOperation(fd: fd, buffer: rest.baseAddress, count: count, offset: position, append: append)
+            let n = Int(try await write.run(timeout: timeout))
             if n == 0 && count > 0 { throw IOError.system(EIO, .write) }
             written += n
         } while written < bytes.count

@@ -78,10 +78,8 @@ public struct File: Sendable, Hashable {
             let flags = mode.rawValue | options.rawValue | O_CLOEXEC
             let createMode = mode_t(
                 (permissions ?? (options.contains(.create) ? [.ownerReadWrite, .groupRead, .otherRead] : [])).rawValue)
-            let outcome = try await RingExecutor.submit(timeout: nil) { sqe, _ in
-                Prep.open(sqe, directory: AT_FDCWD, path: cPath.pointer, flags: flags, mode: createMode)
-            }
-            return File(descriptor: FileDescriptor(rawValue: try outcome.get(.open)))
+            let open = OpenOperation(path: cPath.pointer, flags: flags, mode: createMode)
+            return File(descriptor: FileDescriptor(rawValue: try await open.run()))
         } catch {
             throw error.about(.path(path))
         }
@@ -106,20 +104,12 @@ public struct File: Sendable, Hashable {
     ) async throws(IOError) -> File {
         let cPath = try CPath(path.isEmpty ? "." : path, .open)
         defer { cPath.free() }
-        // The kernel copies `how` when the SQE is submitted, after this task suspended.
-        nonisolated(unsafe) let how = UnsafeMutablePointer<open_how>.allocate(capacity: 1)
-        defer { how.deallocate() }
-        how.initialize(
-            to: open_how(
-                flags: UInt64(UInt32(bitPattern: O_RDONLY | options.rawValue | O_CLOEXEC)), mode: 0,
-                resolve: UInt64(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)))
-        let fd = directory.descriptor.rawValue
-        let outcome = try await RingExecutor.submit(timeout: nil) { sqe, _ in
-            // SAFETY: `how` and the path live until submit returns, after the final CQE.
-            Prep.open(sqe, directory: fd, path: cPath.pointer, how: how)
-        }
+        // The kernel copies `how` when the entry is submitted, after this task suspended.
+        let how = OpenBeneathOperation.ResolveStorage(options: options.rawValue)
+        defer { how.free() }
+        let open = OpenBeneathOperation(directory: directory.descriptor.rawValue, path: cPath.pointer, how: how)
         do throws(IOError) {
-            return File(descriptor: FileDescriptor(rawValue: try outcome.get(.open)))
+            return File(descriptor: FileDescriptor(rawValue: try await open.run()))
         } catch {
             throw error.about(.path(path))
         }
@@ -180,8 +170,7 @@ public struct File: Sendable, Hashable {
     /// ```
     public func sync(dataOnly: Bool = false) async throws(IOError) {
         let fd = descriptor.rawValue
-        let outcome = try await RingExecutor.submit(timeout: nil) { sqe, _ in Prep.sync(sqe, fd: fd, dataOnly: dataOnly) }
-        _ = try outcome.get(.sync)
+        _ = try await SyncOperation(fd: fd, dataOnly: dataOnly).run()
     }
 }
 

@@ -114,18 +114,15 @@ extension FileSystem {
     }
 
     static func statx(directory: Int32, path: CPath?, flags: Int32) async throws(IOError) -> FileStatus {
-        // Lent to the ring thread for this call only (see submit).
-        nonisolated(unsafe) let buffer = UnsafeMutablePointer<statx>.allocate(capacity: 1)
+        // Lent to the ring for this call only: it returns after the final completion.
+        let buffer = UnsafeMutablePointer<statx>.allocate(capacity: 1)
         defer { buffer.deallocate() }
         let empty: StaticString = ""
-        nonisolated(unsafe) let pathPointer = path.map { UnsafePointer($0.pointer) }
+        let pathPointer = path.map { UnsafePointer($0.pointer) }
             ?? UnsafeRawPointer(empty.utf8Start).assumingMemoryBound(to: CChar.self)
         let mask = UInt32(STATX_BASIC_STATS) | UInt32(STATX_BTIME)
-        let outcome = try await RingExecutor.submit(timeout: nil) { sqe, _ in
-            // SAFETY: `buffer` and the path live until perform returns, after the final CQE.
-            Prep.stat(sqe, directory: directory, path: pathPointer, flags: flags, mask: mask, buffer: buffer)
-        }
-        _ = try outcome.get(.stat)
+        let stat = StatOperation(directory: directory, path: pathPointer, flags: flags, mask: mask, buffer: buffer)
+        _ = try await stat.run()
         return FileStatus(buffer.pointee)
     }
 }

@@ -23,7 +23,7 @@ public enum FileSystem {
     /// - Throws: ``IOError`` for ``IOError/Operation/remove`` (`ENOENT`, `EISDIR` for a directory,
     ///   `EACCES`, …) or ``IOError/Code/cancelled``.
     public static func remove(_ path: FilePath) async throws(IOError) {
-        try await pathOperation(path, .remove) { sqe, p in Prep.unlink(sqe, directory: AT_FDCWD, path: p, flags: 0) }
+        try await pathOperation(path, .remove) { RemoveOperation(path: $0, directory: false) }
     }
 
     /// Removes the empty directory at `path` (`rmdir`).
@@ -35,9 +35,7 @@ public enum FileSystem {
     /// - Throws: ``IOError`` for ``IOError/Operation/removeDirectory`` (`ENOTEMPTY`, `ENOENT`,
     ///   `ENOTDIR`, …) or ``IOError/Code/cancelled``.
     public static func removeDirectory(_ path: FilePath) async throws(IOError) {
-        try await pathOperation(path, .removeDirectory) { sqe, p in
-            Prep.unlink(sqe, directory: AT_FDCWD, path: p, flags: AT_REMOVEDIR)
-        }
+        try await pathOperation(path, .removeDirectory) { RemoveOperation(path: $0, directory: true) }
     }
 
     /// Creates a directory at `path` with `permissions` (default `0o755`, less the umask).
@@ -52,9 +50,7 @@ public enum FileSystem {
         _ path: FilePath, permissions: FilePermissions = [.ownerReadWriteExecute, .groupReadExecute, .otherReadExecute]
     ) async throws(IOError) {
         let mode = mode_t(permissions.rawValue)
-        try await pathOperation(path, .makeDirectory) { sqe, p in
-            Prep.makeDirectory(sqe, directory: AT_FDCWD, path: p, mode: mode)
-        }
+        try await pathOperation(path, .makeDirectory) { MakeDirectoryOperation(path: $0, mode: mode) }
     }
 
     /// Renames (moves) `source` to `destination`, replacing `destination` if it exists, atomically
@@ -73,25 +69,20 @@ public enum FileSystem {
             defer { from.free() }
             let to = try CPath(destination, .rename)
             defer { to.free() }
-            let outcome = try await RingExecutor.submit(timeout: nil) { sqe, _ in
-                Prep.rename(sqe, from: from.pointer, to: to.pointer, flags: 0)
-            }
-            _ = try outcome.get(.rename)
+            _ = try await RenameOperation(source: from.pointer, destination: to.pointer).run()
         } catch {
             throw error.about(.path(source))
         }
     }
 
-    private static func pathOperation(
-        _ path: FilePath, _ operation: IOError.Operation,
-        _ prepare: @Sendable (UnsafeMutablePointer<io_uring_sqe>, UnsafePointer<CChar>) -> Void
+    private static func pathOperation<Operation: IOOperation>(
+        _ path: FilePath, _ name: IOError.Operation, _ make: (UnsafePointer<CChar>) -> Operation
     ) async throws(IOError) {
         do throws(IOError) {
-            let cPath = try CPath(path, operation)
+            let cPath = try CPath(path, name)
             defer { cPath.free() }
-            // The path copy lives until submit returns, after the final CQE.
-            let outcome = try await RingExecutor.submit { sqe, _ in prepare(sqe, cPath.pointer) }
-            _ = try outcome.get(operation)
+            // The path copy lives until the operation returns, after the final completion.
+            _ = try await make(cPath.pointer).run()
         } catch {
             throw error.about(.path(path))
         }

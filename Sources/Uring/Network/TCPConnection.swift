@@ -44,14 +44,10 @@ public struct TCPConnection: Sendable, Hashable {
         nonisolated(unsafe) let storage = UnsafeMutablePointer<sockaddr_storage>.allocate(capacity: 1)
         defer { storage.deallocate() }
         let length = address.write(to: &storage.pointee)
-        nonisolated(unsafe) let raw = UnsafeRawPointer(storage).assumingMemoryBound(to: sockaddr.self)
-        let outcome: OperationOutcome
+        let raw = UnsafeRawPointer(storage).assumingMemoryBound(to: sockaddr.self)
         do throws(IOError) {
-            outcome = try await RingExecutor.submit(timeout: timeout) { sqe, _ in
-                // SAFETY: `storage` lives until submit returns, after the final CQE.
-                Prep.connect(sqe, fd: fd, address: raw, length: length)
-            }
-            _ = try outcome.get(.connect)
+            // `storage` lives until the operation returns, after the final completion.
+            _ = try await ConnectOperation(fd: fd, address: raw, length: length).run(timeout: timeout)
         } catch {
             Glibc.close(fd)
             throw error.about(.address(address))
@@ -72,14 +68,10 @@ public struct TCPConnection: Sendable, Hashable {
     ///   the connection, `EBADF`, …), ``IOError/Code/timedOut``, ``IOError/Code/cancelled``.
     public func read(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration? = nil) async throws(IOError) -> Int {
         let fd = descriptor.rawValue
-        nonisolated(unsafe) let base = buffer.baseAddress
-        let count = buffer.count
-        let outcome = try await RingExecutor.submit(timeout: timeout) { sqe, _ in
-            // SAFETY: `buffer` is lent for the whole call; submit returns after the final CQE.
-            Prep.receive(sqe, fd: fd, buffer: base, count: count)
-        }
+        // The buffer is lent to the ring for this call only: it returns after the final completion.
+        let receive = ReceiveOperation(fd: fd, buffer: buffer.baseAddress, count: buffer.count)
         do throws(IOError) {
-            return Int(try outcome.get(.receive))
+            return Int(try await receive.run(timeout: timeout))
         } catch {
             throw naming(error)
         }
@@ -165,17 +157,12 @@ public struct TCPConnection: Sendable, Hashable {
         }
         var sent = 0
         repeat {
-            nonisolated(unsafe) let rest = UnsafeRawBufferPointer(rebasing: bytes[sent...])
+            // `bytes` is lent for the whole call; the send returns after the final completion (for
+            // a zero-copy send, the notification that the kernel let go of the pages).
+            let rest = UnsafeRawBufferPointer(rebasing: bytes[sent...])
             let zc = useZeroCopy
-            let outcome = try await RingExecutor.submit(timeout: timeout) { sqe, _ in
-                // SAFETY: `bytes` is lent for the whole call; submit returns after the final CQE
-                // (for a zero-copy send, the notification that the kernel let go of the pages).
-                if zc {
-                    Prep.sendZeroCopy(sqe, fd: fd, buffer: rest.baseAddress, count: rest.count)
-                } else {
-                    Prep.send(sqe, fd: fd, buffer: rest.baseAddress, count: rest.count)
-                }
-            }
+            let send = SendOperation(fd: fd, buffer: rest.baseAddress, count: rest.count, zeroCopy: zc)
+            let outcome = try await send.outcome(timeout: timeout)
             if zc, case .failure(let errno) = outcome, errno == EOPNOTSUPP || errno == EINVAL {
                 // This kernel or socket type has no zero-copy send (Unix sockets, kernels before
                 // 6.0): copy instead.
@@ -228,8 +215,7 @@ public struct TCPConnection: Sendable, Hashable {
             case .read: Int32(SHUT_RD)
             case .both: Int32(SHUT_RDWR)
             }
-        let outcome = try await RingExecutor.submit { sqe, _ in Prep.shutdown(sqe, fd: fd, how: how) }
-        _ = try outcome.get(.shutdown)
+        _ = try await ShutdownOperation(fd: fd, how: how).run()
     }
 
     /// Closes the socket.

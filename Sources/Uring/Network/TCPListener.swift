@@ -74,8 +74,7 @@ public struct TCPListener: Sendable, Hashable {
     ///   just as the task was cancelled is returned, not leaked.
     public func accept() async throws(IOError) -> TCPConnection {
         let fd = descriptor.rawValue
-        let outcome = try await RingExecutor.submit { sqe, _ in Prep.accept(sqe, fd: fd) }
-        return TCPConnection(descriptor: FileDescriptor(rawValue: try outcome.get(.accept)))
+        return TCPConnection(descriptor: FileDescriptor(rawValue: try await AcceptOperation(fd: fd).run()))
     }
 
     /// The accepted connections, as an asynchronous sequence driven by one multishot accept: the

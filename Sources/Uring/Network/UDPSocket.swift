@@ -85,11 +85,8 @@ public struct UDPSocket: Sendable, Hashable {
         let message = MessageStorage(buffer: UnsafeMutableRawBufferPointer(mutating: bytes), address: address)
         defer { message.free() }
         let fd = descriptor.rawValue
-        let outcome = try await RingExecutor.submit(timeout: timeout) { sqe, _ in
-            // SAFETY: the message, its iovec and address live until submit returns (final CQE).
-            Prep.sendMessage(sqe, fd: fd, message: message.header)
-        }
-        return Int(try outcome.get(.send))
+        // The message, its iovec and address live until the send returns, after the final completion.
+        return Int(try await SendMessageOperation(fd: fd, message: message).run(timeout: timeout))
     }
 
     /// Sends one datagram (copied first).
@@ -118,11 +115,8 @@ public struct UDPSocket: Sendable, Hashable {
         let message = MessageStorage(buffer: buffer, address: nil, receiving: true)
         defer { message.free() }
         let fd = descriptor.rawValue
-        let outcome = try await RingExecutor.submit(timeout: timeout) { sqe, _ in
-            // SAFETY: as in send: everything the header points to lives until the final CQE.
-            Prep.receiveMessage(sqe, fd: fd, message: message.header)
-        }
-        let count = Int(try outcome.get(.receive))
+        // As in send: everything the header points to lives until the final completion.
+        let count = Int(try await ReceiveMessageOperation(fd: fd, message: message).run(timeout: timeout))
         guard let sender = message.receivedAddress() else { throw IOError.system(EAFNOSUPPORT, .receive) }
         return (count, sender)
     }

@@ -82,21 +82,4 @@ final class BufferPool {
         io_uring_buf_ring_advance(bufferRing, 1)
         available += 1
     }
-
-    /// Re-arms starved streams, oldest first, one per free buffer (the loop calls it after each
-    /// pass over the completions). Streams that still want data and are not armed already take
-    /// their turn; the others just leave the line.
-    ///
-    /// Once per iteration, not once per recycled buffer: a turn is not a reservation (the kernel
-    /// gives a freed buffer to whichever armed receive has data first), and an armed receive on
-    /// an idle connection holds no buffer. Waking only when a buffer comes back would leave a
-    /// starved stream waiting while buffers sit free, as long as nobody else consumed any: a
-    /// connection with unread data then stalls (the 10-minute soak found such stalls of 30 s).
-    func wakeStarved() {
-        var turns = available
-        while turns > 0, let stream = starved.popFirst() {
-            stream.starved = false
-            if stream.armIfWanted(turn: true) { turns -= 1 }
-        }
-    }
 }

@@ -21,31 +21,13 @@ final class FaultInjector {
         case limit(UInt32)
     }
 
-    /// The operations a rule applies to, by their io_uring opcodes.
-    enum Target: CaseIterable {
-        case nop, read, write, send, receive, accept, connect, open, close, sync, stat
-
-        var opcodes: [UInt8] {
-            let ops: [io_uring_op] =
-                switch self {
-                case .nop: [IORING_OP_NOP]
-                case .read: [IORING_OP_READ, IORING_OP_READV, IORING_OP_READ_FIXED]
-                case .write: [IORING_OP_WRITE, IORING_OP_WRITEV, IORING_OP_WRITE_FIXED]
-                case .send: [IORING_OP_SEND, IORING_OP_SEND_ZC, IORING_OP_SENDMSG]
-                case .receive: [IORING_OP_RECV, IORING_OP_RECVMSG]
-                case .accept: [IORING_OP_ACCEPT]
-                case .connect: [IORING_OP_CONNECT]
-                case .open: [IORING_OP_OPENAT, IORING_OP_OPENAT2]
-                case .close: [IORING_OP_CLOSE]
-                case .sync: [IORING_OP_FSYNC]
-                case .stat: [IORING_OP_STATX]
-                }
-            return ops.map { UInt8($0.rawValue) }
-        }
-    }
+    /// The operations a rule applies to: an operation's name (``IOOperation/name``), so every
+    /// operation is a target by being defined. The requests that feed streams count as
+    /// `.accept` and `.receive`.
+    typealias Target = IOError.Operation
 
     struct Rule {
-        var opcodes: [UInt8]
+        var target: Target
         var fault: Fault
         /// Matching operations to let through first.
         var skip: Int
@@ -62,14 +44,13 @@ final class FaultInjector {
     func add(_ fault: Fault, on target: Target, times: Int, after skip: Int) {
         precondition(times >= 1 && skip >= 0)
         if case .limit(let bytes) = fault { precondition(bytes >= 1, "a limit of 0 bytes would read as end of file") }
-        rules.append(Rule(opcodes: target.opcodes, fault: fault, skip: skip, remaining: times))
+        rules.append(Rule(target: target, fault: fault, skip: skip, remaining: times))
     }
 
-    /// Applies the first matching rule to `sqe`, whose `user_data` is already set and which is
-    /// not yet linked to anything.
-    func apply(to sqe: UnsafeMutablePointer<io_uring_sqe>) {
-        let opcode = sqe.pointee.opcode
-        guard let index = rules.firstIndex(where: { $0.opcodes.contains(opcode) }) else { return }
+    /// Applies the first rule for `operation` to its `sqe`, whose `user_data` is already set and
+    /// which is not yet linked to anything.
+    func apply(to sqe: UnsafeMutablePointer<io_uring_sqe>, operation: Target) {
+        guard !rules.isEmpty, let index = rules.firstIndex(where: { $0.target == operation }) else { return }
         if rules[index].skip > 0 {
             rules[index].skip -= 1
             return
@@ -80,7 +61,7 @@ final class FaultInjector {
         switch fault {
         case .fail(let errno):
             let userData = sqe.pointee.user_data
-            Prep.nop(sqe)
+            ControlEntry.nop(sqe)
             sqe.pointee.user_data = userData
             pending[userData] = -errno
         case .limit(let bytes):
@@ -114,14 +95,14 @@ extension RingExecutor {
     /// (after letting `skip` through) fail or move fewer bytes. Must run on this ring's thread.
     func injectFault(_ fault: FaultInjector.Fault, on target: FaultInjector.Target, times: Int = 1, after skip: Int = 0) {
         precondition(isCurrentRing, "faults are injected on the ring's own thread")
-        if core.pointee.faults == nil { core.pointee.faults = FaultInjector() }
-        core.pointee.faults!.add(fault, on: target, times: times, after: skip)
+        if driver.pointee.faults == nil { driver.pointee.faults = FaultInjector() }
+        driver.pointee.faults!.add(fault, on: target, times: times, after: skip)
     }
 
     /// Faults injected on this ring so far. Must run on this ring's thread.
     var faultsInjected: Int {
         precondition(isCurrentRing)
-        return core.pointee.faults?.injected ?? 0
+        return driver.pointee.faults?.injected ?? 0
     }
 }
 #endif

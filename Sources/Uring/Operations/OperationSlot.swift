@@ -1,82 +1,44 @@
 internal import CLiburing
 import Glibc
 
-/// What a completion queue entry belongs to: the top byte of its `user_data`.
-enum CompletionTag: UInt8 {
-    /// The operation itself.
-    case operation = 1
-    /// The linked timeout that carries an operation's deadline.
-    case linkedTimeout = 2
-    /// An `IORING_OP_ASYNC_CANCEL` we submitted; its result is not needed.
-    case cancel = 3
-    /// The executor's wake-up read on its eventfd.
-    case wake = 4
-    /// A timer that enqueues a job when it fires (the scheduling-executor path).
-    case timer = 5
-    /// One completion of a multishot operation (accept, receive) that feeds a `MultishotStream`.
-    case stream = 6
-    /// Posted into this ring by another ring's `IORING_OP_MSG_RING`: a wake-up, nothing to do.
-    case message = 7
-    /// The sending side's completion of a `IORING_OP_MSG_RING`; the index field names the target
-    /// ring (its `ringID`), to wake it through its eventfd if the message failed.
-    case messageSent = 8
-    /// The cancel-by-descriptor a `close()` submits (`IORING_ASYNC_CANCEL_FD`); the index field
-    /// holds the descriptor (see `DescriptorClosing.swift`).
-    case closeCancel = 9
-}
+/// How many completions the ring may owe to user operations at once: the bound that keeps a
+/// burst of completions from overflowing the completion queue. Only ``OperationSlot``'s
+/// transitions take and give back capacity (its mutators are private to this file).
+struct RingCapacity {
+    /// The most completions owed at once (the ring's submission entries).
+    let limit: Int
+    /// Completions owed now.
+    private(set) var inUse = 0
 
-/// The identity of one operation: its slot in the table and the slot's generation, so a late
-/// completion or cancel request for an earlier user of the same slot is recognised and ignored.
-struct OperationID: Hashable, Sendable {
-    var index: UInt32
-    var generation: UInt32
+    init(limit: Int) { self.limit = limit }
 
-    /// Packs tag, generation (24 bits) and index (32 bits) into a CQE `user_data`.
+    /// Whether `count` more fit.
     @inline(__always)
-    func userData(_ tag: CompletionTag) -> UInt64 {
-        UInt64(tag.rawValue) << 56 | UInt64(generation & 0xFF_FFFF) << 32 | UInt64(index)
-    }
+    func hasRoom(for count: Int) -> Bool { inUse + count <= limit }
 
     @inline(__always)
-    init(index: UInt32, generation: UInt32) {
-        self.index = index
-        self.generation = generation & 0xFF_FFFF
-    }
+    fileprivate mutating func take(_ count: Int) { inUse += count }
 
-    /// Unpacks a `user_data`; `nil` tag for values we never submitted.
     @inline(__always)
-    static func decode(_ userData: UInt64) -> (tag: CompletionTag?, id: OperationID) {
-        (
-            CompletionTag(rawValue: UInt8(truncatingIfNeeded: userData >> 56)),
-            OperationID(index: UInt32(truncatingIfNeeded: userData), generation: UInt32(truncatingIfNeeded: userData >> 32))
-        )
+    fileprivate mutating func giveBack(_ count: Int) {
+        precondition(count <= inUse, "capacity given back twice")
+        inUse -= count
     }
-}
-
-/// How an operation ended, as seen by the awaiting task.
-enum OperationOutcome: Equatable, Sendable {
-    case success(Int32)
-    case failure(Int32)  // positive errno
-    case cancelled
-    case timedOut
-    /// The ring was shutting down; nothing was submitted.
-    case shutdown
-    /// The descriptor was closed (by `close()` in another task) while the operation waited.
-    case closed
-    /// Not submitted: a close of the descriptor's number is in progress. `perform` waits for it
-    /// to end and tries again (never seen outside `perform`).
-    case closing
 }
 
 /// The state of one operation, and its lifecycle as a pure state machine: each transition
-/// returns the action the executor must perform. The executor owns the slot and performs the
-/// actions on its thread, so no transition needs a lock.
+/// returns the action the executor must perform, and moves the ring capacity the operation
+/// holds. The driver owns the slot and performs the actions on its thread, so no transition
+/// needs a lock. Nothing outside this type assigns ``state`` or changes ``RingCapacity``.
 ///
 /// ```
-/// free ─acquire→ reserved ─(no capacity)→ waiting ─(capacity freed)→ reserved
-/// reserved ─submit→ inFlight ─(every CQE arrived)→ completed ─release→ free
+/// free ─acquire→ reserved ─admit(room)→ reserved+capacity ─submit→ inFlight
+/// reserved ─admit(no room)→ waiting ─admitWaiting(room)→ reserved+capacity
+/// inFlight ─(every CQE arrived)→ completed ─release→ free
+/// inFlight ─stillWaiting→ inFlight (capacity given back: it waits on a peer, not a burst)
 /// waiting ─cancel→ completed(-ECANCELED)      inFlight ─cancel→ inFlight + ASYNC_CANCEL
 /// reserved ─cancel→ reserved + flag (the task sees it and does not submit)
+/// reserved ─cancelledBeforeSubmission / deferredByClose→ completed (capacity given back)
 /// ```
 struct OperationSlot {
     enum State: UInt8 { case free, reserved, waiting, inFlight, completed }
@@ -90,20 +52,22 @@ struct OperationSlot {
     }
 
     var generation: UInt32 = 0
-    var state: State = .free
-    var pendingCompletions: UInt8 = 0
-    /// Ring capacity (CQE budget) this operation still holds: released per CQE, or all at once
-    /// when the operation turns out to wait (see `RingExecutor.wakeOperationsStillInFlight`).
-    var heldCapacity: UInt8 = 0
-    var cancelRequested = false
-    var timedOut = false
+    private(set) var state: State = .free
+    private(set) var pendingCompletions: UInt8 = 0
+    /// Completions this operation needs in the ring (1, or 2 with a deadline).
+    private(set) var neededCapacity: UInt8 = 0
+    /// Ring capacity this operation holds: taken at admission, given back per CQE, or all at
+    /// once when the operation turns out to wait (``stillWaiting(capacity:)``).
+    private(set) var heldCapacity: UInt8 = 0
+    private(set) var cancelRequested = false
+    private(set) var timedOut = false
     /// The descriptor the operation uses (the SQE's `fd`), or -1: what `close()` looks for.
     var fd: Int32 = -1
     /// A `close()` of ``fd`` ended the operation (see `DescriptorClosing.swift`).
-    var descriptorClosed = false
+    private(set) var descriptorClosed = false
     /// Not submitted: a close of ``fd`` was in progress (see `deferredByClose`).
-    var deferredByClosing = false
-    var result: Int32 = 0
+    private(set) var deferredByClosing = false
+    private(set) var result: Int32 = 0
     var nextFree: UInt32 = 0
     var continuation: UnsafeContinuation<Void, Never>? = nil
     var job: ReadyJob? = nil
@@ -113,12 +77,22 @@ struct OperationSlot {
     /// which is after the task has suspended, so it must live in the slot (whose address never
     /// changes).
     var timespec = __kernel_timespec(tv_sec: 0, tv_nsec: 0)
-    /// The same, for the operation itself (a sleep's duration).
+    /// The same, for the operation itself (a sleep's duration, a timer's delay).
     var operationTimespec = __kernel_timespec(tv_sec: 0, tv_nsec: 0)
 
-    mutating func reset() {
+    /// A free slot, linked to the next free one.
+    init(nextFree: UInt32 = 0) {
+        self.nextFree = nextFree
+    }
+
+    // MARK: - Table transitions (OperationTable)
+
+    /// free → reserved: the slot was taken for a new operation.
+    mutating func acquired() {
+        precondition(state == .free, "acquired in state \(state)")
         state = .reserved
         pendingCompletions = 0
+        neededCapacity = 0
         heldCapacity = 0
         cancelRequested = false
         timedOut = false
@@ -130,11 +104,86 @@ struct OperationSlot {
         // (clearing `stream`, a class reference, again would cost a runtime release call).
     }
 
-    /// The operation's SQEs were queued; `completions` CQEs will arrive for it (2 with a deadline).
+    /// → free: the operation is over and nothing in the kernel refers to the slot.
+    mutating func released() {
+        precondition(state != .free, "double release")
+        precondition(state != .inFlight && state != .waiting, "released while the kernel owns it")
+        precondition(heldCapacity == 0, "released holding ring capacity")
+        state = .free
+        continuation = nil
+        job = nil
+        if stream != nil { stream = nil }
+        generation = (generation &+ 1) & 0xFF_FFFF
+    }
+
+    // MARK: - Admission
+
+    /// reserved: takes `needed` capacity if there is room and nobody waits ahead (`othersWaiting`).
+    /// Returns false when the operation must wait (``startWaiting(_:)``).
+    @inline(__always)
+    mutating func admit(_ needed: UInt8, capacity: inout RingCapacity, othersWaiting: Bool) -> Bool {
+        precondition(state == .reserved, "admitted in state \(state)")
+        neededCapacity = needed
+        guard !othersWaiting && capacity.hasRoom(for: Int(needed)) else { return false }
+        capacity.take(Int(needed))
+        heldCapacity = needed
+        return true
+    }
+
+    /// reserved → waiting: queued for capacity (the driver keeps the queue).
+    mutating func startWaiting() {
+        precondition(state == .reserved && heldCapacity == 0, "waits for capacity in state \(state)")
+        state = .waiting
+    }
+
+    /// waiting → reserved, taking its capacity, if there is room. False: it keeps waiting.
+    mutating func admitWaiting(capacity: inout RingCapacity) -> Bool {
+        precondition(state == .waiting, "admitted from the queue in state \(state)")
+        guard capacity.hasRoom(for: Int(neededCapacity)) else { return false }
+        capacity.take(Int(neededCapacity))
+        heldCapacity = neededCapacity
+        state = .reserved
+        return true
+    }
+
+    // MARK: - Submission
+
+    /// reserved → inFlight: the operation's SQEs were queued; `completions` CQEs will arrive for
+    /// it (2 with a deadline).
+    @inline(__always)
     mutating func submitted(completions: UInt8) {
         precondition(state == .reserved, "submitted from state \(state)")
         state = .inFlight
         pendingCompletions = completions
+    }
+
+    /// reserved/waiting → completed: the task was cancelled (or the ring began to stop) before its
+    /// operation reached the kernel.
+    mutating func cancelledBeforeSubmission(capacity: inout RingCapacity) {
+        precondition(state == .reserved || state == .waiting, "cancelled before submission in state \(state)")
+        giveBackHeld(&capacity)
+        cancelRequested = true
+        state = .completed
+        result = -ECANCELED
+    }
+
+    /// reserved → completed: not submitted because a close of its descriptor is in progress.
+    mutating func deferredByClose(capacity: inout RingCapacity) {
+        precondition(state == .reserved, "deferred by a close from state \(state)")
+        giveBackHeld(&capacity)
+        deferredByClosing = true
+        state = .completed
+    }
+
+    // MARK: - In flight
+
+    /// inFlight: the operation outlived the loop iteration that submitted it (it waits on a
+    /// peer, a timer, the disk): it gives back the capacity it holds, so waiting operations do
+    /// not keep others out. Returns true if it held any.
+    mutating func stillWaiting(capacity: inout RingCapacity) -> Bool {
+        guard state == .inFlight, heldCapacity > 0 else { return false }
+        giveBackHeld(&capacity)
+        return true
     }
 
     /// The awaiting task asked to be cancelled.
@@ -158,28 +207,27 @@ struct OperationSlot {
         }
     }
 
-    /// The task was cancelled before its operation reached the kernel.
-    mutating func cancelledBeforeSubmission() {
-        cancelRequested = true
-        state = .completed
-        result = -ECANCELED
+    /// A close of ``fd`` cancelled or failed the operation: its outcome is ``OperationOutcome/closed``.
+    mutating func closedUnderneath() {
+        descriptorClosed = true
     }
 
-    /// The operation was not submitted because a close of its descriptor is in progress.
-    mutating func deferredByClose() {
-        precondition(state == .reserved, "deferred by a close from state \(state)")
-        deferredByClosing = true
-        state = .completed
-    }
-
-    /// A CQE for this slot arrived. Returns `true` when it was the last one, so the awaiting task
-    /// may resume: only then has the kernel finished with the operation's buffers.
+    /// A CQE for this slot arrived; one unit of capacity (if still held) is given back. Returns
+    /// `true` when it was the last one, so the awaiting task may resume: only then has the kernel
+    /// finished with the operation's buffers.
     ///
     /// A zero-copy send posts its result with `IORING_CQE_F_MORE` and later a notification
     /// (`IORING_CQE_F_NOTIF`) when the kernel has let go of the buffer: the first one announces
     /// one more completion, the second one carries no result.
-    mutating func complete(_ tag: CompletionTag, result res: Int32, flags: UInt32 = 0) -> Bool {
+    @inline(__always)
+    mutating func complete(
+        _ tag: CompletionTag, result res: Int32, flags: UInt32 = 0, capacity: inout RingCapacity
+    ) -> Bool {
         precondition(state == .inFlight && pendingCompletions > 0, "completion in state \(state)")
+        if heldCapacity > 0 {
+            heldCapacity -= 1
+            capacity.giveBack(1)
+        }
         switch tag {
         case .linkedTimeout:
             if res == -ETIME { timedOut = true }
@@ -197,6 +245,22 @@ struct OperationSlot {
         return false
     }
 
+    /// inFlight → completed: the final completion of a multishot request (a stream's, which
+    /// holds no capacity) or of a timer.
+    mutating func completeUntracked(result res: Int32) {
+        precondition(state == .inFlight, "untracked completion in state \(state)")
+        result = res
+        pendingCompletions = 0
+        state = .completed
+    }
+
+    private mutating func giveBackHeld(_ capacity: inout RingCapacity) {
+        if heldCapacity > 0 {
+            capacity.giveBack(Int(heldCapacity))
+            heldCapacity = 0
+        }
+    }
+
     /// The result the awaiting task sees. A result that won the race with a cancel or a deadline
     /// is returned, never dropped.
     var outcome: OperationOutcome {
@@ -209,101 +273,5 @@ struct OperationSlot {
         }
         if descriptorClosed && result == -EBADF { return .closed }
         return .failure(-result)
-    }
-}
-
-/// The preallocated table of operation slots, keyed by `user_data`. Slots live in fixed chunks
-/// that never move, so a pointer to a slot (a timeout's timespec) stays valid while the kernel may
-/// read it. The table grows by whole chunks up to ``maximumCount`` and never shrinks: in steady
-/// state acquiring and releasing a slot allocates nothing.
-struct OperationTable: ~Copyable {
-    static let chunkShift = 10
-    static let chunkSize = 1 << chunkShift
-    static let maximumCount = 1 << 22
-
-    private var chunks: UnsafeMutablePointer<UnsafeMutablePointer<OperationSlot>>
-    private var chunkCount = 0
-    private let chunkCapacity = maximumCount / chunkSize
-    private var freeHead: UInt32 = .max
-    /// Slots currently acquired.
-    private(set) var activeCount = 0
-    private(set) var slotCount = 0
-
-    init(initialCount: Int) {
-        chunks = .allocate(capacity: chunkCapacity)
-        while slotCount < max(initialCount, 1) { addChunk() }
-    }
-
-    deinit {
-        for i in 0..<chunkCount {
-            // SAFETY: every chunk was initialized with `chunkSize` slots in addChunk.
-            chunks[i].deinitialize(count: Self.chunkSize)
-            chunks[i].deallocate()
-        }
-        chunks.deallocate()
-    }
-
-    private mutating func addChunk() {
-        precondition(chunkCount < chunkCapacity, "more than \(Self.maximumCount) operations at once")
-        let chunk = UnsafeMutablePointer<OperationSlot>.allocate(capacity: Self.chunkSize)
-        let base = UInt32(slotCount)
-        for i in 0..<Self.chunkSize {
-            // SAFETY: fresh allocation of chunkSize slots; each initialized once, chained into the free list.
-            (chunk + i).initialize(to: OperationSlot(nextFree: i == Self.chunkSize - 1 ? freeHead : base + UInt32(i) + 1))
-        }
-        freeHead = base
-        chunks[chunkCount] = chunk
-        chunkCount += 1
-        slotCount += Self.chunkSize
-    }
-
-    /// The slot for `index`. The pointer stays valid for the table's lifetime.
-    @inline(__always)
-    func slot(_ index: UInt32) -> UnsafeMutablePointer<OperationSlot> {
-        // SAFETY: index < slotCount (callers hold an id from acquire(), or checked `contains`).
-        chunks[Int(index) >> Self.chunkShift] + (Int(index) & (Self.chunkSize - 1))
-    }
-
-    /// The slot for `id` if it still belongs to that operation (same generation, not free).
-    @inline(__always)
-    func slot(for id: OperationID) -> UnsafeMutablePointer<OperationSlot>? {
-        guard Int(id.index) < slotCount else { return nil }
-        let slot = slot(id.index)
-        guard slot.pointee.generation == id.generation, slot.pointee.state != .free else { return nil }
-        return slot
-    }
-
-    mutating func acquire() -> OperationID {
-        if freeHead == .max { addChunk() }
-        let index = freeHead
-        let slot = slot(index)
-        freeHead = slot.pointee.nextFree
-        slot.pointee.reset()
-        activeCount += 1
-        return OperationID(index: index, generation: slot.pointee.generation)
-    }
-
-    mutating func release(_ id: OperationID) {
-        let slot = slot(id.index)
-        precondition(slot.pointee.generation == id.generation && slot.pointee.state != .free, "double release")
-        precondition(slot.pointee.state != .inFlight && slot.pointee.state != .waiting, "released while the kernel owns it")
-        slot.pointee.state = .free
-        slot.pointee.continuation = nil
-        slot.pointee.job = nil
-        if slot.pointee.stream != nil { slot.pointee.stream = nil }
-        slot.pointee.generation = (slot.pointee.generation &+ 1) & 0xFF_FFFF
-        slot.pointee.nextFree = freeHead
-        freeHead = id.index
-        activeCount -= 1
-    }
-
-    /// Calls `body` for every slot whose operation is in the kernel.
-    func forEachInFlight(_ body: (OperationID, UnsafeMutablePointer<OperationSlot>) -> Void) {
-        for index in 0..<UInt32(slotCount) {
-            let slot = slot(index)
-            if slot.pointee.state == .inFlight {
-                body(OperationID(index: index, generation: slot.pointee.generation), slot)
-            }
-        }
     }
 }

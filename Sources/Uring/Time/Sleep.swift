@@ -1,4 +1,3 @@
-internal import CLiburing
 import Glibc
 
 extension Uring {
@@ -12,10 +11,7 @@ extension Uring {
     /// - Throws: ``IOError/Code/cancelled`` (operation ``IOError/Operation/sleep``) if the task is
     ///   cancelled before the time is up; the timer is removed from the ring before this returns.
     public static func sleep(for duration: Duration) async throws(IOError) {
-        let outcome = try await RingExecutor.submit(timeout: nil) { sqe, timespec in
-            timespec.pointee = duration.kernelTimespec
-            Prep.timeout(sqe, timespec: timespec)
-        }
+        let outcome = try await SleepOperation(duration: duration).outcome()
         switch outcome {
         case .failure(ETIME), .success:
             return  // -ETIME is the timer firing, the normal end of a sleep

@@ -1,0 +1,108 @@
+internal import CLiburing
+import Glibc
+
+// The driver's side of `close()` (see DescriptorUse.swift for the protocol, and
+// Operations/Close.swift for the close itself): per-descriptor counts of what is in flight on
+// this ring, and the descriptors being closed here.
+
+extension RingDriver {
+    /// An operation or stream on this ring started using `fd` (ring thread).
+    @inline(__always)
+    mutating func noteUse(_ fd: Int32) {
+        let counts = descriptorUse
+        let b = DescriptorUse.bucket(fd)
+        counts[b] &+= 1
+        if counts[b] == 1 { DescriptorUse.mark(fd, bit: useBit) }
+    }
+
+    /// An operation or stream on this ring stopped using `fd` (ring thread).
+    @inline(__always)
+    mutating func noteEnd(_ fd: Int32) {
+        let counts = descriptorUse
+        let b = DescriptorUse.bucket(fd)
+        counts[b] &-= 1
+        if counts[b] == 0 && !closing.isEmpty { closingMayBeDone(fd) }
+    }
+
+    /// Whether `fd` is being closed on this ring (ring thread; cheap when nothing is closing).
+    @inline(__always)
+    func isClosing(_ fd: Int32) -> Bool {
+        if closing.isEmpty { return false }
+        return closing.contains { $0.fd == fd }
+    }
+
+    /// A completion for an operation on `slot`: if its descriptor is closing and the kernel ended
+    /// it (cancelled, interrupted, or the descriptor was already gone), mark it so its task sees
+    /// ``IOError/Code/closed``.
+    @inline(__always)
+    mutating func noteCompletionWhileClosing(_ slot: UnsafeMutablePointer<OperationSlot>, result: Int32) {
+        if result == -ECANCELED || result == -EINTR || result == -EBADF, isClosing(slot.pointee.fd) {
+            slot.pointee.closedUnderneath()
+        }
+    }
+
+    /// Starts closing `fd` on this ring: ends its streams, cancels its operations in the kernel,
+    /// and resumes `waiter` once nothing on this ring uses it. Ring thread.
+    mutating func beginClosing(_ fd: Int32, waiter: ClosingWaiter) {
+        if let i = closing.firstIndex(where: { $0.fd == fd }) {
+            closing[i].closers += 1
+            closing[i].waiters.append(waiter)
+        } else {
+            closing.append(ClosingDescriptor(fd: fd, waiters: [waiter]))
+        }
+        if let onDescriptor = streams.removeValue(forKey: fd) {
+            for stream in onDescriptor {
+                ownerClosed(stream)
+                noteEnd(fd)  // the stream's registration
+            }
+        }
+        if descriptorUse[DescriptorUse.bucket(fd)] > 0 && !stopping,
+            let i = closing.firstIndex(where: { $0.fd == fd }), !closing[i].cancelPending
+        {
+            let sqe = ring.nextSubmission()
+            ControlEntry.cancelAll(sqe, fd: fd)
+            ControlEntry.setUserData(sqe, OperationID(index: UInt32(bitPattern: fd), generation: 0).userData(.closeCancel))
+            statistics.cancelsSubmitted &+= 1
+            closing[i].cancelPending = true
+        }
+        closingMayBeDone(fd)
+    }
+
+    /// The cancel-by-descriptor for `fd` completed (its result, the number cancelled, is not
+    /// needed: the per-descriptor count says when they have all completed).
+    mutating func closeCancelCompleted(_ fd: Int32) {
+        guard let i = closing.firstIndex(where: { $0.fd == fd && $0.cancelPending }) else { return }
+        closing[i].cancelPending = false
+        closingMayBeDone(fd)
+    }
+
+    /// Resumes the closer of `fd` if nothing on this ring uses it any more.
+    private mutating func closingMayBeDone(_ fd: Int32) {
+        guard let i = closing.firstIndex(where: { $0.fd == fd }), !closing[i].cancelPending
+        else { return }
+        // Descriptors past the mask's range share counts with others: for them the cancel's
+        // completion is the signal (the kernel cancels everything on the file at once).
+        let b = DescriptorUse.bucket(fd)
+        if Int(fd) < DescriptorUse.bucketCount && descriptorUse[b] > 0 && !stopping { return }
+        if descriptorUse[b] == 0 { DescriptorUse.unmark(fd, bit: useBit) }
+        let waiters = closing[i].waiters
+        closing[i].waiters.removeAll()
+        for waiter in waiters { waiter.resume(fromRing: ringID, fd: fd) }
+    }
+
+    /// The descriptor is closed: forget it. Ring thread.
+    mutating func endClosing(_ fd: Int32) {
+        guard let i = closing.firstIndex(where: { $0.fd == fd }) else { return }
+        closing[i].closers -= 1
+        if closing[i].closers > 0 { return }
+        let entry = closing.remove(at: i)
+        for waiter in entry.waiters { waiter.resume(fromRing: ringID, fd: fd) }  // only when the ring stopped first
+    }
+
+    /// On loop exit: nobody will complete the closings still waiting.
+    mutating func resumeClosersAtExit() {
+        let entries = closing
+        closing.removeAll()
+        for entry in entries { for waiter in entry.waiters { waiter.resume(fromRing: ringID, fd: entry.fd) } }
+    }
+}

@@ -1,0 +1,279 @@
+internal import CLiburing
+import Glibc
+
+/// The owner of everything on a ring's thread that the kernel ring touches: the `Ring`, the
+/// operation slots, the ring capacity, the waiting line, the provided-buffer pool, the multishot
+/// streams and the descriptor bookkeeping of `close()`. It submits, dispatches completions,
+/// cancels and re-arms; it is the only code that touches those. The ``RingExecutor`` keeps the
+/// thread, the jobs, the inbox and the wake-ups, and awaits operations through this type
+/// (`Operations/Perform.swift`).
+///
+/// Its methods are synchronous and run on the ring's thread only; none of them calls back into
+/// the executor except to enqueue a resumed task (which touches the executor's job queue, never
+/// the driver), so a mutating access never overlaps another.
+///
+/// The seam for a second driver: what the executor asks of it is `admit`, `start`, `finish`,
+/// `cancel`, `cancelEverything`, `scheduleTimer`, `enter` and `reapCompletions`, and streams
+/// through `arm`/`abandon`. A driver without a kernel ring (readiness plus a worker pool) can
+/// answer the same calls for the same operation values (see Docs/DESIGN.md).
+struct RingDriver: ~Copyable {
+    static let completionBatch = 256
+
+    var ring: Ring
+    var table: OperationTable
+    /// Operations waiting for ring capacity, oldest first.
+    var waiters = FIFO<OperationID>(initialCapacity: 64)
+    /// Operations submitted since the last reap (see `perform`'s two phases).
+    var fresh = FIFO<OperationID>(initialCapacity: 256)
+    var capacity: RingCapacity
+    /// Set once shutdown has begun: new operations fail with `executorShutdown`.
+    var stopping = false
+    let completions: UnsafeMutablePointer<Completion>
+    let cqeScratch: UnsafeMutablePointer<UnsafeMutablePointer<io_uring_cqe>?>
+    /// Jobs whose timers fired in the last reap; the executor moves them to its ready queue.
+    var firedTimers = FIFO<ReadyJob>(initialCapacity: 16)
+    /// The ring's process-unique number and its bit in `DescriptorUse` masks.
+    let ringID: UInt32
+    let useBit: UInt64
+    /// Operations and streams in flight per descriptor (`DescriptorUse.bucketCount` counters), and
+    /// the descriptors being closed on this ring: see RingDriver+Closing.swift.
+    let descriptorUse: UnsafeMutablePointer<UInt32>
+    var closing: [ClosingDescriptor] = []
+    /// The receive and accept streams on each descriptor, for close().
+    var streams: [Int32: [MultishotStream]] = [:]
+    /// The provided buffers multishot receives fill; registered at the first one.
+    var bufferPool: BufferPool?
+    let receiveBufferCount: Int
+    let receiveBufferSize: Int
+    /// The eventfd other threads write to wake the ring, and the 8 bytes its read fills (owned
+    /// by the executor, which outlives the ring).
+    let wakeFD: Int32
+    let wakeBuffer: UnsafeMutablePointer<UInt64>
+    var statistics = RingStatistics()
+    #if DEBUG
+    /// Test-only fault injection (see FaultInjection.swift).
+    var faults: FaultInjector? = nil
+    #endif
+
+    init(
+        ring: consuming Ring, ringID: UInt32, receiveBufferCount: Int, receiveBufferSize: Int, wakeFD: Int32,
+        wakeBuffer: UnsafeMutablePointer<UInt64>
+    ) {
+        capacity = RingCapacity(limit: Int(ring.submissionEntries))
+        table = OperationTable(initialCount: Int(ring.submissionEntries) * 2)
+        statistics.submissionEntries = Int(ring.submissionEntries)
+        statistics.completionEntries = Int(ring.completionEntries)
+        statistics.setupMode = ring.setupMode
+        self.ring = ring
+        self.ringID = ringID
+        useBit = 1 << UInt64(ringID & 63)
+        self.receiveBufferCount = receiveBufferCount
+        self.receiveBufferSize = receiveBufferSize
+        self.wakeFD = wakeFD
+        self.wakeBuffer = wakeBuffer
+        completions = .allocate(capacity: RingDriver.completionBatch)
+        cqeScratch = .allocate(capacity: RingDriver.completionBatch)
+        cqeScratch.initialize(repeating: nil, count: RingDriver.completionBatch)
+        // SAFETY: calloc's zero pages are only touched (and only then resident) for descriptor
+        // numbers in use: 4 MiB of address space per ring, a few KiB of memory. Freed in deinit.
+        descriptorUse = calloc(DescriptorUse.bucketCount, MemoryLayout<UInt32>.stride)!
+            .bindMemory(to: UInt32.self, capacity: DescriptorUse.bucketCount)
+    }
+
+    deinit {
+        free(descriptorUse)
+        completions.deallocate()
+        cqeScratch.deallocate()
+    }
+
+    // MARK: - Operations
+
+    /// How a submission attempt went.
+    enum Start {
+        /// In the kernel: store the continuation in the slot.
+        case submitted
+        /// Not submitted: the task was cancelled, or the ring is stopping.
+        case cancelled
+        /// Not submitted: a close of its descriptor number is in progress.
+        case deferredByClose
+    }
+
+    /// Takes a slot for a new operation needing `needed` completions (1, or 2 with a deadline)
+    /// and admits it if the ring has room. Returns the slot and whether it was admitted (if not,
+    /// the caller waits with ``startWaiting(_:_:)``).
+    @inline(__always)
+    mutating func admit(needed: UInt8) -> (OperationID, UnsafeMutablePointer<OperationSlot>, admitted: Bool) {
+        let id = table.acquire()
+        let slot = table.slot(id.index)
+        let admitted = slot.pointee.admit(needed, capacity: &capacity, othersWaiting: !waiters.isEmpty)
+        return (id, slot, admitted)
+    }
+
+    /// Queues an operation that found no room (its task suspends; ``admitWaiters()`` resumes it).
+    mutating func startWaiting(_ id: OperationID, _ slot: UnsafeMutablePointer<OperationSlot>) {
+        slot.pointee.startWaiting()
+        waiters.append(id)
+        statistics.waitedForCapacity &+= 1
+    }
+
+    /// Fills and queues the SQEs of `operation` (and of its deadline) for slot `id`, unless the
+    /// task is cancelled (`cancelled`) or the ring is stopping.
+    @inline(__always)
+    mutating func start<Operation: IOOperation>(
+        _ operation: Operation, _ id: OperationID, _ slot: UnsafeMutablePointer<OperationSlot>,
+        timeout: Duration?, cancelled: Bool
+    ) -> Start {
+        if slot.pointee.cancelRequested || stopping || cancelled {
+            // Cancelled before anything reached the kernel: nothing to wait for.
+            slot.pointee.cancelledBeforeSubmission(capacity: &capacity)
+            admitWaiters()
+            return .cancelled
+        }
+        let needed: UInt8 = timeout == nil ? 1 : 2
+        ring.reserveSubmissions(UInt32(needed))
+        let sqe = ring.nextSubmission()
+        // SAFETY: the slot (and so its timespecs) is ours until release, after the final CQE.
+        operation.encode(into: sqe, timespec: &slot.pointee.operationTimespec)
+        let fd = operation.descriptor
+        if fd >= 0 {
+            // Counted per descriptor until the slot is released, for close(); published before
+            // the look at closes in progress (see RingDriver+Closing.swift).
+            noteUse(fd)
+            if DescriptorUse.isClosing(fd) {
+                // A close of this descriptor number is in progress: nothing new may reach the
+                // kernel for it until that is over (see performAfterClose). The SQE is already
+                // taken: it becomes a no-op whose completion is ignored.
+                noteEnd(fd)
+                ControlEntry.nop(sqe)
+                ControlEntry.setUserData(sqe, id.userData(.cancel))
+                slot.pointee.deferredByClose(capacity: &capacity)
+                admitWaiters()
+                return .deferredByClose
+            }
+            slot.pointee.fd = fd
+        }
+        ControlEntry.setUserData(sqe, id.userData(.operation))
+        #if DEBUG
+        if let faults { faults.apply(to: sqe, operation: operation.name) }
+        #endif
+        if let timeout {
+            ControlEntry.linkNext(sqe)
+            slot.pointee.timespec = __kernel_timespec(timeout)
+            let timeoutSQE = ring.nextSubmission()
+            // SAFETY: as above; the kernel copies the timespec when the SQE is submitted.
+            ControlEntry.linkedTimeout(timeoutSQE, timespec: &slot.pointee.timespec)
+            ControlEntry.setUserData(timeoutSQE, id.userData(.linkedTimeout))
+        }
+        slot.pointee.submitted(completions: needed)
+        fresh.append(id)
+        statistics.submitted &+= 1
+        return .submitted
+    }
+
+    /// The operation's task has its outcome: the slot goes back to the table.
+    @inline(__always)
+    mutating func finish(_ id: OperationID, _ slot: UnsafeMutablePointer<OperationSlot>) {
+        if slot.pointee.fd >= 0 { noteEnd(slot.pointee.fd) }
+        table.release(id)
+    }
+
+    /// Lets waiting operations in, oldest first, while capacity lasts. Each admitted operation has
+    /// its capacity reserved before its task resumes, so nobody can overtake it.
+    mutating func admitWaiters() {
+        while let id = waiters.first {
+            guard let slot = table.slot(for: id), slot.pointee.state == .waiting else {
+                _ = waiters.popFirst()  // cancelled while waiting
+                continue
+            }
+            guard slot.pointee.admitWaiting(capacity: &capacity) else { return }
+            _ = waiters.popFirst()
+            // SAFETY: a `.waiting` slot holds its continuation (stored with startWaiting).
+            slot.pointee.continuation.take().unsafelyUnwrapped.resume()
+        }
+    }
+
+    /// Cancels operation `id`: a no-op if it has completed or its slot has moved on.
+    mutating func cancel(_ id: OperationID) {
+        guard let slot = table.slot(for: id) else { return }
+        switch slot.pointee.cancel() {
+        case .none:
+            break
+        case .resumeWaiter:
+            // SAFETY: only a `.waiting` slot yields this action, and it holds its continuation.
+            slot.pointee.continuation.take().unsafelyUnwrapped.resume()
+        case .submitAsyncCancel:
+            let target: CompletionTag =
+                slot.pointee.stream != nil ? .stream : slot.pointee.job != nil ? .timer : .operation
+            submitCancel(id, target)
+        }
+    }
+
+    /// Submits an async cancel of the request `id` tagged `tag`; its own completion is ignored.
+    mutating func submitCancel(_ id: OperationID, _ tag: CompletionTag) {
+        let sqe = ring.nextSubmission()
+        ControlEntry.cancel(sqe, target: id.userData(tag))
+        ControlEntry.setUserData(sqe, id.userData(.cancel))
+        statistics.cancelsSubmitted &+= 1
+    }
+
+    /// On shutdown: stop admitting, cancel every operation in the kernel and every waiter, and
+    /// end the streams that wait for a buffer.
+    mutating func cancelEverything() {
+        stopping = true
+        var ids: [OperationID] = []
+        table.forEachInFlight { id, _ in ids.append(id) }
+        for id in ids { cancel(id) }
+        while let id = waiters.popFirst() { cancel(id) }
+        // Receive streams waiting for a buffer have nothing in the kernel to cancel.
+        if let pool = bufferPool {
+            while let stream = pool.starved.popFirst() {
+                stream.machine.ringStopping()
+                stream.resumeConsumer()
+            }
+        }
+    }
+
+    /// Enqueues `job` (into ``firedTimers``) after `delay`, with a kernel timeout.
+    mutating func scheduleTimer(_ job: ReadyJob, after delay: Duration) {
+        let id = table.acquire()
+        let slot = table.slot(id.index)
+        slot.pointee.job = job
+        slot.pointee.operationTimespec = __kernel_timespec(delay)
+        let sqe = ring.nextSubmission()
+        // SAFETY: the slot's timespec is stable and the slot is held until the timer's CQE.
+        ControlEntry.timer(sqe, timespec: &slot.pointee.operationTimespec)
+        ControlEntry.setUserData(sqe, id.userData(.timer))
+        slot.pointee.submitted(completions: 1)
+    }
+
+    // MARK: - Wake-ups
+
+    /// Re-arms the read on the eventfd that other threads write to wake the ring.
+    mutating func armWakeRead() {
+        let sqe = ring.nextSubmission()
+        // SAFETY: wakeBuffer is owned by the executor and freed in its deinit, after the ring has
+        // been torn down (io_uring_queue_exit cancels the read).
+        ControlEntry.wakeRead(sqe, fd: wakeFD, buffer: wakeBuffer)
+        ControlEntry.setUserData(sqe, UInt64(CompletionTag.wake.rawValue) << 56)
+    }
+
+    /// Queues a message that wakes the ring whose descriptor is `ringFD` (number `target`).
+    mutating func sendWakeMessage(toFD ringFD: Int32, ringID target: UInt32) {
+        let sqe = ring.nextSubmission()
+        ControlEntry.message(sqe, ringFD: ringFD, userData: UInt64(CompletionTag.message.rawValue) << 56)
+        ControlEntry.setUserData(sqe, OperationID(index: target, generation: 0).userData(.messageSent))
+        statistics.messagesSent &+= 1
+    }
+
+    /// Test support: queues `count` no-ops whose completions nobody awaits (tagged like async
+    /// cancels, so the loop drops them) and flushes them at once, so that more completions arrive
+    /// than the CQ ring holds.
+    mutating func submitUntrackedNops(_ count: Int) {
+        for _ in 0..<count {
+            let sqe = ring.nextSubmission()
+            ControlEntry.nop(sqe)
+            ControlEntry.setUserData(sqe, OperationID(index: 0, generation: 0).userData(.cancel))
+        }
+        ring.submit(wait: false)
+    }
+}

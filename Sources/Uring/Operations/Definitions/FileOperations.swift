@@ -1,0 +1,145 @@
+internal import CLiburing
+import Glibc
+
+// The operations on an open file descriptor: read, write, open, close, sync, stat.
+// (See IOOperation.swift for what each definition owns.)
+
+/// `read(2)` / `pread(2)` of up to `count` bytes into `buffer`.
+struct ReadOperation: IOOperation, @unchecked Sendable {
+    // @unchecked Sendable: `buffer` is lent by the awaiting caller until the final completion.
+    var fd: Int32
+    var buffer: UnsafeMutableRawPointer?
+    var count: UInt32
+    /// `UInt64.max` (-1) reads at the file's current position.
+    var offset: UInt64
+
+    var name: IOError.Operation { .read }
+    static var retry: RetryPolicy { .readable }
+    var descriptor: Int32 { fd }
+
+    @inline(__always)
+    func encode(into sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>) {
+        io_uring_prep_read(sqe, fd, buffer, count, offset)
+    }
+}
+
+/// `write(2)` / `pwrite(2)` of up to `count` bytes from `buffer`; with `append`, at the end of the
+/// file whatever `offset` says (`RWF_APPEND`).
+struct WriteOperation: IOOperation, @unchecked Sendable {
+    // @unchecked Sendable: `buffer` is lent by the awaiting caller until the final completion.
+    var fd: Int32
+    var buffer: UnsafeRawPointer?
+    var count: UInt32
+    /// `UInt64.max` (-1) writes at the file's current position.
+    var offset: UInt64
+    var append = false
+
+    var name: IOError.Operation { .write }
+    static var retry: RetryPolicy { .writable }
+    var descriptor: Int32 { fd }
+
+    @inline(__always)
+    func encode(into sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>) {
+        io_uring_prep_write(sqe, fd, buffer, count, offset)
+        if append { sqe.pointee.rw_flags = UInt32(bitPattern: RWF_APPEND) }
+    }
+}
+
+/// `openat(2)`: `path` relative to `directory` (`AT_FDCWD`: the working directory).
+struct OpenOperation: IOOperation, @unchecked Sendable {
+    // @unchecked Sendable: `path` is owned by the awaiting caller until the final completion.
+    var directory: Int32 = AT_FDCWD
+    var path: UnsafePointer<CChar>
+    var flags: Int32
+    var mode: mode_t
+
+    var name: IOError.Operation { .open }
+    static var retry: RetryPolicy { .resubmit }
+    var descriptor: Int32 { directory }
+
+    func encode(into sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>) {
+        io_uring_prep_openat(sqe, directory, path, flags, mode)
+    }
+}
+
+/// `openat2(2)` for reading, confined beneath `directory` (`RESOLVE_BENEATH`,
+/// `RESOLVE_NO_MAGICLINKS`). `how` is storage made by ``makeHow(options:)``.
+struct OpenBeneathOperation: IOOperation, @unchecked Sendable {
+    // @unchecked Sendable: `path` and `how` are owned by the awaiting caller until the final
+    // completion (the kernel copies `how` when the entry is submitted, after the task suspended).
+    var directory: Int32
+    var path: UnsafePointer<CChar>
+    var how: ResolveStorage
+
+    /// The `open_how` of one call, allocated by the caller and freed after the call returns.
+    struct ResolveStorage: @unchecked Sendable {
+        // @unchecked Sendable: owned by one call; see OpenBeneathOperation.
+        fileprivate let pointer: UnsafeMutablePointer<open_how>
+
+        /// Read-only opening with `options` (raw `O_*` flags), confined beneath the directory.
+        init(options: Int32) {
+            pointer = .allocate(capacity: 1)
+            pointer.initialize(
+                to: open_how(
+                    flags: UInt64(UInt32(bitPattern: O_RDONLY | options | O_CLOEXEC)), mode: 0,
+                    resolve: UInt64(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)))
+        }
+
+        func free() { pointer.deallocate() }
+    }
+
+    var name: IOError.Operation { .open }
+    static var retry: RetryPolicy { .resubmit }
+    var descriptor: Int32 { directory }
+
+    func encode(into sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>) {
+        io_uring_prep_openat2(sqe, directory, path, how.pointer)
+    }
+}
+
+/// `close(2)`. Never retried: the descriptor is released whatever close returns.
+struct CloseOperation: IOOperation {
+    var fd: Int32
+
+    var name: IOError.Operation { .close }
+    static var retry: RetryPolicy { .never }
+    /// Not counted: a close is what the other operations on the descriptor are waited for.
+    var descriptor: Int32 { -1 }
+
+    func encode(into sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>) {
+        io_uring_prep_close(sqe, fd)
+    }
+}
+
+/// `fsync(2)`, or `fdatasync(2)` with `dataOnly`.
+struct SyncOperation: IOOperation {
+    var fd: Int32
+    var dataOnly: Bool
+
+    var name: IOError.Operation { .sync }
+    static var retry: RetryPolicy { .resubmit }
+    var descriptor: Int32 { fd }
+
+    func encode(into sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>) {
+        io_uring_prep_fsync(sqe, fd, dataOnly ? IORING_FSYNC_DATASYNC : 0)
+    }
+}
+
+/// `statx(2)` of `path` relative to `directory` (an empty path with `AT_EMPTY_PATH`: the
+/// directory descriptor itself) into `buffer`.
+struct StatOperation: IOOperation, @unchecked Sendable {
+    // @unchecked Sendable: `path` and `buffer` are lent by the caller until the final completion.
+    var directory: Int32
+    var path: UnsafePointer<CChar>
+    var flags: Int32
+    var mask: UInt32
+    var buffer: UnsafeMutablePointer<statx>
+
+    var name: IOError.Operation { .stat }
+    static var retry: RetryPolicy { .resubmit }
+    var descriptor: Int32 { directory }
+
+    func encode(into sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>) {
+        io_uring_prep_statx(sqe, directory, path, flags, mask, buffer)
+    }
+}

@@ -1,0 +1,50 @@
+internal import CLiburing
+import Glibc
+
+// The operations on names in the file system: remove, rename, make a directory.
+// (See IOOperation.swift for what each definition owns.)
+
+/// `unlinkat(2)` of a file, or with `directory` of an empty directory (`AT_REMOVEDIR`).
+struct RemoveOperation: IOOperation, @unchecked Sendable {
+    // @unchecked Sendable: `path` is owned by the awaiting caller until the final completion.
+    var path: UnsafePointer<CChar>
+    var directory: Bool
+
+    var name: IOError.Operation { directory ? .removeDirectory : .remove }
+    static var retry: RetryPolicy { .resubmit }
+    var descriptor: Int32 { -1 }
+
+    func encode(into sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>) {
+        io_uring_prep_unlinkat(sqe, AT_FDCWD, path, directory ? AT_REMOVEDIR : 0)
+    }
+}
+
+/// `renameat2(2)` of `source` to `destination`, replacing it.
+struct RenameOperation: IOOperation, @unchecked Sendable {
+    // @unchecked Sendable: both paths are owned by the awaiting caller until the final completion.
+    var source: UnsafePointer<CChar>
+    var destination: UnsafePointer<CChar>
+
+    var name: IOError.Operation { .rename }
+    static var retry: RetryPolicy { .resubmit }
+    var descriptor: Int32 { -1 }
+
+    func encode(into sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>) {
+        io_uring_prep_renameat(sqe, AT_FDCWD, source, AT_FDCWD, destination, 0)
+    }
+}
+
+/// `mkdirat(2)` with permission bits `mode`.
+struct MakeDirectoryOperation: IOOperation, @unchecked Sendable {
+    // @unchecked Sendable: `path` is owned by the awaiting caller until the final completion.
+    var path: UnsafePointer<CChar>
+    var mode: mode_t
+
+    var name: IOError.Operation { .makeDirectory }
+    static var retry: RetryPolicy { .resubmit }
+    var descriptor: Int32 { -1 }
+
+    func encode(into sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>) {
+        io_uring_prep_mkdirat(sqe, AT_FDCWD, path, mode)
+    }
+}
