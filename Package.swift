@@ -136,6 +136,15 @@ let package = Package(
             swiftSettings: [.swiftLanguageMode(.v6), .unsafeFlags(["-suppress-warnings"])],
             plugins: ["DocSnippets"]
         ),
+        // Tests that need no kernel ring: the state machines, the encoding of operations into
+        // submission entries, parsers and addresses.
+        .testTarget(
+            name: "UringUnitTests",
+            dependencies: ["Uring", "UringHTTP", "CLiburing"],
+            path: "Tests/UringUnitTests",
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
+        // Tests on the real kernel ring: every public API, cancellation, faults, sockets, groups.
         .testTarget(
             name: "UringTests",
             dependencies: [

@@ -157,12 +157,12 @@ struct RingDriver: ~Copyable {
         if let faults { faults.apply(to: sqe, operation: operation.name) }
         #endif
         if let timeout {
-            ControlEntry.linkNext(sqe)
             slot.pointee.timespec = __kernel_timespec(timeout)
+            // Room for both was reserved above: the pair is never split across a flush.
             let timeoutSQE = ring.nextSubmission()
             // SAFETY: as above; the kernel copies the timespec when the SQE is submitted.
-            ControlEntry.linkedTimeout(timeoutSQE, timespec: &slot.pointee.timespec)
-            ControlEntry.setUserData(timeoutSQE, id.userData(.linkedTimeout))
+            ControlEntry.deadline(
+                after: sqe, timeoutSQE, timespec: &slot.pointee.timespec, userData: id.userData(.linkedTimeout))
         }
         slot.pointee.submitted(completions: needed)
         fresh.append(id)

@@ -67,6 +67,18 @@ enum ControlEntry {
         sqe.pointee.buf_group = group
     }
 
+    /// Gives the operation in `sqe` a deadline: links it to `timeoutSQE` (`IOSQE_IO_LINK`), a
+    /// linked timeout of `timespec` tagged `userData`.
+    @inline(__always)
+    static func deadline(
+        after sqe: UnsafeMutablePointer<io_uring_sqe>, _ timeoutSQE: UnsafeMutablePointer<io_uring_sqe>,
+        timespec: UnsafeMutablePointer<__kernel_timespec>, userData: UInt64
+    ) {
+        linkNext(sqe)
+        linkedTimeout(timeoutSQE, timespec: timespec)
+        setUserData(timeoutSQE, userData)
+    }
+
     /// Links the next SQE to this one (`IOSQE_IO_LINK`).
     @inline(__always)
     static func linkNext(_ sqe: UnsafeMutablePointer<io_uring_sqe>) {
