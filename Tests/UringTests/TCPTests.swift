@@ -193,6 +193,35 @@ extension IntegrationTests {
             #expect(openDescriptorCount() == fdsBefore)
         }
 
+        @Test func socketBufferSizesReachTheKernel() async throws {
+            let (client, server) = try await connectedPair()
+            func option(_ name: Int32) -> Int32 {
+                var value: Int32 = 0
+                var length = socklen_t(MemoryLayout<Int32>.size)
+                _ = getsockopt(client.descriptor.rawValue, SOL_SOCKET, name, &value, &length)
+                return value
+            }
+            try client.setReceiveBufferSize(96 * 1024)
+            try client.setSendBufferSize(80 * 1024)
+            // Linux doubles the value asked for (room for its own bookkeeping).
+            #expect(option(SO_RCVBUF) == 2 * 96 * 1024)
+            #expect(option(SO_SNDBUF) == 2 * 80 * 1024)
+            // Bytes still flow both ways.
+            try await client.write(contentsOf: [1, 2, 3])
+            #expect(try await server.read(upTo: 3, timeout: .seconds(5)) == [1, 2, 3])
+            try await client.close()
+            try await server.close()
+            // On a descriptor that is not open: a typed error naming the option call.
+            let closed = TCPConnection(descriptor: closedDescriptor().descriptor)
+            #expect(throws: IOError.self) { try closed.setReceiveBufferSize(4096) }
+            do {
+                try closed.setSendBufferSize(4096)
+                Issue.record("no error for a closed descriptor")
+            } catch {
+                #expect(error.operation == .setOption && error.errno == .badFileDescriptor)
+            }
+        }
+
         @Test func unixDomainRoundTrip() async throws {
             let dir = TemporaryDirectory()
             defer { dir.cleanup() }

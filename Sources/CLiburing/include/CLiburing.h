@@ -17,9 +17,6 @@
 #include <sys/eventfd.h>  // the ring's wake-up descriptor (also in swift-system's CSystem)
 
 static inline unsigned char cliburing_sqe_flag_io_link(void) { return IOSQE_IO_LINK; }
-static inline unsigned char cliburing_sqe_flag_async(void) { return IOSQE_ASYNC; }
-static inline unsigned char cliburing_sqe_flag_fixed_file(void) { return IOSQE_FIXED_FILE; }
-static inline unsigned char cliburing_sqe_flag_cqe_skip_success(void) { return IOSQE_CQE_SKIP_SUCCESS; }
 static inline unsigned char cliburing_sqe_flag_buffer_select(void) { return IOSQE_BUFFER_SELECT; }
 
 #endif

@@ -1,4 +1,3 @@
-internal import CLiburing
 import Glibc
 
 // The driver's side of `close()` (see DescriptorUse.swift for the protocol, and

@@ -1,4 +1,3 @@
-internal import CLiburing
 import Glibc
 
 // The kernel side of the driver: entering the kernel, reaping a batch of completions, and

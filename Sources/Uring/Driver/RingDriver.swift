@@ -248,6 +248,11 @@ struct RingDriver: ~Copyable {
 
     // MARK: - Wake-ups
 
+    /// A new eventfd for other threads to wake the ring with (close-on-exec), or -1 with `errno`.
+    static func makeWakeDescriptor() -> Int32 {
+        eventfd(0, Int32(EFD_CLOEXEC))
+    }
+
     /// Re-arms the read on the eventfd that other threads write to wake the ring.
     mutating func armWakeRead() {
         let sqe = ring.nextSubmission()

@@ -1,4 +1,3 @@
-internal import CLiburing
 import Glibc
 import Synchronization
 
@@ -41,11 +40,11 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
     /// How long the ring spins, looking for work, before it sleeps in the kernel (zero: it
     /// sleeps at once).
     public let spinBeforeSleep: Duration
-    private let spinNanoseconds: UInt64
+    let spinNanoseconds: UInt64
 
     /// The ring, its operations and streams (ring thread only; set up on that thread).
     let driver: UnsafeMutablePointer<RingDriver>
-    private let driverReady = Atomic<Bool>(false)
+    let driverReady = Atomic<Bool>(false)
     /// The jobs ready to run and the loop's scratch buffers (ring thread only).
     let local: UnsafeMutablePointer<LoopState>
     let inbox = Lock(Inbox())
@@ -67,7 +66,7 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
     /// Stalls the detector saw on this ring, and the longest (nanoseconds).
     let stallCount = Atomic<UInt64>(0)
     let longestStallNanoseconds = Atomic<UInt64>(0)
-    private let abandon = Atomic<Bool>(false)
+    let abandon = Atomic<Bool>(false)
     private var thread: pthread_t?
     /// Serializes joining the thread (shutdown may be called from several threads).
     private let joinLock = Lock(())
@@ -121,7 +120,7 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
         ringID = RingExecutor.nextRingID.add(1, ordering: .relaxed).oldValue
         self.ownsThread = !donatingCurrentThread
         isolation = RingIsolation()
-        let fd = eventfd(0, Int32(EFD_CLOEXEC))
+        let fd = RingDriver.makeWakeDescriptor()
         guard fd >= 0 else { throw IOError.system(Glibc.errno, .setup) }
         wakeFD = fd
         inbox.withLock { $0.wakeFD = fd }
@@ -344,287 +343,6 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
         inboxPending.store(true, ordering: .sequentiallyConsistent)
         wakeIfSleeping()
     }
-
-    @inline(__always)
-    func wakeIfSleeping() {
-        if sleeping.load(ordering: .sequentiallyConsistent), sleeping.exchange(false, ordering: .sequentiallyConsistent) {
-            wake()
-        }
-    }
-
-    func wake() {
-        // From another ring's thread: post a message into this ring with IORING_OP_MSG_RING. It
-        // rides along with that ring's next io_uring_enter instead of costing a write(2) now (so
-        // a job that blocks after enqueueing delays the wake-up; the stall detector reports such
-        // jobs).
-        let target = messageFD.load(ordering: .acquiring)
-        if target >= 0, RingExecutor.messagesWork.load(ordering: .relaxed), let source = RingExecutor.current, source !== self {
-            source.driver.pointee.sendWakeMessage(toFD: target, ringID: ringID)
-            return
-        }
-        wakeThroughEventFD()
-    }
-
-    /// Whether IORING_OP_MSG_RING works here; turned off for good after the first failure, or
-    /// from the start with the environment variable `SWIFT_URING_MSG_RING=0` (for comparisons).
-    static let messagesWork = Atomic<Bool>(getenv("SWIFT_URING_MSG_RING").map { String(cString: $0) != "0" } ?? true)
-    private static let nextRingID = Atomic<UInt32>(1)
-    /// Live rings by ``ringID``, to wake the target of a failed message. Unmanaged, not weak (a
-    /// weak reference would put every retain and release of the ring on the slow path): a ring is
-    /// in it only while its loop runs, and leaves it (under the lock) before the loop ends.
-    static let registry = Lock<[UInt32: Unmanaged<RingExecutor>]>([:])
-
-    func wakeThroughEventFD() {
-        // Under the inbox lock, so that it can never race with closeWakeDescriptor() and write
-        // into a descriptor number that has been reused.
-        inbox.withLock { inbox in
-            guard inbox.wakeFD >= 0 else { return }
-            var one: UInt64 = 1
-            _ = withUnsafeBytes(of: &one) { write(inbox.wakeFD, $0.baseAddress, 8) }
-        }
-    }
-
-    /// Closes the eventfd once (after the ring is gone, so no read on it is pending).
-    func closeWakeDescriptor() {
-        inbox.withLock { inbox in
-            if inbox.wakeFD >= 0 {
-                close(inbox.wakeFD)
-                inbox.wakeFD = -1
-            }
-        }
-    }
-
-    // MARK: - The loop
-
-    private func runLoop() {
-        let driver = self.driver
-        let local = self.local
-        let serial = asUnownedSerialExecutor()
-        let taskExecutor = asUnownedTaskExecutor()
-        // Set (for the rings that Uring.run installs) before any .global or .main job can reach
-        // this ring (for its extra rings, after their loops started): read when needed.
-        var stopping = false
-        var clock: UInt64 = 0
-        StallWatch.shared.register(self)
-        while true {
-            if inboxPending.load(ordering: .acquiring) {
-                if drainInbox() && !stopping {
-                    stopping = true
-                    driver.pointee.cancelEverything()
-                }
-            }
-            // Read per iteration, after the inbox: a .global or .main job in `ready` was enqueued
-            // after these were set (Uring.run sets them before any such job can exist).
-            let globalExecutor = installedGlobalExecutor
-            let mainExecutor = installedMainExecutor
-            var budget = jobBudget
-            while budget > 0, let ready = local.pointee.ready.popFirst() {
-                // Plain stores (only this thread writes): odd while a job runs.
-                clock &+= 1
-                jobClock.store(clock, ordering: .relaxed)
-                switch ready.kind {
-                case .task: ready.job.runSynchronously(on: taskExecutor)
-                case .isolated: ready.job.runSynchronously(isolatedTo: serial, taskExecutor: taskExecutor)
-                // SAFETY: .global and .main jobs exist only on the ring Uring.run installed, whose
-                // executors were set before its loop started.
-                case .global: ready.job.runSynchronously(on: globalExecutor.unsafelyUnwrapped)
-                case .main: ready.job.runSynchronously(on: mainExecutor.unsafelyUnwrapped)
-                }
-                clock &+= 1
-                jobClock.store(clock, ordering: .relaxed)
-                budget -= 1
-                driver.pointee.statistics.jobsRun &+= 1
-            }
-            if stopping, local.pointee.ready.isEmpty, driver.pointee.table.activeCount == 0,
-                !inboxPending.load(ordering: .acquiring)
-            {
-                break
-            }
-            if stopping, abandon.load(ordering: .acquiring) { break }
-            // Block only when nothing is ready and nothing was submitted since the last reap: a
-            // fresh operation must first get the chance to complete (or have its task woken to
-            // register for cancellation) before the loop may sleep.
-            if local.pointee.ready.isEmpty && driver.pointee.fresh.isEmpty && !starvedStreamsCanArm {
-                if spinNanoseconds > 0 && !stopping && spinForWork() {
-                    reapCompletions()
-                    continue
-                }
-                sleeping.store(true, ordering: .sequentiallyConsistent)
-                if inboxPending.load(ordering: .sequentiallyConsistent) {
-                    sleeping.store(false, ordering: .relaxed)
-                    enter(wait: false)
-                } else {
-                    enter(wait: true)
-                    sleeping.store(false, ordering: .relaxed)
-                }
-            } else if driver.pointee.ring.pendingSubmissions > 0 || driver.pointee.table.activeCount > 0
-                || !driver.pointee.fresh.isEmpty
-            {
-                enter(wait: false)
-            }
-            reapCompletions()
-        }
-        // Tear the ring down on its own thread (io_uring_queue_exit cancels the wake read). The
-        // buffer pool's memory outlives the ring: the kernel may write into it until the exit.
-        messageFD.store(-1, ordering: .releasing)
-        RingExecutor.registry.withLock { $0[ringID] = nil }
-        StallWatch.shared.unregister(self)
-        let pool = driver.pointee.bufferPool.take()
-        let (leftover, leftoverClosings) = inbox.withLock { inbox in
-            inbox.loopExited = true
-            return (inbox.streamRequests, inbox.closingRequests)
-        }
-        driver.pointee.resumeClosersAtExit()
-        for (fd, request) in leftoverClosings {
-            switch request {
-            case .begin(let waiter, let origin): ClosingWaiter(continuation: waiter, home: origin).resume(fromRing: ringID, fd: fd)
-            case .resumeCloser(let waiter): waiter.resume()  // this ring's own closer: nothing else will
-            case .end: break
-            }
-        }
-        driverReady.store(false, ordering: .releasing)
-        driver.deinitialize(count: 1)
-        withExtendedLifetime(pool) {}
-        for (stream, request) in leftover where request == .abandon { stream.abandonAfterRingExit() }
-        closeWakeDescriptor()
-    }
-
-    /// Receive streams wait for a buffer while buffers are free (the streams armed in their turn
-    /// took none: their connections are idle): the loop must go round again, not sleep, so the
-    /// next ones in line get their turn (`BufferPool.wakeStarved`).
-    private var starvedStreamsCanArm: Bool {
-        guard let pool = driver.pointee.bufferPool else { return false }
-        return !pool.starved.isEmpty && pool.available > 0
-    }
-
-    /// Looks for work for up to `spinNanoseconds` instead of sleeping: jobs or requests from
-    /// other threads, and completions (fetched from the kernel every few microseconds, which a
-    /// ring with deferred task running needs). Returns true as soon as there is some.
-    @inline(never)
-    private func spinForWork() -> Bool {
-        let driver = self.driver
-        if driver.pointee.ring.pendingSubmissions > 0 { enter(wait: false) }
-        let start = monotonicClockNanoseconds()
-        var lastFetch = start
-        while true {
-            if inboxPending.load(ordering: .acquiring) || driver.pointee.ring.completionsReady > 0 { return true }
-            let now = monotonicClockNanoseconds()
-            if now &- start >= spinNanoseconds { return false }
-            if now &- lastFetch >= 5_000 {
-                enter(wait: false)  // runs deferred task work: posts completions that are due
-                lastFetch = now
-            }
-        }
-    }
-
-    @inline(__always)
-    private func enter(wait: Bool) {
-        driver.pointee.enter(wait: wait)
-    }
-
-    /// Moves jobs and requests from other threads into the ring. Returns true if a stop was requested.
-    private func drainInbox() -> Bool {
-        inboxPending.store(false, ordering: .sequentiallyConsistent)
-        let local = self.local
-        var stop = false
-        inbox.withLock { inbox in
-            swap(&inbox.jobs, &local.pointee.inboxJobs)
-            swap(&inbox.cancellations, &local.pointee.inboxCancellations)
-            swap(&inbox.timers, &local.pointee.inboxTimers)
-            swap(&inbox.streamRequests, &local.pointee.inboxStreamRequests)
-            swap(&inbox.closingRequests, &local.pointee.inboxClosingRequests)
-            stop = inbox.stopRequested
-        }
-        while let job = jobQueue.pop() { local.pointee.ready.append(job) }
-        for (stream, request) in local.pointee.inboxStreamRequests { handleStreamRequest(stream, request) }
-        local.pointee.inboxStreamRequests.removeAll(keepingCapacity: true)
-        for (fd, request) in local.pointee.inboxClosingRequests { handleClosingRequest(fd, request) }
-        local.pointee.inboxClosingRequests.removeAll(keepingCapacity: true)
-        for job in local.pointee.inboxJobs { local.pointee.ready.append(job) }
-        local.pointee.inboxJobs.removeAll(keepingCapacity: true)
-        for id in local.pointee.inboxCancellations { driver.pointee.cancel(id) }
-        local.pointee.inboxCancellations.removeAll(keepingCapacity: true)
-        for timer in local.pointee.inboxTimers { driver.pointee.scheduleTimer(timer.job, after: timer.delay) }
-        local.pointee.inboxTimers.removeAll(keepingCapacity: true)
-        return stop
-    }
-
-    /// Hands completions to the driver, then queues the jobs whose timers fired.
-    @inline(__always)
-    private func reapCompletions() {
-        driver.pointee.reapCompletions()
-        while let job = driver.pointee.firedTimers.popFirst() { local.pointee.ready.append(job) }
-    }
-}
-
-/// A job waiting to run on the ring, with how to run it.
-struct ReadyJob {
-    enum Kind: UInt8 {
-        /// A task that prefers this ring: no serial isolation, task executor = the ring.
-        case task
-        /// An actor job: isolated to the ring's serial identity.
-        case isolated
-        /// A job given to the ring as the process's default executor (the `Uring.run` path).
-        case global
-        /// A main-actor job, when the ring is the process's main executor (the `Uring.run` path).
-        case main
-    }
-    var job: UnownedJob
-    var kind: Kind
-
-    init(job: UnownedJob, isolated: Bool) {
-        self.job = job
-        self.kind = isolated ? .isolated : .task
-    }
-
-    init(job: UnownedJob, kind: Kind) {
-        self.job = job
-        self.kind = kind
-    }
-}
-
-/// The serial-executor face of a ``RingExecutor``: actors whose `unownedExecutor` is
-/// `ring.asUnownedSerialExecutor()` enqueue here, and their jobs run isolated on the ring.
-final class RingIsolation: SerialExecutor, @unchecked Sendable {
-    /// Set once, in the ring's initializer, before the ring's thread starts; never changed.
-    unowned(unsafe) var ring: RingExecutor! = nil
-
-    func enqueue(_ job: consuming ExecutorJob) {
-        ring.enqueue(ReadyJob(job: UnownedJob(job), isolated: true))
-    }
-
-    func checkIsolated() {
-        precondition(ring.isCurrentRing, "expected to run on ring '\(ring.name)'")
-    }
-
-    func isIsolatingCurrentContext() -> Bool? {
-        ring.isCurrentRing
-    }
-}
-
-/// Requests other threads leave for the ring (jobs go through `jobQueue` first).
-struct Inbox {
-    var jobs: [ReadyJob] = []
-    var cancellations: [OperationID] = []
-    var timers: [(job: ReadyJob, delay: Duration)] = []
-    var streamRequests: [(MultishotStream, RingExecutor.StreamRequest)] = []
-    var closingRequests: [(Int32, RingExecutor.ClosingRequest)] = []
-    var stopRequested = false
-    /// Set when the ring's loop has ended: nobody will drain requests any more.
-    var loopExited = false
-    /// The eventfd that wakes the ring; -1 once closed.
-    var wakeFD: Int32 = -1
-}
-
-/// The executor's own ring-thread state: the jobs ready to run, and the buffers the inbox is
-/// swapped into (kept to reuse their storage).
-struct LoopState: ~Copyable {
-    var ready = FIFO<ReadyJob>(initialCapacity: 256)
-    var inboxJobs: [ReadyJob] = []
-    var inboxCancellations: [OperationID] = []
-    var inboxTimers: [(job: ReadyJob, delay: Duration)] = []
-    var inboxStreamRequests: [(MultishotStream, RingExecutor.StreamRequest)] = []
-    var inboxClosingRequests: [(Int32, RingExecutor.ClosingRequest)] = []
 }
 
 /// Hands the ring set-up result from the new thread back to the initializer.

@@ -1,4 +1,3 @@
-internal import CLiburing
 import Glibc
 import SystemPackage
 

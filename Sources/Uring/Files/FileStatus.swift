@@ -1,4 +1,3 @@
-internal import CLiburing
 import Glibc
 import SystemPackage
 
@@ -47,34 +46,6 @@ public struct FileStatus: Sendable, Hashable {
     public var statusChangeTime: Timestamp
     /// Creation time, when the file system records one.
     public var creationTime: Timestamp?
-
-    init(_ raw: statx) {
-        size = Int64(bitPattern: raw.stx_size)
-        let mode = UInt32(raw.stx_mode)
-        switch mode & UInt32(Glibc.S_IFMT) {
-        case UInt32(Glibc.S_IFREG): kind = .regular
-        case UInt32(Glibc.S_IFDIR): kind = .directory
-        case UInt32(Glibc.S_IFLNK): kind = .symbolicLink
-        case UInt32(Glibc.S_IFIFO): kind = .fifo
-        case UInt32(Glibc.S_IFSOCK): kind = .socket
-        case UInt32(Glibc.S_IFCHR): kind = .characterDevice
-        case UInt32(Glibc.S_IFBLK): kind = .blockDevice
-        default: kind = .unknown
-        }
-        permissions = FilePermissions(rawValue: mode_t(mode & 0o7777))
-        linkCount = raw.stx_nlink
-        userID = raw.stx_uid
-        groupID = raw.stx_gid
-        inode = raw.stx_ino
-        device = UInt64(raw.stx_dev_major) << 32 | UInt64(raw.stx_dev_minor)
-        blockSize = raw.stx_blksize
-        allocatedBlocks = raw.stx_blocks
-        func time(_ t: statx_timestamp) -> Timestamp { Timestamp(seconds: t.tv_sec, nanoseconds: t.tv_nsec) }
-        accessTime = time(raw.stx_atime)
-        modificationTime = time(raw.stx_mtime)
-        statusChangeTime = time(raw.stx_ctime)
-        creationTime = raw.stx_mask & UInt32(STATX_BTIME) != 0 ? time(raw.stx_btime) : nil
-    }
 }
 
 extension File {
@@ -86,7 +57,7 @@ extension File {
     ///
     /// - Throws: ``IOError`` for ``IOError/Operation/stat`` (`EBADF` for a closed descriptor).
     public func status() async throws(IOError) -> FileStatus {
-        try await FileSystem.statx(directory: descriptor.rawValue, path: nil, flags: 0x1000 /* AT_EMPTY_PATH, hidden by glibc without _GNU_SOURCE */)
+        try await StatOperation.status(directory: descriptor.rawValue, path: nil, flags: 0x1000 /* AT_EMPTY_PATH, hidden by glibc without _GNU_SOURCE */)
     }
 }
 
@@ -107,22 +78,9 @@ extension FileSystem {
         do throws(IOError) {
             let cPath = try CPath(path, .stat)
             defer { cPath.free() }
-            return try await statx(directory: AT_FDCWD, path: cPath, flags: followSymbolicLinks ? 0 : AT_SYMLINK_NOFOLLOW)
+            return try await StatOperation.status(directory: AT_FDCWD, path: cPath, flags: followSymbolicLinks ? 0 : AT_SYMLINK_NOFOLLOW)
         } catch {
             throw error.about(.path(path))
         }
-    }
-
-    static func statx(directory: Int32, path: CPath?, flags: Int32) async throws(IOError) -> FileStatus {
-        // Lent to the ring for this call only: it returns after the final completion.
-        let buffer = UnsafeMutablePointer<statx>.allocate(capacity: 1)
-        defer { buffer.deallocate() }
-        let empty: StaticString = ""
-        let pathPointer = path.map { UnsafePointer($0.pointer) }
-            ?? UnsafeRawPointer(empty.utf8Start).assumingMemoryBound(to: CChar.self)
-        let mask = UInt32(STATX_BASIC_STATS) | UInt32(STATX_BTIME)
-        let stat = StatOperation(directory: directory, path: pathPointer, flags: flags, mask: mask, buffer: buffer)
-        _ = try await stat.run()
-        return FileStatus(buffer.pointee)
     }
 }

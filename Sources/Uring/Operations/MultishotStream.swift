@@ -1,4 +1,3 @@
-internal import CLiburing
 import Glibc
 
 /// One multishot stream (accept, or receive into provided buffers): the storage part of the

@@ -1,4 +1,3 @@
-internal import CLiburing
 
 /// The preallocated table of operation slots, keyed by `user_data`. Slots live in fixed chunks
 /// that never move, so a pointer to a slot (a timeout's timespec) stays valid while the kernel may

@@ -4,7 +4,7 @@ import SystemPackage
 
 /// The `~Copyable` owner of one io_uring instance. Only the ring thread that created it may use
 /// it (the ring is set up with `IORING_SETUP_SINGLE_ISSUER`). Every `io_uring_*` call of the
-/// project goes through here or through the prep builders in `Ring+Prep.swift`.
+/// project goes through here or through the operation encodings in `Operations/`.
 struct Ring: ~Copyable {
     /// The setup flag sets tried in order; the first the kernel accepts wins.
     static let setupFlagCandidates: [(flags: UInt32, name: String)] = [
@@ -17,9 +17,7 @@ struct Ring: ~Copyable {
     let raw: UnsafeMutablePointer<io_uring>
     let submissionEntries: UInt32
     let completionEntries: UInt32
-    let setupFlags: UInt32
     let setupMode: String
-    let features: UInt32
 
     /// Sets up a ring with `entries` submission entries and twice as many completion entries.
     /// Must run on the thread that will submit (single issuer). When the kernel has not enough
@@ -41,9 +39,7 @@ struct Ring: ~Copyable {
         self.raw = raw
         submissionEntries = setup.params.sq_entries
         completionEntries = setup.params.cq_entries
-        setupFlags = setup.flags
         setupMode = setup.name
-        features = setup.params.features
         // Saves an fd lookup per io_uring_enter; optional, so failure is ignored.
         _ = io_uring_register_ring_fd(raw)
     }
@@ -76,8 +72,6 @@ struct Ring: ~Copyable {
         io_uring_queue_exit(raw)
         raw.deallocate()
     }
-
-    var usesDeferredTaskRun: Bool { setupFlags & IORING_SETUP_DEFER_TASKRUN != 0 }
 
     /// A free submission entry, flushing the queue to the kernel first if it is full.
     @inline(__always)
@@ -146,12 +140,6 @@ struct Ring: ~Copyable {
     var completionQueueOverflowed: Bool {
         // SAFETY: kflags points into the ring's mapped SQ memory for the ring's lifetime.
         (raw.pointee.sq.kflags.pointee & IORING_SQ_CQ_OVERFLOW) != 0
-    }
-
-    /// Completions the kernel dropped (only on kernels without IORING_FEAT_NODROP).
-    var droppedCompletions: UInt32 {
-        // SAFETY: koverflow points into the ring's mapped CQ memory for the ring's lifetime.
-        raw.pointee.cq.koverflow.pointee
     }
 
     /// Copies up to `capacity` ready completions into `batch` and advances the CQ once.

@@ -124,22 +124,3 @@ struct SyncOperation: IOOperation {
         io_uring_prep_fsync(sqe, fd, dataOnly ? IORING_FSYNC_DATASYNC : 0)
     }
 }
-
-/// `statx(2)` of `path` relative to `directory` (an empty path with `AT_EMPTY_PATH`: the
-/// directory descriptor itself) into `buffer`.
-struct StatOperation: IOOperation, @unchecked Sendable {
-    // @unchecked Sendable: `path` and `buffer` are lent by the caller until the final completion.
-    var directory: Int32
-    var path: UnsafePointer<CChar>
-    var flags: Int32
-    var mask: UInt32
-    var buffer: UnsafeMutablePointer<statx>
-
-    var name: IOError.Operation { .stat }
-    static var retry: RetryPolicy { .resubmit }
-    var descriptor: Int32 { directory }
-
-    func encode(into sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>) {
-        io_uring_prep_statx(sqe, directory, path, flags, mask, buffer)
-    }
-}

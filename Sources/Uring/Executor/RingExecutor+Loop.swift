@@ -1,0 +1,167 @@
+import Synchronization
+import Glibc
+
+// The ring thread's loop: run ready jobs (with a budget), enter the kernel once (submitting and,
+// when idle, sleeping), reap completions; and the inbox other threads leave work in.
+
+extension RingExecutor {
+    func runLoop() {
+        let driver = self.driver
+        let local = self.local
+        let serial = asUnownedSerialExecutor()
+        let taskExecutor = asUnownedTaskExecutor()
+        // Set (for the rings that Uring.run installs) before any .global or .main job can reach
+        // this ring (for its extra rings, after their loops started): read when needed.
+        var stopping = false
+        var clock: UInt64 = 0
+        StallWatch.shared.register(self)
+        while true {
+            if inboxPending.load(ordering: .acquiring) {
+                if drainInbox() && !stopping {
+                    stopping = true
+                    driver.pointee.cancelEverything()
+                }
+            }
+            // Read per iteration, after the inbox: a .global or .main job in `ready` was enqueued
+            // after these were set (Uring.run sets them before any such job can exist).
+            let globalExecutor = installedGlobalExecutor
+            let mainExecutor = installedMainExecutor
+            var budget = jobBudget
+            while budget > 0, let ready = local.pointee.ready.popFirst() {
+                // Plain stores (only this thread writes): odd while a job runs.
+                clock &+= 1
+                jobClock.store(clock, ordering: .relaxed)
+                switch ready.kind {
+                case .task: ready.job.runSynchronously(on: taskExecutor)
+                case .isolated: ready.job.runSynchronously(isolatedTo: serial, taskExecutor: taskExecutor)
+                // SAFETY: .global and .main jobs exist only on the ring Uring.run installed, whose
+                // executors were set before its loop started.
+                case .global: ready.job.runSynchronously(on: globalExecutor.unsafelyUnwrapped)
+                case .main: ready.job.runSynchronously(on: mainExecutor.unsafelyUnwrapped)
+                }
+                clock &+= 1
+                jobClock.store(clock, ordering: .relaxed)
+                budget -= 1
+                driver.pointee.statistics.jobsRun &+= 1
+            }
+            if stopping, local.pointee.ready.isEmpty, driver.pointee.table.activeCount == 0,
+                !inboxPending.load(ordering: .acquiring)
+            {
+                break
+            }
+            if stopping, abandon.load(ordering: .acquiring) { break }
+            // Block only when nothing is ready and nothing was submitted since the last reap: a
+            // fresh operation must first get the chance to complete (or have its task woken to
+            // register for cancellation) before the loop may sleep.
+            if local.pointee.ready.isEmpty && driver.pointee.fresh.isEmpty && !starvedStreamsCanArm {
+                if spinNanoseconds > 0 && !stopping && spinForWork() {
+                    reapCompletions()
+                    continue
+                }
+                sleeping.store(true, ordering: .sequentiallyConsistent)
+                if inboxPending.load(ordering: .sequentiallyConsistent) {
+                    sleeping.store(false, ordering: .relaxed)
+                    enter(wait: false)
+                } else {
+                    enter(wait: true)
+                    sleeping.store(false, ordering: .relaxed)
+                }
+            } else if driver.pointee.ring.pendingSubmissions > 0 || driver.pointee.table.activeCount > 0
+                || !driver.pointee.fresh.isEmpty
+            {
+                enter(wait: false)
+            }
+            reapCompletions()
+        }
+        // Tear the ring down on its own thread (io_uring_queue_exit cancels the wake read). The
+        // buffer pool's memory outlives the ring: the kernel may write into it until the exit.
+        messageFD.store(-1, ordering: .releasing)
+        RingExecutor.registry.withLock { $0[ringID] = nil }
+        StallWatch.shared.unregister(self)
+        let pool = driver.pointee.bufferPool.take()
+        let (leftover, leftoverClosings) = inbox.withLock { inbox in
+            inbox.loopExited = true
+            return (inbox.streamRequests, inbox.closingRequests)
+        }
+        driver.pointee.resumeClosersAtExit()
+        for (fd, request) in leftoverClosings {
+            switch request {
+            case .begin(let waiter, let origin): ClosingWaiter(continuation: waiter, home: origin).resume(fromRing: ringID, fd: fd)
+            case .resumeCloser(let waiter): waiter.resume()  // this ring's own closer: nothing else will
+            case .end: break
+            }
+        }
+        driverReady.store(false, ordering: .releasing)
+        driver.deinitialize(count: 1)
+        withExtendedLifetime(pool) {}
+        for (stream, request) in leftover where request == .abandon { stream.abandonAfterRingExit() }
+        closeWakeDescriptor()
+    }
+
+    /// Receive streams wait for a buffer while buffers are free (the streams armed in their turn
+    /// took none: their connections are idle): the loop must go round again, not sleep, so the
+    /// next ones in line get their turn (`BufferPool.wakeStarved`).
+    private var starvedStreamsCanArm: Bool {
+        guard let pool = driver.pointee.bufferPool else { return false }
+        return !pool.starved.isEmpty && pool.available > 0
+    }
+
+    /// Looks for work for up to `spinNanoseconds` instead of sleeping: jobs or requests from
+    /// other threads, and completions (fetched from the kernel every few microseconds, which a
+    /// ring with deferred task running needs). Returns true as soon as there is some.
+    @inline(never)
+    private func spinForWork() -> Bool {
+        let driver = self.driver
+        if driver.pointee.ring.pendingSubmissions > 0 { enter(wait: false) }
+        let start = monotonicClockNanoseconds()
+        var lastFetch = start
+        while true {
+            if inboxPending.load(ordering: .acquiring) || driver.pointee.ring.completionsReady > 0 { return true }
+            let now = monotonicClockNanoseconds()
+            if now &- start >= spinNanoseconds { return false }
+            if now &- lastFetch >= 5_000 {
+                enter(wait: false)  // runs deferred task work: posts completions that are due
+                lastFetch = now
+            }
+        }
+    }
+
+    @inline(__always)
+    private func enter(wait: Bool) {
+        driver.pointee.enter(wait: wait)
+    }
+
+    /// Moves jobs and requests from other threads into the ring. Returns true if a stop was requested.
+    private func drainInbox() -> Bool {
+        inboxPending.store(false, ordering: .sequentiallyConsistent)
+        let local = self.local
+        var stop = false
+        inbox.withLock { inbox in
+            swap(&inbox.jobs, &local.pointee.inboxJobs)
+            swap(&inbox.cancellations, &local.pointee.inboxCancellations)
+            swap(&inbox.timers, &local.pointee.inboxTimers)
+            swap(&inbox.streamRequests, &local.pointee.inboxStreamRequests)
+            swap(&inbox.closingRequests, &local.pointee.inboxClosingRequests)
+            stop = inbox.stopRequested
+        }
+        while let job = jobQueue.pop() { local.pointee.ready.append(job) }
+        for (stream, request) in local.pointee.inboxStreamRequests { handleStreamRequest(stream, request) }
+        local.pointee.inboxStreamRequests.removeAll(keepingCapacity: true)
+        for (fd, request) in local.pointee.inboxClosingRequests { handleClosingRequest(fd, request) }
+        local.pointee.inboxClosingRequests.removeAll(keepingCapacity: true)
+        for job in local.pointee.inboxJobs { local.pointee.ready.append(job) }
+        local.pointee.inboxJobs.removeAll(keepingCapacity: true)
+        for id in local.pointee.inboxCancellations { driver.pointee.cancel(id) }
+        local.pointee.inboxCancellations.removeAll(keepingCapacity: true)
+        for timer in local.pointee.inboxTimers { driver.pointee.scheduleTimer(timer.job, after: timer.delay) }
+        local.pointee.inboxTimers.removeAll(keepingCapacity: true)
+        return stop
+    }
+
+    /// Hands completions to the driver, then queues the jobs whose timers fired.
+    @inline(__always)
+    private func reapCompletions() {
+        driver.pointee.reapCompletions()
+        while let job = driver.pointee.firedTimers.popFirst() { local.pointee.ready.append(job) }
+    }
+}

@@ -1,0 +1,56 @@
+import Glibc
+import Synchronization
+
+// Waking a sleeping ring from another thread: another ring posts a message into it
+// (`IORING_OP_MSG_RING`, riding on that ring's next system call); anyone else writes its eventfd.
+
+extension RingExecutor {
+    @inline(__always)
+    func wakeIfSleeping() {
+        if sleeping.load(ordering: .sequentiallyConsistent), sleeping.exchange(false, ordering: .sequentiallyConsistent) {
+            wake()
+        }
+    }
+
+    func wake() {
+        // From another ring's thread: post a message into this ring with IORING_OP_MSG_RING. It
+        // rides along with that ring's next io_uring_enter instead of costing a write(2) now (so
+        // a job that blocks after enqueueing delays the wake-up; the stall detector reports such
+        // jobs).
+        let target = messageFD.load(ordering: .acquiring)
+        if target >= 0, RingExecutor.messagesWork.load(ordering: .relaxed), let source = RingExecutor.current, source !== self {
+            source.driver.pointee.sendWakeMessage(toFD: target, ringID: ringID)
+            return
+        }
+        wakeThroughEventFD()
+    }
+
+    /// Whether IORING_OP_MSG_RING works here; turned off for good after the first failure, or
+    /// from the start with the environment variable `SWIFT_URING_MSG_RING=0` (for comparisons).
+    static let messagesWork = Atomic<Bool>(getenv("SWIFT_URING_MSG_RING").map { String(cString: $0) != "0" } ?? true)
+    static let nextRingID = Atomic<UInt32>(1)
+    /// Live rings by ``ringID``, to wake the target of a failed message. Unmanaged, not weak (a
+    /// weak reference would put every retain and release of the ring on the slow path): a ring is
+    /// in it only while its loop runs, and leaves it (under the lock) before the loop ends.
+    static let registry = Lock<[UInt32: Unmanaged<RingExecutor>]>([:])
+
+    func wakeThroughEventFD() {
+        // Under the inbox lock, so that it can never race with closeWakeDescriptor() and write
+        // into a descriptor number that has been reused.
+        inbox.withLock { inbox in
+            guard inbox.wakeFD >= 0 else { return }
+            var one: UInt64 = 1
+            _ = withUnsafeBytes(of: &one) { write(inbox.wakeFD, $0.baseAddress, 8) }
+        }
+    }
+
+    /// Closes the eventfd once (after the ring is gone, so no read on it is pending).
+    func closeWakeDescriptor() {
+        inbox.withLock { inbox in
+            if inbox.wakeFD >= 0 {
+                close(inbox.wakeFD)
+                inbox.wakeFD = -1
+            }
+        }
+    }
+}

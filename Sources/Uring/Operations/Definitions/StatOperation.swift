@@ -1,0 +1,69 @@
+internal import CLiburing
+import Glibc
+
+/// `statx(2)` of `path` relative to `directory` (an empty path with `AT_EMPTY_PATH`: the
+/// directory descriptor itself) into `buffer`.
+struct StatOperation: IOOperation, @unchecked Sendable {
+    // @unchecked Sendable: `path` and `buffer` are lent by the caller until the final completion.
+    var directory: Int32
+    var path: UnsafePointer<CChar>
+    var flags: Int32
+    var mask: UInt32
+    var buffer: UnsafeMutablePointer<statx>
+
+    var name: IOError.Operation { .stat }
+    static var retry: RetryPolicy { .resubmit }
+    var descriptor: Int32 { directory }
+
+    func encode(into sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>) {
+        io_uring_prep_statx(sqe, directory, path, flags, mask, buffer)
+    }
+}
+
+extension StatOperation {
+    /// Runs a `statx` of `path` (relative to `directory`; nil: the descriptor itself, with
+    /// `AT_EMPTY_PATH` in `flags`) and describes the result.
+    static func status(directory: Int32, path: CPath?, flags: Int32) async throws(IOError) -> FileStatus {
+        // Lent to the ring for this call only: it returns after the final completion.
+        let buffer = UnsafeMutablePointer<statx>.allocate(capacity: 1)
+        defer { buffer.deallocate() }
+        let empty: StaticString = ""
+        let pathPointer = path.map { UnsafePointer($0.pointer) }
+            ?? UnsafeRawPointer(empty.utf8Start).assumingMemoryBound(to: CChar.self)
+        let mask = UInt32(STATX_BASIC_STATS) | UInt32(STATX_BTIME)
+        let stat = StatOperation(directory: directory, path: pathPointer, flags: flags, mask: mask, buffer: buffer)
+        _ = try await stat.run()
+        return FileStatus(buffer.pointee)
+    }
+}
+
+extension FileStatus {
+    /// The status the kernel filled in.
+    init(_ raw: statx) {
+        size = Int64(bitPattern: raw.stx_size)
+        let mode = UInt32(raw.stx_mode)
+        switch mode & UInt32(Glibc.S_IFMT) {
+        case UInt32(Glibc.S_IFREG): kind = .regular
+        case UInt32(Glibc.S_IFDIR): kind = .directory
+        case UInt32(Glibc.S_IFLNK): kind = .symbolicLink
+        case UInt32(Glibc.S_IFIFO): kind = .fifo
+        case UInt32(Glibc.S_IFSOCK): kind = .socket
+        case UInt32(Glibc.S_IFCHR): kind = .characterDevice
+        case UInt32(Glibc.S_IFBLK): kind = .blockDevice
+        default: kind = .unknown
+        }
+        permissions = FilePermissions(rawValue: mode_t(mode & 0o7777))
+        linkCount = raw.stx_nlink
+        userID = raw.stx_uid
+        groupID = raw.stx_gid
+        inode = raw.stx_ino
+        device = UInt64(raw.stx_dev_major) << 32 | UInt64(raw.stx_dev_minor)
+        blockSize = raw.stx_blksize
+        allocatedBlocks = raw.stx_blocks
+        func time(_ t: statx_timestamp) -> Timestamp { Timestamp(seconds: t.tv_sec, nanoseconds: t.tv_nsec) }
+        accessTime = time(raw.stx_atime)
+        modificationTime = time(raw.stx_mtime)
+        statusChangeTime = time(raw.stx_ctime)
+        creationTime = raw.stx_mask & UInt32(STATX_BTIME) != 0 ? time(raw.stx_btime) : nil
+    }
+}
