@@ -90,30 +90,9 @@ func runEcho(connections: Int, size: Int, options: Options) async throws -> Meas
         let connection = connectionsCopy[index]
         let send = UnsafeRawBufferPointer(sends[index])
         let receive = receives[index]
-        var histogram = Histogram()
-        var requests = 0
-        var errors = 0
-        while true {
-            let current = phase.current
-            if current == Phase.stop { break }
-            let started = nowNanoseconds()
-            do throws(IOError) {
-                try await connection.write(send, zeroCopy: zeroCopy)
-                var got = 0
-                while got < size {
-                    let n = try await connection.read(into: UnsafeMutableRawBufferPointer(rebasing: receive[got...]))
-                    if n == 0 { throw IOError.init(.systemCall, errno: .connectionReset, operation: .receive) }
-                    got += n
-                }
-            } catch {
-                errors += 1
-                break
-            }
-            if current == Phase.measure {
-                requests += 1
-                histogram.record(nowNanoseconds() - started)
-            }
-        }
+        var (requests, histogram, errors) = await requestLoop(
+            phase: phase, connection: connection, request: send, response: receive, responseSize: size,
+            zeroCopy: zeroCopy)
         if !receive.elementsEqual(send) { errors += 1 }
         return (requests, histogram, errors)
     }

@@ -31,33 +31,10 @@ func runHTTP(connections: Int, options: Options) async throws -> Measurement {
         let connection = connectionsCopy[index]
         let receive = UnsafeMutableRawBufferPointer.allocate(byteCount: probe, alignment: 16)
         defer { receive.deallocate() }
-        var histogram = Histogram()
-        var requests = 0
-        var errors = 0
-        while true {
-            let current = phase.current
-            if current == Phase.stop { break }
-            let started = nowNanoseconds()
-            do throws(IOError) {
-                try await connection.write(send)
-                var got = 0
-                while got < probe {
-                    let n = try await connection.read(into: UnsafeMutableRawBufferPointer(rebasing: receive[got...]))
-                    if n == 0 { throw IOError(.unexpectedEndOfFile, operation: .receive) }
-                    got += n
-                }
-            } catch {
-                errors += 1
-                break
-            }
-            // "HTTP/1.1 200" and the body, checked without allocating.
-            if receive[9] != UInt8(ascii: "2") || receive[probe - 1] != UInt8(ascii: "!") { errors += 1 }
-            if current == Phase.measure {
-                requests += 1
-                histogram.record(nowNanoseconds() - started)
-            }
-        }
-        return (requests, histogram, errors)
+        // "HTTP/1.1 200" and the body, checked without allocating.
+        return await requestLoop(
+            phase: phase, connection: connection, request: send, response: receive, responseSize: probe
+        ) { $0[9] == UInt8(ascii: "2") && $0[probe - 1] == UInt8(ascii: "!") }
     }
     let (elapsed, mallocs) = controller.join()
     for connection in clients { try? await connection.close() }

@@ -71,6 +71,8 @@ struct Measurement {
     var ops: Int
     var histogram: Histogram
     var mallocs: Int?
+    /// nop: the floor's ops/s at the same concurrency (see `runFloor`).
+    var floorOpsPerSecond: Double? = nil
 
     var opsPerSecond: Double { Double(ops) / seconds }
     var mebibytesPerSecond: Double? { block.map { Double($0) * opsPerSecond / 1_048_576 } }

@@ -64,6 +64,8 @@ struct Inbox {
 /// swapped into (kept to reuse their storage).
 struct LoopState: ~Copyable {
     var ready = FIFO<ReadyJob>(initialCapacity: 256)
+    /// Tasks suspended by `continuationRoundTrip()`, resumed by the loop's next iteration.
+    var parked = FIFO<UnsafeContinuation<Void, Never>>(initialCapacity: 64)
     var inboxJobs: [ReadyJob] = []
     var inboxCancellations: [OperationID] = []
     var inboxTimers: [(job: ReadyJob, delay: Duration)] = []

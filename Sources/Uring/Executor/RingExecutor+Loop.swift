@@ -44,6 +44,7 @@ extension RingExecutor {
                 budget -= 1
                 driver.pointee.statistics.jobsRun &+= 1
             }
+            if !local.pointee.parked.isEmpty { resumeParked() }
             if stopping, local.pointee.ready.isEmpty, driver.pointee.table.activeCount == 0,
                 !inboxPending.load(ordering: .acquiring)
             {
@@ -163,5 +164,23 @@ extension RingExecutor {
     private func reapCompletions() {
         driver.pointee.reapCompletions()
         while let job = driver.pointee.firedTimers.popFirst() { local.pointee.ready.append(job) }
+    }
+
+    /// Resumes the tasks parked by ``continuationRoundTrip()`` (as the loop resumes tasks whose
+    /// completions arrived).
+    @inline(never)
+    private func resumeParked() {
+        while let continuation = local.pointee.parked.popFirst() { continuation.resume() }
+    }
+
+    /// The floor under every awaited operation: the task suspends on a continuation, the loop
+    /// resumes it in its next iteration, and the task runs again, with no system call and no
+    /// kernel. What `uring-bench floor` measures (the cost any Swift completion runtime pays per
+    /// awaited operation). Must run on this ring's thread.
+    package func continuationRoundTrip() async {
+        await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+            precondition(isCurrentRing, "round trip off the ring's thread")
+            local.pointee.parked.append(continuation)
+        }
     }
 }

@@ -1,0 +1,146 @@
+import Glibc
+import Uring
+
+// The command line: usage, options and their parsing.
+
+let usage = """
+    usage: uring-bench [nop|floor|read|echo|idle|http|handoff|soak] [options]
+      (no scenario)               run the whole suite and print a table
+      nop  --concurrency N        awaited no-ops from N tasks on one ring (default 64); the line
+                                  also gives the floor at the same concurrency (floor_ops_per_sec,
+                                  ratio_to_floor)
+      floor --concurrency N       the floor under every awaited operation: a continuation round
+                                  trip through the ring's loop, no system call (default 64)
+      read --pattern random|sequential --block B --concurrency N --path P
+                                  reads of a file (default: a 1 GiB file in /tmp/uring-bench, created once)
+      echo --connections N --size B
+                                  loopback TCP echo: a server ring and a client ring in this
+                                  process; N connections (default 64) each send B bytes (default
+                                  64) and wait for the echo; --zero-copy automatic|always|never
+                                  for the clients' sends (default automatic)
+      http --connections N        uring-http's server (hello mode) and keep-alive clients in this
+                                  process; N connections (default 64)
+      handoff                     a task hopping between two idle rings: the cost of one
+                                  cross-ring hand-off (SWIFT_URING_MSG_RING=0: eventfd wake-ups);
+                                  --spin-us N: the rings spin N µs before sleeping (default 0)
+      idle --connections N        memory per idle server connection (default 5,000; needs
+                                  2N+100 descriptors)
+      soak --seconds S --connections N
+                                  the echo server under churn for S seconds (default 30): N
+                                  client loops (default 1,000) connect, exchange random data,
+                                  check every byte and close; reports errors, descriptors and
+                                  memory before and after (needs 2N+100 descriptors)
+    common options:
+      --seconds S                 measured seconds per run (default 3)
+      --warmup S                  unmeasured seconds before each run (default 0.5)
+      --no-baseline               skip the blocking pread baseline
+      --no-floor                  nop: skip the floor measurement
+      --baseline-threads T        threads for the pread baseline (default 1: the per-core comparison)
+      --executor global|preference
+                                  global (default): worker tasks are plain tasks on the ring that
+                                  Uring.run installs; preference: Task(executorPreference:) on a
+                                  separate RingExecutor
+      --rings N                   nop/read: a RingGroup of N rings with --concurrency tasks on
+                                  each (the multi-core scaling run)
+      --stats                     print each ring's counters (to standard error) after its run
+    """
+
+struct Options {
+    var scenario: String?
+    var concurrency: Int?
+    var seconds = 3.0
+    var secondsGiven = false
+    var spinMicroseconds = 0
+    var warmup = 0.5
+    var path: String?
+    var pattern = "random"
+    var block: Int?
+    var baseline = true
+    /// nop: also measure the floor at the same concurrency (`--no-floor`: skip it).
+    var floor = true
+    var baselineThreads = 1
+    var executor = ExecutorMode.global
+    var zeroCopy = TCPConnection.ZeroCopy.automatic
+}
+
+func fail(_ message: String) -> Never {
+    var stderr = StandardError()
+    print("uring-bench: \(message)\n\(usage)", to: &stderr)
+    exit(64)
+}
+
+struct StandardError: TextOutputStream {
+    mutating func write(_ string: String) {
+        _ = string.utf8CString.withUnsafeBufferPointer { Glibc.write(2, $0.baseAddress, $0.count - 1) }
+    }
+}
+
+func parse(_ arguments: [String]) -> Options {
+    var options = Options()
+    var rest = arguments[...]
+    if let first = rest.first, !first.hasPrefix("-") {
+        guard ["nop", "floor", "read", "echo", "idle", "http", "handoff", "soak", "soak-server"].contains(first) else { fail("unknown scenario '\(first)'") }
+        options.scenario = first
+        rest = rest.dropFirst()
+    }
+    func value(_ flag: String) -> String {
+        guard let v = rest.popFirst() else { fail("\(flag) needs a value") }
+        return v
+    }
+    func positiveInt(_ flag: String) -> Int {
+        let text = value(flag)
+        guard let v = Int(text), v > 0 else { fail("\(flag) wants a positive integer, not '\(text)'") }
+        return v
+    }
+    func positiveDouble(_ flag: String, allowZero: Bool = false) -> Double {
+        let text = value(flag)
+        guard let v = Double(text), v.isFinite, allowZero ? v >= 0 : v > 0 else { fail("\(flag) wants a positive number, not '\(text)'") }
+        return v
+    }
+    while let flag = rest.popFirst() {
+        switch flag {
+        case "--concurrency": options.concurrency = positiveInt(flag)
+        case "--seconds":
+            options.seconds = positiveDouble(flag)
+            options.secondsGiven = true
+        case "--warmup": options.warmup = positiveDouble(flag, allowZero: true)
+        case "--path": options.path = value(flag)
+        case "--pattern":
+            let p = value(flag)
+            guard p == "random" || p == "sequential" else { fail("--pattern is random or sequential, not '\(p)'") }
+            options.pattern = p
+        case "--block": options.block = positiveInt(flag)
+        case "--connections": options.concurrency = positiveInt(flag)
+        case "--size": options.block = positiveInt(flag)
+        case "--no-baseline": options.baseline = false
+        case "--no-floor": options.floor = false
+        case "--executor":
+            let v = value(flag)
+            guard let mode = ExecutorMode(rawValue: v) else { fail("--executor is global or preference, not '\(v)'") }
+            options.executor = mode
+        case "--stats": printStatistics = true
+        case "--rings":
+            groupRings = positiveInt(flag)
+            options.executor = .group
+        case "--zero-copy":
+            switch value(flag) {
+            case "automatic": options.zeroCopy = .automatic
+            case "always": options.zeroCopy = .always
+            case "never": options.zeroCopy = .never
+            case let other: fail("--zero-copy wants automatic, always or never, not '\(other)'")
+            }
+        case "--baseline-threads": options.baselineThreads = positiveInt(flag)
+        case "--spin-us":
+            let text = value(flag)
+            guard let v = Int(text), (0...10_000).contains(v) else { fail("--spin-us wants 0 to 10000, not '\(text)'") }
+            options.spinMicroseconds = v
+        case "-h", "--help":
+            print(usage)
+            exit(0)
+        default: fail("unknown option '\(flag)'")
+        }
+    }
+    if let c = options.concurrency, c > 100_000 { fail("--concurrency is at most 100000") }
+    if let b = options.block, b > 64 << 20 { fail("--block is at most 64 MiB") }
+    return options
+}
