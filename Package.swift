@@ -1,4 +1,4 @@
-// swift-tools-version: 6.0
+// swift-tools-version: 6.2
 import PackageDescription
 
 let package = Package(
@@ -40,6 +40,7 @@ let package = Package(
                 // Async functions run on their caller's executor unless marked @concurrent: the
                 // I/O fast path must not hop (see Docs/DESIGN.md, "No hops on the fast path").
                 .enableUpcomingFeature("NonisolatedNonsendingByDefault"),
+                .strictMemorySafety(),
             ]
         ),
         .executableTarget(
@@ -67,21 +68,21 @@ let package = Package(
             name: "UringServiceLifecycle",
             dependencies: ["Uring", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
             path: "Sources/UringServiceLifecycle",
-            swiftSettings: [.swiftLanguageMode(.v6)]
+            swiftSettings: [.swiftLanguageMode(.v6),.strictMemorySafety(),]
         ),
         // swift-metrics export of the rings' counters, apart for the same reason.
         .target(
             name: "UringMetrics",
             dependencies: ["Uring", .product(name: "Metrics", package: "swift-metrics")],
             path: "Sources/UringMetrics",
-            swiftSettings: [.swiftLanguageMode(.v6)]
+            swiftSettings: [.swiftLanguageMode(.v6),.strictMemorySafety(),]
         ),
         // A small, strict HTTP/1.1 static-file server on the runtime (request parser, files, ranges).
         .target(
             name: "UringHTTP",
             dependencies: ["Uring", .product(name: "SystemPackage", package: "swift-system")],
             path: "Sources/UringHTTP",
-            swiftSettings: [.swiftLanguageMode(.v6), .enableUpcomingFeature("NonisolatedNonsendingByDefault")]
+            swiftSettings: [.swiftLanguageMode(.v6), .enableUpcomingFeature("NonisolatedNonsendingByDefault"),.strictMemorySafety(),]
         ),
         .executableTarget(
             name: "UringHTTPServer",

@@ -29,7 +29,7 @@ public enum ProcessSignals {
         let result = installed.withLock { done -> Result<[Int32], IOError>? in
             if done { return nil }
             var fds: [Int32] = [0, 0]
-            guard pipe(&fds) == 0 else { return .failure(IOError.system(errno, .setup)) }
+            guard unsafe pipe(&fds) == 0 else { return .failure(IOError.system(errno, .setup)) }
             for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
             _ = fcntl(fds[1], F_SETFL, fcntl(fds[1], F_GETFL) | O_NONBLOCK)
             done = true
@@ -37,22 +37,22 @@ public enum ProcessSignals {
         }
         guard let result else { return }
         let fds = try result.get()
-        readFD = fds[0]
-        writeFD = fds[1]
+        unsafe readFD = fds[0]
+        unsafe writeFD = fds[1]
         var action = sigaction()
-        action.__sigaction_handler.sa_handler = { signal in
+        unsafe action.__sigaction_handler.sa_handler = { signal in
             var byte = UInt8(truncatingIfNeeded: signal)
-            _ = write(ProcessSignals.writeFD, &byte, 1)
+            _ = unsafe write(ProcessSignals.writeFD, &byte, 1)
         }
-        sigemptyset(&action.sa_mask)
+        unsafe sigemptyset(&action.sa_mask)
         action.sa_flags = SA_RESTART
         var unblock = sigset_t()
-        sigemptyset(&unblock)
+        unsafe sigemptyset(&unblock)
         for signal in signals {
-            sigaction(signal, &action, nil)
-            sigaddset(&unblock, signal)
+            unsafe sigaction(signal, &action, nil)
+            unsafe sigaddset(&unblock, signal)
         }
-        sigprocmask(SIG_UNBLOCK, &unblock, nil)
+        unsafe sigprocmask(SIG_UNBLOCK, &unblock, nil)
     }
 
     /// Waits, on the ring, for the next of the installed signals and returns its number.
@@ -60,11 +60,11 @@ public enum ProcessSignals {
     /// - Throws: ``IOError/Code/cancelled`` when the waiting task is cancelled;
     ///   ``IOError/Code/invalidArgument`` if ``install(_:)`` was not called.
     public static func next() async throws(IOError) -> Int32 {
-        guard readFD >= 0 else { throw IOError(.invalidArgument, errno: .invalidArgument, operation: .read) }
-        let file = File(descriptor: FileDescriptor(rawValue: readFD))
+        guard unsafe readFD >= 0 else { throw IOError(.invalidArgument, errno: .invalidArgument, operation: .read) }
+        let file = unsafe File(descriptor: FileDescriptor(rawValue: readFD))
         let byte = UnsafeMutableRawBufferPointer.allocate(byteCount: 1, alignment: 1)
-        defer { byte.deallocate() }
-        _ = try await file.read(into: byte)  // a pipe: read at its current position
-        return Int32(byte[0])
+        defer { unsafe byte.deallocate() }
+        _ = try unsafe await file.read(into: byte)  // a pipe: read at its current position
+        return unsafe Int32(byte[0])
     }
 }

@@ -14,21 +14,21 @@ public enum HTTPDate {
         let weekday = ((day % 7) + 7) % 7
         var i = 0
         func put(_ b: UInt8) {
-            out.storeBytes(of: b, toByteOffset: i, as: UInt8.self)
+            unsafe out.storeBytes(of: b, toByteOffset: i, as: UInt8.self)
             i += 1
         }
         func two(_ n: Int) {
             put(UInt8(48 + n / 10))
             put(UInt8(48 + n % 10))
         }
-        let dayNames = days.utf8Start
-        for k in 0..<3 { put(dayNames[weekday * 3 + k]) }
+        let dayNames = unsafe days.utf8Start
+        for k in 0..<3 { unsafe put(dayNames[weekday * 3 + k]) }
         put(44)
         put(32)
         two(d)
         put(32)
-        let monthNames = months.utf8Start
-        for k in 0..<3 { put(monthNames[(m - 1) * 3 + k]) }
+        let monthNames = unsafe months.utf8Start
+        for k in 0..<3 { unsafe put(monthNames[(m - 1) * 3 + k]) }
         put(32)
         two(y / 100 % 100)
         two(y % 100)
@@ -43,25 +43,25 @@ public enum HTTPDate {
 
     /// Parses an IMF-fixdate; nil for anything else (the obsolete formats are not accepted).
     public static func parse(_ bytes: UnsafeRawBufferPointer) -> Int? {
-        guard bytes.count == length, bytes[3] == 44, bytes[4] == 32, bytes[7] == 32, bytes[11] == 32,
-            bytes[16] == 32, bytes[19] == 58, bytes[22] == 58, bytes[25] == 32, bytes[26] == 71, bytes[27] == 77,
-            bytes[28] == 84
+        guard bytes.count == length, unsafe bytes[3] == 44, unsafe bytes[4] == 32, unsafe bytes[7] == 32, unsafe bytes[11] == 32,
+            unsafe bytes[16] == 32, unsafe bytes[19] == 58, unsafe bytes[22] == 58, unsafe bytes[25] == 32, unsafe bytes[26] == 71, unsafe bytes[27] == 77,
+            unsafe bytes[28] == 84
         else { return nil }
         func number(_ at: Int, _ digits: Int) -> Int? {
             var n = 0
             for k in at..<at + digits {
-                guard isDigit(bytes[k]) else { return nil }
-                n = n * 10 + Int(bytes[k] - 48)
+                guard unsafe isDigit(bytes[k]) else { return nil }
+                n = unsafe n * 10 + Int(bytes[k] - 48)
             }
             return n
         }
         guard let d = number(5, 2), let y = number(12, 4), let hh = number(17, 2), let mm = number(20, 2),
             let ss = number(23, 2), hh < 24, mm < 60, ss < 61, d >= 1, d <= 31
         else { return nil }
-        let monthNames = months.utf8Start
+        let monthNames = unsafe months.utf8Start
         var month = 0
         for m in 0..<12
-        where bytes[8] == monthNames[m * 3] && bytes[9] == monthNames[m * 3 + 1] && bytes[10] == monthNames[m * 3 + 2] {
+        where unsafe bytes[8] == monthNames[m * 3] && bytes[9] == monthNames[m * 3 + 1] && bytes[10] == monthNames[m * 3 + 2] {
             month = m + 1
         }
         guard month > 0 else { return nil }
@@ -93,21 +93,22 @@ public enum HTTPDate {
 
 /// The current date in IMF-fixdate, formatted at most once per second (per instance: one per
 /// ring).
-final class DateCache: @unchecked Sendable {
+@safe final class DateCache: @unchecked Sendable {
+    // SAFETY (@safe): its buffer is allocated in init, freed in deinit, and written only within its fixed size.
     // @unchecked Sendable: used only by the tasks of one ring, which run on its one thread.
     private var second = -1
     let bytes = UnsafeMutableRawPointer.allocate(byteCount: HTTPDate.length, alignment: 8)
 
-    deinit { bytes.deallocate() }
+    deinit { unsafe bytes.deallocate() }
 
     /// The current date's 29 bytes.
     func now() -> UnsafeRawBufferPointer {
         var ts = timespec()
-        clock_gettime(CLOCK_REALTIME_COARSE, &ts)
+        unsafe clock_gettime(CLOCK_REALTIME_COARSE, &ts)
         if ts.tv_sec != second {
             second = ts.tv_sec
-            HTTPDate.format(second, into: bytes)
+            unsafe HTTPDate.format(second, into: bytes)
         }
-        return UnsafeRawBufferPointer(start: bytes, count: HTTPDate.length)
+        return unsafe UnsafeRawBufferPointer(start: bytes, count: HTTPDate.length)
     }
 }

@@ -143,7 +143,7 @@ public final class HTTPServer: @unchecked Sendable {
 
     private func refuse(_ connection: TCPConnection) async {
         let body: StaticString = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        try? await connection.write(UnsafeRawBufferPointer(start: body.utf8Start, count: body.utf8CodeUnitCount), timeout: .seconds(1))
+        try? unsafe await connection.write(UnsafeRawBufferPointer(start: body.utf8Start, count: body.utf8CodeUnitCount), timeout: .seconds(1))
         try? await connection.close()
     }
 
@@ -151,10 +151,10 @@ public final class HTTPServer: @unchecked Sendable {
         let input = UnsafeMutableRawBufferPointer.allocate(byteCount: configuration.parser.maximumHeadBytes, alignment: 16)
         let output = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.bufferSize, alignment: 4096)
         defer {
-            input.deallocate()
-            output.deallocate()
+            unsafe input.deallocate()
+            unsafe output.deallocate()
         }
-        var session = Session(
+        var session = unsafe Session(
             server: self, connection: connection, slot: slot, root: root, input: input, output: output)
         await session.run()
         connections.remove(slot)
@@ -165,7 +165,7 @@ public final class HTTPServer: @unchecked Sendable {
 
     // MARK: - Shared pieces for Session
 
-    func now() -> UnsafeRawBufferPointer { date.now() }
+    func now() -> UnsafeRawBufferPointer { unsafe date.now() }
     func setIdle(_ slot: Int) {
         connections.set(slot, deadline: coarseMonotonicNanoseconds() + nanoseconds(configuration.idleTimeout), idle: true)
     }
@@ -179,7 +179,7 @@ public final class HTTPServer: @unchecked Sendable {
 /// the precise one, which is all idle and header deadlines need.
 func coarseMonotonicNanoseconds() -> UInt64 {
     var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts)
+    unsafe clock_gettime(CLOCK_MONOTONIC_COARSE, &ts)
     return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
 }
 

@@ -78,32 +78,32 @@ public struct RequestHeadParser: Sendable {
         let count = bytes.count
         // Leading empty lines before a request line are allowed (RFC 9112 §2.2); at most a few.
         var start = 0
-        while start + 1 < count, start < 8, bytes[start] == 13, bytes[start + 1] == 10 { start += 2 }
+        while start + 1 < count, start < 8, unsafe bytes[start] == 13, unsafe bytes[start + 1] == 10 { start += 2 }
 
         // Request line.
-        guard let lineEnd = try findLineEnd(bytes, from: start, limit: start + maximumRequestLineBytes) else {
+        guard let lineEnd = try unsafe findLineEnd(bytes, from: start, limit: start + maximumRequestLineBytes) else {
             if count - start >= maximumRequestLineBytes { throw .uriTooLong }
             // Refuse what can never become a request line now, instead of waiting for more.
-            try checkPartialRequestLine(bytes, from: start)
+            try unsafe checkPartialRequestLine(bytes, from: start)
             return nil
         }
         var i = start
         let methodStart = i
-        while i < lineEnd, isTokenByte(bytes[i]) { i += 1 }
-        guard i > methodStart, i < lineEnd, bytes[i] == 32 else { throw .badRequest }
-        head.method = method(bytes, methodStart, i)
+        while i < lineEnd, unsafe isTokenByte(bytes[i]) { i += 1 }
+        guard i > methodStart, i < lineEnd, unsafe bytes[i] == 32 else { throw .badRequest }
+        head.method = unsafe method(bytes, methodStart, i)
         i += 1
         let targetStart = i
-        while i < lineEnd, bytes[i] > 32, bytes[i] != 127 { i += 1 }
-        guard i > targetStart, i < lineEnd, bytes[i] == 32 else { throw .badRequest }
+        while i < lineEnd, unsafe bytes[i] > 32, unsafe bytes[i] != 127 { i += 1 }
+        guard i > targetStart, i < lineEnd, unsafe bytes[i] == 32 else { throw .badRequest }
         head.target = targetStart..<i
-        guard bytes[targetStart] == UInt8(ascii: "/") else { throw .badRequest }  // origin form only
+        guard unsafe bytes[targetStart] == UInt8(ascii: "/") else { throw .badRequest }  // origin form only
         i += 1
-        guard lineEnd - i == 8, bytes[i] == 72, bytes[i + 1] == 84, bytes[i + 2] == 84, bytes[i + 3] == 80,
-            bytes[i + 4] == 47, isDigit(bytes[i + 5]), bytes[i + 6] == 46, isDigit(bytes[i + 7])
+        guard lineEnd - i == 8, unsafe bytes[i] == 72, unsafe bytes[i + 1] == 84, unsafe bytes[i + 2] == 84, unsafe bytes[i + 3] == 80,
+            unsafe bytes[i + 4] == 47, unsafe isDigit(bytes[i + 5]), unsafe bytes[i + 6] == 46, unsafe isDigit(bytes[i + 7])
         else { throw .badRequest }
-        guard bytes[i + 5] == 49, bytes[i + 7] == 48 || bytes[i + 7] == 49 else { throw .versionNotSupported }
-        head.minorVersion = Int(bytes[i + 7] - 48)
+        guard unsafe bytes[i + 5] == 49, unsafe bytes[i + 7] == 48 || bytes[i + 7] == 49 else { throw .versionNotSupported }
+        head.minorVersion = unsafe Int(bytes[i + 7] - 48)
         head.keepAlive = head.minorVersion == 1
 
         // Header fields.
@@ -113,7 +113,7 @@ public struct RequestHeadParser: Sendable {
         var sawConnectionClose = false
         var sawConnectionKeepAlive = false
         while true {
-            guard let end = try findLineEnd(bytes, from: lineStart, limit: maximumHeadBytes) else {
+            guard let end = try unsafe findLineEnd(bytes, from: lineStart, limit: maximumHeadBytes) else {
                 if count >= maximumHeadBytes { throw .headerFieldsTooLarge }
                 return nil
             }
@@ -124,45 +124,45 @@ public struct RequestHeadParser: Sendable {
             fields += 1
             if fields > maximumFields { throw .headerFieldsTooLarge }
             var j = lineStart
-            while j < end, isTokenByte(bytes[j]) { j += 1 }
+            while j < end, unsafe isTokenByte(bytes[j]) { j += 1 }
             // No empty name, no whitespace before the colon, no obsolete folding (a line that
             // starts with whitespace has an empty name here).
-            guard j > lineStart, j < end, bytes[j] == 58 else { throw .badRequest }
+            guard j > lineStart, j < end, unsafe bytes[j] == 58 else { throw .badRequest }
             let nameStart = lineStart
             let nameEnd = j
             j += 1
-            while j < end, bytes[j] == 32 || bytes[j] == 9 { j += 1 }
+            while j < end, unsafe bytes[j] == 32 || bytes[j] == 9 { j += 1 }
             var valueEnd = end
-            while valueEnd > j, bytes[valueEnd - 1] == 32 || bytes[valueEnd - 1] == 9 { valueEnd -= 1 }
+            while valueEnd > j, unsafe bytes[valueEnd - 1] == 32 || bytes[valueEnd - 1] == 9 { valueEnd -= 1 }
             for k in j..<valueEnd {
-                let b = bytes[k]
+                let b = unsafe bytes[k]
                 if (b < 32 && b != 9) || b == 127 { throw .badRequest }
             }
             let value = j..<valueEnd
             switch nameEnd - nameStart {
-            case 4 where equalsLowercase(bytes, nameStart, "host"):
+            case 4 where unsafe equalsLowercase(bytes, nameStart, "host"):
                 if head.hasHost { throw .badRequest }
                 head.hasHost = true
-            case 5 where equalsLowercase(bytes, nameStart, "range"):
+            case 5 where unsafe equalsLowercase(bytes, nameStart, "range"):
                 head.range = value
-            case 8 where equalsLowercase(bytes, nameStart, "if-range"):
+            case 8 where unsafe equalsLowercase(bytes, nameStart, "if-range"):
                 head.ifRange = value
-            case 10 where equalsLowercase(bytes, nameStart, "connection"):
+            case 10 where unsafe equalsLowercase(bytes, nameStart, "connection"):
                 // A comma-separated list of options; only two matter here.
-                scanTokens(bytes, value) { token in
-                    if token.count == 5 && equalsLowercase(bytes, token.lowerBound, "close") { sawConnectionClose = true }
-                    if token.count == 10 && equalsLowercase(bytes, token.lowerBound, "keep-alive") { sawConnectionKeepAlive = true }
+                unsafe scanTokens(bytes, value) { token in
+                    if unsafe token.count == 5 && equalsLowercase(bytes, token.lowerBound, "close") { sawConnectionClose = true }
+                    if unsafe token.count == 10 && equalsLowercase(bytes, token.lowerBound, "keep-alive") { sawConnectionKeepAlive = true }
                 }
-            case 13 where equalsLowercase(bytes, nameStart, "if-none-match"):
+            case 13 where unsafe equalsLowercase(bytes, nameStart, "if-none-match"):
                 head.ifNoneMatch = value
-            case 14 where equalsLowercase(bytes, nameStart, "content-length"):
-                let length = try parseContentLength(bytes, value)
+            case 14 where unsafe equalsLowercase(bytes, nameStart, "content-length"):
+                let length = try unsafe parseContentLength(bytes, value)
                 if sawContentLength && length != head.contentLength { throw .badRequest }
                 sawContentLength = true
                 head.contentLength = length
-            case 17 where equalsLowercase(bytes, nameStart, "transfer-encoding"):
+            case 17 where unsafe equalsLowercase(bytes, nameStart, "transfer-encoding"):
                 throw .notImplemented
-            case 17 where equalsLowercase(bytes, nameStart, "if-modified-since"):
+            case 17 where unsafe equalsLowercase(bytes, nameStart, "if-modified-since"):
                 head.ifModifiedSince = value
             default:
                 break
@@ -186,10 +186,10 @@ public struct RequestHeadParser: Sendable {
         var i = from
         let end = min(bytes.count, limit)
         while i < end {
-            let b = bytes[i]
+            let b = unsafe bytes[i]
             if b == 13 {
                 if i + 1 >= bytes.count { return nil }
-                guard bytes[i + 1] == 10 else { throw .badRequest }
+                guard unsafe bytes[i + 1] == 10 else { throw .badRequest }
                 return i
             }
             if b == 10 || b == 0 { throw .badRequest }
@@ -202,12 +202,12 @@ public struct RequestHeadParser: Sendable {
     /// and its target printable.
     private func checkPartialRequestLine(_ bytes: UnsafeRawBufferPointer, from start: Int) throws(RequestHeadError) {
         var i = start
-        while i < bytes.count, isTokenByte(bytes[i]) { i += 1 }
+        while i < bytes.count, unsafe isTokenByte(bytes[i]) { i += 1 }
         guard i < bytes.count else { return }
-        guard i > start, bytes[i] == 32 else { throw .badRequest }
+        guard i > start, unsafe bytes[i] == 32 else { throw .badRequest }
         i += 1
         while i < bytes.count {
-            let b = bytes[i]
+            let b = unsafe bytes[i]
             if b == 32 { return }
             if b < 32 || b == 127 { throw .badRequest }
             i += 1
@@ -218,15 +218,15 @@ public struct RequestHeadParser: Sendable {
         guard !value.isEmpty, value.count <= 15 else { throw .badRequest }
         var n = 0
         for k in value {
-            guard isDigit(bytes[k]) else { throw .badRequest }
-            n = n * 10 + Int(bytes[k] - 48)
+            guard unsafe isDigit(bytes[k]) else { throw .badRequest }
+            n = unsafe n * 10 + Int(bytes[k] - 48)
         }
         return n
     }
 
     private func method(_ bytes: UnsafeRawBufferPointer, _ start: Int, _ end: Int) -> RequestHead.Method {
-        if end - start == 3, bytes[start] == 71, bytes[start + 1] == 69, bytes[start + 2] == 84 { return .get }
-        if end - start == 4, bytes[start] == 72, bytes[start + 1] == 69, bytes[start + 2] == 65, bytes[start + 3] == 68 {
+        if end - start == 3, unsafe bytes[start] == 71, unsafe bytes[start + 1] == 69, unsafe bytes[start + 2] == 84 { return .get }
+        if end - start == 4, unsafe bytes[start] == 72, unsafe bytes[start + 1] == 69, unsafe bytes[start + 2] == 65, unsafe bytes[start + 3] == 68 {
             return .head
         }
         return .other
@@ -253,11 +253,11 @@ func isTokenByte(_ b: UInt8) -> Bool {
 func equalsLowercase(_ bytes: UnsafeRawBufferPointer, _ start: Int, _ text: StaticString) -> Bool {
     let count = text.utf8CodeUnitCount
     guard start + count <= bytes.count else { return false }
-    let p = text.utf8Start
+    let p = unsafe text.utf8Start
     for k in 0..<count {
-        var b = bytes[start + k]
+        var b = unsafe bytes[start + k]
         if b >= 65 && b <= 90 { b += 32 }
-        if b != p[k] { return false }
+        if unsafe b != p[k] { return false }
     }
     return true
 }
@@ -266,11 +266,11 @@ func equalsLowercase(_ bytes: UnsafeRawBufferPointer, _ start: Int, _ text: Stat
 func scanTokens(_ bytes: UnsafeRawBufferPointer, _ value: Range<Int>, _ body: (Range<Int>) -> Void) {
     var i = value.lowerBound
     while i < value.upperBound {
-        while i < value.upperBound, bytes[i] == 32 || bytes[i] == 9 || bytes[i] == 44 { i += 1 }
+        while i < value.upperBound, unsafe bytes[i] == 32 || bytes[i] == 9 || bytes[i] == 44 { i += 1 }
         let start = i
-        while i < value.upperBound, bytes[i] != 44 { i += 1 }
+        while i < value.upperBound, unsafe bytes[i] != 44 { i += 1 }
         var end = i
-        while end > start, bytes[end - 1] == 32 || bytes[end - 1] == 9 { end -= 1 }
+        while end > start, unsafe bytes[end - 1] == 32 || bytes[end - 1] == 9 { end -= 1 }
         if end > start { body(start..<end) }
     }
 }

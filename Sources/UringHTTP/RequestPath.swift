@@ -10,8 +10,8 @@ public enum RequestPath {
     ///   target ended with `/`.
     public static func decode(_ target: UnsafeRawBufferPointer) -> (path: [UInt8], trailingSlash: Bool)? {
         var end = target.count
-        if let q = target.firstIndex(where: { $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "#") }) { end = q }
-        guard end > 0, target[0] == UInt8(ascii: "/") else { return nil }
+        if let q = unsafe target.firstIndex(where: { $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "#") }) { end = q }
+        guard end > 0, unsafe target[0] == UInt8(ascii: "/") else { return nil }
         var path: [UInt8] = []
         path.reserveCapacity(end)
         var segment: [UInt8] = []
@@ -27,14 +27,14 @@ public enum RequestPath {
             return true
         }
         while i < end {
-            var b = target[i]
+            var b = unsafe target[i]
             if b == UInt8(ascii: "/") {
                 guard finishSegment() else { return nil }
                 i += 1
                 continue
             }
             if b == UInt8(ascii: "%") {
-                guard i + 2 < end, let high = hexValue(target[i + 1]), let low = hexValue(target[i + 2]) else {
+                guard i + 2 < end, let high = unsafe hexValue(target[i + 1]), let low = unsafe hexValue(target[i + 2]) else {
                     return nil
                 }
                 b = high << 4 | low
@@ -48,7 +48,7 @@ public enum RequestPath {
             segment.append(b)
         }
         guard finishSegment() else { return nil }
-        return (path, end > 1 && target[end - 1] == UInt8(ascii: "/"))
+        return unsafe (path, end > 1 && target[end - 1] == UInt8(ascii: "/"))
     }
 
     private static func hexValue(_ b: UInt8) -> UInt8? {

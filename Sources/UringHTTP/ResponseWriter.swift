@@ -1,21 +1,23 @@
 /// Appends a response head (and small bodies) into a fixed buffer, allocating nothing. Every
 /// append reports overflow by leaving `overflowed` set; callers size the buffer so that a head
 /// always fits.
-struct ResponseWriter {
+@safe struct ResponseWriter {
+    // SAFETY (@safe): every append checks the room left in `buffer` first (owned by the session, which outlives the
+    // writer).
     let buffer: UnsafeMutableRawBufferPointer
     private(set) var count = 0
     private(set) var overflowed = false
 
     init(_ buffer: UnsafeMutableRawBufferPointer, count: Int = 0) {
-        self.buffer = buffer
+        unsafe self.buffer = unsafe buffer
         self.count = count
     }
 
-    var remaining: Int { buffer.count - count }
-    var written: UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: buffer[..<count]) }
+    var remaining: Int { unsafe buffer.count - count }
+    var written: UnsafeRawBufferPointer { unsafe UnsafeRawBufferPointer(rebasing: buffer[..<count]) }
 
     mutating func append(_ text: StaticString) {
-        append(UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
+        unsafe append(UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
     }
 
     mutating func append(_ bytes: UnsafeRawBufferPointer) {
@@ -23,9 +25,9 @@ struct ResponseWriter {
             overflowed = true
             return
         }
-        if !bytes.isEmpty {
+        if unsafe !bytes.isEmpty {
             // SAFETY: count + bytes.count <= buffer.count, checked above.
-            (buffer.baseAddress! + count).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+            unsafe (buffer.baseAddress! + count).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
         }
         count += bytes.count
     }
@@ -35,37 +37,37 @@ struct ResponseWriter {
             overflowed = true
             return
         }
-        buffer[count] = byte
+        unsafe buffer[count] = byte
         count += 1
     }
 
     mutating func append(decimal value: Int) {
         precondition(value >= 0)
         var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes of scratch, no allocation
-        withUnsafeMutableBytes(of: &digits) { scratch in
+        unsafe withUnsafeMutableBytes(of: &digits) { scratch in
             var n = value
             var i = scratch.count
             repeat {
                 i -= 1
-                scratch[i] = UInt8(48 + n % 10)
+                unsafe scratch[i] = UInt8(48 + n % 10)
                 n /= 10
             } while n > 0
-            append(UnsafeRawBufferPointer(rebasing: scratch[i...]))
+            unsafe append(UnsafeRawBufferPointer(rebasing: scratch[i...]))
         }
     }
 
     mutating func append(hex value: UInt64) {
         var digits: (UInt64, UInt64) = (0, 0)
-        withUnsafeMutableBytes(of: &digits) { scratch in
+        unsafe withUnsafeMutableBytes(of: &digits) { scratch in
             var n = value
             var i = scratch.count
             repeat {
                 i -= 1
                 let d = UInt8(n & 15)
-                scratch[i] = d < 10 ? 48 + d : 87 + d
+                unsafe scratch[i] = d < 10 ? 48 + d : 87 + d
                 n >>= 4
             } while n > 0
-            append(UnsafeRawBufferPointer(rebasing: scratch[i...]))
+            unsafe append(UnsafeRawBufferPointer(rebasing: scratch[i...]))
         }
     }
 
@@ -76,7 +78,7 @@ struct ResponseWriter {
             return
         }
         // SAFETY: HTTPDate.length bytes are free after `count`, checked above.
-        HTTPDate.format(seconds, into: buffer.baseAddress! + count)
+        unsafe HTTPDate.format(seconds, into: buffer.baseAddress! + count)
         count += HTTPDate.length
     }
 
@@ -87,7 +89,7 @@ struct ResponseWriter {
         append(32)
         append(reasonPhrase(status))
         append("\r\nServer: swift-uring\r\nDate: ")
-        append(date)
+        unsafe append(date)
         append("\r\n")
     }
 }

@@ -4,7 +4,9 @@ import Uring
 
 /// One connection's request loop: read into a fixed buffer, answer every complete request in it
 /// (pipelined responses go out together), keep the rest, repeat.
-struct Session {
+@safe struct Session {
+    // SAFETY (@safe): its buffers are allocated when the session starts and freed when its request loop ends; reads
+    // and writes stay within their counts.
     let server: HTTPServer
     let connection: TCPConnection
     let slot: Int
@@ -22,9 +24,9 @@ struct Session {
         self.connection = connection
         self.slot = slot
         self.root = root
-        self.input = input
-        self.output = output
-        out = ResponseWriter(output)
+        unsafe self.input = unsafe input
+        unsafe self.output = unsafe output
+        out = unsafe ResponseWriter(output)
     }
 
     private var writeTimeout: Duration { server.configuration.idleTimeout }
@@ -37,10 +39,10 @@ struct Session {
             var refused = false
             var bodyToDiscard = 0
             while consumed < used {
-                let view = UnsafeRawBufferPointer(rebasing: input[consumed..<used])
+                let view = unsafe UnsafeRawBufferPointer(rebasing: input[consumed..<used])
                 let head: RequestHead
                 do throws(RequestHeadError) {
-                    guard let parsed = try server.configuration.parser.parse(view) else { break }
+                    guard let parsed = try unsafe server.configuration.parser.parse(view) else { break }
                     head = parsed
                 } catch {
                     // After the responses already gathered for earlier pipelined requests.
@@ -59,7 +61,7 @@ struct Session {
                     break
                 }
                 let keepAlive = head.keepAlive && !server.isDraining
-                guard await respond(to: head, in: view, keepAlive: keepAlive) else {
+                guard unsafe await respond(to: head, in: view, keepAlive: keepAlive) else {
                     close = true
                     break
                 }
@@ -83,7 +85,7 @@ struct Session {
                 // GET and HEAD have no use for a body: read it and drop it.
                 used = 0
                 while bodyToDiscard > 0 {
-                    guard let n = try? await connection.read(into: UnsafeMutableRawBufferPointer(rebasing: input[..<min(input.count, bodyToDiscard)])), n > 0
+                    guard let n = try? unsafe await connection.read(into: UnsafeMutableRawBufferPointer(rebasing: input[..<min(input.count, bodyToDiscard)])), n > 0
                     else { return }
                     bodyToDiscard -= n
                 }
@@ -93,7 +95,7 @@ struct Session {
                 let rest = used - consumed
                 if rest > 0 {
                     // SAFETY: both ranges lie in `input`; memmove handles the overlap.
-                    memmove(input.baseAddress!, input.baseAddress! + consumed, rest)
+                    unsafe memmove(input.baseAddress!, input.baseAddress! + consumed, rest)
                 }
                 used = rest
                 if used > 0 { server.setReadingHead(slot) }
@@ -102,7 +104,7 @@ struct Session {
                 if server.isDraining { return }
                 server.setIdle(slot)
             }
-            guard let n = try? await connection.read(into: UnsafeMutableRawBufferPointer(rebasing: input[used...])), n > 0
+            guard let n = try? unsafe await connection.read(into: UnsafeMutableRawBufferPointer(rebasing: input[used...])), n > 0
             else { return }
             if used == 0 { server.setReadingHead(slot) }
             used += n
@@ -119,7 +121,7 @@ struct Session {
         while dropped < 1 << 20 {
             let left = deadline - ContinuousClock.now
             guard left > .zero,
-                let n = try? await connection.read(into: input, timeout: left), n > 0
+                let n = try? unsafe await connection.read(into: input, timeout: left), n > 0
             else { return }
             dropped += n
         }
@@ -128,10 +130,10 @@ struct Session {
     /// Sends what the writer holds. False if the connection failed.
     private mutating func flush() async -> Bool {
         guard out.count > 0 else { return true }
-        let bytes = out.written
-        out = ResponseWriter(output)
+        let bytes = unsafe out.written
+        out = unsafe ResponseWriter(output)
         do throws(IOError) {
-            try await connection.write(bytes, timeout: writeTimeout)
+            try unsafe await connection.write(bytes, timeout: writeTimeout)
             return true
         } catch {
             return false
@@ -158,7 +160,7 @@ struct Session {
     /// The caller has reserved room (512 bytes is plenty).
     private mutating func simpleResponse(_ status: Int, keepAlive: Bool, extra: StaticString? = nil, head: Bool = false) {
         let reason = reasonPhrase(status)
-        out.statusLine(status, date: server.now())
+        unsafe out.statusLine(status, date: server.now())
         if let extra { out.append(extra) }
         out.append("Content-Type: text/plain; charset=utf-8\r\nContent-Length: ")
         out.append(decimal: 4 + reason.utf8CodeUnitCount + 1)
@@ -182,13 +184,13 @@ struct Session {
             return true
         case .get, .head:
             if server.configuration.hello {
-                out.statusLine(200, date: server.now())
+                unsafe out.statusLine(200, date: server.now())
                 out.append("Content-Type: text/plain\r\nContent-Length: 13\r\n")
                 finishHead(keepAlive: keepAlive, minorVersion: head.minorVersion)
                 if head.method == .get { out.append("Hello, World!") }
                 return true
             }
-            return await serveFile(head, view, keepAlive: keepAlive)
+            return unsafe await serveFile(head, view, keepAlive: keepAlive)
         }
     }
 
@@ -200,8 +202,8 @@ struct Session {
             simpleResponse(404, keepAlive: keepAlive, head: isHead)
             return true
         }
-        let target = UnsafeRawBufferPointer(rebasing: view[head.target])
-        guard let (path, trailingSlash) = RequestPath.decode(target) else {
+        let target = unsafe UnsafeRawBufferPointer(rebasing: view[head.target])
+        guard let (path, trailingSlash) = unsafe RequestPath.decode(target) else {
             simpleResponse(400, keepAlive: keepAlive, head: isHead)
             return true
         }
@@ -219,7 +221,7 @@ struct Session {
             if status.kind == .directory {
                 if !trailingSlash && !path.isEmpty {
                     try? await file.close()
-                    redirectToDirectory(target, keepAlive: keepAlive)
+                    unsafe redirectToDirectory(target, keepAlive: keepAlive)
                     return true
                 }
                 let directory = file
@@ -243,7 +245,7 @@ struct Session {
             simpleResponse(403, keepAlive: keepAlive, head: isHead)
             return true
         }
-        let result = await send(file, status, name: name, head, view, keepAlive: keepAlive)
+        let result = unsafe await send(file, status, name: name, head, view, keepAlive: keepAlive)
         try? await file.close()
         return result
     }
@@ -263,11 +265,11 @@ struct Session {
         tag.1 = UInt64(size)
         tag.2 = UInt64(max(0, mtime.seconds)) &* 1_000_000_000 &+ UInt64(mtime.nanoseconds)
         if let inm = head.ifNoneMatch {
-            if etagListMatches(UnsafeRawBufferPointer(rebasing: view[inm]), tag) {
+            if unsafe etagListMatches(UnsafeRawBufferPointer(rebasing: view[inm]), tag) {
                 notModified(tag, mtime: mtime, keepAlive: keepAlive)
                 return true
             }
-        } else if let ims = head.ifModifiedSince, let since = HTTPDate.parse(UnsafeRawBufferPointer(rebasing: view[ims])),
+        } else if let ims = head.ifModifiedSince, let since = unsafe HTTPDate.parse(UnsafeRawBufferPointer(rebasing: view[ims])),
             Int(mtime.seconds) <= since
         {
             notModified(tag, mtime: mtime, keepAlive: keepAlive)
@@ -281,13 +283,13 @@ struct Session {
         if let range = head.range {
             var applies = true
             if let ifRange = head.ifRange {
-                applies = etagEquals(UnsafeRawBufferPointer(rebasing: view[ifRange]), tag)
+                applies = unsafe etagEquals(UnsafeRawBufferPointer(rebasing: view[ifRange]), tag)
             }
             if applies {
-                switch parseRange(UnsafeRawBufferPointer(rebasing: view[range]), size: size) {
+                switch unsafe parseRange(UnsafeRawBufferPointer(rebasing: view[range]), size: size) {
                 case .ignore: break
                 case .unsatisfiable:
-                    out.statusLine(416, date: server.now())
+                    unsafe out.statusLine(416, date: server.now())
                     out.append("Content-Range: bytes */")
                     out.append(decimal: size)
                     out.append("\r\nContent-Length: 0\r\n")
@@ -301,7 +303,7 @@ struct Session {
             }
         }
 
-        out.statusLine(partial ? 206 : 200, date: server.now())
+        unsafe out.statusLine(partial ? 206 : 200, date: server.now())
         out.append("Content-Type: ")
         out.append(MediaTypes.forPath(name))
         out.append("\r\nContent-Length: ")
@@ -326,15 +328,15 @@ struct Session {
         while left > 0 {
             if out.remaining == 0 { guard await flush() else { return false } }
             let room = min(out.remaining, left)
-            let into = UnsafeMutableRawBufferPointer(rebasing: output[out.count..<out.count + room])
+            let into = unsafe UnsafeMutableRawBufferPointer(rebasing: output[out.count..<out.count + room])
             do throws(IOError) {
-                try await file.read(exactlyInto: into, at: offset)
+                try unsafe await file.read(exactlyInto: into, at: offset)
             } catch {
                 // Shorter than announced (truncated meanwhile) or unreadable: the head is gone,
                 // so the only honest thing left is to close.
                 return false
             }
-            out = ResponseWriter(output, count: out.count + room)
+            out = unsafe ResponseWriter(output, count: out.count + room)
             offset += Int64(room)
             left -= room
             if left > 0 { guard await flush() else { return false } }
@@ -345,7 +347,7 @@ struct Session {
     private func filePath(_ bytes: [UInt8]) -> FilePath {
         var c = bytes.map { CChar(bitPattern: $0) }
         c.append(0)
-        return c.withUnsafeBufferPointer { FilePath(platformString: $0.baseAddress!) }
+        return unsafe c.withUnsafeBufferPointer { unsafe FilePath(platformString: $0.baseAddress!) }
     }
 
     private func status(for error: IOError) -> Int {
@@ -358,10 +360,10 @@ struct Session {
 
     private mutating func redirectToDirectory(_ target: UnsafeRawBufferPointer, keepAlive: Bool) {
         var end = target.count
-        if let q = target.firstIndex(of: UInt8(ascii: "?")) { end = q }
-        out.statusLine(301, date: server.now())
+        if let q = unsafe target.firstIndex(of: UInt8(ascii: "?")) { end = q }
+        unsafe out.statusLine(301, date: server.now())
         out.append("Location: ")
-        out.append(UnsafeRawBufferPointer(rebasing: target[..<end]))
+        unsafe out.append(UnsafeRawBufferPointer(rebasing: target[..<end]))
         out.append("/\r\nContent-Length: 0\r\n")
         finishHead(keepAlive: keepAlive)
     }
@@ -379,7 +381,7 @@ struct Session {
     }
 
     private mutating func notModified(_ tag: (UInt64, UInt64, UInt64), mtime: FileStatus.Timestamp, keepAlive: Bool) {
-        out.statusLine(304, date: server.now())
+        unsafe out.statusLine(304, date: server.now())
         validators(tag, mtime: mtime)
         finishHead(keepAlive: keepAlive)
     }
@@ -396,7 +398,7 @@ private func etagText(_ tag: (UInt64, UInt64, UInt64)) -> [UInt8] {
 /// `If-Range`: a strong comparison with one entity tag (a date there is treated as "no match").
 func etagEquals(_ value: UnsafeRawBufferPointer, _ tag: (UInt64, UInt64, UInt64)) -> Bool {
     let text = etagText(tag)
-    return value.count == text.count + 2 && value.first == 34 && value.last == 34
+    return unsafe value.count == text.count + 2 && value.first == 34 && value.last == 34
         && value[1..<value.count - 1].elementsEqual(text)
 }
 
@@ -404,14 +406,14 @@ func etagEquals(_ value: UnsafeRawBufferPointer, _ tag: (UInt64, UInt64, UInt64)
 func etagListMatches(_ value: UnsafeRawBufferPointer, _ tag: (UInt64, UInt64, UInt64)) -> Bool {
     let text = etagText(tag)
     var matched = false
-    scanTokens(value, 0..<value.count) { token in
-        var t = UnsafeRawBufferPointer(rebasing: value[token])
-        if t.count == 1 && t[0] == UInt8(ascii: "*") {
+    unsafe scanTokens(value, 0..<value.count) { token in
+        var t = unsafe UnsafeRawBufferPointer(rebasing: value[token])
+        if unsafe t.count == 1 && t[0] == UInt8(ascii: "*") {
             matched = true
             return
         }
-        if t.count > 2 && t[0] == UInt8(ascii: "W") && t[1] == UInt8(ascii: "/") { t = UnsafeRawBufferPointer(rebasing: t[2...]) }
-        if t.count == text.count + 2 && t.first == 34 && t.last == 34 && t[1..<t.count - 1].elementsEqual(text) {
+        if unsafe t.count > 2 && t[0] == UInt8(ascii: "W") && t[1] == UInt8(ascii: "/") { unsafe t = unsafe UnsafeRawBufferPointer(rebasing: t[2...]) }
+        if unsafe t.count == text.count + 2 && t.first == 34 && t.last == 34 && t[1..<t.count - 1].elementsEqual(text) {
             matched = true
         }
     }
@@ -429,31 +431,31 @@ enum RangeResult: Equatable {
 /// One `bytes=` range (RFC 9110 §14.1.2): `a-b`, `a-` or `-n`.
 func parseRange(_ value: UnsafeRawBufferPointer, size: Int) -> RangeResult {
     let prefix: [UInt8] = Array("bytes=".utf8)
-    guard value.count > prefix.count, value[..<prefix.count].elementsEqual(prefix) else { return .ignore }
-    let spec = UnsafeRawBufferPointer(rebasing: value[prefix.count...])
-    if spec.contains(44) { return .ignore }  // several ranges: serve the whole file instead
-    guard let dash = spec.firstIndex(of: 45) else { return .ignore }
+    guard value.count > prefix.count, unsafe value[..<prefix.count].elementsEqual(prefix) else { return .ignore }
+    let spec = unsafe UnsafeRawBufferPointer(rebasing: value[prefix.count...])
+    if unsafe spec.contains(44) { return .ignore }  // several ranges: serve the whole file instead
+    guard let dash = unsafe spec.firstIndex(of: 45) else { return .ignore }
     func number(_ part: Slice<UnsafeRawBufferPointer>) -> Int? {
-        guard !part.isEmpty, part.count <= 18 else { return nil }
+        guard unsafe !part.isEmpty, unsafe part.count <= 18 else { return nil }
         var n = 0
-        for b in part {
+        for unsafe b in unsafe part {
             guard isDigit(b) else { return nil }
             n = n * 10 + Int(b - 48)
         }
         return n
     }
-    let first = spec[..<dash]
-    let last = spec[(dash + 1)...]
-    if first.isEmpty {
-        guard let suffix = number(last) else { return .ignore }
+    let first = unsafe spec[..<dash]
+    let last = unsafe spec[(dash + 1)...]
+    if unsafe first.isEmpty {
+        guard let suffix = unsafe number(last) else { return .ignore }
         if suffix == 0 || size == 0 { return .unsatisfiable }
         let length = min(suffix, size)
         return .range(start: size - length, length: length)
     }
-    guard let start = number(first) else { return .ignore }
+    guard let start = unsafe number(first) else { return .ignore }
     var end = size - 1
-    if !last.isEmpty {
-        guard let e = number(last) else { return .ignore }
+    if unsafe !last.isEmpty {
+        guard let e = unsafe number(last) else { return .ignore }
         if e < start { return .ignore }
         end = min(e, size - 1)
     }

@@ -9,7 +9,10 @@ import Glibc
 /// Ring thread only. Created on the first multishot receive; its memory is freed after the ring
 /// is torn down (the loop keeps the pool alive until then), so the kernel never writes into
 /// freed memory.
-final class BufferPool {
+@safe final class BufferPool {
+    // SAFETY (@safe): the buffer ring and storage are mapped/allocated in init and released in deinit, after the ring
+    // that reads them is gone (the driver drops the pool after the ring's exit); buffer ids come from this pool's
+    // CQEs.
     /// The buffer group id receives select from.
     static let group: UInt16 = 0
 
@@ -32,39 +35,39 @@ final class BufferPool {
         mask = io_uring_buf_ring_mask(UInt32(count))
         ringBytes = count * MemoryLayout<io_uring_buf>.stride
         // The kernel requires the buffer ring to be page aligned: an anonymous mapping is.
-        let mapped = mmap(nil, ringBytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0)
-        guard let mapped, mapped != MAP_FAILED else { throw IOError.system(Glibc.errno, .receive) }
-        bufferRing = mapped.bindMemory(to: io_uring_buf_ring.self, capacity: 1)
-        storage = .allocate(byteCount: count * bufferSize, alignment: 4096)
+        let mapped = unsafe mmap(nil, ringBytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0)
+        guard let mapped = unsafe mapped, unsafe mapped != MAP_FAILED else { throw IOError.system(Glibc.errno, .receive) }
+        unsafe bufferRing = unsafe mapped.bindMemory(to: io_uring_buf_ring.self, capacity: 1)
+        unsafe storage = .allocate(byteCount: count * bufferSize, alignment: 4096)
         var registration = io_uring_buf_reg()
         registration.ring_addr = UInt64(UInt(bitPattern: mapped))
         registration.ring_entries = UInt32(count)
         registration.bgid = Self.group
-        let rc = io_uring_register_buf_ring(ring, &registration, 0)
+        let rc = unsafe io_uring_register_buf_ring(ring, &registration, 0)
         guard rc == 0 else {
-            munmap(mapped, ringBytes)
-            storage.deallocate()
+            unsafe munmap(mapped, ringBytes)
+            unsafe storage.deallocate()
             throw IOError.system(-rc, .receive)
         }
         // SAFETY: bufferRing is the registered, page-aligned ring of `count` entries; every
         // buffer id < count names a distinct `bufferSize` slice of `storage`.
-        io_uring_buf_ring_init(bufferRing)
+        unsafe io_uring_buf_ring_init(bufferRing)
         for id in 0..<count {
-            io_uring_buf_ring_add(bufferRing, storage + id * bufferSize, UInt32(bufferSize), UInt16(id), mask, Int32(id))
+            unsafe io_uring_buf_ring_add(bufferRing, storage + id * bufferSize, UInt32(bufferSize), UInt16(id), mask, Int32(id))
         }
-        io_uring_buf_ring_advance(bufferRing, Int32(count))
+        unsafe io_uring_buf_ring_advance(bufferRing, Int32(count))
         available = count
     }
 
     deinit {
-        munmap(bufferRing, ringBytes)
-        storage.deallocate()
+        unsafe munmap(bufferRing, ringBytes)
+        unsafe storage.deallocate()
     }
 
     /// The start of buffer `id`.
     @inline(__always)
     func address(of id: UInt16) -> UnsafeMutableRawPointer {
-        storage + Int(id) * bufferSize
+        unsafe storage + Int(id) * bufferSize
     }
 
     /// A completion told us the kernel filled buffer `id`: it is ours until recycled.
@@ -78,8 +81,8 @@ final class BufferPool {
     func recycle(_ id: UInt16) {
         // SAFETY: `id` came from a CQE of this pool and was not recycled since (the streams
         // hand each buffer back exactly once); the store-release in advance publishes the entry.
-        io_uring_buf_ring_add(bufferRing, address(of: id), UInt32(bufferSize), id, mask, 0)
-        io_uring_buf_ring_advance(bufferRing, 1)
+        unsafe io_uring_buf_ring_add(bufferRing, address(of: id), UInt32(bufferSize), id, mask, 0)
+        unsafe io_uring_buf_ring_advance(bufferRing, 1)
         available += 1
     }
 }

@@ -44,12 +44,12 @@ enum DescriptorUse {
     // lifetime). `Atomic<UInt64>` and `Atomic<UInt32>` have the size and alignment of their
     // values, and all-zero bytes are the value 0; every access goes through the Atomic.
     nonisolated(unsafe) static let masks: UnsafeMutablePointer<Atomic<UInt64>> = {
-        let raw = calloc(bucketCount, MemoryLayout<UInt64>.stride)!
-        return raw.bindMemory(to: Atomic<UInt64>.self, capacity: bucketCount)
+        let raw = unsafe calloc(bucketCount, MemoryLayout<UInt64>.stride)!
+        return unsafe raw.bindMemory(to: Atomic<UInt64>.self, capacity: bucketCount)
     }()
     nonisolated(unsafe) static let closings: UnsafeMutablePointer<Atomic<UInt32>> = {
-        let raw = calloc(bucketCount, MemoryLayout<UInt32>.stride)!
-        return raw.bindMemory(to: Atomic<UInt32>.self, capacity: bucketCount)
+        let raw = unsafe calloc(bucketCount, MemoryLayout<UInt32>.stride)!
+        return unsafe raw.bindMemory(to: Atomic<UInt32>.self, capacity: bucketCount)
     }()
 
     @inline(__always)
@@ -57,42 +57,42 @@ enum DescriptorUse {
 
     /// The rings (by bit) that may use `fd`.
     static func rings(using fd: Int32) -> UInt64 {
-        masks[bucket(fd)].load(ordering: .sequentiallyConsistent)
+        unsafe masks[bucket(fd)].load(ordering: .sequentiallyConsistent)
     }
 
     @inline(__always)
     static func mark(_ fd: Int32, bit: UInt64) {
-        let mask = masks + bucket(fd)
-        if mask.pointee.load(ordering: .relaxed) & bit == 0 {
-            mask.pointee.bitwiseOr(bit, ordering: .sequentiallyConsistent)
+        let mask = unsafe masks + bucket(fd)
+        if unsafe mask.pointee.load(ordering: .relaxed) & bit == 0 {
+            unsafe mask.pointee.bitwiseOr(bit, ordering: .sequentiallyConsistent)
         }
     }
 
     static func unmark(_ fd: Int32, bit: UInt64) {
-        let mask = masks + bucket(fd)
-        if mask.pointee.load(ordering: .relaxed) & bit != 0 {
-            mask.pointee.bitwiseAnd(~bit, ordering: .sequentiallyConsistent)
+        let mask = unsafe masks + bucket(fd)
+        if unsafe mask.pointee.load(ordering: .relaxed) & bit != 0 {
+            unsafe mask.pointee.bitwiseAnd(~bit, ordering: .sequentiallyConsistent)
         }
     }
 
     /// Whether a close of `fd` is in progress (after this ring published its use of `fd`).
     @inline(__always)
     static func isClosing(_ fd: Int32) -> Bool {
-        closings[bucket(fd)].load(ordering: .sequentiallyConsistent) != 0
+        unsafe closings[bucket(fd)].load(ordering: .sequentiallyConsistent) != 0
     }
 
     /// A close of `fd` starts. Returns false if another one is already in progress.
     static func beginClose(_ fd: Int32) -> Bool {
-        let old = closings[bucket(fd)].wrappingAdd(1, ordering: .sequentiallyConsistent).oldValue
+        let old = unsafe closings[bucket(fd)].wrappingAdd(1, ordering: .sequentiallyConsistent).oldValue
         if old != 0 {
-            closings[bucket(fd)].wrappingSubtract(1, ordering: .sequentiallyConsistent)
+            unsafe closings[bucket(fd)].wrappingSubtract(1, ordering: .sequentiallyConsistent)
             return false
         }
         return true
     }
 
     static func endClose(_ fd: Int32) {
-        closings[bucket(fd)].wrappingSubtract(1, ordering: .sequentiallyConsistent)
+        unsafe closings[bucket(fd)].wrappingSubtract(1, ordering: .sequentiallyConsistent)
     }
 }
 
@@ -113,16 +113,18 @@ struct ClosingDescriptor {
 /// thread (through that ring's inbox), never from another ring's thread: a task may not have
 /// finished suspending when another thread resumes it, and what the runtime does then is not
 /// visible to ThreadSanitizer.
-struct ClosingWaiter {
+@safe struct ClosingWaiter {
+    // SAFETY (@safe): the continuation is resumed exactly once, by the ring that holds this waiter (or routed to its
+    // home ring).
     let continuation: UnsafeContinuation<Void, Never>
     let home: RingExecutor?
 
     /// Resumes the close, from `ring`'s thread.
     func resume(fromRing ringID: UInt32, fd: Int32) {
         if let home, home.ringID != ringID {
-            home.requestClosing(fd, .resumeCloser(continuation))
+            unsafe home.requestClosing(fd, .resumeCloser(continuation))
         } else {
-            continuation.resume()
+            unsafe continuation.resume()
         }
     }
 }

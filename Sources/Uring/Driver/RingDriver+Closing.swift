@@ -8,19 +8,19 @@ extension RingDriver {
     /// An operation or stream on this ring started using `fd` (ring thread).
     @inline(__always)
     mutating func noteUse(_ fd: Int32) {
-        let counts = descriptorUse
+        let counts = unsafe descriptorUse
         let b = DescriptorUse.bucket(fd)
-        counts[b] &+= 1
-        if counts[b] == 1 { DescriptorUse.mark(fd, bit: useBit) }
+        unsafe counts[b] &+= 1
+        if unsafe counts[b] == 1 { DescriptorUse.mark(fd, bit: useBit) }
     }
 
     /// An operation or stream on this ring stopped using `fd` (ring thread).
     @inline(__always)
     mutating func noteEnd(_ fd: Int32) {
-        let counts = descriptorUse
+        let counts = unsafe descriptorUse
         let b = DescriptorUse.bucket(fd)
-        counts[b] &-= 1
-        if counts[b] == 0 && !closing.isEmpty { closingMayBeDone(fd) }
+        unsafe counts[b] &-= 1
+        if unsafe counts[b] == 0 && !closing.isEmpty { closingMayBeDone(fd) }
     }
 
     /// Whether `fd` is being closed on this ring (ring thread; cheap when nothing is closing).
@@ -35,8 +35,8 @@ extension RingDriver {
     /// ``IOError/Code/closed``.
     @inline(__always)
     mutating func noteCompletionWhileClosing(_ slot: UnsafeMutablePointer<OperationSlot>, result: Int32) {
-        if result == -ECANCELED || result == -EINTR || result == -EBADF, isClosing(slot.pointee.fd) {
-            slot.pointee.closedUnderneath()
+        if result == -ECANCELED || result == -EINTR || result == -EBADF, unsafe isClosing(slot.pointee.fd) {
+            unsafe slot.pointee.closedUnderneath()
         }
     }
 
@@ -55,12 +55,12 @@ extension RingDriver {
                 noteEnd(fd)  // the stream's registration
             }
         }
-        if descriptorUse[DescriptorUse.bucket(fd)] > 0 && !stopping,
+        if unsafe descriptorUse[DescriptorUse.bucket(fd)] > 0 && !stopping,
             let i = closing.firstIndex(where: { $0.fd == fd }), !closing[i].cancelPending
         {
-            let sqe = ring.nextSubmission()
-            ControlEntry.cancelAll(sqe, fd: fd)
-            ControlEntry.setUserData(sqe, OperationID(index: UInt32(bitPattern: fd), generation: 0).userData(.closeCancel))
+            let sqe = unsafe ring.nextSubmission()
+            unsafe ControlEntry.cancelAll(sqe, fd: fd)
+            unsafe ControlEntry.setUserData(sqe, OperationID(index: UInt32(bitPattern: fd), generation: 0).userData(.closeCancel))
             statistics.cancelsSubmitted &+= 1
             closing[i].cancelPending = true
         }
@@ -82,8 +82,8 @@ extension RingDriver {
         // Descriptors past the mask's range share counts with others: for them the cancel's
         // completion is the signal (the kernel cancels everything on the file at once).
         let b = DescriptorUse.bucket(fd)
-        if Int(fd) < DescriptorUse.bucketCount && descriptorUse[b] > 0 && !stopping { return }
-        if descriptorUse[b] == 0 { DescriptorUse.unmark(fd, bit: useBit) }
+        if unsafe Int(fd) < DescriptorUse.bucketCount && descriptorUse[b] > 0 && !stopping { return }
+        if unsafe descriptorUse[b] == 0 { DescriptorUse.unmark(fd, bit: useBit) }
         let waiters = closing[i].waiters
         closing[i].waiters.removeAll()
         for waiter in waiters { waiter.resume(fromRing: ringID, fd: fd) }

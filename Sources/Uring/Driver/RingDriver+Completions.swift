@@ -23,8 +23,8 @@ extension RingDriver {
             statistics.completions &+= UInt64(stashed.count)
         }
         while true {
-            let count = ring.reap(into: completions, scratch: cqeScratch, capacity: batchSize)
-            for i in 0..<count { dispatch(completions[i]) }
+            let count = unsafe ring.reap(into: completions, scratch: cqeScratch, capacity: batchSize)
+            for i in 0..<count { unsafe dispatch(completions[i]) }
             statistics.completions &+= UInt64(count)
             if count < batchSize {
                 if ring.completionQueueOverflowed {
@@ -52,9 +52,9 @@ extension RingDriver {
     mutating func wakeOperationsStillInFlight() {
         var released = false
         while let id = fresh.popFirst() {
-            guard let slot = table.slot(for: id), slot.pointee.state == .inFlight else { continue }
-            if slot.pointee.stillWaiting(capacity: &capacity) { released = true }
-            slot.pointee.continuation.take()?.resume()
+            guard let slot = unsafe table.slot(for: id), unsafe slot.pointee.state == .inFlight else { continue }
+            if unsafe slot.pointee.stillWaiting(capacity: &capacity) { released = true }
+            unsafe slot.pointee.continuation.take()?.resume()
         }
         if released { admitWaiters() }
     }
@@ -71,37 +71,37 @@ extension RingDriver {
         let (tag, id) = OperationID.decode(completion.userData)
         switch tag {
         case .operation, .linkedTimeout:
-            guard let slot = table.slot(for: id), slot.pointee.state == .inFlight else {
+            guard let slot = unsafe table.slot(for: id), unsafe slot.pointee.state == .inFlight else {
                 statistics.strayCompletions &+= 1
                 return
             }
             if !closing.isEmpty && tag == .operation {
-                noteCompletionWhileClosing(slot, result: completion.result)
+                unsafe noteCompletionWhileClosing(slot, result: completion.result)
             }
             // SAFETY: `tag` is .operation or .linkedTimeout in this branch.
-            if slot.pointee.complete(
+            if unsafe slot.pointee.complete(
                 tag.unsafelyUnwrapped, result: completion.result, flags: completion.flags, capacity: &capacity)
             {
                 // No continuation means the task is between its two waits (see perform): it sees
                 // the completed state when it re-suspends.
-                slot.pointee.continuation.take()?.resume()
+                unsafe slot.pointee.continuation.take()?.resume()
             }
         case .timer:
-            guard let slot = table.slot(for: id), slot.pointee.state == .inFlight else {
+            guard let slot = unsafe table.slot(for: id), unsafe slot.pointee.state == .inFlight else {
                 statistics.strayCompletions &+= 1
                 return
             }
-            slot.pointee.completeUntracked(result: completion.result)
+            unsafe slot.pointee.completeUntracked(result: completion.result)
             // SAFETY: a timer slot gets its job in scheduleTimer, before its SQE exists.
-            let job = slot.pointee.job.take().unsafelyUnwrapped
+            let job = unsafe slot.pointee.job.take().unsafelyUnwrapped
             table.release(id)
             firedTimers.append(job)
         case .stream:
-            guard let slot = table.slot(for: id), slot.pointee.state == .inFlight else {
+            guard let slot = unsafe table.slot(for: id), unsafe slot.pointee.state == .inFlight else {
                 statistics.strayCompletions &+= 1
                 return
             }
-            streamCompleted(slot, id, completion)
+            unsafe streamCompleted(slot, id, completion)
         case .wake:
             armWakeRead()
         case .message:
@@ -116,7 +116,7 @@ extension RingDriver {
                     RingExecutor.messagesWork.store(false, ordering: .relaxed)
                 }
                 // Under the registry lock: the target cannot finish its loop meanwhile.
-                RingExecutor.registry.withLock { $0[id.index]?.takeUnretainedValue().wakeThroughEventFD() }
+                unsafe RingExecutor.registry.withLock { unsafe $0[id.index]?.takeUnretainedValue().wakeThroughEventFD() }
             }
         case .cancel:
             break

@@ -66,20 +66,20 @@ extension RingDriver {
             return .deferredByClose
         }
         let id = table.acquire()
-        let slot = table.slot(id.index)
-        slot.pointee.stream = stream
-        slot.pointee.fd = fd
-        let sqe = ring.nextSubmission()
+        let slot = unsafe table.slot(id.index)
+        unsafe slot.pointee.stream = stream
+        unsafe slot.pointee.fd = fd
+        let sqe = unsafe ring.nextSubmission()
         let mode = stream.machine.requestMode(contended: contended)
         switch stream.kind {
-        case .accept: ControlEntry.multishotAccept(sqe, fd: fd)
-        case .receive: ControlEntry.bufferedReceive(sqe, fd: fd, group: BufferPool.group, multishot: mode == .multishot)
+        case .accept: unsafe ControlEntry.multishotAccept(sqe, fd: fd)
+        case .receive: unsafe ControlEntry.bufferedReceive(sqe, fd: fd, group: BufferPool.group, multishot: mode == .multishot)
         }
-        ControlEntry.setUserData(sqe, id.userData(.stream))
+        unsafe ControlEntry.setUserData(sqe, id.userData(.stream))
         #if DEBUG
-        if let faults { faults.apply(to: sqe, operation: stream.kind == .accept ? .accept : .receive) }
+        if let faults { unsafe faults.apply(to: sqe, operation: stream.kind == .accept ? .accept : .receive) }
         #endif
-        slot.pointee.submitted(completions: 1)
+        unsafe slot.pointee.submitted(completions: 1)
         stream.machine.armed(id, turn: turn)
         statistics.submitted &+= 1
         statistics.multishotArmed &+= 1
@@ -89,17 +89,17 @@ extension RingDriver {
     /// One completion of a stream's request.
     mutating func streamCompleted(_ slot: UnsafeMutablePointer<OperationSlot>, _ id: OperationID, _ completion: Completion) {
         // SAFETY: a .stream slot gets its stream in arm(), before its SQE exists.
-        let stream = slot.pointee.stream.unsafelyUnwrapped
+        let stream = unsafe slot.pointee.stream.unsafelyUnwrapped
         let flags = completion.flags
         let final = flags & IORING_CQE_F_MORE == 0
-        let fd = slot.pointee.fd
+        let fd = unsafe slot.pointee.fd
         if final {
-            slot.pointee.completeUntracked(result: completion.result)
+            unsafe slot.pointee.completeUntracked(result: completion.result)
             table.release(id)
         }
         if stream.kind == .receive && flags & IORING_CQE_F_BUFFER != 0 {
             // SAFETY: a buffer id in a CQE means the pool exists (a receive armed with it).
-            bufferPool.unsafelyUnwrapped.took()
+            unsafe bufferPool.unsafelyUnwrapped.took()
         }
         let actions = stream.machine.completion(
             result: completion.result, flags: flags, final: final, stopping: stopping)
@@ -164,13 +164,13 @@ extension RingDriver {
 
     private mutating func recycle(_ id: UInt16) {
         // SAFETY: buffer ids come from CQEs of this ring's pool, which exists from then on.
-        bufferPool.unsafelyUnwrapped.recycle(id)
+        unsafe bufferPool.unsafelyUnwrapped.recycle(id)
     }
 
     /// The bytes of the buffer a receive completion names (valid while the consumer holds it).
     func bufferAddress(flags: UInt32) -> UnsafeMutableRawPointer {
         // SAFETY (caller): only for the item just returned by next(), whose buffer is lent.
-        bufferPool.unsafelyUnwrapped.address(of: UInt16(truncatingIfNeeded: flags >> IORING_CQE_BUFFER_SHIFT))
+        unsafe bufferPool.unsafelyUnwrapped.address(of: UInt16(truncatingIfNeeded: flags >> IORING_CQE_BUFFER_SHIFT))
     }
 
     /// The ring's buffer pool for multishot receives, registered on first use.

@@ -16,7 +16,9 @@ import Glibc
 /// `cancel`, `cancelEverything`, `scheduleTimer`, `enter` and `reapCompletions`, and streams
 /// through `arm`/`abandon`. A driver without a kernel ring (readiness plus a worker pool) can
 /// answer the same calls for the same operation values (see Docs/DESIGN.md).
-struct RingDriver: ~Copyable {
+@safe struct RingDriver: ~Copyable {
+    // SAFETY (@safe): every pointer field is allocated in init and freed in deinit; the driver is used on its ring's
+    // thread only.
     static let completionBatch = 256
 
     var ring: Ring
@@ -70,20 +72,20 @@ struct RingDriver: ~Copyable {
         self.receiveBufferCount = receiveBufferCount
         self.receiveBufferSize = receiveBufferSize
         self.wakeFD = wakeFD
-        self.wakeBuffer = wakeBuffer
-        completions = .allocate(capacity: RingDriver.completionBatch)
-        cqeScratch = .allocate(capacity: RingDriver.completionBatch)
-        cqeScratch.initialize(repeating: nil, count: RingDriver.completionBatch)
+        unsafe self.wakeBuffer = unsafe wakeBuffer
+        unsafe completions = .allocate(capacity: RingDriver.completionBatch)
+        unsafe cqeScratch = .allocate(capacity: RingDriver.completionBatch)
+        unsafe cqeScratch.initialize(repeating: nil, count: RingDriver.completionBatch)
         // SAFETY: calloc's zero pages are only touched (and only then resident) for descriptor
         // numbers in use: 4 MiB of address space per ring, a few KiB of memory. Freed in deinit.
-        descriptorUse = calloc(DescriptorUse.bucketCount, MemoryLayout<UInt32>.stride)!
+        unsafe descriptorUse = unsafe calloc(DescriptorUse.bucketCount, MemoryLayout<UInt32>.stride)!
             .bindMemory(to: UInt32.self, capacity: DescriptorUse.bucketCount)
     }
 
     deinit {
-        free(descriptorUse)
-        completions.deallocate()
-        cqeScratch.deallocate()
+        unsafe free(descriptorUse)
+        unsafe completions.deallocate()
+        unsafe cqeScratch.deallocate()
     }
 
     // MARK: - Operations
@@ -104,14 +106,14 @@ struct RingDriver: ~Copyable {
     @inline(__always)
     mutating func admit(needed: UInt8) -> (OperationID, UnsafeMutablePointer<OperationSlot>, admitted: Bool) {
         let id = table.acquire()
-        let slot = table.slot(id.index)
-        let admitted = slot.pointee.admit(needed, capacity: &capacity, othersWaiting: !waiters.isEmpty)
-        return (id, slot, admitted)
+        let slot = unsafe table.slot(id.index)
+        let admitted = unsafe slot.pointee.admit(needed, capacity: &capacity, othersWaiting: !waiters.isEmpty)
+        return unsafe (id, slot, admitted)
     }
 
     /// Queues an operation that found no room (its task suspends; ``admitWaiters()`` resumes it).
     mutating func startWaiting(_ id: OperationID, _ slot: UnsafeMutablePointer<OperationSlot>) {
-        slot.pointee.startWaiting()
+        unsafe slot.pointee.startWaiting()
         waiters.append(id)
         statistics.waitedForCapacity &+= 1
     }
@@ -123,17 +125,17 @@ struct RingDriver: ~Copyable {
         _ operation: Operation, _ id: OperationID, _ slot: UnsafeMutablePointer<OperationSlot>,
         timeout: Duration?, cancelled: Bool
     ) -> Start {
-        if slot.pointee.cancelRequested || stopping || cancelled {
+        if unsafe slot.pointee.cancelRequested || stopping || cancelled {
             // Cancelled before anything reached the kernel: nothing to wait for.
-            slot.pointee.cancelledBeforeSubmission(capacity: &capacity)
+            unsafe slot.pointee.cancelledBeforeSubmission(capacity: &capacity)
             admitWaiters()
             return .cancelled
         }
         let needed: UInt8 = timeout == nil ? 1 : 2
         ring.reserveSubmissions(UInt32(needed))
-        let sqe = ring.nextSubmission()
+        let sqe = unsafe ring.nextSubmission()
         // SAFETY: the slot (and so its timespecs) is ours until release, after the final CQE.
-        operation.encode(into: sqe, timespec: &slot.pointee.operationTimespec)
+        unsafe operation.encode(into: sqe, timespec: &slot.pointee.operationTimespec)
         let fd = operation.descriptor
         if fd >= 0 {
             // Counted per descriptor until the slot is released, for close(); published before
@@ -144,27 +146,27 @@ struct RingDriver: ~Copyable {
                 // kernel for it until that is over (see performAfterClose). The SQE is already
                 // taken: it becomes a no-op whose completion is ignored.
                 noteEnd(fd)
-                ControlEntry.nop(sqe)
-                ControlEntry.setUserData(sqe, id.userData(.cancel))
-                slot.pointee.deferredByClose(capacity: &capacity)
+                unsafe ControlEntry.nop(sqe)
+                unsafe ControlEntry.setUserData(sqe, id.userData(.cancel))
+                unsafe slot.pointee.deferredByClose(capacity: &capacity)
                 admitWaiters()
                 return .deferredByClose
             }
-            slot.pointee.fd = fd
+            unsafe slot.pointee.fd = fd
         }
-        ControlEntry.setUserData(sqe, id.userData(.operation))
+        unsafe ControlEntry.setUserData(sqe, id.userData(.operation))
         #if DEBUG
-        if let faults { faults.apply(to: sqe, operation: operation.name) }
+        if let faults { unsafe faults.apply(to: sqe, operation: operation.name) }
         #endif
         if let timeout {
-            slot.pointee.timespec = __kernel_timespec(timeout)
+            unsafe slot.pointee.timespec = __kernel_timespec(timeout)
             // Room for both was reserved above: the pair is never split across a flush.
-            let timeoutSQE = ring.nextSubmission()
+            let timeoutSQE = unsafe ring.nextSubmission()
             // SAFETY: as above; the kernel copies the timespec when the SQE is submitted.
-            ControlEntry.deadline(
+            unsafe ControlEntry.deadline(
                 after: sqe, timeoutSQE, timespec: &slot.pointee.timespec, userData: id.userData(.linkedTimeout))
         }
-        slot.pointee.submitted(completions: needed)
+        unsafe slot.pointee.submitted(completions: needed)
         fresh.append(id)
         statistics.submitted &+= 1
         return .submitted
@@ -173,7 +175,7 @@ struct RingDriver: ~Copyable {
     /// The operation's task has its outcome: the slot goes back to the table.
     @inline(__always)
     mutating func finish(_ id: OperationID, _ slot: UnsafeMutablePointer<OperationSlot>) {
-        if slot.pointee.fd >= 0 { noteEnd(slot.pointee.fd) }
+        if unsafe slot.pointee.fd >= 0 { unsafe noteEnd(slot.pointee.fd) }
         table.release(id)
     }
 
@@ -181,38 +183,38 @@ struct RingDriver: ~Copyable {
     /// its capacity reserved before its task resumes, so nobody can overtake it.
     mutating func admitWaiters() {
         while let id = waiters.first {
-            guard let slot = table.slot(for: id), slot.pointee.state == .waiting else {
+            guard let slot = unsafe table.slot(for: id), unsafe slot.pointee.state == .waiting else {
                 _ = waiters.popFirst()  // cancelled while waiting
                 continue
             }
-            guard slot.pointee.admitWaiting(capacity: &capacity) else { return }
+            guard unsafe slot.pointee.admitWaiting(capacity: &capacity) else { return }
             _ = waiters.popFirst()
             // SAFETY: a `.waiting` slot holds its continuation (stored with startWaiting).
-            slot.pointee.continuation.take().unsafelyUnwrapped.resume()
+            unsafe slot.pointee.continuation.take().unsafelyUnwrapped.resume()
         }
     }
 
     /// Cancels operation `id`: a no-op if it has completed or its slot has moved on.
     mutating func cancel(_ id: OperationID) {
-        guard let slot = table.slot(for: id) else { return }
-        switch slot.pointee.cancel() {
+        guard let slot = unsafe table.slot(for: id) else { return }
+        switch unsafe slot.pointee.cancel() {
         case .none:
             break
         case .resumeWaiter:
             // SAFETY: only a `.waiting` slot yields this action, and it holds its continuation.
-            slot.pointee.continuation.take().unsafelyUnwrapped.resume()
+            unsafe slot.pointee.continuation.take().unsafelyUnwrapped.resume()
         case .submitAsyncCancel:
             let target: CompletionTag =
-                slot.pointee.stream != nil ? .stream : slot.pointee.job != nil ? .timer : .operation
+                unsafe slot.pointee.stream != nil ? .stream : slot.pointee.job != nil ? .timer : .operation
             submitCancel(id, target)
         }
     }
 
     /// Submits an async cancel of the request `id` tagged `tag`; its own completion is ignored.
     mutating func submitCancel(_ id: OperationID, _ tag: CompletionTag) {
-        let sqe = ring.nextSubmission()
-        ControlEntry.cancel(sqe, target: id.userData(tag))
-        ControlEntry.setUserData(sqe, id.userData(.cancel))
+        let sqe = unsafe ring.nextSubmission()
+        unsafe ControlEntry.cancel(sqe, target: id.userData(tag))
+        unsafe ControlEntry.setUserData(sqe, id.userData(.cancel))
         statistics.cancelsSubmitted &+= 1
     }
 
@@ -221,7 +223,7 @@ struct RingDriver: ~Copyable {
     mutating func cancelEverything() {
         stopping = true
         var ids: [OperationID] = []
-        table.forEachInFlight { id, _ in ids.append(id) }
+        unsafe table.forEachInFlight { id, _ in ids.append(id) }
         for id in ids { cancel(id) }
         while let id = waiters.popFirst() { cancel(id) }
         // Receive streams waiting for a buffer have nothing in the kernel to cancel.
@@ -236,14 +238,14 @@ struct RingDriver: ~Copyable {
     /// Enqueues `job` (into ``firedTimers``) after `delay`, with a kernel timeout.
     mutating func scheduleTimer(_ job: ReadyJob, after delay: Duration) {
         let id = table.acquire()
-        let slot = table.slot(id.index)
-        slot.pointee.job = job
-        slot.pointee.operationTimespec = __kernel_timespec(delay)
-        let sqe = ring.nextSubmission()
+        let slot = unsafe table.slot(id.index)
+        unsafe slot.pointee.job = job
+        unsafe slot.pointee.operationTimespec = __kernel_timespec(delay)
+        let sqe = unsafe ring.nextSubmission()
         // SAFETY: the slot's timespec is stable and the slot is held until the timer's CQE.
-        ControlEntry.timer(sqe, timespec: &slot.pointee.operationTimespec)
-        ControlEntry.setUserData(sqe, id.userData(.timer))
-        slot.pointee.submitted(completions: 1)
+        unsafe ControlEntry.timer(sqe, timespec: &slot.pointee.operationTimespec)
+        unsafe ControlEntry.setUserData(sqe, id.userData(.timer))
+        unsafe slot.pointee.submitted(completions: 1)
     }
 
     // MARK: - Wake-ups
@@ -255,18 +257,18 @@ struct RingDriver: ~Copyable {
 
     /// Re-arms the read on the eventfd that other threads write to wake the ring.
     mutating func armWakeRead() {
-        let sqe = ring.nextSubmission()
+        let sqe = unsafe ring.nextSubmission()
         // SAFETY: wakeBuffer is owned by the executor and freed in its deinit, after the ring has
         // been torn down (io_uring_queue_exit cancels the read).
-        ControlEntry.wakeRead(sqe, fd: wakeFD, buffer: wakeBuffer)
-        ControlEntry.setUserData(sqe, UInt64(CompletionTag.wake.rawValue) << 56)
+        unsafe ControlEntry.wakeRead(sqe, fd: wakeFD, buffer: wakeBuffer)
+        unsafe ControlEntry.setUserData(sqe, UInt64(CompletionTag.wake.rawValue) << 56)
     }
 
     /// Queues a message that wakes the ring whose descriptor is `ringFD` (number `target`).
     mutating func sendWakeMessage(toFD ringFD: Int32, ringID target: UInt32) {
-        let sqe = ring.nextSubmission()
-        ControlEntry.message(sqe, ringFD: ringFD, userData: UInt64(CompletionTag.message.rawValue) << 56)
-        ControlEntry.setUserData(sqe, OperationID(index: target, generation: 0).userData(.messageSent))
+        let sqe = unsafe ring.nextSubmission()
+        unsafe ControlEntry.message(sqe, ringFD: ringFD, userData: UInt64(CompletionTag.message.rawValue) << 56)
+        unsafe ControlEntry.setUserData(sqe, OperationID(index: target, generation: 0).userData(.messageSent))
         statistics.messagesSent &+= 1
     }
 
@@ -275,9 +277,9 @@ struct RingDriver: ~Copyable {
     /// than the CQ ring holds.
     mutating func submitUntrackedNops(_ count: Int) {
         for _ in 0..<count {
-            let sqe = ring.nextSubmission()
-            ControlEntry.nop(sqe)
-            ControlEntry.setUserData(sqe, OperationID(index: 0, generation: 0).userData(.cancel))
+            let sqe = unsafe ring.nextSubmission()
+            unsafe ControlEntry.nop(sqe)
+            unsafe ControlEntry.setUserData(sqe, OperationID(index: 0, generation: 0).userData(.cancel))
         }
         ring.submit(wait: false)
     }

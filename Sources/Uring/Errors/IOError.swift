@@ -191,8 +191,8 @@ public struct IOError: Error, Sendable, Hashable, CustomStringConvertible {
         if let errno {
             text += " (\(errno.rawValue): \(errno.description))"
         }
-        if code == .nameResolution, let resolverStatus, let reason = gai_strerror(resolverStatus) {
-            text += ": " + String(cString: reason)
+        if code == .nameResolution, let resolverStatus, let reason = unsafe gai_strerror(resolverStatus) {
+            unsafe text += ": " + String(cString: reason)
         }
         if code == .ringUnavailable, let errno {
             text += ": " + IOError.ringUnavailableReason(errno)

@@ -11,7 +11,9 @@ import Glibc
 ///
 /// Threads are started on demand, up to `maximumThreads`, and stay for later work. Work cannot be
 /// interrupted: cancelling the awaiting task does not stop it, and its result is still returned.
-public final class BlockingPool: @unchecked Sendable {
+@safe public final class BlockingPool: @unchecked Sendable {
+    // SAFETY (@safe): the pthread handles and semaphores are created in init and destroyed only after every worker
+    // joined.
     // @unchecked Sendable: all mutable state is guarded by `mutex`.
 
     /// The process-wide pool (up to 8 threads), used by ``Uring/runBlocking(_:)``.
@@ -32,66 +34,66 @@ public final class BlockingPool: @unchecked Sendable {
         self.name = name
         // SAFETY: fresh allocations, initialized once here; the pool is never destroyed while its
         // threads run (they keep it alive), so they are never freed under a waiter.
-        pthread_mutex_init(mutex, nil)
-        pthread_cond_init(condition, nil)
+        unsafe pthread_mutex_init(mutex, nil)
+        unsafe pthread_cond_init(condition, nil)
     }
 
     /// Runs `work` on one of the pool's threads and returns its result (or rethrows its error).
     public func run<Result: Sendable>(_ work: @escaping @Sendable () throws -> Result) async throws -> Result {
-        try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Result, any Error>) in
+        try unsafe await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Result, any Error>) in
             submit {
                 do {
-                    continuation.resume(returning: try work())
+                    unsafe continuation.resume(returning: try work())
                 } catch {
-                    continuation.resume(throwing: error)
+                    unsafe continuation.resume(throwing: error)
                 }
             }
         }
     }
 
     private func submit(_ item: @escaping @Sendable () -> Void) {
-        pthread_mutex_lock(mutex)
+        unsafe pthread_mutex_lock(mutex)
         queue.append(item)
         let start = idle == 0 && threads < maximumThreads
         if start { threads += 1 }
-        pthread_cond_signal(condition)
-        pthread_mutex_unlock(mutex)
+        unsafe pthread_cond_signal(condition)
+        unsafe pthread_mutex_unlock(mutex)
         if start { startThread() }
     }
 
     private func startThread() {
-        let context = Unmanaged.passRetained(self)
+        let context = unsafe Unmanaged.passRetained(self)
         var tid = pthread_t()
-        let rc = pthread_create(&tid, nil, { raw in
-            let pool = Unmanaged<BlockingPool>.fromOpaque(raw!).takeRetainedValue()
+        let rc = unsafe pthread_create(&tid, nil, { raw in
+            let pool = unsafe Unmanaged<BlockingPool>.fromOpaque(raw!).takeRetainedValue()
             RingExecutor.nameCurrentThread(pool.name)
             pool.workLoop()
             return nil
-        }, context.toOpaque())
+        }, unsafe context.toOpaque())
         if rc == 0 {
             pthread_detach(tid)
         } else {
-            context.release()
-            pthread_mutex_lock(mutex)
+            unsafe context.release()
+            unsafe pthread_mutex_lock(mutex)
             threads -= 1
             // No thread could start: run what is queued on the threads that exist, or here.
             let orphaned = threads == 0 ? queue : []
             if threads == 0 { queue.removeAll() }
-            pthread_mutex_unlock(mutex)
+            unsafe pthread_mutex_unlock(mutex)
             for item in orphaned { item() }
         }
     }
 
     private func workLoop() {
         while true {
-            pthread_mutex_lock(mutex)
+            unsafe pthread_mutex_lock(mutex)
             while queue.isEmpty {
                 idle += 1
-                pthread_cond_wait(condition, mutex)
+                unsafe pthread_cond_wait(condition, mutex)
                 idle -= 1
             }
             let item = queue.removeFirst()
-            pthread_mutex_unlock(mutex)
+            unsafe pthread_mutex_unlock(mutex)
             item()
         }
     }

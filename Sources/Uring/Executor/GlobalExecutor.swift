@@ -59,8 +59,8 @@ extension Uring {
             "Uring.run must be called once, before anything used the shared ring")
         let main = RingMainExecutor(ring: ring)
         let global = RingGlobalExecutor(rings: rings)
-        for r in rings { r.installedGlobalExecutor = global.asUnownedTaskExecutor() }
-        ring.installedMainExecutor = main.asUnownedSerialExecutor()
+        for r in rings { unsafe r.installedGlobalExecutor = unsafe global.asUnownedTaskExecutor() }
+        unsafe ring.installedMainExecutor = unsafe main.asUnownedSerialExecutor()
         installedGroup.withLock { $0 = RingGroup(rings: rings) }
         UringExecutorFactory.installed.withLock { $0 = (main, global) }
         _createExecutors(factory: UringExecutorFactory.self)
@@ -132,7 +132,7 @@ final class RingGlobalExecutor: TaskExecutor, SchedulingExecutor, @unchecked Sen
     @inline(__always)
     private func ring(for job: UnownedJob) -> RingExecutor {
         if let single { return single }
-        let address = UInt64(UInt(bitPattern: unsafeBitCast(job, to: UnsafeRawPointer.self)))
+        let address = unsafe UInt64(UInt(bitPattern: unsafeBitCast(job, to: UnsafeRawPointer.self)))
         // Fibonacci hashing: the high bits of the product mix every address bit.
         let hash = (address &* 0x9E37_79B9_7F4A_7C15) >> 32
         return rings[Int(hash % UInt64(rings.count))]

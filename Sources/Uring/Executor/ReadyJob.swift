@@ -34,15 +34,15 @@ final class RingIsolation: SerialExecutor, @unchecked Sendable {
     unowned(unsafe) var ring: RingExecutor! = nil
 
     func enqueue(_ job: consuming ExecutorJob) {
-        ring.enqueue(ReadyJob(job: UnownedJob(job), isolated: true))
+        unsafe ring.enqueue(ReadyJob(job: UnownedJob(job), isolated: true))
     }
 
     func checkIsolated() {
-        precondition(ring.isCurrentRing, "expected to run on ring '\(ring.name)'")
+        unsafe precondition(ring.isCurrentRing, unsafe "expected to run on ring '\(ring.name)'")
     }
 
     func isIsolatingCurrentContext() -> Bool? {
-        ring.isCurrentRing
+        unsafe ring.isCurrentRing
     }
 }
 
@@ -62,10 +62,11 @@ struct Inbox {
 
 /// The executor's own ring-thread state: the jobs ready to run, and the buffers the inbox is
 /// swapped into (kept to reuse their storage).
-struct LoopState: ~Copyable {
+@safe struct LoopState: ~Copyable {
+    // SAFETY (@safe): `parked` holds continuations resumed exactly once, by the loop (ring thread only).
     var ready = FIFO<ReadyJob>(initialCapacity: 256)
     /// Tasks suspended by `continuationRoundTrip()`, resumed by the loop's next iteration.
-    var parked = FIFO<UnsafeContinuation<Void, Never>>(initialCapacity: 64)
+    var parked = unsafe FIFO<UnsafeContinuation<Void, Never>>(initialCapacity: 64)
     var inboxJobs: [ReadyJob] = []
     var inboxCancellations: [OperationID] = []
     var inboxTimers: [(job: ReadyJob, delay: Duration)] = []

@@ -6,10 +6,10 @@ import Glibc
 
 extension RingExecutor {
     func runLoop() {
-        let driver = self.driver
-        let local = self.local
-        let serial = asUnownedSerialExecutor()
-        let taskExecutor = asUnownedTaskExecutor()
+        let driver = unsafe self.driver
+        let local = unsafe self.local
+        let serial = unsafe asUnownedSerialExecutor()
+        let taskExecutor = unsafe asUnownedTaskExecutor()
         // Set (for the rings that Uring.run installs) before any .global or .main job can reach
         // this ring (for its extra rings, after their loops started): read when needed.
         var stopping = false
@@ -19,33 +19,33 @@ extension RingExecutor {
             if inboxPending.load(ordering: .acquiring) {
                 if drainInbox() && !stopping {
                     stopping = true
-                    driver.pointee.cancelEverything()
+                    unsafe driver.pointee.cancelEverything()
                 }
             }
             // Read per iteration, after the inbox: a .global or .main job in `ready` was enqueued
             // after these were set (Uring.run sets them before any such job can exist).
-            let globalExecutor = installedGlobalExecutor
-            let mainExecutor = installedMainExecutor
+            let globalExecutor = unsafe installedGlobalExecutor
+            let mainExecutor = unsafe installedMainExecutor
             var budget = jobBudget
-            while budget > 0, let ready = local.pointee.ready.popFirst() {
+            while budget > 0, let ready = unsafe local.pointee.ready.popFirst() {
                 // Plain stores (only this thread writes): odd while a job runs.
                 clock &+= 1
                 jobClock.store(clock, ordering: .relaxed)
                 switch ready.kind {
-                case .task: ready.job.runSynchronously(on: taskExecutor)
-                case .isolated: ready.job.runSynchronously(isolatedTo: serial, taskExecutor: taskExecutor)
+                case .task: unsafe ready.job.runSynchronously(on: taskExecutor)
+                case .isolated: unsafe ready.job.runSynchronously(isolatedTo: serial, taskExecutor: taskExecutor)
                 // SAFETY: .global and .main jobs exist only on the ring Uring.run installed, whose
                 // executors were set before its loop started.
-                case .global: ready.job.runSynchronously(on: globalExecutor.unsafelyUnwrapped)
-                case .main: ready.job.runSynchronously(on: mainExecutor.unsafelyUnwrapped)
+                case .global: unsafe ready.job.runSynchronously(on: globalExecutor.unsafelyUnwrapped)
+                case .main: unsafe ready.job.runSynchronously(on: mainExecutor.unsafelyUnwrapped)
                 }
                 clock &+= 1
                 jobClock.store(clock, ordering: .relaxed)
                 budget -= 1
-                driver.pointee.statistics.jobsRun &+= 1
+                unsafe driver.pointee.statistics.jobsRun &+= 1
             }
-            if !local.pointee.parked.isEmpty { resumeParked() }
-            if stopping, local.pointee.ready.isEmpty, driver.pointee.table.activeCount == 0,
+            if unsafe !local.pointee.parked.isEmpty { resumeParked() }
+            if stopping, unsafe local.pointee.ready.isEmpty, unsafe driver.pointee.table.activeCount == 0,
                 !inboxPending.load(ordering: .acquiring)
             {
                 break
@@ -54,7 +54,7 @@ extension RingExecutor {
             // Block only when nothing is ready and nothing was submitted since the last reap: a
             // fresh operation must first get the chance to complete (or have its task woken to
             // register for cancellation) before the loop may sleep.
-            if local.pointee.ready.isEmpty && driver.pointee.fresh.isEmpty && !starvedStreamsCanArm {
+            if unsafe local.pointee.ready.isEmpty && driver.pointee.fresh.isEmpty && !starvedStreamsCanArm {
                 if spinNanoseconds > 0 && !stopping && spinForWork() {
                     reapCompletions()
                     continue
@@ -67,7 +67,7 @@ extension RingExecutor {
                     enter(wait: true)
                     sleeping.store(false, ordering: .relaxed)
                 }
-            } else if driver.pointee.ring.pendingSubmissions > 0 || driver.pointee.table.activeCount > 0
+            } else if unsafe driver.pointee.ring.pendingSubmissions > 0 || driver.pointee.table.activeCount > 0
                 || !driver.pointee.fresh.isEmpty
             {
                 enter(wait: false)
@@ -77,23 +77,23 @@ extension RingExecutor {
         // Tear the ring down on its own thread (io_uring_queue_exit cancels the wake read). The
         // buffer pool's memory outlives the ring: the kernel may write into it until the exit.
         messageFD.store(-1, ordering: .releasing)
-        RingExecutor.registry.withLock { $0[ringID] = nil }
+        unsafe RingExecutor.registry.withLock { unsafe $0[ringID] = nil }
         StallWatch.shared.unregister(self)
-        let pool = driver.pointee.bufferPool.take()
+        let pool = unsafe driver.pointee.bufferPool.take()
         let (leftover, leftoverClosings) = inbox.withLock { inbox in
             inbox.loopExited = true
             return (inbox.streamRequests, inbox.closingRequests)
         }
-        driver.pointee.resumeClosersAtExit()
+        unsafe driver.pointee.resumeClosersAtExit()
         for (fd, request) in leftoverClosings {
             switch request {
-            case .begin(let waiter, let origin): ClosingWaiter(continuation: waiter, home: origin).resume(fromRing: ringID, fd: fd)
-            case .resumeCloser(let waiter): waiter.resume()  // this ring's own closer: nothing else will
+            case .begin(let waiter, let origin): unsafe ClosingWaiter(continuation: waiter, home: origin).resume(fromRing: ringID, fd: fd)
+            case .resumeCloser(let waiter): unsafe waiter.resume()  // this ring's own closer: nothing else will
             case .end: break
             }
         }
         driverReady.store(false, ordering: .releasing)
-        driver.deinitialize(count: 1)
+        unsafe driver.deinitialize(count: 1)
         withExtendedLifetime(pool) {}
         for (stream, request) in leftover where request == .abandon { stream.abandonAfterRingExit() }
         closeWakeDescriptor()
@@ -103,7 +103,7 @@ extension RingExecutor {
     /// took none: their connections are idle): the loop must go round again, not sleep, so the
     /// next ones in line get their turn (`BufferPool.wakeStarved`).
     private var starvedStreamsCanArm: Bool {
-        guard let pool = driver.pointee.bufferPool else { return false }
+        guard let pool = unsafe driver.pointee.bufferPool else { return false }
         return !pool.starved.isEmpty && pool.available > 0
     }
 
@@ -112,12 +112,12 @@ extension RingExecutor {
     /// ring with deferred task running needs). Returns true as soon as there is some.
     @inline(never)
     private func spinForWork() -> Bool {
-        let driver = self.driver
-        if driver.pointee.ring.pendingSubmissions > 0 { enter(wait: false) }
+        let driver = unsafe self.driver
+        if unsafe driver.pointee.ring.pendingSubmissions > 0 { enter(wait: false) }
         let start = monotonicClockNanoseconds()
         var lastFetch = start
         while true {
-            if inboxPending.load(ordering: .acquiring) || driver.pointee.ring.completionsReady > 0 { return true }
+            if unsafe inboxPending.load(ordering: .acquiring) || driver.pointee.ring.completionsReady > 0 { return true }
             let now = monotonicClockNanoseconds()
             if now &- start >= spinNanoseconds { return false }
             if now &- lastFetch >= 5_000 {
@@ -129,48 +129,48 @@ extension RingExecutor {
 
     @inline(__always)
     private func enter(wait: Bool) {
-        driver.pointee.enter(wait: wait)
+        unsafe driver.pointee.enter(wait: wait)
     }
 
     /// Moves jobs and requests from other threads into the ring. Returns true if a stop was requested.
     private func drainInbox() -> Bool {
         inboxPending.store(false, ordering: .sequentiallyConsistent)
-        let local = self.local
+        let local = unsafe self.local
         var stop = false
         inbox.withLock { inbox in
-            swap(&inbox.jobs, &local.pointee.inboxJobs)
-            swap(&inbox.cancellations, &local.pointee.inboxCancellations)
-            swap(&inbox.timers, &local.pointee.inboxTimers)
-            swap(&inbox.streamRequests, &local.pointee.inboxStreamRequests)
-            swap(&inbox.closingRequests, &local.pointee.inboxClosingRequests)
+            unsafe swap(&inbox.jobs, &local.pointee.inboxJobs)
+            unsafe swap(&inbox.cancellations, &local.pointee.inboxCancellations)
+            unsafe swap(&inbox.timers, &local.pointee.inboxTimers)
+            unsafe swap(&inbox.streamRequests, &local.pointee.inboxStreamRequests)
+            unsafe swap(&inbox.closingRequests, &local.pointee.inboxClosingRequests)
             stop = inbox.stopRequested
         }
-        while let job = jobQueue.pop() { local.pointee.ready.append(job) }
-        for (stream, request) in local.pointee.inboxStreamRequests { handleStreamRequest(stream, request) }
-        local.pointee.inboxStreamRequests.removeAll(keepingCapacity: true)
-        for (fd, request) in local.pointee.inboxClosingRequests { handleClosingRequest(fd, request) }
-        local.pointee.inboxClosingRequests.removeAll(keepingCapacity: true)
-        for job in local.pointee.inboxJobs { local.pointee.ready.append(job) }
-        local.pointee.inboxJobs.removeAll(keepingCapacity: true)
-        for id in local.pointee.inboxCancellations { driver.pointee.cancel(id) }
-        local.pointee.inboxCancellations.removeAll(keepingCapacity: true)
-        for timer in local.pointee.inboxTimers { driver.pointee.scheduleTimer(timer.job, after: timer.delay) }
-        local.pointee.inboxTimers.removeAll(keepingCapacity: true)
+        while let job = jobQueue.pop() { unsafe local.pointee.ready.append(job) }
+        for (stream, request) in unsafe local.pointee.inboxStreamRequests { handleStreamRequest(stream, request) }
+        unsafe local.pointee.inboxStreamRequests.removeAll(keepingCapacity: true)
+        for (fd, request) in unsafe local.pointee.inboxClosingRequests { handleClosingRequest(fd, request) }
+        unsafe local.pointee.inboxClosingRequests.removeAll(keepingCapacity: true)
+        for job in unsafe local.pointee.inboxJobs { unsafe local.pointee.ready.append(job) }
+        unsafe local.pointee.inboxJobs.removeAll(keepingCapacity: true)
+        for id in unsafe local.pointee.inboxCancellations { unsafe driver.pointee.cancel(id) }
+        unsafe local.pointee.inboxCancellations.removeAll(keepingCapacity: true)
+        for timer in unsafe local.pointee.inboxTimers { unsafe driver.pointee.scheduleTimer(timer.job, after: timer.delay) }
+        unsafe local.pointee.inboxTimers.removeAll(keepingCapacity: true)
         return stop
     }
 
     /// Hands completions to the driver, then queues the jobs whose timers fired.
     @inline(__always)
     private func reapCompletions() {
-        driver.pointee.reapCompletions()
-        while let job = driver.pointee.firedTimers.popFirst() { local.pointee.ready.append(job) }
+        unsafe driver.pointee.reapCompletions()
+        while let job = unsafe driver.pointee.firedTimers.popFirst() { unsafe local.pointee.ready.append(job) }
     }
 
     /// Resumes the tasks parked by ``continuationRoundTrip()`` (as the loop resumes tasks whose
     /// completions arrived).
     @inline(never)
     private func resumeParked() {
-        while let continuation = local.pointee.parked.popFirst() { continuation.resume() }
+        while let continuation = unsafe local.pointee.parked.popFirst() { unsafe continuation.resume() }
     }
 
     /// The floor under every awaited operation: the task suspends on a continuation, the loop
@@ -178,9 +178,9 @@ extension RingExecutor {
     /// kernel. What `uring-bench floor` measures (the cost any Swift completion runtime pays per
     /// awaited operation). Must run on this ring's thread.
     package func continuationRoundTrip() async {
-        await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+        unsafe await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
             precondition(isCurrentRing, "round trip off the ring's thread")
-            local.pointee.parked.append(continuation)
+            unsafe local.pointee.parked.append(continuation)
         }
     }
 }

@@ -19,7 +19,7 @@ extension RingExecutor {
         // jobs).
         let target = messageFD.load(ordering: .acquiring)
         if target >= 0, RingExecutor.messagesWork.load(ordering: .relaxed), let source = RingExecutor.current, source !== self {
-            source.driver.pointee.sendWakeMessage(toFD: target, ringID: ringID)
+            unsafe source.driver.pointee.sendWakeMessage(toFD: target, ringID: ringID)
             return
         }
         wakeThroughEventFD()
@@ -27,12 +27,12 @@ extension RingExecutor {
 
     /// Whether IORING_OP_MSG_RING works here; turned off for good after the first failure, or
     /// from the start with the environment variable `SWIFT_URING_MSG_RING=0` (for comparisons).
-    static let messagesWork = Atomic<Bool>(getenv("SWIFT_URING_MSG_RING").map { String(cString: $0) != "0" } ?? true)
+    static let messagesWork = unsafe Atomic<Bool>(getenv("SWIFT_URING_MSG_RING").map { unsafe String(cString: $0) != "0" } ?? true)
     static let nextRingID = Atomic<UInt32>(1)
     /// Live rings by ``ringID``, to wake the target of a failed message. Unmanaged, not weak (a
     /// weak reference would put every retain and release of the ring on the slow path): a ring is
     /// in it only while its loop runs, and leaves it (under the lock) before the loop ends.
-    static let registry = Lock<[UInt32: Unmanaged<RingExecutor>]>([:])
+    static let registry = unsafe Lock<[UInt32: Unmanaged<RingExecutor>]>([:])
 
     func wakeThroughEventFD() {
         // Under the inbox lock, so that it can never race with closeWakeDescriptor() and write
@@ -40,7 +40,7 @@ extension RingExecutor {
         inbox.withLock { inbox in
             guard inbox.wakeFD >= 0 else { return }
             var one: UInt64 = 1
-            _ = withUnsafeBytes(of: &one) { write(inbox.wakeFD, $0.baseAddress, 8) }
+            _ = unsafe withUnsafeBytes(of: &one) { unsafe write(inbox.wakeFD, $0.baseAddress, 8) }
         }
     }
 

@@ -24,7 +24,9 @@ import Synchronization
 ///
 /// Call ``shutdown()`` to stop the thread and close the ring: it cancels whatever is still in
 /// flight, waits for those completions, and joins the thread.
-public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendable {
+@safe public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendable {
+    // SAFETY (@safe): `driver`, `local` and `wakeBuffer` are allocated in init and freed in deinit, after the ring's
+    // thread has ended; only that thread touches `driver` and `local`.
     // @unchecked Sendable: `driver` and `local` are touched only by the ring thread (the loop and the jobs it
     // runs); everything other threads use is a Mutex or an Atomic.
 
@@ -124,28 +126,28 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
         guard fd >= 0 else { throw IOError.system(Glibc.errno, .setup) }
         wakeFD = fd
         inbox.withLock { $0.wakeFD = fd }
-        wakeBuffer = .allocate(capacity: 1)
+        unsafe wakeBuffer = .allocate(capacity: 1)
 
-        wakeBuffer.initialize(to: 0)
-        driver = .allocate(capacity: 1)
-        local = .allocate(capacity: 1)
-        local.initialize(to: LoopState())
-        isolation.ring = self
+        unsafe wakeBuffer.initialize(to: 0)
+        unsafe driver = .allocate(capacity: 1)
+        unsafe local = .allocate(capacity: 1)
+        unsafe local.initialize(to: LoopState())
+        unsafe isolation.ring = self
         if donatingCurrentThread {
             // On failure deinit runs (every stored property is set) and closes the eventfd.
             try setUpOnCurrentThread(entries: UInt32(entries))
             return
         }
         let startup = StartupSignal()
-        let context = Unmanaged.passRetained(ThreadContext(executor: self, entries: UInt32(entries), startup: startup))
+        let context = unsafe Unmanaged.passRetained(ThreadContext(executor: self, entries: UInt32(entries), startup: startup))
         var tid = pthread_t()
-        let rc = pthread_create(&tid, nil, { raw in
-            let context = Unmanaged<ThreadContext>.fromOpaque(raw!).takeRetainedValue()
+        let rc = unsafe pthread_create(&tid, nil, { raw in
+            let context = unsafe Unmanaged<ThreadContext>.fromOpaque(raw!).takeRetainedValue()
             context.executor.threadMain(entries: context.entries, startup: context.startup)
             return nil
-        }, context.toOpaque())
+        }, unsafe context.toOpaque())
         guard rc == 0 else {
-            context.release()
+            unsafe context.release()
             throw IOError.system(rc, .setup)
         }
         if let error = startup.wait() {
@@ -157,13 +159,13 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
 
     deinit {
         if driverReady.load(ordering: .acquiring) {
-            driver.deinitialize(count: 1)
+            unsafe driver.deinitialize(count: 1)
         }
         closeWakeDescriptor()
-        driver.deallocate()
-        local.deinitialize(count: 1)
-        local.deallocate()
-        wakeBuffer.deallocate()
+        unsafe driver.deallocate()
+        unsafe local.deinitialize(count: 1)
+        unsafe local.deallocate()
+        unsafe wakeBuffer.deallocate()
     }
 
     // MARK: - Thread
@@ -178,15 +180,15 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
             StallDetector.current.logger.warning(
                 "io_uring_setup: not enough kernel memory for \(entries) entries; ring '\(name)' runs with \(ring.submissionEntries)")
         }
-        driver.initialize(
+        unsafe driver.initialize(
             to: RingDriver(
                 ring: ring, ringID: ringID, receiveBufferCount: receiveBufferCount,
                 receiveBufferSize: receiveBufferSize, wakeFD: wakeFD, wakeBuffer: wakeBuffer))
         driverReady.store(true, ordering: .releasing)
         RingExecutor.setCurrent(self)
-        driver.pointee.armWakeRead()
-        RingExecutor.registry.withLock { $0[ringID] = Unmanaged.passUnretained(self) }
-        messageFD.store(driver.pointee.ring.fileDescriptor, ordering: .releasing)
+        unsafe driver.pointee.armWakeRead()
+        unsafe RingExecutor.registry.withLock { unsafe $0[ringID] = unsafe Unmanaged.passUnretained(self) }
+        unsafe messageFD.store(driver.pointee.ring.fileDescriptor, ordering: .releasing)
     }
 
     private func threadMain(entries: UInt32, startup: StartupSignal) {
@@ -204,10 +206,10 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
 
     /// Names the calling thread (visible in `top -H` and debuggers); best effort.
     static func nameCurrentThread(_ name: String) {
-        let fd = open("/proc/thread-self/comm", O_WRONLY | O_CLOEXEC)
+        let fd = unsafe open("/proc/thread-self/comm", O_WRONLY | O_CLOEXEC)
         guard fd >= 0 else { return }
         let bytes = Array(name.utf8.prefix(15))
-        _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        _ = unsafe bytes.withUnsafeBytes { unsafe write(fd, $0.baseAddress, $0.count) }
         close(fd)
     }
 
@@ -272,8 +274,8 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
     /// if let ring = RingExecutor.current { print("on \(ring.name)") }
     /// ```
     public static var current: RingExecutor? {
-        guard let raw = pthread_getspecific(ringThreadKey) else { return nil }
-        return Unmanaged<RingExecutor>.fromOpaque(raw).takeUnretainedValue()
+        guard let raw = unsafe pthread_getspecific(ringThreadKey) else { return nil }
+        return unsafe Unmanaged<RingExecutor>.fromOpaque(raw).takeUnretainedValue()
     }
 
     /// This ring's bit in the process-wide descriptor masks (see DescriptorUse.swift).
@@ -282,11 +284,11 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
     /// True on this ring's own thread.
     @inline(__always)
     var isCurrentRing: Bool {
-        pthread_getspecific(ringThreadKey) == Unmanaged.passUnretained(self).toOpaque()
+        unsafe pthread_getspecific(ringThreadKey) == Unmanaged.passUnretained(self).toOpaque()
     }
 
     static func setCurrent(_ executor: RingExecutor?) {
-        pthread_setspecific(ringThreadKey, executor.map { Unmanaged.passUnretained($0).toOpaque() })
+        unsafe pthread_setspecific(ringThreadKey, executor.map { unsafe Unmanaged.passUnretained($0).toOpaque() })
     }
 
     public func checkIsolated() {
@@ -328,13 +330,13 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
     /// actor's jobs through it, which is how the ring knows to run them isolated to the actor's
     /// executor, while task jobs run without serial isolation.
     public func asUnownedSerialExecutor() -> UnownedSerialExecutor {
-        UnownedSerialExecutor(ordinary: isolation)
+        unsafe UnownedSerialExecutor(ordinary: isolation)
     }
 
     @inline(__always)
     func enqueue(_ job: ReadyJob) {
         if isCurrentRing {
-            local.pointee.ready.append(job)
+            unsafe local.pointee.ready.append(job)
             return
         }
         if !jobQueue.push(job) {
@@ -349,14 +351,14 @@ public final class RingExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
 private final class StartupSignal: @unchecked Sendable {
     private var semaphore = sem_t()
     private var error: IOError?
-    init() { sem_init(&semaphore, 0, 0) }
-    deinit { sem_destroy(&semaphore) }
+    init() { unsafe sem_init(&semaphore, 0, 0) }
+    deinit { unsafe sem_destroy(&semaphore) }
     func signal(_ error: IOError?) {
         self.error = error
-        sem_post(&semaphore)
+        unsafe sem_post(&semaphore)
     }
     func wait() -> IOError? {
-        while sem_wait(&semaphore) != 0 {}
+        while unsafe sem_wait(&semaphore) != 0 {}
         return error
     }
 }
@@ -376,6 +378,6 @@ private final class ThreadContext {
 /// can be hoisted across an `await` under -O, so it is not used for this).
 let ringThreadKey: pthread_key_t = {
     var key = pthread_key_t()
-    precondition(pthread_key_create(&key, nil) == 0, "pthread_key_create failed")
+    unsafe precondition(pthread_key_create(&key, nil) == 0, "pthread_key_create failed")
     return key
 }()

@@ -30,10 +30,10 @@ public final class RingGroup: Sendable {
         // glibc's sched_getaffinity wrapper is hidden without _GNU_SOURCE: read the same mask
         // from /proc ("Cpus_allowed: ff,ffffffff"), falling back to the online CPU count.
         let online = max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
-        guard let file = fopen("/proc/self/status", "r") else { return online }
-        defer { fclose(file) }
+        guard let file = unsafe fopen("/proc/self/status", "r") else { return online }
+        defer { unsafe fclose(file) }
         var line = [CChar](repeating: 0, count: 4096)
-        while fgets(&line, Int32(line.count), file) != nil {
+        while unsafe fgets(&line, Int32(line.count), file) != nil {
             let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
             guard text.hasPrefix("Cpus_allowed:") else { continue }
             var count = 0

@@ -62,12 +62,12 @@ extension RingExecutor {
     public func statistics() async -> RingStatistics {
         await withTaskExecutorPreference(self) {
             precondition(isCurrentRing)
-            var snapshot = driver.pointee.statistics
-            snapshot.operationsInTable = driver.pointee.table.activeCount
-            snapshot.tableCapacity = driver.pointee.table.slotCount
+            var snapshot = unsafe driver.pointee.statistics
+            snapshot.operationsInTable = unsafe driver.pointee.table.activeCount
+            snapshot.tableCapacity = unsafe driver.pointee.table.slotCount
             snapshot.stalls = stallCount.load(ordering: .relaxed)
             snapshot.longestStall = .nanoseconds(Int64(longestStallNanoseconds.load(ordering: .relaxed)))
-            if let pool = driver.pointee.bufferPool {
+            if let pool = unsafe driver.pointee.bufferPool {
                 snapshot.receiveBufferCount = pool.count
                 snapshot.receiveBuffersAvailable = pool.available
             }

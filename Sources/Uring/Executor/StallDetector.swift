@@ -76,21 +76,21 @@ final class StallWatch: @unchecked Sendable {
     }
 
     func unregister(_ ring: RingExecutor) {
-        rings.withLock { list in list.removeAll { $0.ring === ring } }
+        rings.withLock { list in list.removeAll { unsafe $0.ring === ring } }
     }
 
     private func start() {
         var tid = pthread_t()
-        let context = Unmanaged.passRetained(self)
-        if pthread_create(&tid, nil, { raw in
-            let watch = Unmanaged<StallWatch>.fromOpaque(raw!).takeRetainedValue()
+        let context = unsafe Unmanaged.passRetained(self)
+        if unsafe pthread_create(&tid, nil, { raw in
+            let watch = unsafe Unmanaged<StallWatch>.fromOpaque(raw!).takeRetainedValue()
             RingExecutor.nameCurrentThread("uring-stalls")
             watch.run()
             return nil
-        }, context.toOpaque()) == 0 {
+        }, unsafe context.toOpaque()) == 0 {
             pthread_detach(tid)
         } else {
-            context.release()
+            unsafe context.release()
             started.store(false, ordering: .releasing)
         }
     }
@@ -109,7 +109,7 @@ final class StallWatch: @unchecked Sendable {
             var events: [(String, UInt64, Bool)] = []  // ring name, held, started (else ended)
             rings.withLock { list in
                 for i in list.indices {
-                    let ring = list[i].ring
+                    let ring = unsafe list[i].ring
                     let clock = ring.jobClock.load(ordering: .relaxed)
                     if clock & 1 == 1 && clock == list[i].lastClock {
                         list[i].held = now - list[i].firstSeen
@@ -150,7 +150,7 @@ final class StallWatch: @unchecked Sendable {
     private func sleep(nanoseconds: UInt64) {
         var ts = timespec(tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000))
         var remaining = timespec()
-        while nanosleep(&ts, &remaining) != 0 { ts = remaining }
+        while unsafe nanosleep(&ts, &remaining) != 0 { ts = remaining }
     }
 
 }

@@ -24,7 +24,7 @@ extension File {
         into buffer: UnsafeMutableRawBufferPointer, at offset: Int64, timeout: Duration? = nil
     ) async throws(IOError) -> Int {
         guard offset >= 0 else { throw IOError(.invalidArgument, errno: .invalidArgument, operation: .read) }
-        return try await readOnce(into: buffer, offset: UInt64(offset), timeout: timeout)
+        return try unsafe await readOnce(into: buffer, offset: UInt64(offset), timeout: timeout)
     }
 
     /// Reads once into `buffer` from the descriptor's current position (advancing it): the read
@@ -37,7 +37,7 @@ extension File {
     ///
     /// Same semantics as ``read(into:at:timeout:)``.
     public func read(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration? = nil) async throws(IOError) -> Int {
-        try await readOnce(into: buffer, offset: .max, timeout: timeout)
+        try unsafe await readOnce(into: buffer, offset: .max, timeout: timeout)
     }
 
     @inline(__always)
@@ -45,7 +45,7 @@ extension File {
         let fd = descriptor.rawValue
         let count = UInt32(min(buffer.count, File.maximumTransfer))
         // The buffer is lent to the ring for this call only: it returns after the final completion.
-        let read = ReadOperation(fd: fd, buffer: buffer.baseAddress, count: count, offset: offset)
+        let read = unsafe ReadOperation(fd: fd, buffer: buffer.baseAddress, count: count, offset: offset)
         return Int(try await read.run(timeout: timeout))
     }
 
@@ -58,7 +58,7 @@ extension File {
     /// - Throws: ``IOError/Code/unexpectedEndOfFile`` if the file ends first (the bytes before end
     ///   of file are in `buffer`); otherwise as ``read(into:at:timeout:)``.
     public func read(exactlyInto buffer: UnsafeMutableRawBufferPointer, at offset: Int64) async throws(IOError) {
-        let filled = try await fill(buffer, at: offset)
+        let filled = try unsafe await fill(buffer, at: offset)
         if filled < buffer.count { throw IOError(.unexpectedEndOfFile, operation: .read) }
     }
 
@@ -99,9 +99,9 @@ extension File {
     private func read(upTo count: Int, offset: UInt64, timeout: Duration?) async throws(IOError) -> [UInt8] {
         if count == 0 { return [] }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 16)
-        defer { buffer.deallocate() }
-        let filled = try await fill(buffer, offset: offset, deadline: timeout.map { ContinuousClock.now + $0 })
-        return Array(UnsafeRawBufferPointer(rebasing: buffer[..<filled]))
+        defer { unsafe buffer.deallocate() }
+        let filled = try unsafe await fill(buffer, offset: offset, deadline: timeout.map { ContinuousClock.now + $0 })
+        return unsafe Array(UnsafeRawBufferPointer(rebasing: buffer[..<filled]))
     }
 
     /// Reads the whole file into an array: its size from `statx`, then reads until end of file (so
@@ -144,14 +144,14 @@ extension File {
     /// Reads from `offset` until `buffer` is full or the file ends; returns the bytes read.
     func fill(_ buffer: UnsafeMutableRawBufferPointer, at offset: Int64) async throws(IOError) -> Int {
         guard offset >= 0 else { throw IOError(.invalidArgument, errno: .invalidArgument, operation: .read) }
-        return try await fill(buffer, offset: UInt64(offset), deadline: nil)
+        return try unsafe await fill(buffer, offset: UInt64(offset), deadline: nil)
     }
 
     /// Reads from `offset` (`.max`: the current position) until `buffer` is full, the file ends,
     /// or `deadline` passes after at least one byte arrived; returns the bytes read.
     func fill(_ buffer: UnsafeMutableRawBufferPointer, offset: UInt64, deadline: ContinuousClock.Instant?) async throws(IOError) -> Int {
-        try await fillUntilDeadline(buffer, deadline: deadline, operation: .read) { rest, filled, left throws(IOError) in
-            try await readOnce(into: rest, offset: offset == .max ? .max : offset + UInt64(filled), timeout: left)
+        try unsafe await fillUntilDeadline(buffer, deadline: deadline, operation: .read) { rest, filled, left throws(IOError) in
+            try unsafe await readOnce(into: rest, offset: offset == .max ? .max : offset + UInt64(filled), timeout: left)
         }
     }
 

@@ -22,7 +22,7 @@ extension File {
     ///   been written.
     public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int64, timeout: Duration? = nil) async throws(IOError) {
         guard offset >= 0 else { throw IOError(.invalidArgument, errno: .invalidArgument, operation: .write) }
-        try await writeAll(bytes, offset: offset, append: false, timeout: timeout)
+        try unsafe await writeAll(bytes, offset: offset, append: false, timeout: timeout)
     }
 
     /// Writes all of `bytes` at `offset` (copies them first, so the array may be shared).
@@ -34,9 +34,9 @@ extension File {
     /// Throws as ``write(_:at:timeout:)``.
     public func write(contentsOf bytes: [UInt8], at offset: Int64, timeout: Duration? = nil) async throws(IOError) {
         guard offset >= 0 else { throw IOError(.invalidArgument, errno: .invalidArgument, operation: .write) }
-        let copy = File.copy(bytes)
-        defer { copy.deallocate() }
-        try await writeAll(UnsafeRawBufferPointer(copy), offset: offset, append: false, timeout: timeout)
+        let copy = unsafe File.copy(bytes)
+        defer { unsafe copy.deallocate() }
+        try unsafe await writeAll(UnsafeRawBufferPointer(copy), offset: offset, append: false, timeout: timeout)
     }
 
     /// Appends all of `bytes` at the end of the file, atomically with respect to other appends
@@ -52,7 +52,7 @@ extension File {
     /// `bytes` is lent to the kernel until the call returns. Throws as
     /// ``write(_:at:timeout:)``.
     public func append(_ bytes: UnsafeRawBufferPointer, timeout: Duration? = nil) async throws(IOError) {
-        try await writeAll(bytes, offset: -1, append: true, timeout: timeout)
+        try unsafe await writeAll(bytes, offset: -1, append: true, timeout: timeout)
     }
 
     /// Appends all of `bytes` at the end of the file (copies them first).
@@ -61,9 +61,9 @@ extension File {
     /// try await log.append(contentsOf: Array("request done\n".utf8))
     /// ```
     public func append(contentsOf bytes: [UInt8], timeout: Duration? = nil) async throws(IOError) {
-        let copy = File.copy(bytes)
-        defer { copy.deallocate() }
-        try await writeAll(UnsafeRawBufferPointer(copy), offset: -1, append: true, timeout: timeout)
+        let copy = unsafe File.copy(bytes)
+        defer { unsafe copy.deallocate() }
+        try unsafe await writeAll(UnsafeRawBufferPointer(copy), offset: -1, append: true, timeout: timeout)
     }
 
     /// Writes all of `bytes` at the descriptor's current position (advancing it): the write for
@@ -75,7 +75,7 @@ extension File {
     ///
     /// `bytes` is lent to the kernel until the call returns. Throws as ``write(_:at:timeout:)``.
     public func write(_ bytes: UnsafeRawBufferPointer, timeout: Duration? = nil) async throws(IOError) {
-        try await writeAll(bytes, offset: -1, append: false, timeout: timeout)
+        try unsafe await writeAll(bytes, offset: -1, append: false, timeout: timeout)
     }
 
     /// Writes all of `bytes` at the descriptor's current position (copied first, so the array may
@@ -85,15 +85,15 @@ extension File {
     /// try await File(descriptor: .standardOutput).write(contentsOf: Array("done\n".utf8))
     /// ```
     public func write(contentsOf bytes: [UInt8], timeout: Duration? = nil) async throws(IOError) {
-        let copy = File.copy(bytes)
-        defer { copy.deallocate() }
-        try await writeAll(UnsafeRawBufferPointer(copy), offset: -1, append: false, timeout: timeout)
+        let copy = unsafe File.copy(bytes)
+        defer { unsafe copy.deallocate() }
+        try unsafe await writeAll(UnsafeRawBufferPointer(copy), offset: -1, append: false, timeout: timeout)
     }
 
     static func copy(_ bytes: [UInt8]) -> UnsafeMutableRawBufferPointer {
         let copy = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: 16)
-        bytes.withUnsafeBytes { copy.copyMemory(from: $0) }
-        return copy
+        unsafe bytes.withUnsafeBytes { unsafe copy.copyMemory(from: $0) }
+        return unsafe copy
     }
 
     /// `offset` -1 means the current position (or the end, with `append`).
@@ -102,10 +102,10 @@ extension File {
         var written = 0
         repeat {
             // The bytes are lent to the ring for this call only: it returns after the final completion.
-            let rest = UnsafeRawBufferPointer(rebasing: bytes[written...])
+            let rest = unsafe UnsafeRawBufferPointer(rebasing: bytes[written...])
             let count = UInt32(min(rest.count, File.maximumTransfer))
             let position = offset < 0 ? UInt64.max : UInt64(offset) + UInt64(written)
-            let write = WriteOperation(fd: fd, buffer: rest.baseAddress, count: count, offset: position, append: append)
+            let write = unsafe WriteOperation(fd: fd, buffer: rest.baseAddress, count: count, offset: position, append: append)
             let n = Int(try await write.run(timeout: timeout))
             if n == 0 && count > 0 { throw IOError.system(EIO, .write) }
             written += n

@@ -77,7 +77,7 @@ public struct File: Sendable, Hashable {
             let flags = mode.rawValue | options.rawValue | O_CLOEXEC
             let createMode = mode_t(
                 (permissions ?? (options.contains(.create) ? [.ownerReadWrite, .groupRead, .otherRead] : [])).rawValue)
-            let open = OpenOperation(path: cPath.pointer, flags: flags, mode: createMode)
+            let open = unsafe OpenOperation(path: cPath.pointer, flags: flags, mode: createMode)
             return File(descriptor: FileDescriptor(rawValue: try await open.run()))
         } catch {
             throw error.about(.path(path))
@@ -106,7 +106,7 @@ public struct File: Sendable, Hashable {
         // The kernel copies `how` when the entry is submitted, after this task suspended.
         let how = OpenBeneathOperation.ResolveStorage(options: options.rawValue)
         defer { how.free() }
-        let open = OpenBeneathOperation(directory: directory.descriptor.rawValue, path: cPath.pointer, how: how)
+        let open = unsafe OpenBeneathOperation(directory: directory.descriptor.rawValue, path: cPath.pointer, how: how)
         do throws(IOError) {
             return File(descriptor: FileDescriptor(rawValue: try await open.run()))
         } catch {
@@ -175,16 +175,18 @@ public struct File: Sendable, Hashable {
 
 /// A NUL-terminated copy of a path that stays valid across suspension (the kernel reads it when
 /// the SQE is submitted, after the task has suspended).
-struct CPath: @unchecked Sendable {
+@safe struct CPath: @unchecked Sendable {
+    // SAFETY (@safe): `pointer` is a strdup'd copy owned by its creator, freed (once) after the last operation that
+    // reads it completed.
     // @unchecked Sendable: an immutable, owned C string, freed by its creator after the last
     // operation that reads it has completed.
     let pointer: UnsafeMutablePointer<CChar>
 
     init(_ path: FilePath, _ operation: IOError.Operation) throws(IOError) {
-        let copy = path.withPlatformString { strdup($0) }
-        guard let copy else { throw IOError.system(ENOMEM, operation) }
-        pointer = copy
+        let copy = unsafe path.withPlatformString { unsafe strdup($0) }
+        guard let copy = unsafe copy else { throw IOError.system(ENOMEM, operation) }
+        unsafe pointer = unsafe copy
     }
 
-    func free() { Glibc.free(pointer) }
+    func free() { unsafe Glibc.free(pointer) }
 }

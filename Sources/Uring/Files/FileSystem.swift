@@ -22,7 +22,7 @@ public enum FileSystem {
     /// - Throws: ``IOError`` for ``IOError/Operation/remove`` (`ENOENT`, `EISDIR` for a directory,
     ///   `EACCES`, …) or ``IOError/Code/cancelled``.
     public static func remove(_ path: FilePath) async throws(IOError) {
-        try await pathOperation(path, .remove) { RemoveOperation(path: $0, directory: false) }
+        try unsafe await pathOperation(path, .remove) { unsafe RemoveOperation(path: $0, directory: false) }
     }
 
     /// Removes the empty directory at `path` (`rmdir`).
@@ -34,7 +34,7 @@ public enum FileSystem {
     /// - Throws: ``IOError`` for ``IOError/Operation/removeDirectory`` (`ENOTEMPTY`, `ENOENT`,
     ///   `ENOTDIR`, …) or ``IOError/Code/cancelled``.
     public static func removeDirectory(_ path: FilePath) async throws(IOError) {
-        try await pathOperation(path, .removeDirectory) { RemoveOperation(path: $0, directory: true) }
+        try unsafe await pathOperation(path, .removeDirectory) { unsafe RemoveOperation(path: $0, directory: true) }
     }
 
     /// Creates a directory at `path` with `permissions` (default `0o755`, less the umask).
@@ -49,7 +49,7 @@ public enum FileSystem {
         _ path: FilePath, permissions: FilePermissions = [.ownerReadWriteExecute, .groupReadExecute, .otherReadExecute]
     ) async throws(IOError) {
         let mode = mode_t(permissions.rawValue)
-        try await pathOperation(path, .makeDirectory) { MakeDirectoryOperation(path: $0, mode: mode) }
+        try unsafe await pathOperation(path, .makeDirectory) { unsafe MakeDirectoryOperation(path: $0, mode: mode) }
     }
 
     /// Renames (moves) `source` to `destination`, replacing `destination` if it exists, atomically
@@ -68,7 +68,7 @@ public enum FileSystem {
             defer { from.free() }
             let to = try CPath(destination, .rename)
             defer { to.free() }
-            _ = try await RenameOperation(source: from.pointer, destination: to.pointer).run()
+            _ = try unsafe await RenameOperation(source: from.pointer, destination: to.pointer).run()
         } catch {
             throw error.about(.path(source))
         }
@@ -81,7 +81,7 @@ public enum FileSystem {
             let cPath = try CPath(path, name)
             defer { cPath.free() }
             // The path copy lives until the operation returns, after the final completion.
-            _ = try await make(cPath.pointer).run()
+            _ = try unsafe await make(cPath.pointer).run()
         } catch {
             throw error.about(.path(path))
         }

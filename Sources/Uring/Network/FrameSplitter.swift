@@ -33,11 +33,11 @@ struct FrameSplitter {
             searched -= start
             start = 0
         }
-        buffer.append(contentsOf: bytes)
+        unsafe buffer.append(contentsOf: bytes)
     }
 
     mutating func append(_ bytes: [UInt8]) {
-        bytes.withUnsafeBytes { append($0) }
+        unsafe bytes.withUnsafeBytes { unsafe append($0) }
     }
 
     /// The next complete frame, or `nil` if no delimiter has arrived yet.

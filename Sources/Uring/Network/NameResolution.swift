@@ -38,28 +38,28 @@ extension SocketAddress {
 
     /// The blocking look-up (on a pool thread).
     private static func lookUp(host: String, port: Int) -> Result<[SocketAddress], IOError> {
-        var hints = addrinfo()
-        hints.ai_family = AF_UNSPEC
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var hints = unsafe addrinfo()
+        unsafe hints.ai_family = AF_UNSPEC
+        unsafe hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
         var list: UnsafeMutablePointer<addrinfo>?
-        let status = getaddrinfo(host, String(port), &hints, &list)
+        let status = unsafe getaddrinfo(host, String(port), &hints, &list)
         guard status == 0 else {
             if status == EAI_SYSTEM {
                 return .failure(IOError.system(errno, .resolve).about(.host(host, port: port)))
             }
             return .failure(IOError.resolution(status, host: host, port: port))
         }
-        defer { freeaddrinfo(list) }
+        defer { unsafe freeaddrinfo(list) }
         var addresses: [SocketAddress] = []
-        var entry = list
-        while let current = entry {
+        var entry = unsafe list
+        while let current = unsafe entry {
             // SAFETY: getaddrinfo's entries hold `ai_addrlen` valid bytes at `ai_addr`.
-            if let raw = current.pointee.ai_addr, let address = SocketAddress(raw, length: current.pointee.ai_addrlen),
+            if let raw = unsafe current.pointee.ai_addr, let address = unsafe SocketAddress(raw, length: current.pointee.ai_addrlen),
                 !addresses.contains(address)
             {
                 addresses.append(address)
             }
-            entry = current.pointee.ai_next
+            unsafe entry = unsafe current.pointee.ai_next
         }
         guard !addresses.isEmpty else { return .failure(IOError.resolution(EAI_NONAME, host: host, port: port)) }
         return .success(interleavingFamilies(addresses))

@@ -35,7 +35,7 @@ extension TCPConnection {
     /// for try await chunk in connection.chunks { try await connection.write(chunk) }
     /// ```
     public func write(_ chunk: ReceivedChunk, timeout: Duration? = nil) async throws(IOError) {
-        try await write(chunk.validBytes, timeout: timeout)
+        try unsafe await write(chunk.validBytes, timeout: timeout)
     }
 }
 
@@ -66,8 +66,8 @@ public struct ReceivedChunks: AsyncSequence, Sendable {
             switch try await consumer.next() {
             case .item(let result, let flags):
                 // SAFETY: `stream` exists once next() returned an item.
-                let stream = consumer.stream.unsafelyUnwrapped
-                return ReceivedChunk(
+                let stream = unsafe consumer.stream.unsafelyUnwrapped
+                return unsafe ReceivedChunk(
                     stream: stream, base: UnsafeRawPointer(stream.bufferAddress(flags: flags)), count: Int(result),
                     lease: stream.lease)
             case .end: return nil
@@ -88,7 +88,9 @@ public struct ReceivedChunks: AsyncSequence, Sendable {
 ///     print(chunk.count, text)
 /// }
 /// ```
-public struct ReceivedChunk: @unchecked Sendable {
+@safe public struct ReceivedChunk: @unchecked Sendable {
+    // SAFETY (@safe): every access checks the stream's lease first: the bytes are read only while the consumer still
+    // holds the buffer.
     // @unchecked Sendable: a view of a buffer that only the stream's consumer hands back; its
     // validity is checked against the stream's lease on every access.
     let stream: MultishotStream
@@ -102,16 +104,16 @@ public struct ReceivedChunk: @unchecked Sendable {
         precondition(
             stream.lease == lease && !stream.abandoned,
             "ReceivedChunk used after its iterator moved on: copy the bytes (chunk.bytes) to keep them")
-        return UnsafeRawBufferPointer(start: base, count: count)
+        return unsafe UnsafeRawBufferPointer(start: base, count: count)
     }
 
     /// Calls `body` with the bytes. Don't let the pointer escape.
     public func withUnsafeBytes<Result, Failure: Error>(
         _ body: (UnsafeRawBufferPointer) throws(Failure) -> Result
     ) throws(Failure) -> Result {
-        try body(validBytes)
+        try unsafe body(validBytes)
     }
 
     /// A copy of the bytes, which stays valid.
-    public var bytes: [UInt8] { Array(validBytes) }
+    public var bytes: [UInt8] { unsafe Array(validBytes) }
 }

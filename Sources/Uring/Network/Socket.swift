@@ -18,7 +18,7 @@ enum SocketCalls {
 
     static func setOption(_ fd: Int32, _ level: Int32, _ name: Int32, _ value: Int32) throws(IOError) {
         var value = value
-        guard setsockopt(fd, level, name, &value, socklen_t(MemoryLayout<Int32>.size)) == 0 else {
+        guard unsafe setsockopt(fd, level, name, &value, socklen_t(MemoryLayout<Int32>.size)) == 0 else {
             throw IOError.system(errno, .setOption)
         }
     }
@@ -26,19 +26,19 @@ enum SocketCalls {
     static func option(_ fd: Int32, _ level: Int32, _ name: Int32) throws(IOError) -> Int32 {
         var value: Int32 = 0
         var length = socklen_t(MemoryLayout<Int32>.size)
-        guard getsockopt(fd, level, name, &value, &length) == 0 else { throw IOError.system(errno, .getOption) }
+        guard unsafe getsockopt(fd, level, name, &value, &length) == 0 else { throw IOError.system(errno, .getOption) }
         return value
     }
 
     static func bind(_ fd: Int32, _ address: SocketAddress) throws(IOError) {
-        try address.withSockAddr { pointer, length throws(IOError) in
-            guard Glibc.bind(fd, pointer, length) == 0 else { throw IOError.system(errno, .bind) }
+        try unsafe address.withSockAddr { pointer, length throws(IOError) in
+            guard unsafe Glibc.bind(fd, pointer, length) == 0 else { throw IOError.system(errno, .bind) }
         }
     }
 
     static func connect(_ fd: Int32, _ address: SocketAddress) throws(IOError) {
-        try address.withSockAddr { pointer, length throws(IOError) in
-            guard Glibc.connect(fd, pointer, length) == 0 else { throw IOError.system(errno, .connect) }
+        try unsafe address.withSockAddr { pointer, length throws(IOError) in
+            guard unsafe Glibc.connect(fd, pointer, length) == 0 else { throw IOError.system(errno, .connect) }
         }
     }
 
@@ -51,14 +51,14 @@ enum SocketCalls {
         var storage = sockaddr_storage()
         var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
         // SAFETY: the kernel writes at most `length` bytes into the storage, and reports the size.
-        let rc = withUnsafeMutablePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                peer ? getpeername(fd, $0, &length) : getsockname(fd, $0, &length)
+        let rc = unsafe withUnsafeMutablePointer(to: &storage) {
+            unsafe $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                unsafe peer ? getpeername(fd, $0, &length) : getsockname(fd, $0, &length)
             }
         }
         guard rc == 0 else { throw IOError.system(errno, .address) }
-        let address = withUnsafePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { SocketAddress($0, length: length) }
+        let address = unsafe withUnsafePointer(to: &storage) {
+            unsafe $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { unsafe SocketAddress($0, length: length) }
         }
         guard let address else { throw IOError.system(EAFNOSUPPORT, .address) }
         return address

@@ -97,7 +97,7 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
             return
         }
         var v4 = in_addr()
-        if inet_pton(AF_INET, host, &v4) == 1 {
+        if unsafe inet_pton(AF_INET, host, &v4) == 1 {
             storage = .ipv4(v4.s_addr, port: UInt16(port))
             return
         }
@@ -110,15 +110,15 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
             if let number = UInt32(zone) {
                 scope = number
             } else {
-                scope = if_nametoindex(zone)
+                scope = unsafe if_nametoindex(zone)
                 if scope == 0 { throw SocketAddressError(.badHost, original) }
             }
         }
         var v6 = in6_addr()
-        guard inet_pton(AF_INET6, address, &v6) == 1 else { throw SocketAddressError(.badHost, original) }
+        guard unsafe inet_pton(AF_INET6, address, &v6) == 1 else { throw SocketAddressError(.badHost, original) }
         // SAFETY: in6_addr is exactly 16 bytes; both loads are in bounds and unaligned-safe.
-        let (high, low) = withUnsafeBytes(of: &v6) { raw in
-            (raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self), raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+        let (high, low) = unsafe withUnsafeBytes(of: &v6) { raw in
+            unsafe (raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self), raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
         }
         storage = .ipv6(high: high, low: low, port: UInt16(port), scope: scope)
     }
@@ -180,9 +180,9 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
         case .ipv6(let high, let low, _, let scope):
             var addr = in6_addr()
             // SAFETY: 16 bytes written into a 16-byte in6_addr.
-            withUnsafeMutableBytes(of: &addr) { raw in
-                raw.storeBytes(of: high, toByteOffset: 0, as: UInt64.self)
-                raw.storeBytes(of: low, toByteOffset: 8, as: UInt64.self)
+            unsafe withUnsafeMutableBytes(of: &addr) { raw in
+                unsafe raw.storeBytes(of: high, toByteOffset: 0, as: UInt64.self)
+                unsafe raw.storeBytes(of: low, toByteOffset: 8, as: UInt64.self)
             }
             let text = Self.presentation(AF_INET6, &addr)
             return scope == 0 ? text : "\(text)%\(scope)"
@@ -210,7 +210,7 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
         var buffer = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN) + 1)
         // SAFETY: `address` is an in_addr or in6_addr matching `family`; the buffer holds the
         // longest presentation form and its NUL.
-        let ok = withUnsafePointer(to: &address) { inet_ntop(family, $0, &buffer, socklen_t(buffer.count)) } != nil
+        let ok = unsafe withUnsafePointer(to: &address) { unsafe inet_ntop(family, $0, &buffer, socklen_t(buffer.count)) } != nil
         guard ok else { return "?" }
         return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
@@ -253,9 +253,9 @@ extension SocketAddress {
         let length = write(to: &storage)
         // SAFETY: sockaddr_storage is large and aligned enough for every sockaddr type, and the
         // pointer does not escape `body`.
-        return try withUnsafePointer(to: &storage) { pointer throws(IOError) -> R in
-            try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { address throws(IOError) -> R in
-                try body(address, length)
+        return try unsafe withUnsafePointer(to: &storage) { pointer throws(IOError) -> R in
+            try unsafe pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { address throws(IOError) -> R in
+                try unsafe body(address, length)
             }
         }
     }
@@ -269,34 +269,34 @@ extension SocketAddress {
         switch self.storage {
         case .ipv4(let raw, let port):
             length = socklen_t(MemoryLayout<sockaddr_in>.size)
-            withUnsafeMutableBytes(of: &storage) { bytes in
+            unsafe withUnsafeMutableBytes(of: &storage) { bytes in
                 var sin = sockaddr_in()
                 sin.sin_family = sa_family_t(AF_INET)
                 sin.sin_port = port.bigEndian
                 sin.sin_addr = in_addr(s_addr: raw)
-                bytes.storeBytes(of: sin, as: sockaddr_in.self)
+                unsafe bytes.storeBytes(of: sin, as: sockaddr_in.self)
             }
         case .ipv6(let high, let low, let port, let scope):
             length = socklen_t(MemoryLayout<sockaddr_in6>.size)
-            withUnsafeMutableBytes(of: &storage) { bytes in
+            unsafe withUnsafeMutableBytes(of: &storage) { bytes in
                 var sin6 = sockaddr_in6()
                 sin6.sin6_family = sa_family_t(AF_INET6)
                 sin6.sin6_port = port.bigEndian
                 sin6.sin6_scope_id = scope
-                withUnsafeMutableBytes(of: &sin6.sin6_addr) { raw in
-                    raw.storeBytes(of: high, toByteOffset: 0, as: UInt64.self)
-                    raw.storeBytes(of: low, toByteOffset: 8, as: UInt64.self)
+                unsafe withUnsafeMutableBytes(of: &sin6.sin6_addr) { raw in
+                    unsafe raw.storeBytes(of: high, toByteOffset: 0, as: UInt64.self)
+                    unsafe raw.storeBytes(of: low, toByteOffset: 8, as: UInt64.self)
                 }
-                bytes.storeBytes(of: sin6, as: sockaddr_in6.self)
+                unsafe bytes.storeBytes(of: sin6, as: sockaddr_in6.self)
             }
         case .unix(let path):
             // sun_family, then the path and its NUL.
             length = socklen_t(MemoryLayout<sa_family_t>.size + path.count + 1)
-            withUnsafeMutableBytes(of: &storage) { bytes in
-                bytes.storeBytes(of: sa_family_t(AF_UNIX), as: sa_family_t.self)
+            unsafe withUnsafeMutableBytes(of: &storage) { bytes in
+                unsafe bytes.storeBytes(of: sa_family_t(AF_UNIX), as: sa_family_t.self)
                 let offset = MemoryLayout<sa_family_t>.size
-                for (i, byte) in path.enumerated() { bytes[offset + i] = byte }
-                bytes[offset + path.count] = 0
+                for (i, byte) in path.enumerated() { unsafe bytes[offset + i] = byte }
+                unsafe bytes[offset + path.count] = 0
             }
         }
         return length
@@ -306,22 +306,22 @@ extension SocketAddress {
     // SAFETY: `address` points at `length` valid bytes (a kernel-filled sockaddr); each case reads
     // only after checking the length, with unaligned loads.
     init?(_ address: UnsafePointer<sockaddr>, length: socklen_t) {
-        switch Int32(address.pointee.sa_family) {
+        switch unsafe Int32(address.pointee.sa_family) {
         case AF_INET where length >= socklen_t(MemoryLayout<sockaddr_in>.size):
-            let sin = UnsafeRawPointer(address).loadUnaligned(as: sockaddr_in.self)
+            let sin = unsafe UnsafeRawPointer(address).loadUnaligned(as: sockaddr_in.self)
             storage = .ipv4(sin.sin_addr.s_addr, port: UInt16(bigEndian: sin.sin_port))
         case AF_INET6 where length >= socklen_t(MemoryLayout<sockaddr_in6>.size):
-            let sin6 = UnsafeRawPointer(address).loadUnaligned(as: sockaddr_in6.self)
+            let sin6 = unsafe UnsafeRawPointer(address).loadUnaligned(as: sockaddr_in6.self)
             var addr = sin6.sin6_addr
-            let (high, low) = withUnsafeBytes(of: &addr) { raw in
-                (raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self), raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+            let (high, low) = unsafe withUnsafeBytes(of: &addr) { raw in
+                unsafe (raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self), raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
             }
             storage = .ipv6(high: high, low: low, port: UInt16(bigEndian: sin6.sin6_port), scope: sin6.sin6_scope_id)
         case AF_UNIX:
             let offset = MemoryLayout<sa_family_t>.size
             let count = max(0, Int(length) - offset)
-            let raw = UnsafeRawBufferPointer(start: UnsafeRawPointer(address) + offset, count: count)
-            storage = .unix(path: Array(raw.prefix { $0 != 0 }))
+            let raw = unsafe UnsafeRawBufferPointer(start: UnsafeRawPointer(address) + offset, count: count)
+            storage = unsafe .unix(path: Array(raw.prefix { $0 != 0 }))
         default:
             return nil
         }

@@ -78,7 +78,7 @@ public struct DelimitedFrames: AsyncSequence, Sendable {
                         finished = true
                         return try splitter.finish()
                     }
-                    chunk.withUnsafeBytes { splitter.append($0) }
+                    unsafe chunk.withUnsafeBytes { unsafe splitter.append($0) }
                 } catch {
                     finished = true
                     throw error

@@ -41,12 +41,12 @@ public struct TCPConnection: Sendable, Hashable {
         let fd = try SocketCalls.makeSocket(address.family)
         // The kernel copies the address when the SQE is submitted, after the task suspended.
         nonisolated(unsafe) let storage = UnsafeMutablePointer<sockaddr_storage>.allocate(capacity: 1)
-        defer { storage.deallocate() }
-        let length = address.write(to: &storage.pointee)
-        let raw = UnsafeRawPointer(storage).assumingMemoryBound(to: sockaddr.self)
+        defer { unsafe storage.deallocate() }
+        let length = unsafe address.write(to: &storage.pointee)
+        let raw = unsafe UnsafeRawPointer(storage).assumingMemoryBound(to: sockaddr.self)
         do throws(IOError) {
             // `storage` lives until the operation returns, after the final completion.
-            _ = try await ConnectOperation(fd: fd, address: raw, length: length).run(timeout: timeout)
+            _ = try unsafe await ConnectOperation(fd: fd, address: raw, length: length).run(timeout: timeout)
         } catch {
             Glibc.close(fd)
             throw error.about(.address(address))
@@ -68,7 +68,7 @@ public struct TCPConnection: Sendable, Hashable {
     public func read(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration? = nil) async throws(IOError) -> Int {
         let fd = descriptor.rawValue
         // The buffer is lent to the ring for this call only: it returns after the final completion.
-        let receive = ReceiveOperation(fd: fd, buffer: buffer.baseAddress, count: buffer.count)
+        let receive = unsafe ReceiveOperation(fd: fd, buffer: buffer.baseAddress, count: buffer.count)
         do throws(IOError) {
             return Int(try await receive.run(timeout: timeout))
         } catch {
@@ -89,9 +89,9 @@ public struct TCPConnection: Sendable, Hashable {
         guard maximumCount >= 0 else { throw IOError(.invalidArgument, errno: .invalidArgument, operation: .receive) }
         if maximumCount == 0 { return [] }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: maximumCount, alignment: 16)
-        defer { buffer.deallocate() }
-        let n = try await read(into: buffer, timeout: timeout)
-        return Array(UnsafeRawBufferPointer(rebasing: buffer[..<n]))
+        defer { unsafe buffer.deallocate() }
+        let n = try unsafe await read(into: buffer, timeout: timeout)
+        return unsafe Array(UnsafeRawBufferPointer(rebasing: buffer[..<n]))
     }
 
     /// Reads `count` bytes into a new array, receiving as often as needed: shorter only when the
@@ -111,11 +111,11 @@ public struct TCPConnection: Sendable, Hashable {
         guard count >= 0 else { throw IOError(.invalidArgument, errno: .invalidArgument, operation: .receive) }
         if count == 0 { return [] }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 16)
-        defer { buffer.deallocate() }
-        let filled = try await fillUntilDeadline(buffer, deadline: timeout.map { ContinuousClock.now + $0 }, operation: .receive) {
-            rest, _, left throws(IOError) in try await read(into: rest, timeout: left)
+        defer { unsafe buffer.deallocate() }
+        let filled = try unsafe await fillUntilDeadline(buffer, deadline: timeout.map { ContinuousClock.now + $0 }, operation: .receive) {
+            rest, _, left throws(IOError) in try unsafe await read(into: rest, timeout: left)
         }
-        return Array(UnsafeRawBufferPointer(rebasing: buffer[..<filled]))
+        return unsafe Array(UnsafeRawBufferPointer(rebasing: buffer[..<filled]))
     }
 
     /// Whether a send lets the kernel read the caller's memory directly (`IORING_OP_SEND_ZC`)
@@ -158,9 +158,9 @@ public struct TCPConnection: Sendable, Hashable {
         repeat {
             // `bytes` is lent for the whole call; the send returns after the final completion (for
             // a zero-copy send, the notification that the kernel let go of the pages).
-            let rest = UnsafeRawBufferPointer(rebasing: bytes[sent...])
+            let rest = unsafe UnsafeRawBufferPointer(rebasing: bytes[sent...])
             let zc = useZeroCopy
-            let send = SendOperation(fd: fd, buffer: rest.baseAddress, count: rest.count, zeroCopy: zc)
+            let send = unsafe SendOperation(fd: fd, buffer: rest.baseAddress, count: rest.count, zeroCopy: zc)
             let outcome = try await send.outcome(timeout: timeout)
             if zc, case .failure(let errno) = outcome, errno == EOPNOTSUPP || errno == EINVAL {
                 // This kernel or socket type has no zero-copy send (Unix sockets, kernels before
@@ -174,7 +174,7 @@ public struct TCPConnection: Sendable, Hashable {
             } catch {
                 throw naming(error)
             }
-            if n == 0 && !rest.isEmpty { throw naming(IOError.system(EPIPE, .send)) }
+            if unsafe n == 0 && !rest.isEmpty { throw naming(IOError.system(EPIPE, .send)) }
             sent += n
         } while sent < bytes.count
     }
@@ -185,9 +185,9 @@ public struct TCPConnection: Sendable, Hashable {
     /// try await connection.write(contentsOf: Array("hello\n".utf8))
     /// ```
     public func write(contentsOf bytes: [UInt8], timeout: Duration? = nil) async throws(IOError) {
-        let copy = File.copy(bytes)
-        defer { copy.deallocate() }
-        try await write(UnsafeRawBufferPointer(copy), timeout: timeout)
+        let copy = unsafe File.copy(bytes)
+        defer { unsafe copy.deallocate() }
+        try unsafe await write(UnsafeRawBufferPointer(copy), timeout: timeout)
     }
 
     /// Which direction ``shutdown(_:)`` closes.

@@ -81,7 +81,7 @@ public struct UDPSocket: Sendable, Hashable {
     public func send(
         _ bytes: UnsafeRawBufferPointer, to address: SocketAddress? = nil, timeout: Duration? = nil
     ) async throws(IOError) -> Int {
-        let message = MessageStorage(buffer: UnsafeMutableRawBufferPointer(mutating: bytes), address: address)
+        let message = unsafe MessageStorage(buffer: UnsafeMutableRawBufferPointer(mutating: bytes), address: address)
         defer { message.free() }
         let fd = descriptor.rawValue
         // The message, its iovec and address live until the send returns, after the final completion.
@@ -95,9 +95,9 @@ public struct UDPSocket: Sendable, Hashable {
     /// ```
     @discardableResult
     public func send(contentsOf bytes: [UInt8], to address: SocketAddress? = nil, timeout: Duration? = nil) async throws(IOError) -> Int {
-        let copy = File.copy(bytes)
-        defer { copy.deallocate() }
-        return try await send(UnsafeRawBufferPointer(copy), to: address, timeout: timeout)
+        let copy = unsafe File.copy(bytes)
+        defer { unsafe copy.deallocate() }
+        return try unsafe await send(UnsafeRawBufferPointer(copy), to: address, timeout: timeout)
     }
 
     /// Receives one datagram into `buffer`, with its sender.
@@ -111,7 +111,7 @@ public struct UDPSocket: Sendable, Hashable {
     public func receive(
         into buffer: UnsafeMutableRawBufferPointer, timeout: Duration? = nil
     ) async throws(IOError) -> (count: Int, sender: SocketAddress) {
-        let message = MessageStorage(buffer: buffer, address: nil, receiving: true)
+        let message = unsafe MessageStorage(buffer: buffer, address: nil, receiving: true)
         defer { message.free() }
         let fd = descriptor.rawValue
         // As in send: everything the header points to lives until the final completion.
@@ -128,9 +128,9 @@ public struct UDPSocket: Sendable, Hashable {
     public func receive(upTo maximumCount: Int, timeout: Duration? = nil) async throws(IOError) -> (bytes: [UInt8], sender: SocketAddress) {
         guard maximumCount >= 0 else { throw IOError(.invalidArgument, errno: .invalidArgument, operation: .receive) }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(maximumCount, 1), alignment: 16)
-        defer { buffer.deallocate() }
-        let (count, sender) = try await receive(into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<maximumCount]), timeout: timeout)
-        return (Array(UnsafeRawBufferPointer(rebasing: buffer[..<count])), sender)
+        defer { unsafe buffer.deallocate() }
+        let (count, sender) = unsafe try await receive(into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<maximumCount]), timeout: timeout)
+        return unsafe (Array(UnsafeRawBufferPointer(rebasing: buffer[..<count])), sender)
     }
 
     /// Closes the socket. A receive or send pending on it (in any task) ends first, with
@@ -147,15 +147,17 @@ public struct UDPSocket: Sendable, Hashable {
 /// A `msghdr`, its one `iovec` and an address, in one block that outlives the operation.
 /// Blocks are reused through a small process-wide cache, so sending and receiving datagrams
 /// allocates nothing in steady state.
-struct MessageStorage: @unchecked Sendable {
+@safe struct MessageStorage: @unchecked Sendable {
+    // SAFETY (@safe): the header, iovec and address are allocated together in init and freed (once) after the
+    // operation's final completion.
     // @unchecked Sendable: lent to the ring thread for one operation, recycled by its creator after.
     // Layout of a block: msghdr | iovec | sockaddr_storage, each at an offset aligned for it
     // (all three need 8-byte alignment and have sizes that are multiples of 8).
-    private static let iovOffset = MemoryLayout<msghdr>.stride
-    private static let addressOffset = iovOffset + MemoryLayout<iovec>.stride
+    private static let iovOffset = unsafe MemoryLayout<msghdr>.stride
+    private static let addressOffset = unsafe iovOffset + MemoryLayout<iovec>.stride
     private static let blockSize = addressOffset + MemoryLayout<sockaddr_storage>.stride
 
-    private static let cache = Lock<[UnsafeMutableRawPointer]>([])
+    private static let cache = unsafe Lock<[UnsafeMutableRawPointer]>([])
     private static let cacheLimit = 256
 
     private let block: UnsafeMutableRawPointer
@@ -163,43 +165,43 @@ struct MessageStorage: @unchecked Sendable {
     private let address: UnsafeMutablePointer<sockaddr_storage>
 
     init(buffer: UnsafeMutableRawBufferPointer, address: SocketAddress?, receiving: Bool = false) {
-        block = Self.cache.withLock { $0.popLast() } ?? .allocate(byteCount: Self.blockSize, alignment: 16)
+        unsafe block = unsafe Self.cache.withLock { unsafe $0.popLast() } ?? .allocate(byteCount: Self.blockSize, alignment: 16)
         // SAFETY: the block is ours until free(); each part is (re)initialized here, at its
         // aligned offset, before the kernel sees it. All three types are trivial.
-        header = block.bindMemory(to: msghdr.self, capacity: 1)
-        let iov = (block + Self.iovOffset).bindMemory(to: iovec.self, capacity: 1)
-        self.address = (block + Self.addressOffset).bindMemory(to: sockaddr_storage.self, capacity: 1)
-        iov.initialize(to: iovec(iov_base: buffer.baseAddress, iov_len: buffer.count))
-        self.address.initialize(to: sockaddr_storage())
+        unsafe header = unsafe block.bindMemory(to: msghdr.self, capacity: 1)
+        let iov = unsafe (block + Self.iovOffset).bindMemory(to: iovec.self, capacity: 1)
+        unsafe self.address = unsafe (block + Self.addressOffset).bindMemory(to: sockaddr_storage.self, capacity: 1)
+        unsafe iov.initialize(to: iovec(iov_base: buffer.baseAddress, iov_len: buffer.count))
+        unsafe self.address.initialize(to: sockaddr_storage())
         var length: socklen_t = 0
         if let address {
-            length = address.write(to: &self.address.pointee)
+            length = unsafe address.write(to: &self.address.pointee)
         } else if receiving {
             length = socklen_t(MemoryLayout<sockaddr_storage>.size)
         }
-        var message = msghdr()
-        message.msg_name = length > 0 ? UnsafeMutableRawPointer(self.address) : nil
-        message.msg_namelen = length
-        message.msg_iov = iov
-        message.msg_iovlen = 1
-        header.initialize(to: message)
+        var message = unsafe msghdr()
+        unsafe message.msg_name = unsafe length > 0 ? UnsafeMutableRawPointer(self.address) : nil
+        unsafe message.msg_namelen = length
+        unsafe message.msg_iov = unsafe iov
+        unsafe message.msg_iovlen = 1
+        unsafe header.initialize(to: message)
     }
 
     /// The sender the kernel wrote (after a receive).
     func receivedAddress() -> SocketAddress? {
         // SAFETY: msg_namelen is what the kernel wrote, at most sizeof(sockaddr_storage).
-        UnsafeRawPointer(address).withMemoryRebound(to: sockaddr.self, capacity: 1) {
-            SocketAddress($0, length: header.pointee.msg_namelen)
+        unsafe UnsafeRawPointer(address).withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            unsafe SocketAddress($0, length: header.pointee.msg_namelen)
         }
     }
 
     /// Returns the block to the cache (after the operation's final completion).
     func free() {
-        let kept = Self.cache.withLock { cache -> Bool in
-            guard cache.count < Self.cacheLimit else { return false }
-            cache.append(block)
+        let kept = unsafe Self.cache.withLock { cache -> Bool in
+            guard unsafe cache.count < Self.cacheLimit else { return false }
+            unsafe cache.append(block)
             return true
         }
-        if !kept { block.deallocate() }
+        if !kept { unsafe block.deallocate() }
     }
 }

@@ -19,7 +19,8 @@ extension RingExecutor {
 
     // MARK: Requests from other rings
 
-    enum ClosingRequest {
+    @safe enum ClosingRequest {
+        // SAFETY (@safe): a request's continuation is resumed exactly once, by the ring that handles it.
         /// End what is pending on the descriptor here, then resume the closer (which runs on the
         /// ring that sent this).
         case begin(UnsafeContinuation<Void, Never>, from: RingExecutor)
@@ -46,9 +47,9 @@ extension RingExecutor {
             wakeIfSleeping()
         } else {
             switch request {
-            case .begin(let waiter, _): waiter.resume()  // on the closer's own thread
+            case .begin(let waiter, _): unsafe waiter.resume()  // on the closer's own thread
             // This ring's loop is over: nothing runs the closer's task any more.
-            case .resumeCloser(let waiter): waiter.resume()
+            case .resumeCloser(let waiter): unsafe waiter.resume()
             case .end: break
             }
         }
@@ -57,9 +58,9 @@ extension RingExecutor {
     func handleClosingRequest(_ fd: Int32, _ request: ClosingRequest) {
         switch request {
         case .begin(let waiter, let origin):
-            driver.pointee.beginClosing(fd, waiter: ClosingWaiter(continuation: waiter, home: origin))
-        case .end: driver.pointee.endClosing(fd)
-        case .resumeCloser(let waiter): waiter.resume()
+            unsafe driver.pointee.beginClosing(fd, waiter: ClosingWaiter(continuation: waiter, home: origin))
+        case .end: unsafe driver.pointee.endClosing(fd)
+        case .resumeCloser(let waiter): unsafe waiter.resume()
         }
     }
 
@@ -71,33 +72,33 @@ extension RingExecutor {
     ///   ring (that one closes it).
     func closeEndingOperations(_ fd: Int32) async -> OperationOutcome {
         precondition(isCurrentRing)
-        if driver.pointee.stopping { return .shutdown }
-        if !driver.pointee.closing.isEmpty { drainClosingRequests() }
+        if unsafe driver.pointee.stopping { return .shutdown }
+        if unsafe !driver.pointee.closing.isEmpty { drainClosingRequests() }
         // Another task is closing this descriptor: that close closes it.
         guard DescriptorUse.beginClose(fd) else { return .closed }
         // Other rings that may use the descriptor. Strong references, taken under the registry's
         // lock (a ring leaves it, under the lock, before its loop ends).
-        let others = DescriptorUse.rings(using: fd) & ~driver.pointee.useBit
+        let others = unsafe DescriptorUse.rings(using: fd) & ~driver.pointee.useBit
         var remote: [RingExecutor] = []
         if others != 0 {
-            remote = RingExecutor.registry.withLock { rings in
-                rings.values.compactMap { entry -> RingExecutor? in
-                    let ring = entry.takeUnretainedValue()
+            remote = unsafe RingExecutor.registry.withLock { rings in
+                unsafe rings.values.compactMap { entry -> RingExecutor? in
+                    let ring = unsafe entry.takeUnretainedValue()
                     return ring !== self && others & ring.useBit != 0 ? ring : nil
                 }
             }
         }
-        await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
-            driver.pointee.beginClosing(fd, waiter: ClosingWaiter(continuation: continuation, home: nil))
+        unsafe await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+            unsafe driver.pointee.beginClosing(fd, waiter: ClosingWaiter(continuation: continuation, home: nil))
         }
         for ring in remote {
-            await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
-                ring.requestClosing(fd, .begin(continuation, from: self))
+            unsafe await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+                unsafe ring.requestClosing(fd, .begin(continuation, from: self))
             }
         }
         let outcome = await perform(CloseOperation(fd: fd), timeout: nil, cancellable: false)
         DescriptorUse.endClose(fd)
-        driver.pointee.endClosing(fd)
+        unsafe driver.pointee.endClosing(fd)
         for ring in remote { ring.requestClosing(fd, .end) }
         return outcome
     }

@@ -12,46 +12,46 @@ enum ControlEntry {
     static func linkedTimeout(
         _ sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>
     ) {
-        io_uring_prep_link_timeout(sqe, timespec, 0)
+        unsafe io_uring_prep_link_timeout(sqe, timespec, 0)
     }
 
     /// A relative timer that completes with -ETIME when `timespec` has elapsed (a job's delay).
     static func timer(_ sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>) {
-        io_uring_prep_timeout(sqe, timespec, 0, 0)
+        unsafe io_uring_prep_timeout(sqe, timespec, 0, 0)
     }
 
     /// Cancels the request whose `user_data` is `userData`.
     @inline(__always)
     static func cancel(_ sqe: UnsafeMutablePointer<io_uring_sqe>, target userData: UInt64) {
-        io_uring_prep_cancel64(sqe, userData, 0)
+        unsafe io_uring_prep_cancel64(sqe, userData, 0)
     }
 
     /// Cancels every request on descriptor `fd` (`IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_ALL`,
     /// kernel 5.19); the result is how many were found.
     static func cancelAll(_ sqe: UnsafeMutablePointer<io_uring_sqe>, fd: Int32) {
-        io_uring_prep_cancel_fd(sqe, fd, UInt32(IORING_ASYNC_CANCEL_ALL))
+        unsafe io_uring_prep_cancel_fd(sqe, fd, UInt32(IORING_ASYNC_CANCEL_ALL))
     }
 
     /// A no-op: an entry already taken that must not do anything (its completion is ignored).
     @inline(__always)
     static func nop(_ sqe: UnsafeMutablePointer<io_uring_sqe>) {
-        io_uring_prep_nop(sqe)
+        unsafe io_uring_prep_nop(sqe)
     }
 
     /// The read of the eventfd that other threads write to wake the ring.
     static func wakeRead(_ sqe: UnsafeMutablePointer<io_uring_sqe>, fd: Int32, buffer: UnsafeMutablePointer<UInt64>) {
-        io_uring_prep_read(sqe, fd, buffer, 8, 0)
+        unsafe io_uring_prep_read(sqe, fd, buffer, 8, 0)
     }
 
     /// Posts a CQE with `userData` (and result 0) into the ring whose file descriptor is `ringFD`.
     static func message(_ sqe: UnsafeMutablePointer<io_uring_sqe>, ringFD: Int32, userData: UInt64) {
-        io_uring_prep_msg_ring(sqe, ringFD, 0, userData, 0)
+        unsafe io_uring_prep_msg_ring(sqe, ringFD, 0, userData, 0)
     }
 
     /// Accepts connections until cancelled or failed: one CQE per connection, each with
     /// `IORING_CQE_F_MORE` while the request stays armed. New descriptors are close-on-exec.
     static func multishotAccept(_ sqe: UnsafeMutablePointer<io_uring_sqe>, fd: Int32) {
-        io_uring_prep_multishot_accept(sqe, fd, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
+        unsafe io_uring_prep_multishot_accept(sqe, fd, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
     }
 
     /// A receive into a buffer the kernel takes from buffer group `group` (its id comes back in
@@ -59,12 +59,12 @@ enum ControlEntry {
     /// end of stream.
     static func bufferedReceive(_ sqe: UnsafeMutablePointer<io_uring_sqe>, fd: Int32, group: UInt16, multishot: Bool) {
         if multishot {
-            io_uring_prep_recv_multishot(sqe, fd, nil, 0, 0)
+            unsafe io_uring_prep_recv_multishot(sqe, fd, nil, 0, 0)
         } else {
-            io_uring_prep_recv(sqe, fd, nil, 0, 0)
+            unsafe io_uring_prep_recv(sqe, fd, nil, 0, 0)
         }
-        sqe.pointee.flags |= cliburing_sqe_flag_buffer_select()
-        sqe.pointee.buf_group = group
+        unsafe sqe.pointee.flags |= cliburing_sqe_flag_buffer_select()
+        unsafe sqe.pointee.buf_group = group
     }
 
     /// Gives the operation in `sqe` a deadline: links it to `timeoutSQE` (`IOSQE_IO_LINK`), a
@@ -74,20 +74,20 @@ enum ControlEntry {
         after sqe: UnsafeMutablePointer<io_uring_sqe>, _ timeoutSQE: UnsafeMutablePointer<io_uring_sqe>,
         timespec: UnsafeMutablePointer<__kernel_timespec>, userData: UInt64
     ) {
-        linkNext(sqe)
-        linkedTimeout(timeoutSQE, timespec: timespec)
-        setUserData(timeoutSQE, userData)
+        unsafe linkNext(sqe)
+        unsafe linkedTimeout(timeoutSQE, timespec: timespec)
+        unsafe setUserData(timeoutSQE, userData)
     }
 
     /// Links the next SQE to this one (`IOSQE_IO_LINK`).
     @inline(__always)
     static func linkNext(_ sqe: UnsafeMutablePointer<io_uring_sqe>) {
-        sqe.pointee.flags |= cliburing_sqe_flag_io_link()
+        unsafe sqe.pointee.flags |= cliburing_sqe_flag_io_link()
     }
 
     @inline(__always)
     static func setUserData(_ sqe: UnsafeMutablePointer<io_uring_sqe>, _ userData: UInt64) {
-        sqe.pointee.user_data = userData
+        unsafe sqe.pointee.user_data = userData
     }
 }
 

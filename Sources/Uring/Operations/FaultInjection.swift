@@ -60,12 +60,12 @@ final class FaultInjector {
         if rules[index].remaining == 0 { rules.remove(at: index) }
         switch fault {
         case .fail(let errno):
-            let userData = sqe.pointee.user_data
-            ControlEntry.nop(sqe)
-            sqe.pointee.user_data = userData
+            let userData = unsafe sqe.pointee.user_data
+            unsafe ControlEntry.nop(sqe)
+            unsafe sqe.pointee.user_data = userData
             pending[userData] = -errno
         case .limit(let bytes):
-            if sqe.pointee.len > bytes { sqe.pointee.len = bytes }
+            if unsafe sqe.pointee.len > bytes { unsafe sqe.pointee.len = bytes }
         }
         injected += 1
     }
@@ -95,14 +95,14 @@ extension RingExecutor {
     /// (after letting `skip` through) fail or move fewer bytes. Must run on this ring's thread.
     func injectFault(_ fault: FaultInjector.Fault, on target: FaultInjector.Target, times: Int = 1, after skip: Int = 0) {
         precondition(isCurrentRing, "faults are injected on the ring's own thread")
-        if driver.pointee.faults == nil { driver.pointee.faults = FaultInjector() }
-        driver.pointee.faults!.add(fault, on: target, times: times, after: skip)
+        if unsafe driver.pointee.faults == nil { unsafe driver.pointee.faults = FaultInjector() }
+        unsafe driver.pointee.faults!.add(fault, on: target, times: times, after: skip)
     }
 
     /// Faults injected on this ring so far. Must run on this ring's thread.
     var faultsInjected: Int {
         precondition(isCurrentRing)
-        return driver.pointee.faults?.injected ?? 0
+        return unsafe driver.pointee.faults?.injected ?? 0
     }
 }
 #endif

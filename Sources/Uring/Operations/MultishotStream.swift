@@ -8,7 +8,8 @@ import Glibc
 /// Ring thread only, like the operation table: the consumer's `next()` runs on the ring (it hops
 /// there), completions are handled by the loop, and requests from other threads (a cancelled
 /// consumer, an iterator dropped elsewhere) go through the ring's inbox.
-final class MultishotStream: @unchecked Sendable {
+@safe final class MultishotStream: @unchecked Sendable {
+    // SAFETY (@safe): the consumer's continuation is touched on the stream's ring thread only and resumed exactly once.
     // @unchecked Sendable: every mutable field is touched only on `ring`'s thread.
     typealias Kind = StreamStateMachine.Kind
 
@@ -32,18 +33,18 @@ final class MultishotStream: @unchecked Sendable {
     /// Wakes the consumer if it waits.
     @inline(__always)
     func resumeConsumer() {
-        consumer.take()?.resume()
+        unsafe consumer.take()?.resume()
     }
 
     /// The next item, waiting for one if needed. Hands back the buffer lent by the previous call.
     /// Ring thread, from the consuming task.
     func next() async -> StreamNext {
-        let driver = ring.driver
-        driver.pointee.returnLentBuffer(of: self)
+        let driver = unsafe ring.driver
+        unsafe driver.pointee.returnLentBuffer(of: self)
         while true {
             switch machine.take(taskCancelled: Task.isCancelled) {
             case .item(let item):
-                driver.pointee.arm(self)
+                unsafe driver.pointee.arm(self)
                 return .item(result: item.result, flags: item.flags)
             case .terminal(let terminal):
                 return terminal
@@ -52,18 +53,18 @@ final class MultishotStream: @unchecked Sendable {
             case .empty:
                 break
             }
-            if driver.pointee.stopping { return .shutdown }
-            if driver.pointee.arm(self) == .deferredByClose {
+            if unsafe driver.pointee.stopping { return .shutdown }
+            if unsafe driver.pointee.arm(self) == .deferredByClose {
                 await Task.yield()  // a close of this number is under way: it takes microseconds
                 continue
             }
             await withTaskCancellationHandler {
-                await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+                unsafe await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
                     precondition(ring.isCurrentRing, "stream consumed off its ring's thread")
                     if machine.consumerShouldWake(taskCancelled: Task.isCancelled) {
-                        continuation.resume()
+                        unsafe continuation.resume()
                     } else {
-                        consumer = continuation
+                        unsafe consumer = unsafe continuation
                     }
                 }
             } onCancel: {
@@ -74,7 +75,7 @@ final class MultishotStream: @unchecked Sendable {
 
     /// Receive: the address of the bytes of a completion's buffer.
     func bufferAddress(flags: UInt32) -> UnsafeMutableRawPointer {
-        ring.driver.pointee.bufferAddress(flags: flags)
+        unsafe ring.driver.pointee.bufferAddress(flags: flags)
     }
 
     /// The consuming task was cancelled (ring thread): wake it; it sees the flag.
@@ -149,10 +150,11 @@ final class StreamConsumer: @unchecked Sendable {
             let limit = kind == .receive ? min(self.limit, max(1, ring.receiveBufferCount / 8)) : self.limit
             let made = MultishotStream(ring: ring, kind: kind, fd: fd, limit: limit)
             // While a close of this descriptor number is under way (an earlier socket's), wait.
-            while !ring.driver.pointee.registerStream(made) { await Task.yield() }
+            while unsafe !ring.driver.pointee.registerStream(made) { await Task.yield() }
             stream = made
         }
-        return await stream.unsafelyUnwrapped.next()
+        // SAFETY: `stream` was set just above, or by an earlier call; it is never cleared.
+        return unsafe await stream.unsafelyUnwrapped.next()
     }
 }
 
@@ -182,7 +184,7 @@ extension RingExecutor {
     func handleStreamRequest(_ stream: MultishotStream, _ request: StreamRequest) {
         switch request {
         case .cancelConsumer: stream.consumerWasCancelled()
-        case .abandon: driver.pointee.abandon(stream)
+        case .abandon: unsafe driver.pointee.abandon(stream)
         }
     }
 }

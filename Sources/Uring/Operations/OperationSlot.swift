@@ -40,7 +40,9 @@ struct RingCapacity {
 /// reserved ─cancel→ reserved + flag (the task sees it and does not submit)
 /// reserved ─cancelledBeforeSubmission / deferredByClose→ completed (capacity given back)
 /// ```
-struct OperationSlot {
+@safe struct OperationSlot {
+    // SAFETY (@safe): the continuation is stored and taken on the ring thread only, and resumed exactly once (see the
+    // transitions).
     enum State: UInt8 { case free, reserved, waiting, inFlight, completed }
 
     enum CancelAction: Equatable {
@@ -110,7 +112,7 @@ struct OperationSlot {
         precondition(state != .inFlight && state != .waiting, "released while the kernel owns it")
         precondition(heldCapacity == 0, "released holding ring capacity")
         state = .free
-        continuation = nil
+        unsafe continuation = nil
         job = nil
         if stream != nil { stream = nil }
         generation = (generation &+ 1) & 0xFF_FFFF

@@ -98,7 +98,7 @@ extension RingExecutor {
             }
             let (left, expired) = remaining()
             if expired { return .timedOut }
-            driver.pointee.statistics.retries &+= 1
+            unsafe driver.pointee.statistics.retries &+= 1
             let outcome = await performOnce(operation, timeout: left, cancellable: cancellable)
             guard case .failure(let next) = outcome, next == EINTR || next == EAGAIN else { return outcome }
             errno = next
@@ -111,15 +111,15 @@ extension RingExecutor {
     func performOnce<Operation: IOOperation>(
         _ operation: Operation, timeout: Duration?, cancellable: Bool = true
     ) async -> OperationOutcome {
-        let driver = self.driver
-        if driver.pointee.stopping { return .shutdown }
-        let (id, slot, admitted) = driver.pointee.admit(needed: timeout == nil ? 1 : 2)
-        defer { driver.pointee.finish(id, slot) }
+        let driver = unsafe self.driver
+        if unsafe driver.pointee.stopping { return .shutdown }
+        let (id, slot, admitted) = unsafe driver.pointee.admit(needed: timeout == nil ? 1 : 2)
+        defer { unsafe driver.pointee.finish(id, slot) }
 
         if !admitted {
             // More operations than the ring holds: wait in user space, in order.
-            await waitForCapacity(id, slot, cancellable: cancellable)
-            if slot.pointee.state == .completed { return driver.pointee.stopping ? .shutdown : .cancelled }
+            unsafe await waitForCapacity(id, slot, cancellable: cancellable)
+            if unsafe slot.pointee.state == .completed { return unsafe driver.pointee.stopping ? .shutdown : .cancelled }
         }
 
         // Phase 1: submit and suspend, with no cancellation handler. The SQEs are filled inside
@@ -127,72 +127,72 @@ extension RingExecutor {
         // whatever executor hops happen before it, the continuation is stored before the kernel
         // can complete anything, so the completion always finds it.
         var start = RingDriver.Start.cancelled
-        await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+        unsafe await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
             precondition(self.isCurrentRing, "operation submitted off its ring's thread")
             // A shutdown that began while this task waited to run also means "do not submit".
-            start = driver.pointee.start(
+            start = unsafe driver.pointee.start(
                 operation, id, slot, timeout: timeout, cancelled: cancellable && Task.isCancelled)
             if start == .submitted {
-                slot.pointee.continuation = continuation
+                unsafe slot.pointee.continuation = unsafe continuation
             } else {
-                continuation.resume()
+                unsafe continuation.resume()
             }
         }
-        if slot.pointee.state == .completed {
+        if unsafe slot.pointee.state == .completed {
             // Not submitted because the ring is stopping: say so (a close then falls back to
             // close(2)); otherwise the common case for no-ops and page-cache I/O: the kernel
             // completed the operation during the same io_uring_enter that submitted it.
-            if start == .cancelled && driver.pointee.stopping { return .shutdown }
-            return slot.pointee.outcome
+            if unsafe start == .cancelled && driver.pointee.stopping { return .shutdown }
+            return unsafe slot.pointee.outcome
         }
 
         // Phase 2: the operation outlived its first loop iteration (it waits on a pipe, a socket,
         // a timer, the disk), and the loop woke the task to say so. Now register for cancellation
         // (a task cancelled meanwhile is seen at once) and wait for the final completion. The
         // cancellation record costs two status-record locks, so only operations that wait pay it.
-        driver.pointee.statistics.waitedBeyondOneIteration &+= 1
+        unsafe driver.pointee.statistics.waitedBeyondOneIteration &+= 1
         if !cancellable {
-            await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+            unsafe await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
                 precondition(self.isCurrentRing, "operation awaited off its ring's thread")
-                if slot.pointee.state == .completed {
-                    continuation.resume()
+                if unsafe slot.pointee.state == .completed {
+                    unsafe continuation.resume()
                 } else {
-                    slot.pointee.continuation = continuation
+                    unsafe slot.pointee.continuation = unsafe continuation
                 }
             }
-            return slot.pointee.outcome
+            return unsafe slot.pointee.outcome
         }
         await withTaskCancellationHandler {
-            await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+            unsafe await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
                 // The fast path is taken only from nonisolated code on this ring's thread, whose
                 // generic executor is this ring, so the handler's operation closure runs here too.
                 precondition(self.isCurrentRing, "operation awaited off its ring's thread")
-                if slot.pointee.state == .completed {
-                    continuation.resume()  // completed while the task was re-suspending
+                if unsafe slot.pointee.state == .completed {
+                    unsafe continuation.resume()  // completed while the task was re-suspending
                 } else {
-                    slot.pointee.continuation = continuation
+                    unsafe slot.pointee.continuation = unsafe continuation
                 }
             }
         } onCancel: {
             self.requestCancel(id)
         }
-        return slot.pointee.outcome
+        return unsafe slot.pointee.outcome
     }
 
     @inline(never)
     private func waitForCapacity(_ id: OperationID, _ slot: UnsafeMutablePointer<OperationSlot>, cancellable: Bool) async {
-        let driver = self.driver
+        let driver = unsafe self.driver
         await withTaskCancellationHandler {
-            await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+            unsafe await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
                 precondition(self.isCurrentRing, "operation queued off its ring's thread")
-                if slot.pointee.cancelRequested || driver.pointee.stopping || (cancellable && Task.isCancelled) {
-                    slot.pointee.cancelledBeforeSubmission(capacity: &driver.pointee.capacity)
-                    continuation.resume()
+                if unsafe slot.pointee.cancelRequested || driver.pointee.stopping || (cancellable && Task.isCancelled) {
+                    unsafe slot.pointee.cancelledBeforeSubmission(capacity: &driver.pointee.capacity)
+                    unsafe continuation.resume()
                     return
                 }
                 // Queued and stored together, in the closure that runs right before suspension.
-                slot.pointee.continuation = continuation
-                driver.pointee.startWaiting(id, slot)
+                unsafe slot.pointee.continuation = unsafe continuation
+                unsafe driver.pointee.startWaiting(id, slot)
             }
         } onCancel: {
             if cancellable { self.requestCancel(id) }
@@ -203,7 +203,7 @@ extension RingExecutor {
     /// already completed or the slot has moved on to another operation.
     func requestCancel(_ id: OperationID) {
         if isCurrentRing {
-            driver.pointee.cancel(id)
+            unsafe driver.pointee.cancel(id)
             return
         }
         inbox.withLock { $0.cancellations.append(id) }
@@ -214,7 +214,7 @@ extension RingExecutor {
     /// Schedules `job` to be enqueued on this ring after `delay`, with a kernel timeout. Any thread.
     func schedule(_ job: ReadyJob, after delay: Duration) {
         if isCurrentRing {
-            driver.pointee.scheduleTimer(job, after: delay)
+            unsafe driver.pointee.scheduleTimer(job, after: delay)
             return
         }
         inbox.withLock { $0.timers.append((job, delay)) }
@@ -226,6 +226,6 @@ extension RingExecutor {
     /// `RingDriver.submitUntrackedNops`). Must run on this ring's thread.
     func submitUntrackedNopsForTesting(_ count: Int) {
         precondition(isCurrentRing)
-        driver.pointee.submitUntrackedNops(count)
+        unsafe driver.pointee.submitUntrackedNops(count)
     }
 }

@@ -5,7 +5,8 @@ import SystemPackage
 /// The `~Copyable` owner of one io_uring instance. Only the ring thread that created it may use
 /// it (the ring is set up with `IORING_SETUP_SINGLE_ISSUER`). Every `io_uring_*` call of the
 /// project goes through here or through the operation encodings in `Operations/`.
-struct Ring: ~Copyable {
+@safe struct Ring: ~Copyable {
+    // SAFETY (@safe): `raw` is set up in init and torn down in deinit, on the ring's thread (single issuer).
     /// The setup flag sets tried in order; the first the kernel accepts wins.
     static let setupFlagCandidates: [(flags: UInt32, name: String)] = [
         (IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL, "single-issuer+defer-taskrun"),
@@ -31,17 +32,17 @@ struct Ring: ~Copyable {
         let raw = UnsafeMutablePointer<io_uring>.allocate(capacity: 1)
         let setup: (params: io_uring_params, flags: UInt32, name: String)
         do throws(IOError) {
-            setup = try Ring.setUp(raw, entries: entries, injectedFailures: injectedFailures)
+            setup = try unsafe Ring.setUp(raw, entries: entries, injectedFailures: injectedFailures)
         } catch {
-            raw.deallocate()
+            unsafe raw.deallocate()
             throw error
         }
-        self.raw = raw
+        unsafe self.raw = unsafe raw
         submissionEntries = setup.params.sq_entries
         completionEntries = setup.params.cq_entries
         setupMode = setup.name
         // Saves an fd lookup per io_uring_enter; optional, so failure is ignored.
-        _ = io_uring_register_ring_fd(raw)
+        _ = unsafe io_uring_register_ring_fd(raw)
     }
 
     private static func setUp(
@@ -55,7 +56,7 @@ struct Ring: ~Copyable {
                 var params = io_uring_params()
                 params.flags = candidate.flags | IORING_SETUP_CQSIZE
                 params.cq_entries = entries * 2
-                let rc = injected.popFirst().map { -$0 } ?? io_uring_queue_init_params(entries, raw, &params)
+                let rc = unsafe (injected.popFirst().map { -$0 } ?? io_uring_queue_init_params(entries, raw, &params))
                 if rc == 0 { return (params, candidate.flags, candidate.name) }
                 lastError = -rc
                 // Only "this flag is not supported" is worth another try with other flags.
@@ -69,29 +70,29 @@ struct Ring: ~Copyable {
     }
 
     deinit {
-        io_uring_queue_exit(raw)
-        raw.deallocate()
+        unsafe io_uring_queue_exit(raw)
+        unsafe raw.deallocate()
     }
 
     /// A free submission entry, flushing the queue to the kernel first if it is full.
     @inline(__always)
     mutating func nextSubmission() -> UnsafeMutablePointer<io_uring_sqe> {
-        if let sqe = io_uring_get_sqe(raw) { return sqe }
-        return nextSubmissionSlow()
+        if let sqe = unsafe io_uring_get_sqe(raw) { return unsafe sqe }
+        return unsafe nextSubmissionSlow()
     }
 
     @inline(never)
     mutating func nextSubmissionSlow() -> UnsafeMutablePointer<io_uring_sqe> {
         while true {
             flushForSpace()
-            if let sqe = io_uring_get_sqe(raw) { return sqe }
+            if let sqe = unsafe io_uring_get_sqe(raw) { return unsafe sqe }
         }
     }
 
     /// Makes room for `count` consecutive submission entries (a linked pair must not be split
     /// across a flush).
     mutating func reserveSubmissions(_ count: UInt32) {
-        while io_uring_sq_space_left(raw) < count { flushForSpace() }
+        while unsafe io_uring_sq_space_left(raw) < count { flushForSpace() }
     }
 
     /// Submits what is queued to free SQ entries. If the kernel refuses because completions are
@@ -101,29 +102,29 @@ struct Ring: ~Copyable {
         let rc = submit(wait: false)
         if rc == -EBUSY || rc == -EAGAIN {
             var cqe: UnsafeMutablePointer<io_uring_cqe>? = nil
-            while io_uring_peek_cqe(raw, &cqe) == 0, let entry = cqe {
-                stashed.append(Completion(userData: entry.pointee.user_data, result: entry.pointee.res, flags: entry.pointee.flags))
-                io_uring_cqe_seen(raw, entry)
+            while unsafe io_uring_peek_cqe(raw, &cqe) == 0, let entry = unsafe cqe {
+                unsafe stashed.append(Completion(userData: entry.pointee.user_data, result: entry.pointee.res, flags: entry.pointee.flags))
+                unsafe io_uring_cqe_seen(raw, entry)
             }
         }
     }
 
     /// Registers a provided-buffer pool for multishot receives.
     func registerBufferPool(count: Int, bufferSize: Int) throws(IOError) -> BufferPool {
-        try BufferPool(ring: raw, count: count, bufferSize: bufferSize)
+        try unsafe BufferPool(ring: raw, count: count, bufferSize: bufferSize)
     }
 
     /// Completions taken off the CQ while making room for submissions; dispatched first by the loop.
     var stashed: [Completion] = []
 
     /// The ring's own file descriptor (the target of another ring's `IORING_OP_MSG_RING`).
-    var fileDescriptor: Int32 { raw.pointee.ring_fd }
+    var fileDescriptor: Int32 { unsafe raw.pointee.ring_fd }
 
     /// Entries queued but not yet submitted.
-    var pendingSubmissions: UInt32 { io_uring_sq_ready(raw) }
+    var pendingSubmissions: UInt32 { unsafe io_uring_sq_ready(raw) }
 
     /// Completions posted and not yet reaped.
-    var completionsReady: UInt32 { io_uring_cq_ready(raw) }
+    var completionsReady: UInt32 { unsafe io_uring_cq_ready(raw) }
 
     /// Submits queued entries and, with `wait`, blocks until at least one completion is ready.
     /// Always collects completions (needed with deferred task running). Returns the kernel's
@@ -131,15 +132,15 @@ struct Ring: ~Copyable {
     @discardableResult
     mutating func submit(wait: Bool) -> Int32 {
         if wait {
-            return io_uring_submit_and_wait(raw, 1)
+            return unsafe io_uring_submit_and_wait(raw, 1)
         }
-        return io_uring_submit_and_get_events(raw)
+        return unsafe io_uring_submit_and_get_events(raw)
     }
 
     /// True when the kernel has completions it could not post because the CQ ring was full.
     var completionQueueOverflowed: Bool {
         // SAFETY: kflags points into the ring's mapped SQ memory for the ring's lifetime.
-        (raw.pointee.sq.kflags.pointee & IORING_SQ_CQ_OVERFLOW) != 0
+        unsafe (raw.pointee.sq.kflags.pointee & IORING_SQ_CQ_OVERFLOW) != 0
     }
 
     /// Copies up to `capacity` ready completions into `batch` and advances the CQ once.
@@ -152,14 +153,14 @@ struct Ring: ~Copyable {
     ) -> Int {
         // io_uring_peek_batch_cqe loads the CQ tail with acquire ordering (and flushes a CQ
         // overflow backlog when the ring is empty), then fills `scratch` with pointers into the ring.
-        let count = Int(io_uring_peek_batch_cqe(raw, scratch, UInt32(capacity)))
+        let count = unsafe Int(io_uring_peek_batch_cqe(raw, scratch, UInt32(capacity)))
         guard count > 0 else { return 0 }
         for i in 0..<count {
             // SAFETY: the first `count` pointers point at CQEs we own until io_uring_cq_advance.
-            let cqe = scratch[i].unsafelyUnwrapped
-            batch[i] = Completion(userData: cqe.pointee.user_data, result: cqe.pointee.res, flags: cqe.pointee.flags)
+            let cqe = unsafe scratch[i].unsafelyUnwrapped
+            unsafe batch[i] = unsafe Completion(userData: cqe.pointee.user_data, result: cqe.pointee.res, flags: cqe.pointee.flags)
         }
-        io_uring_cq_advance(raw, UInt32(count))
+        unsafe io_uring_cq_advance(raw, UInt32(count))
         return count
     }
 }

@@ -5,7 +5,9 @@ import Glibc
 // (See IOOperation.swift for what each definition owns.)
 
 /// `read(2)` / `pread(2)` of up to `count` bytes into `buffer`.
-struct ReadOperation: IOOperation, @unchecked Sendable {
+@safe struct ReadOperation: IOOperation, @unchecked Sendable {
+    // SAFETY (@safe): the pointers are lent by the awaiting caller, which stays suspended until the final completion
+    // (`IOOperation.run`), so they are valid whenever a driver encodes or executes the value.
     // @unchecked Sendable: `buffer` is lent by the awaiting caller until the final completion.
     var fd: Int32
     var buffer: UnsafeMutableRawPointer?
@@ -19,13 +21,15 @@ struct ReadOperation: IOOperation, @unchecked Sendable {
 
     @inline(__always)
     func encode(into sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>) {
-        io_uring_prep_read(sqe, fd, buffer, count, offset)
+        unsafe io_uring_prep_read(sqe, fd, buffer, count, offset)
     }
 }
 
 /// `write(2)` / `pwrite(2)` of up to `count` bytes from `buffer`; with `append`, at the end of the
 /// file whatever `offset` says (`RWF_APPEND`).
-struct WriteOperation: IOOperation, @unchecked Sendable {
+@safe struct WriteOperation: IOOperation, @unchecked Sendable {
+    // SAFETY (@safe): the pointers are lent by the awaiting caller, which stays suspended until the final completion
+    // (`IOOperation.run`), so they are valid whenever a driver encodes or executes the value.
     // @unchecked Sendable: `buffer` is lent by the awaiting caller until the final completion.
     var fd: Int32
     var buffer: UnsafeRawPointer?
@@ -40,13 +44,15 @@ struct WriteOperation: IOOperation, @unchecked Sendable {
 
     @inline(__always)
     func encode(into sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>) {
-        io_uring_prep_write(sqe, fd, buffer, count, offset)
-        if append { sqe.pointee.rw_flags = UInt32(bitPattern: RWF_APPEND) }
+        unsafe io_uring_prep_write(sqe, fd, buffer, count, offset)
+        if append { unsafe sqe.pointee.rw_flags = UInt32(bitPattern: RWF_APPEND) }
     }
 }
 
 /// `openat(2)`: `path` relative to `directory` (`AT_FDCWD`: the working directory).
-struct OpenOperation: IOOperation, @unchecked Sendable {
+@safe struct OpenOperation: IOOperation, @unchecked Sendable {
+    // SAFETY (@safe): the pointers are lent by the awaiting caller, which stays suspended until the final completion
+    // (`IOOperation.run`), so they are valid whenever a driver encodes or executes the value.
     // @unchecked Sendable: `path` is owned by the awaiting caller until the final completion.
     var directory: Int32 = AT_FDCWD
     var path: UnsafePointer<CChar>
@@ -58,13 +64,15 @@ struct OpenOperation: IOOperation, @unchecked Sendable {
     var descriptor: Int32 { directory }
 
     func encode(into sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>) {
-        io_uring_prep_openat(sqe, directory, path, flags, mode)
+        unsafe io_uring_prep_openat(sqe, directory, path, flags, mode)
     }
 }
 
 /// `openat2(2)` for reading, confined beneath `directory` (`RESOLVE_BENEATH`,
 /// `RESOLVE_NO_MAGICLINKS`). `how` is storage made by ``makeHow(options:)``.
-struct OpenBeneathOperation: IOOperation, @unchecked Sendable {
+@safe struct OpenBeneathOperation: IOOperation, @unchecked Sendable {
+    // SAFETY (@safe): the pointers are lent by the awaiting caller, which stays suspended until the final completion
+    // (`IOOperation.run`), so they are valid whenever a driver encodes or executes the value.
     // @unchecked Sendable: `path` and `how` are owned by the awaiting caller until the final
     // completion (the kernel copies `how` when the entry is submitted, after the task suspended).
     var directory: Int32
@@ -72,20 +80,22 @@ struct OpenBeneathOperation: IOOperation, @unchecked Sendable {
     var how: ResolveStorage
 
     /// The `open_how` of one call, allocated by the caller and freed after the call returns.
-    struct ResolveStorage: @unchecked Sendable {
+    @safe struct ResolveStorage: @unchecked Sendable {
+        // SAFETY (@safe): `pointer` is allocated in init and freed (once) by its owner after the call that lends it
+        // returns.
         // @unchecked Sendable: owned by one call; see OpenBeneathOperation.
         fileprivate let pointer: UnsafeMutablePointer<open_how>
 
         /// Read-only opening with `options` (raw `O_*` flags), confined beneath the directory.
         init(options: Int32) {
-            pointer = .allocate(capacity: 1)
-            pointer.initialize(
+            unsafe pointer = .allocate(capacity: 1)
+            unsafe pointer.initialize(
                 to: open_how(
                     flags: UInt64(UInt32(bitPattern: O_RDONLY | options | O_CLOEXEC)), mode: 0,
                     resolve: UInt64(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)))
         }
 
-        func free() { pointer.deallocate() }
+        func free() { unsafe pointer.deallocate() }
     }
 
     var name: IOError.Operation { .open }
@@ -93,7 +103,7 @@ struct OpenBeneathOperation: IOOperation, @unchecked Sendable {
     var descriptor: Int32 { directory }
 
     func encode(into sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>) {
-        io_uring_prep_openat2(sqe, directory, path, how.pointer)
+        unsafe io_uring_prep_openat2(sqe, directory, path, how.pointer)
     }
 }
 
@@ -107,7 +117,7 @@ struct CloseOperation: IOOperation {
     var descriptor: Int32 { -1 }
 
     func encode(into sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>) {
-        io_uring_prep_close(sqe, fd)
+        unsafe io_uring_prep_close(sqe, fd)
     }
 }
 
@@ -121,6 +131,6 @@ struct SyncOperation: IOOperation {
     var descriptor: Int32 { fd }
 
     func encode(into sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>) {
-        io_uring_prep_fsync(sqe, fd, dataOnly ? IORING_FSYNC_DATASYNC : 0)
+        unsafe io_uring_prep_fsync(sqe, fd, dataOnly ? IORING_FSYNC_DATASYNC : 0)
     }
 }

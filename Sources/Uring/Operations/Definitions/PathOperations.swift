@@ -5,7 +5,9 @@ import Glibc
 // (See IOOperation.swift for what each definition owns.)
 
 /// `unlinkat(2)` of a file, or with `directory` of an empty directory (`AT_REMOVEDIR`).
-struct RemoveOperation: IOOperation, @unchecked Sendable {
+@safe struct RemoveOperation: IOOperation, @unchecked Sendable {
+    // SAFETY (@safe): the pointers are lent by the awaiting caller, which stays suspended until the final completion
+    // (`IOOperation.run`), so they are valid whenever a driver encodes or executes the value.
     // @unchecked Sendable: `path` is owned by the awaiting caller until the final completion.
     var path: UnsafePointer<CChar>
     var directory: Bool
@@ -15,12 +17,14 @@ struct RemoveOperation: IOOperation, @unchecked Sendable {
     var descriptor: Int32 { -1 }
 
     func encode(into sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>) {
-        io_uring_prep_unlinkat(sqe, AT_FDCWD, path, directory ? AT_REMOVEDIR : 0)
+        unsafe io_uring_prep_unlinkat(sqe, AT_FDCWD, path, directory ? AT_REMOVEDIR : 0)
     }
 }
 
 /// `renameat2(2)` of `source` to `destination`, replacing it.
-struct RenameOperation: IOOperation, @unchecked Sendable {
+@safe struct RenameOperation: IOOperation, @unchecked Sendable {
+    // SAFETY (@safe): the pointers are lent by the awaiting caller, which stays suspended until the final completion
+    // (`IOOperation.run`), so they are valid whenever a driver encodes or executes the value.
     // @unchecked Sendable: both paths are owned by the awaiting caller until the final completion.
     var source: UnsafePointer<CChar>
     var destination: UnsafePointer<CChar>
@@ -30,12 +34,14 @@ struct RenameOperation: IOOperation, @unchecked Sendable {
     var descriptor: Int32 { -1 }
 
     func encode(into sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>) {
-        io_uring_prep_renameat(sqe, AT_FDCWD, source, AT_FDCWD, destination, 0)
+        unsafe io_uring_prep_renameat(sqe, AT_FDCWD, source, AT_FDCWD, destination, 0)
     }
 }
 
 /// `mkdirat(2)` with permission bits `mode`.
-struct MakeDirectoryOperation: IOOperation, @unchecked Sendable {
+@safe struct MakeDirectoryOperation: IOOperation, @unchecked Sendable {
+    // SAFETY (@safe): the pointers are lent by the awaiting caller, which stays suspended until the final completion
+    // (`IOOperation.run`), so they are valid whenever a driver encodes or executes the value.
     // @unchecked Sendable: `path` is owned by the awaiting caller until the final completion.
     var path: UnsafePointer<CChar>
     var mode: mode_t
@@ -45,6 +51,6 @@ struct MakeDirectoryOperation: IOOperation, @unchecked Sendable {
     var descriptor: Int32 { -1 }
 
     func encode(into sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>) {
-        io_uring_prep_mkdirat(sqe, AT_FDCWD, path, mode)
+        unsafe io_uring_prep_mkdirat(sqe, AT_FDCWD, path, mode)
     }
 }

@@ -14,12 +14,14 @@ struct AcceptOperation: IOOperation {
     var descriptor: Int32 { fd }
 
     func encode(into sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>) {
-        io_uring_prep_accept(sqe, fd, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
+        unsafe io_uring_prep_accept(sqe, fd, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
     }
 }
 
 /// `connect(2)` to the address in `storage` (the kernel copies it when the entry is submitted).
-struct ConnectOperation: IOOperation, @unchecked Sendable {
+@safe struct ConnectOperation: IOOperation, @unchecked Sendable {
+    // SAFETY (@safe): the pointers are lent by the awaiting caller, which stays suspended until the final completion
+    // (`IOOperation.run`), so they are valid whenever a driver encodes or executes the value.
     // @unchecked Sendable: `address` is owned by the awaiting caller until the final completion.
     var fd: Int32
     var address: UnsafePointer<sockaddr>
@@ -30,12 +32,14 @@ struct ConnectOperation: IOOperation, @unchecked Sendable {
     var descriptor: Int32 { fd }
 
     func encode(into sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>) {
-        io_uring_prep_connect(sqe, fd, address, length)
+        unsafe io_uring_prep_connect(sqe, fd, address, length)
     }
 }
 
 /// One `recv(2)` of up to `count` bytes into `buffer`.
-struct ReceiveOperation: IOOperation, @unchecked Sendable {
+@safe struct ReceiveOperation: IOOperation, @unchecked Sendable {
+    // SAFETY (@safe): the pointers are lent by the awaiting caller, which stays suspended until the final completion
+    // (`IOOperation.run`), so they are valid whenever a driver encodes or executes the value.
     // @unchecked Sendable: `buffer` is lent by the awaiting caller until the final completion.
     var fd: Int32
     var buffer: UnsafeMutableRawPointer?
@@ -47,14 +51,16 @@ struct ReceiveOperation: IOOperation, @unchecked Sendable {
 
     @inline(__always)
     func encode(into sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>) {
-        io_uring_prep_recv(sqe, fd, buffer, count, 0)
+        unsafe io_uring_prep_recv(sqe, fd, buffer, count, 0)
     }
 }
 
 /// One `send(2)` of up to `count` bytes, which never raises `SIGPIPE` (a closed peer is `EPIPE`).
 /// With `zeroCopy` the kernel pins the pages instead of copying them: two completions, the result
 /// (with `IORING_CQE_F_MORE`), then a notification once the kernel has let go of the buffer.
-struct SendOperation: IOOperation, @unchecked Sendable {
+@safe struct SendOperation: IOOperation, @unchecked Sendable {
+    // SAFETY (@safe): the pointers are lent by the awaiting caller, which stays suspended until the final completion
+    // (`IOOperation.run`), so they are valid whenever a driver encodes or executes the value.
     // @unchecked Sendable: `buffer` is lent by the awaiting caller until the final completion.
     var fd: Int32
     var buffer: UnsafeRawPointer?
@@ -68,9 +74,9 @@ struct SendOperation: IOOperation, @unchecked Sendable {
     @inline(__always)
     func encode(into sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>) {
         if zeroCopy {
-            io_uring_prep_send_zc(sqe, fd, buffer, count, Int32(MSG_NOSIGNAL), 0)
+            unsafe io_uring_prep_send_zc(sqe, fd, buffer, count, Int32(MSG_NOSIGNAL), 0)
         } else {
-            io_uring_prep_send(sqe, fd, buffer, count, Int32(MSG_NOSIGNAL))
+            unsafe io_uring_prep_send(sqe, fd, buffer, count, Int32(MSG_NOSIGNAL))
         }
     }
 }
@@ -88,7 +94,7 @@ struct SendMessageOperation: IOOperation, @unchecked Sendable {
     var descriptor: Int32 { fd }
 
     func encode(into sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>) {
-        io_uring_prep_sendmsg(sqe, fd, message.header, UInt32(MSG_NOSIGNAL))
+        unsafe io_uring_prep_sendmsg(sqe, fd, message.header, UInt32(MSG_NOSIGNAL))
     }
 }
 
@@ -104,7 +110,7 @@ struct ReceiveMessageOperation: IOOperation, @unchecked Sendable {
     var descriptor: Int32 { fd }
 
     func encode(into sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>) {
-        io_uring_prep_recvmsg(sqe, fd, message.header, 0)
+        unsafe io_uring_prep_recvmsg(sqe, fd, message.header, 0)
     }
 }
 
@@ -118,6 +124,6 @@ struct ShutdownOperation: IOOperation {
     var descriptor: Int32 { fd }
 
     func encode(into sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>) {
-        io_uring_prep_shutdown(sqe, fd, how)
+        unsafe io_uring_prep_shutdown(sqe, fd, how)
     }
 }

@@ -3,7 +3,9 @@ import Glibc
 
 /// `statx(2)` of `path` relative to `directory` (an empty path with `AT_EMPTY_PATH`: the
 /// directory descriptor itself) into `buffer`.
-struct StatOperation: IOOperation, @unchecked Sendable {
+@safe struct StatOperation: IOOperation, @unchecked Sendable {
+    // SAFETY (@safe): the pointers are lent by the awaiting caller, which stays suspended until the final completion
+    // (`IOOperation.run`), so they are valid whenever a driver encodes or executes the value.
     // @unchecked Sendable: `path` and `buffer` are lent by the caller until the final completion.
     var directory: Int32
     var path: UnsafePointer<CChar>
@@ -16,7 +18,7 @@ struct StatOperation: IOOperation, @unchecked Sendable {
     var descriptor: Int32 { directory }
 
     func encode(into sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>) {
-        io_uring_prep_statx(sqe, directory, path, flags, mask, buffer)
+        unsafe io_uring_prep_statx(sqe, directory, path, flags, mask, buffer)
     }
 }
 
@@ -26,14 +28,14 @@ extension StatOperation {
     static func status(directory: Int32, path: CPath?, flags: Int32) async throws(IOError) -> FileStatus {
         // Lent to the ring for this call only: it returns after the final completion.
         let buffer = UnsafeMutablePointer<statx>.allocate(capacity: 1)
-        defer { buffer.deallocate() }
+        defer { unsafe buffer.deallocate() }
         let empty: StaticString = ""
-        let pathPointer = path.map { UnsafePointer($0.pointer) }
-            ?? UnsafeRawPointer(empty.utf8Start).assumingMemoryBound(to: CChar.self)
+        let pathPointer = unsafe (path.map { unsafe UnsafePointer($0.pointer) }
+            ?? UnsafeRawPointer(empty.utf8Start).assumingMemoryBound(to: CChar.self))
         let mask = UInt32(STATX_BASIC_STATS) | UInt32(STATX_BTIME)
-        let stat = StatOperation(directory: directory, path: pathPointer, flags: flags, mask: mask, buffer: buffer)
+        let stat = unsafe StatOperation(directory: directory, path: pathPointer, flags: flags, mask: mask, buffer: buffer)
         _ = try await stat.run()
-        return FileStatus(buffer.pointee)
+        return unsafe FileStatus(buffer.pointee)
     }
 }
 

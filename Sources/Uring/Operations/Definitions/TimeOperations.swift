@@ -12,7 +12,7 @@ struct NopOperation: IOOperation {
 
     @inline(__always)
     func encode(into sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>) {
-        io_uring_prep_nop(sqe)
+        unsafe io_uring_prep_nop(sqe)
     }
 }
 
@@ -26,8 +26,8 @@ struct SleepOperation: IOOperation {
 
     func encode(into sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>) {
         // SAFETY: `timespec` lives in the operation's slot until the final completion.
-        timespec.pointee = __kernel_timespec(duration)
-        io_uring_prep_timeout(sqe, timespec, 0, 0)
+        unsafe timespec.pointee = __kernel_timespec(duration)
+        unsafe io_uring_prep_timeout(sqe, timespec, 0, 0)
     }
 }
 
@@ -42,6 +42,6 @@ struct PollOperation: IOOperation {
     var descriptor: Int32 { fd }
 
     func encode(into sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>) {
-        io_uring_prep_poll_add(sqe, fd, events)
+        unsafe io_uring_prep_poll_add(sqe, fd, events)
     }
 }
