@@ -68,21 +68,24 @@ let package = Package(
             name: "UringServiceLifecycle",
             dependencies: ["Uring", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
             path: "Sources/UringServiceLifecycle",
-            swiftSettings: [.swiftLanguageMode(.v6),.strictMemorySafety(),]
+            swiftSettings: [.swiftLanguageMode(.v6), .strictMemorySafety()]
         ),
         // swift-metrics export of the rings' counters, apart for the same reason.
         .target(
             name: "UringMetrics",
             dependencies: ["Uring", .product(name: "Metrics", package: "swift-metrics")],
             path: "Sources/UringMetrics",
-            swiftSettings: [.swiftLanguageMode(.v6),.strictMemorySafety(),]
+            swiftSettings: [.swiftLanguageMode(.v6), .strictMemorySafety()]
         ),
         // A small, strict HTTP/1.1 static-file server on the runtime (request parser, files, ranges).
         .target(
             name: "UringHTTP",
             dependencies: ["Uring", .product(name: "SystemPackage", package: "swift-system")],
             path: "Sources/UringHTTP",
-            swiftSettings: [.swiftLanguageMode(.v6), .enableUpcomingFeature("NonisolatedNonsendingByDefault"),.strictMemorySafety(),]
+            swiftSettings: [
+                .swiftLanguageMode(.v6), .enableUpcomingFeature("NonisolatedNonsendingByDefault"),
+                .strictMemorySafety(),
+            ]
         ),
         .executableTarget(
             name: "UringHTTPServer",

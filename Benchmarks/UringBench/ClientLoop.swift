@@ -20,7 +20,8 @@ func requestLoop(
             try await connection.write(request, zeroCopy: zeroCopy)
             var got = 0
             while got < responseSize {
-                let n = try await connection.read(into: UnsafeMutableRawBufferPointer(rebasing: response[got..<responseSize]))
+                let n = try await connection.read(
+                    into: UnsafeMutableRawBufferPointer(rebasing: response[got..<responseSize]))
                 if n == 0 { throw IOError(.systemCall, errno: .connectionReset, operation: .receive) }
                 got += n
             }

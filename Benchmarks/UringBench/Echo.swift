@@ -13,7 +13,7 @@ func startEchoServer(_ listener: TCPListener, on ring: RingExecutor, live: Gauge
                 do throws(IOError) {
                     guard let next = try await accepted.next() else { break }
                     connection = next
-                } catch where error.errno == .tooManyOpenFiles || error.errno == .tooManyOpenFilesInSystem {
+                } catch  where error.errno == .tooManyOpenFiles || error.errno == .tooManyOpenFilesInSystem {
                     try? await Uring.sleep(for: .milliseconds(10))  // out of descriptors: back off, keep serving
                     continue
                 } catch {
@@ -77,7 +77,9 @@ func runEcho(connections: Int, size: Int, options: Options) async throws -> Meas
         for j in 0..<size { b[j] = UInt8(truncatingIfNeeded: i &* 131 &+ j) }
         return b
     }
-    let receiveBuffers = clients.indices.map { _ in UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 16) }
+    let receiveBuffers = clients.indices.map { _ in
+        UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 16)
+    }
     defer {
         for b in sendBuffers { b.deallocate() }
         for b in receiveBuffers { b.deallocate() }
@@ -86,7 +88,8 @@ func runEcho(connections: Int, size: Int, options: Options) async throws -> Meas
     nonisolated(unsafe) let receives = receiveBuffers
     let connectionsCopy = clients
     let zeroCopy = options.zeroCopy
-    let (requests, histogram, errors) = try await runClients(count: connectionsCopy.count, controller: controller) { index in
+    let (requests, histogram, errors) = try await runClients(count: connectionsCopy.count, controller: controller) {
+        index in
         let connection = connectionsCopy[index]
         let send = UnsafeRawBufferPointer(sends[index])
         let receive = receives[index]
@@ -107,7 +110,10 @@ func runEcho(connections: Int, size: Int, options: Options) async throws -> Meas
     }
     return Measurement(
         scenario: "echo", engine: "swift-uring",
-        fields: [("connections", "\(connections)"), ("size", "\(size)"), ("errors", "\(errors)"), ("zero_copy", "\(options.zeroCopy)")],
+        fields: [
+            ("connections", "\(connections)"), ("size", "\(size)"), ("errors", "\(errors)"),
+            ("zero_copy", "\(options.zeroCopy)"),
+        ],
         concurrency: connections, block: nil, seconds: elapsed, ops: requests, histogram: histogram, mallocs: mallocs)
 }
 
@@ -120,14 +126,15 @@ func echoLine(_ m: Measurement, size: Int) -> String {
 /// requests_per_sec=… p50_us=… p99_us=… mallocs_per_request=… errors=…` after `head`.
 func requestsLine(_ head: [String], _ m: Measurement) -> String {
     let errors = m.fields.first { $0.0 == "errors" }?.1 ?? "0"
-    return (head + [
-        "seconds=\(format(m.seconds, decimals: 3))",
-        "requests=\(m.ops)", "requests_per_sec=\(format(m.opsPerSecond, decimals: 0))",
-        "p50_us=\(format(m.histogram.quantile(0.50) / 1000, decimals: 3))",
-        "p99_us=\(format(m.histogram.quantile(0.99) / 1000, decimals: 3))",
-        "mallocs_per_request=" + (m.mallocsPerOp.map { format($0, decimals: 4) } ?? "unknown"),
-        "errors=\(errors)",
-    ]).joined(separator: " ")
+    return
+        (head + [
+            "seconds=\(format(m.seconds, decimals: 3))",
+            "requests=\(m.ops)", "requests_per_sec=\(format(m.opsPerSecond, decimals: 0))",
+            "p50_us=\(format(m.histogram.quantile(0.50) / 1000, decimals: 3))",
+            "p99_us=\(format(m.histogram.quantile(0.99) / 1000, decimals: 3))",
+            "mallocs_per_request=" + (m.mallocsPerOp.map { format($0, decimals: 4) } ?? "unknown"),
+            "errors=\(errors)",
+        ]).joined(separator: " ")
 }
 
 /// `uring-bench idle`: the memory an idle connection costs the echo server. Opens `connections`
@@ -174,7 +181,8 @@ func runIdle(connections: Int) async throws -> String {
     try? await listener.close()
     let rssPer = Double(rssAfter - rssBefore) * 1024 / Double(connections)
     return [
-        "scenario=idle", "connections=\(connections)", "rss_bytes_per_connection=\(format(rssPer, decimals: 0))", "rss_before_kib=\(rssBefore)",
+        "scenario=idle", "connections=\(connections)", "rss_bytes_per_connection=\(format(rssPer, decimals: 0))",
+        "rss_before_kib=\(rssBefore)",
         "rss_after_kib=\(rssAfter)",
     ].joined(separator: " ")
 }
@@ -188,14 +196,16 @@ func residentKiBOf(_ statm: String) -> Int {
     defer { fclose(file) }
     var size = 0
     var resident = 0
-    guard fscanf_statm(file, &size, &resident) else { return 0 }
+    guard readStatm(file, &size, &resident) else { return 0 }
     return resident * Int(sysconf(Int32(_SC_PAGESIZE))) / 1024
 }
 
-private func fscanf_statm(_ file: UnsafeMutablePointer<FILE>, _ size: inout Int, _ resident: inout Int) -> Bool {
+private func readStatm(_ file: UnsafeMutablePointer<FILE>, _ size: inout Int, _ resident: inout Int) -> Bool {
     var line = [CChar](repeating: 0, count: 256)
     guard fgets(&line, 256, file) != nil else { return false }
-    let text = line.withUnsafeBufferPointer { String(decoding: UnsafeRawBufferPointer($0).prefix { $0 != 0 }, as: UTF8.self) }
+    let text = line.withUnsafeBufferPointer {
+        String(decoding: UnsafeRawBufferPointer($0).prefix { $0 != 0 }, as: UTF8.self)
+    }
     let fields = text.split(separator: " ")
     guard fields.count >= 2, let s = Int(fields[0]), let r = Int(fields[1]) else { return false }
     size = s

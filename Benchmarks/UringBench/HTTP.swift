@@ -27,7 +27,8 @@ func runHTTP(connections: Int, options: Options) async throws -> Measurement {
     let controller = Controller(phase: phase, warmup: options.warmup, seconds: options.seconds)
     nonisolated(unsafe) let send = UnsafeRawBufferPointer(requestBuffer)
     let connectionsCopy = clients
-    let (requests, histogram, errors) = try await runClients(count: connectionsCopy.count, controller: controller) { index in
+    let (requests, histogram, errors) = try await runClients(count: connectionsCopy.count, controller: controller) {
+        index in
         let connection = connectionsCopy[index]
         let receive = UnsafeMutableRawBufferPointer.allocate(byteCount: probe, alignment: 16)
         defer { receive.deallocate() }

@@ -9,7 +9,8 @@ func runNop(concurrency: Int, options: Options) async throws -> [Measurement] {
     // One in 8 operations is timed: the clock reads would otherwise be a visible part of a no-op.
     var results = [
         try await measureOnRing(
-            scenario: "nop", mode: options.executor, fields: fields, concurrency: concurrency, block: nil, seconds: options.seconds,
+            scenario: "nop", mode: options.executor, fields: fields, concurrency: concurrency, block: nil,
+            seconds: options.seconds,
             warmup: options.warmup, sampleEvery: 8,
             offsets: { OffsetGenerator(worker: $0, workers: 1, block: 1, fileSize: 1, sequential: true) },
             operation: { _, _ throws(IOError) in try await Uring.nop() })
@@ -34,17 +35,21 @@ func runRead(pattern: String, block: Int, concurrency: Int, options: Options) as
     defer { close(file.fd) }
     guard file.size >= Int64(block) else { fail("the file is smaller than one block") }
     let sequential = pattern == "sequential"
-    let fields = [
-        ("pattern", pattern), ("block", "\(block)"), ("concurrency", "\(concurrency)"),
-        ("executor", options.executor.rawValue),
-    ] + (options.executor == .group ? [("rings", "\(groupRings)")] : [])
+    let fields =
+        [
+            ("pattern", pattern), ("block", "\(block)"), ("concurrency", "\(concurrency)"),
+            ("executor", options.executor.rawValue),
+        ] + (options.executor == .group ? [("rings", "\(groupRings)")] : [])
     let uringFile = File(descriptor: FileDescriptor(rawValue: file.fd))
     let size = file.size
     var results = [
         try await measureOnRing(
-            scenario: "read", mode: options.executor, fields: fields, concurrency: concurrency, block: block, seconds: options.seconds,
+            scenario: "read", mode: options.executor, fields: fields, concurrency: concurrency, block: block,
+            seconds: options.seconds,
             warmup: options.warmup, sampleEvery: 8,
-            offsets: { OffsetGenerator(worker: $0, workers: concurrency, block: block, fileSize: size, sequential: sequential) },
+            offsets: {
+                OffsetGenerator(worker: $0, workers: concurrency, block: block, fileSize: size, sequential: sequential)
+            },
             operation: { offsets, buffer throws(IOError) in
                 _ = try await uringFile.read(into: buffer, at: offsets.next())
             })
@@ -64,7 +69,8 @@ func runRead(pattern: String, block: Int, concurrency: Int, options: Options) as
 /// system call, in any Swift completion runtime. The next performance work is measured against it.
 func runFloor(concurrency: Int, options: Options) async throws -> Measurement {
     try await measureOnRing(
-        scenario: "floor", mode: options.executor, fields: [("concurrency", "\(concurrency)"), ("executor", options.executor.rawValue)],
+        scenario: "floor", mode: options.executor,
+        fields: [("concurrency", "\(concurrency)"), ("executor", options.executor.rawValue)],
         concurrency: concurrency, block: nil, seconds: options.seconds, warmup: options.warmup, sampleEvery: 8,
         offsets: { OffsetGenerator(worker: $0, workers: 1, block: 1, fileSize: 1, sequential: true) },
         operation: { _, _ throws(IOError) in await RingExecutor.current.unsafelyUnwrapped.continuationRoundTrip() })

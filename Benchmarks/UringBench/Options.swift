@@ -79,7 +79,9 @@ func parse(_ arguments: [String]) -> Options {
     var options = Options()
     var rest = arguments[...]
     if let first = rest.first, !first.hasPrefix("-") {
-        guard ["nop", "floor", "read", "echo", "idle", "http", "handoff", "soak", "soak-server"].contains(first) else { fail("unknown scenario '\(first)'") }
+        guard ["nop", "floor", "read", "echo", "idle", "http", "handoff", "soak", "soak-server"].contains(first) else {
+            fail("unknown scenario '\(first)'")
+        }
         options.scenario = first
         rest = rest.dropFirst()
     }
@@ -94,7 +96,9 @@ func parse(_ arguments: [String]) -> Options {
     }
     func positiveDouble(_ flag: String, allowZero: Bool = false) -> Double {
         let text = value(flag)
-        guard let v = Double(text), v.isFinite, allowZero ? v >= 0 : v > 0 else { fail("\(flag) wants a positive number, not '\(text)'") }
+        guard let v = Double(text), v.isFinite, allowZero ? v >= 0 : v > 0 else {
+            fail("\(flag) wants a positive number, not '\(text)'")
+        }
         return v
     }
     while let flag = rest.popFirst() {

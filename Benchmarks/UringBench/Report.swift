@@ -45,14 +45,17 @@ func printTable(_ rows: [(Measurement, Measurement?)]) {
             ? "echo \(m.concurrency) conns x \(m.fields.first { $0.0 == "size" }?.1 ?? "?") B"
             : ([m.scenario] + m.fields.filter { $0.0 != "executor" }.map { $0.0 == "concurrency" ? "N=\($0.1)" : $0.1 })
                 .joined(separator: " ")
-        let ratio = m.engine.hasPrefix("swift-uring") ? baseline.map { format(m.opsPerSecond / max($0.opsPerSecond, 1)) + "x" } ?? "" : ""
-        print([
-            pad(name, 26, left: true), pad(m.engine, 16, left: true), pad(format(m.opsPerSecond, decimals: 0), 12),
-            pad(m.scenario == "read" ? format(m.mebibytesPerSecond ?? 0, decimals: 0) : "-", 9),
-            pad(format(m.histogram.quantile(0.5) / 1000, decimals: 2), 8),
-            pad(format(m.histogram.quantile(0.99) / 1000, decimals: 2), 9),
-            pad(m.mallocsPerOp.map { format($0, decimals: 3) } ?? "?", 11), pad(ratio, 9),
-        ].joined(separator: " "))
+        let ratio =
+            m.engine.hasPrefix("swift-uring")
+            ? baseline.map { format(m.opsPerSecond / max($0.opsPerSecond, 1)) + "x" } ?? "" : ""
+        print(
+            [
+                pad(name, 26, left: true), pad(m.engine, 16, left: true), pad(format(m.opsPerSecond, decimals: 0), 12),
+                pad(m.scenario == "read" ? format(m.mebibytesPerSecond ?? 0, decimals: 0) : "-", 9),
+                pad(format(m.histogram.quantile(0.5) / 1000, decimals: 2), 8),
+                pad(format(m.histogram.quantile(0.99) / 1000, decimals: 2), 9),
+                pad(m.mallocsPerOp.map { format($0, decimals: 3) } ?? "?", 11), pad(ratio, 9),
+            ].joined(separator: " "))
     }
 }
 

@@ -34,7 +34,8 @@ func measureOnRing(
     case .preference:
         ring = try RingExecutor(entries: max(64, min(4096, concurrency * 2)), name: "bench-\(scenario)")
     case .group:
-        let made = try RingGroup(count: groupRings, entries: max(64, min(4096, concurrency * 2)), name: "bench-\(scenario)")
+        let made = try RingGroup(
+            count: groupRings, entries: max(64, min(4096, concurrency * 2)), name: "bench-\(scenario)")
         group = made
         ring = made[0]
     }
@@ -74,7 +75,10 @@ func measureOnRing(
             switch mode {
             case .global: tasks.addTask { try await worker(index) }
             case .preference: tasks.addTask(executorPreference: ring) { try await worker(index) }
-            case .group: tasks.addTask(executorPreference: rings.unsafelyUnwrapped[index % groupRings]) { try await worker(index) }
+            case .group:
+                tasks.addTask(executorPreference: rings.unsafelyUnwrapped[index % groupRings]) {
+                    try await worker(index)
+                }
             }
         }
         controller.start()
@@ -94,7 +98,9 @@ func measureOnRing(
     }
     _ = before
     return Measurement(
-        scenario: scenario, engine: mode == .global ? "swift-uring" : mode == .group ? "swift-uring/group" : "swift-uring/pref", fields: fields,
+        scenario: scenario,
+        engine: mode == .global ? "swift-uring" : mode == .group ? "swift-uring/group" : "swift-uring/pref",
+        fields: fields,
         concurrency: concurrency, block: block, seconds: elapsed, ops: ops, histogram: histogram, mallocs: mallocs)
 }
 
@@ -116,11 +122,13 @@ final class Controller: @unchecked Sendable {
 
     func start() {
         let context = Unmanaged.passRetained(self).toOpaque()
-        pthread_create(&thread, nil, { raw in
-            let controller = Unmanaged<Controller>.fromOpaque(raw!).takeRetainedValue()
-            controller.run()
-            return nil
-        }, context)
+        pthread_create(
+            &thread, nil,
+            { raw in
+                let controller = Unmanaged<Controller>.fromOpaque(raw!).takeRetainedValue()
+                controller.run()
+                return nil
+            }, context)
     }
 
     private func run() {
@@ -152,14 +160,24 @@ func measurePread(
         let sampleMask: Int
         var ops = 0
         var histogram = Histogram()
-        init(index: Int, fd: Int32, block: Int, fileSize: Int64, sequential: Bool, threads: Int, phase: Phase, sampleEvery: Int) {
-            self.index = index; self.fd = fd; self.block = block; self.fileSize = fileSize
-            self.sequential = sequential; self.threads = threads; self.phase = phase; self.sampleMask = sampleEvery - 1
+        init(
+            index: Int, fd: Int32, block: Int, fileSize: Int64, sequential: Bool, threads: Int, phase: Phase,
+            sampleEvery: Int
+        ) {
+            self.index = index
+            self.fd = fd
+            self.block = block
+            self.fileSize = fileSize
+            self.sequential = sequential
+            self.threads = threads
+            self.phase = phase
+            self.sampleMask = sampleEvery - 1
         }
         func run() {
             let buffer = UnsafeMutableRawPointer.allocate(byteCount: max(block, 1), alignment: 4096)
             defer { buffer.deallocate() }
-            var offsets = OffsetGenerator(worker: index, workers: threads, block: block, fileSize: fileSize, sequential: sequential)
+            var offsets = OffsetGenerator(
+                worker: index, workers: threads, block: block, fileSize: fileSize, sequential: sequential)
             var iteration = 0
             while true {
                 let current = phase.current
@@ -177,17 +195,21 @@ func measurePread(
     }
     let phase = Phase()
     let workers = (0..<threads).map {
-        Worker(index: $0, fd: fd, block: block, fileSize: fileSize, sequential: sequential, threads: threads, phase: phase, sampleEvery: sampleEvery)
+        Worker(
+            index: $0, fd: fd, block: block, fileSize: fileSize, sequential: sequential, threads: threads, phase: phase,
+            sampleEvery: sampleEvery)
     }
     var tids: [pthread_t] = []
     for worker in workers {
         var tid = pthread_t()
         let context = Unmanaged.passRetained(worker).toOpaque()
-        pthread_create(&tid, nil, { raw in
-            let worker = Unmanaged<Worker>.fromOpaque(raw!).takeRetainedValue()
-            worker.run()
-            return nil
-        }, context)
+        pthread_create(
+            &tid, nil,
+            { raw in
+                let worker = Unmanaged<Worker>.fromOpaque(raw!).takeRetainedValue()
+                worker.run()
+                return nil
+            }, context)
         tids.append(tid)
     }
     sleepBlocking(warmup)

@@ -157,7 +157,9 @@ struct SoakFailure: Error, CustomStringConvertible {
 
 /// Runs `count` client loops at once: each runs one connection, or connections one after another
 /// until `stop` is set.
-private func runSoakClients(count: Int, address: SocketAddress, messages: UnsafeRawBufferPointer, stop: Gauge?) async -> SoakTotals {
+private func runSoakClients(count: Int, address: SocketAddress, messages: UnsafeRawBufferPointer, stop: Gauge?) async
+    -> SoakTotals
+{
     nonisolated(unsafe) let messages = messages  // read-only for the whole run
     return await withTaskGroup(of: SoakTotals.self) { group in
         for index in 0..<count {
@@ -167,7 +169,8 @@ private func runSoakClients(count: Int, address: SocketAddress, messages: Unsafe
                 let receive = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 16)
                 defer { receive.deallocate() }
                 repeat {
-                    await soakConnection(to: address, messages: messages, receive: receive, random: &random, totals: &totals)
+                    await soakConnection(
+                        to: address, messages: messages, receive: receive, random: &random, totals: &totals)
                 } while stop.map { $0.value.load(ordering: .relaxed) == 0 } ?? false
                 return totals
             }
@@ -202,7 +205,8 @@ private func soakConnection(
             var got = 0
             while got < size {
                 let want = min(receive.count, size - got)
-                let n = try await connection.read(into: UnsafeMutableRawBufferPointer(rebasing: receive[..<want]), timeout: patience)
+                let n = try await connection.read(
+                    into: UnsafeMutableRawBufferPointer(rebasing: receive[..<want]), timeout: patience)
                 if n == 0 { throw IOError(.unexpectedEndOfFile, operation: .receive) }
                 for i in 0..<n where receive[i] != message[got + i] { totals.mismatched += 1 }
                 got += n

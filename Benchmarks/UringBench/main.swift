@@ -78,7 +78,9 @@ func benchmarkMain(_ options: Options) async throws {
         print(try await runIdle(connections: options.concurrency ?? 5000))
     case "soak":
         raiseDescriptorLimit()
-        print(try await runSoak(connections: options.concurrency ?? 1000, seconds: options.secondsGiven ? options.seconds : 30))
+        print(
+            try await runSoak(
+                connections: options.concurrency ?? 1000, seconds: options.secondsGiven ? options.seconds : 30))
     case "soak-server":
         raiseDescriptorLimit()
         try await serveSoak()

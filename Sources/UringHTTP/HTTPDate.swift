@@ -43,8 +43,10 @@ public enum HTTPDate {
 
     /// Parses an IMF-fixdate; nil for anything else (the obsolete formats are not accepted).
     public static func parse(_ bytes: UnsafeRawBufferPointer) -> Int? {
-        guard bytes.count == length, unsafe bytes[3] == 44, unsafe bytes[4] == 32, unsafe bytes[7] == 32, unsafe bytes[11] == 32,
-            unsafe bytes[16] == 32, unsafe bytes[19] == 58, unsafe bytes[22] == 58, unsafe bytes[25] == 32, unsafe bytes[26] == 71, unsafe bytes[27] == 77,
+        guard bytes.count == length, unsafe bytes[3] == 44, unsafe bytes[4] == 32, unsafe bytes[7] == 32,
+            unsafe bytes[11] == 32,
+            unsafe bytes[16] == 32, unsafe bytes[19] == 58, unsafe bytes[22] == 58, unsafe bytes[25] == 32,
+            unsafe bytes[26] == 71, unsafe bytes[27] == 77,
             unsafe bytes[28] == 84
         else { return nil }
         func number(_ at: Int, _ digits: Int) -> Int? {
@@ -61,7 +63,9 @@ public enum HTTPDate {
         let monthNames = unsafe months.utf8Start
         var month = 0
         for m in 0..<12
-        where unsafe bytes[8] == monthNames[m * 3] && bytes[9] == monthNames[m * 3 + 1] && bytes[10] == monthNames[m * 3 + 2] {
+        where unsafe bytes[8] == monthNames[m * 3] && bytes[9] == monthNames[m * 3 + 1]
+            && bytes[10] == monthNames[m * 3 + 2]
+        {
             month = m + 1
         }
         guard month > 0 else { return nil }

@@ -97,7 +97,7 @@ public final class HTTPServer: @unchecked Sendable {
                 do throws(IOError) {
                     guard let next = try await accepted.next() else { break }
                     connection = next
-                } catch where error.errno == .tooManyOpenFiles || error.errno == .tooManyOpenFilesInSystem {
+                } catch  where error.errno == .tooManyOpenFiles || error.errno == .tooManyOpenFilesInSystem {
                     try? await Uring.sleep(for: .milliseconds(10))
                     continue
                 } catch {
@@ -107,7 +107,9 @@ public final class HTTPServer: @unchecked Sendable {
                     draining.store(true, ordering: .releasing)
                     break
                 }
-                guard let slot = connections.add(connection.descriptor.rawValue, limit: configuration.maximumConnections) else {
+                guard
+                    let slot = connections.add(connection.descriptor.rawValue, limit: configuration.maximumConnections)
+                else {
                     group.addTask { await self.refuse(connection) }
                     continue
                 }
@@ -143,12 +145,14 @@ public final class HTTPServer: @unchecked Sendable {
 
     private func refuse(_ connection: TCPConnection) async {
         let body: StaticString = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        try? unsafe await connection.write(UnsafeRawBufferPointer(start: body.utf8Start, count: body.utf8CodeUnitCount), timeout: .seconds(1))
+        try? unsafe await connection.write(
+            UnsafeRawBufferPointer(start: body.utf8Start, count: body.utf8CodeUnitCount), timeout: .seconds(1))
         try? await connection.close()
     }
 
     private func serve(_ connection: TCPConnection, slot: Int, root: File?) async {
-        let input = UnsafeMutableRawBufferPointer.allocate(byteCount: configuration.parser.maximumHeadBytes, alignment: 16)
+        let input = UnsafeMutableRawBufferPointer.allocate(
+            byteCount: configuration.parser.maximumHeadBytes, alignment: 16)
         let output = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.bufferSize, alignment: 4096)
         defer {
             unsafe input.deallocate()
@@ -167,10 +171,12 @@ public final class HTTPServer: @unchecked Sendable {
 
     func now() -> UnsafeRawBufferPointer { unsafe date.now() }
     func setIdle(_ slot: Int) {
-        connections.set(slot, deadline: coarseMonotonicNanoseconds() + nanoseconds(configuration.idleTimeout), idle: true)
+        connections.set(
+            slot, deadline: coarseMonotonicNanoseconds() + nanoseconds(configuration.idleTimeout), idle: true)
     }
     func setReadingHead(_ slot: Int) {
-        connections.set(slot, deadline: coarseMonotonicNanoseconds() + nanoseconds(configuration.headerTimeout), idle: false)
+        connections.set(
+            slot, deadline: coarseMonotonicNanoseconds() + nanoseconds(configuration.headerTimeout), idle: false)
     }
     func setBusy(_ slot: Int) { connections.set(slot, deadline: 0, idle: false) }
 }
@@ -226,7 +232,8 @@ final class ConnectionTable: @unchecked Sendable {
     /// Shuts down (both ways) every connection whose deadline passed: its pending receive ends,
     /// and its task closes it.
     func expire(now: UInt64) {
-        for i in entries.indices where entries[i].fd >= 0 && !entries[i].shut && entries[i].deadline != 0 && entries[i].deadline < now {
+        for i in entries.indices
+        where entries[i].fd >= 0 && !entries[i].shut && entries[i].deadline != 0 && entries[i].deadline < now {
             Glibc.shutdown(entries[i].fd, Int32(SHUT_RDWR))
             entries[i].shut = true
         }

@@ -99,10 +99,14 @@ public struct RequestHeadParser: Sendable {
         head.target = targetStart..<i
         guard unsafe bytes[targetStart] == UInt8(ascii: "/") else { throw .badRequest }  // origin form only
         i += 1
-        guard lineEnd - i == 8, unsafe bytes[i] == 72, unsafe bytes[i + 1] == 84, unsafe bytes[i + 2] == 84, unsafe bytes[i + 3] == 80,
-            unsafe bytes[i + 4] == 47, unsafe isDigit(bytes[i + 5]), unsafe bytes[i + 6] == 46, unsafe isDigit(bytes[i + 7])
+        guard lineEnd - i == 8, unsafe bytes[i] == 72, unsafe bytes[i + 1] == 84, unsafe bytes[i + 2] == 84,
+            unsafe bytes[i + 3] == 80,
+            unsafe bytes[i + 4] == 47, unsafe isDigit(bytes[i + 5]), unsafe bytes[i + 6] == 46,
+            unsafe isDigit(bytes[i + 7])
         else { throw .badRequest }
-        guard unsafe bytes[i + 5] == 49, unsafe bytes[i + 7] == 48 || bytes[i + 7] == 49 else { throw .versionNotSupported }
+        guard unsafe bytes[i + 5] == 49, unsafe bytes[i + 7] == 48 || bytes[i + 7] == 49 else {
+            throw .versionNotSupported
+        }
         head.minorVersion = unsafe Int(bytes[i + 7] - 48)
         head.keepAlive = head.minorVersion == 1
 
@@ -150,8 +154,12 @@ public struct RequestHeadParser: Sendable {
             case 10 where unsafe equalsLowercase(bytes, nameStart, "connection"):
                 // A comma-separated list of options; only two matter here.
                 unsafe scanTokens(bytes, value) { token in
-                    if unsafe token.count == 5 && equalsLowercase(bytes, token.lowerBound, "close") { sawConnectionClose = true }
-                    if unsafe token.count == 10 && equalsLowercase(bytes, token.lowerBound, "keep-alive") { sawConnectionKeepAlive = true }
+                    if unsafe token.count == 5 && equalsLowercase(bytes, token.lowerBound, "close") {
+                        sawConnectionClose = true
+                    }
+                    if unsafe token.count == 10 && equalsLowercase(bytes, token.lowerBound, "keep-alive") {
+                        sawConnectionKeepAlive = true
+                    }
                 }
             case 13 where unsafe equalsLowercase(bytes, nameStart, "if-none-match"):
                 head.ifNoneMatch = value
@@ -214,7 +222,9 @@ public struct RequestHeadParser: Sendable {
         }
     }
 
-    private func parseContentLength(_ bytes: UnsafeRawBufferPointer, _ value: Range<Int>) throws(RequestHeadError) -> Int {
+    private func parseContentLength(_ bytes: UnsafeRawBufferPointer, _ value: Range<Int>) throws(RequestHeadError)
+        -> Int
+    {
         guard !value.isEmpty, value.count <= 15 else { throw .badRequest }
         var n = 0
         for k in value {
@@ -225,8 +235,12 @@ public struct RequestHeadParser: Sendable {
     }
 
     private func method(_ bytes: UnsafeRawBufferPointer, _ start: Int, _ end: Int) -> RequestHead.Method {
-        if end - start == 3, unsafe bytes[start] == 71, unsafe bytes[start + 1] == 69, unsafe bytes[start + 2] == 84 { return .get }
-        if end - start == 4, unsafe bytes[start] == 72, unsafe bytes[start + 1] == 69, unsafe bytes[start + 2] == 65, unsafe bytes[start + 3] == 68 {
+        if end - start == 3, unsafe bytes[start] == 71, unsafe bytes[start + 1] == 69, unsafe bytes[start + 2] == 84 {
+            return .get
+        }
+        if end - start == 4, unsafe bytes[start] == 72, unsafe bytes[start + 1] == 69, unsafe bytes[start + 2] == 65,
+            unsafe bytes[start + 3] == 68
+        {
             return .head
         }
         return .other

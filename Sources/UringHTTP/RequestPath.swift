@@ -34,7 +34,8 @@ public enum RequestPath {
                 continue
             }
             if b == UInt8(ascii: "%") {
-                guard i + 2 < end, let high = unsafe hexValue(target[i + 1]), let low = unsafe hexValue(target[i + 2]) else {
+                guard i + 2 < end, let high = unsafe hexValue(target[i + 1]), let low = unsafe hexValue(target[i + 2])
+                else {
                     return nil
                 }
                 b = high << 4 | low

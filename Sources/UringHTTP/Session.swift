@@ -85,7 +85,10 @@ import Uring
                 // GET and HEAD have no use for a body: read it and drop it.
                 used = 0
                 while bodyToDiscard > 0 {
-                    guard let n = try? unsafe await connection.read(into: UnsafeMutableRawBufferPointer(rebasing: input[..<min(input.count, bodyToDiscard)])), n > 0
+                    guard
+                        let n = try? unsafe await connection.read(
+                            into: UnsafeMutableRawBufferPointer(rebasing: input[..<min(input.count, bodyToDiscard)])),
+                        n > 0
                     else { return }
                     bodyToDiscard -= n
                 }
@@ -104,7 +107,9 @@ import Uring
                 if server.isDraining { return }
                 server.setIdle(slot)
             }
-            guard let n = try? unsafe await connection.read(into: UnsafeMutableRawBufferPointer(rebasing: input[used...])), n > 0
+            guard
+                let n = try? unsafe await connection.read(
+                    into: UnsafeMutableRawBufferPointer(rebasing: input[used...])), n > 0
             else { return }
             if used == 0 { server.setReadingHead(slot) }
             used += n
@@ -158,7 +163,8 @@ import Uring
     /// A status with a one-line text body (headers only for HEAD is the caller's business: error
     /// bodies are always sent, since the request may not have been understood).
     /// The caller has reserved room (512 bytes is plenty).
-    private mutating func simpleResponse(_ status: Int, keepAlive: Bool, extra: StaticString? = nil, head: Bool = false) {
+    private mutating func simpleResponse(_ status: Int, keepAlive: Bool, extra: StaticString? = nil, head: Bool = false)
+    {
         let reason = reasonPhrase(status)
         unsafe out.statusLine(status, date: server.now())
         if let extra { out.append(extra) }
@@ -176,7 +182,8 @@ import Uring
 
     /// Answers one request. False if the connection must close (it failed, or a body could not
     /// be sent whole).
-    private mutating func respond(to head: RequestHead, in view: UnsafeRawBufferPointer, keepAlive: Bool) async -> Bool {
+    private mutating func respond(to head: RequestHead, in view: UnsafeRawBufferPointer, keepAlive: Bool) async -> Bool
+    {
         guard await reserve(1024) else { return false }
         switch head.method {
         case .other:
@@ -196,7 +203,8 @@ import Uring
 
     // MARK: - Files
 
-    private mutating func serveFile(_ head: RequestHead, _ view: UnsafeRawBufferPointer, keepAlive: Bool) async -> Bool {
+    private mutating func serveFile(_ head: RequestHead, _ view: UnsafeRawBufferPointer, keepAlive: Bool) async -> Bool
+    {
         let isHead = head.method == .head
         guard let root else {
             simpleResponse(404, keepAlive: keepAlive, head: isHead)
@@ -269,7 +277,8 @@ import Uring
                 notModified(tag, mtime: mtime, keepAlive: keepAlive)
                 return true
             }
-        } else if let ims = head.ifModifiedSince, let since = unsafe HTTPDate.parse(UnsafeRawBufferPointer(rebasing: view[ims])),
+        } else if let ims = head.ifModifiedSince,
+            let since = unsafe HTTPDate.parse(UnsafeRawBufferPointer(rebasing: view[ims])),
             Int(mtime.seconds) <= since
         {
             notModified(tag, mtime: mtime, keepAlive: keepAlive)
@@ -412,7 +421,9 @@ func etagListMatches(_ value: UnsafeRawBufferPointer, _ tag: (UInt64, UInt64, UI
             matched = true
             return
         }
-        if unsafe t.count > 2 && t[0] == UInt8(ascii: "W") && t[1] == UInt8(ascii: "/") { unsafe t = unsafe UnsafeRawBufferPointer(rebasing: t[2...]) }
+        if unsafe t.count > 2 && t[0] == UInt8(ascii: "W") && t[1] == UInt8(ascii: "/") {
+            unsafe t = unsafe UnsafeRawBufferPointer(rebasing: t[2...])
+        }
         if unsafe t.count == text.count + 2 && t.first == 34 && t.last == 34 && t[1..<t.count - 1].elementsEqual(text) {
             matched = true
         }
@@ -438,7 +449,8 @@ func parseRange(_ value: UnsafeRawBufferPointer, size: Int) -> RangeResult {
     func number(_ part: Slice<UnsafeRawBufferPointer>) -> Int? {
         guard unsafe !part.isEmpty, unsafe part.count <= 18 else { return nil }
         var n = 0
-        for unsafe b in unsafe part {
+        for index in unsafe part.indices {
+            let b = unsafe part[index]
             guard isDigit(b) else { return nil }
             n = n * 10 + Int(b - 48)
         }

@@ -97,7 +97,9 @@ private final class RingMetrics: Sendable {
         func counter(_ name: String) -> Counter {
             Counter(label: "\(prefix)_\(name)_total", dimensions: dimensions, factory: factory)
         }
-        func gauge(_ name: String) -> Gauge { Gauge(label: "\(prefix)_\(name)", dimensions: dimensions, factory: factory) }
+        func gauge(_ name: String) -> Gauge {
+            Gauge(label: "\(prefix)_\(name)", dimensions: dimensions, factory: factory)
+        }
         counters = [
             (\.submitted, counter("operations_submitted")), (\.completions, counter("completions")),
             (\.enterCalls, counter("enter_calls")), (\.jobsRun, counter("jobs")),

@@ -48,7 +48,9 @@ public struct RingService: Service {
     private let body: @Sendable () async throws -> Void
     private let onGracefulShutdown: @Sendable () -> Void
 
-    public init(run body: @escaping @Sendable () async throws -> Void, onGracefulShutdown: @escaping @Sendable () -> Void) {
+    public init(
+        run body: @escaping @Sendable () async throws -> Void, onGracefulShutdown: @escaping @Sendable () -> Void
+    ) {
         self.body = body
         self.onGracefulShutdown = onGracefulShutdown
     }

@@ -1,7 +1,7 @@
+import Glibc
 // Run by the test suite as a child process: Uring.run must install the process's executors before
 // any task exists, which a test runner's own process cannot offer.
 import Uring
-import Glibc
 
 func check(_ condition: Bool, _ what: String) {
     print((condition ? "ok " : "FAILED ") + what)

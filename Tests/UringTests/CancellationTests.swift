@@ -1,6 +1,7 @@
 import Glibc
 import SystemPackage
 import Testing
+
 @testable import Uring
 
 extension IntegrationTests {
@@ -159,7 +160,9 @@ extension IntegrationTests {
                     _ = try await task.value
                     Issue.record("a read on an empty pipe returned")
                 } catch let error as IOError {
-                    #expect(error == IOError(.cancelled, operation: .read) || error == IOError(.executorShutdown, operation: .read), "\(error)")
+                    #expect(
+                        error == IOError(.cancelled, operation: .read)
+                            || error == IOError(.executorShutdown, operation: .read), "\(error)")
                 }
             }
 

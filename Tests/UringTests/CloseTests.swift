@@ -2,6 +2,7 @@ import Glibc
 import Synchronization
 import SystemPackage
 import Testing
+
 @testable import Uring
 
 /// The value of `task`, or `nil` if it has not finished within `limit` (the task is then

@@ -1,6 +1,7 @@
 import Glibc
 import SystemPackage
 import Testing
+
 @testable import Uring
 
 extension IntegrationTests {

@@ -1,5 +1,6 @@
 import Glibc
 import Testing
+
 @testable import Uring
 
 extension IntegrationTests {
@@ -13,7 +14,11 @@ extension IntegrationTests {
             let banner = child.readLine()
             let port = banner.split(separator: ":").last.flatMap { Int($0.trimmingSpaces()) }
             #expect(banner.hasPrefix("uring-echo listening on 127.0.0.1:"), "banner: \(banner)")
-            guard let port else { kill(child.pid, SIGKILL); _ = child.wait(); return }
+            guard let port else {
+                kill(child.pid, SIGKILL)
+                _ = child.wait()
+                return
+            }
 
             let connection = try await TCPConnection.connect(to: SocketAddress(host: "127.0.0.1", port: port))
             let message = Array((0..<100_000).map { UInt8(truncatingIfNeeded: $0 &* 31) })
@@ -51,7 +56,8 @@ extension IntegrationTests {
                 let expected = Array("ping \(i)".utf8)
                 var got: [UInt8] = []
                 while got.count < expected.count {
-                    guard let chunk = try? await clients[i].receive(upTo: expected.count - got.count, timeout: timeout), !chunk.isEmpty
+                    guard let chunk = try? await clients[i].receive(upTo: expected.count - got.count, timeout: timeout),
+                        !chunk.isEmpty
                     else { return false }
                     got += chunk
                 }

@@ -1,6 +1,7 @@
 import Glibc
 import SystemPackage
 import Testing
+
 @testable import Uring
 
 // Fault injection (issue 6): completion results and syscall failures injected into one ring's
@@ -18,7 +19,9 @@ func onFaultyRing<T: Sendable>(
 }
 
 /// A file of `count` bytes of `random` data in `directory`; returns its path and the bytes.
-func makeDataFile(_ directory: TemporaryDirectory, _ name: String, count: Int, seed: UInt64) throws -> (FilePath, [UInt8]) {
+func makeDataFile(_ directory: TemporaryDirectory, _ name: String, count: Int, seed: UInt64) throws -> (
+    FilePath, [UInt8]
+) {
     var random = SeededRandom(seed: seed)
     let data = random.bytes(count)
     let path = directory.file(name)
@@ -68,7 +71,9 @@ extension IntegrationTests {
                 try await Uring.sleep(for: .milliseconds(100))  // the read has met EAGAIN and polls
                 #expect(await ring.statistics().retries == 0, "nothing retried before the pipe is ready")
                 let message = Array("ready now".utf8)
-                #expect(message.withUnsafeBytes { Glibc.write(pipe.write.descriptor.rawValue, $0.baseAddress, $0.count) } == message.count)
+                #expect(
+                    message.withUnsafeBytes { Glibc.write(pipe.write.descriptor.rawValue, $0.baseAddress, $0.count) }
+                        == message.count)
                 return (try await reader, await ring.statistics().retries)
             }
             #expect(retries == 1)
@@ -274,7 +279,9 @@ extension IntegrationTests {
                 ring.submitUntrackedNopsForTesting(100)  // 100 completions for a 16-entry CQ
                 let blocks = try await withThrowingTaskGroup(of: (Int, [UInt8]).self) { group in
                     for block in 0..<64 {
-                        group.addTask(executorPreference: ring) { (block, try await file.read(upTo: 4096, at: Int64(block * 4096))) }
+                        group.addTask(executorPreference: ring) {
+                            (block, try await file.read(upTo: 4096, at: Int64(block * 4096)))
+                        }
                     }
                     var blocks: [Int: [UInt8]] = [:]
                     for try await (block, bytes) in group { blocks[block] = bytes }
@@ -293,7 +300,9 @@ extension IntegrationTests {
             FaultInjector.failSetUp(ofRingNamed: "setup-enomem", with: [ENOMEM, ENOMEM])
             let smaller = try RingExecutor(entries: 256, name: "setup-enomem")
             #expect(await smaller.statistics().submissionEntries == 64)
-            #expect(try await Task(executorPreference: smaller) { try await File.readAll(at: "/proc/self/stat").count > 0 }.value)
+            #expect(
+                try await Task(executorPreference: smaller) { try await File.readAll(at: "/proc/self/stat").count > 0 }
+                    .value)
             smaller.shutdown()
 
             FaultInjector.failSetUp(ofRingNamed: "setup-enomem-always", with: Array(repeating: ENOMEM, count: 20))

@@ -1,6 +1,7 @@
 import Glibc
 import SystemPackage
 import Testing
+
 @testable import Uring
 
 extension IntegrationTests {
@@ -10,7 +11,8 @@ extension IntegrationTests {
             let dir = TemporaryDirectory()
             defer { dir.cleanup() }
             let path = dir.file("log")
-            let file = try await File.open(path, .writeOnly, options: [.create, .exclusiveCreate], permissions: [.ownerReadWrite])
+            let file = try await File.open(
+                path, .writeOnly, options: [.create, .exclusiveCreate], permissions: [.ownerReadWrite])
             try await file.append(contentsOf: Array("one\n".utf8))
             try await file.append(contentsOf: Array("two\n".utf8))
             try await file.write(contentsOf: Array("O".utf8), at: 0)
@@ -42,7 +44,9 @@ extension IntegrationTests {
             let a = FilePath(sub.string + "/a")
             let b = FilePath(sub.string + "/b")
             try await File.open(a, .writeOnly, options: [.create]).close()
-            await #expect(throws: IOError.system(ENOTEMPTY, .removeDirectory)) { try await FileSystem.removeDirectory(sub) }
+            await #expect(throws: IOError.system(ENOTEMPTY, .removeDirectory)) {
+                try await FileSystem.removeDirectory(sub)
+            }
             try await FileSystem.rename(a, to: b)
             await #expect(throws: IOError.system(ENOENT, .stat)) { _ = try await FileSystem.status(of: a) }
             #expect(try await FileSystem.status(of: b).size == 0)

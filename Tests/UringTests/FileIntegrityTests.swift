@@ -1,6 +1,7 @@
 import Glibc
 import SystemPackage
 import Testing
+
 @testable import Uring
 
 extension IntegrationTests {
@@ -102,7 +103,8 @@ extension IntegrationTests {
 func withUnsafeMutableBytes<T, R>(
     of value: inout T, _ body: (UnsafeMutableRawBufferPointer) async throws -> R
 ) async rethrows -> R {
-    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: MemoryLayout<T>.size, alignment: MemoryLayout<T>.alignment)
+    let buffer = UnsafeMutableRawBufferPointer.allocate(
+        byteCount: MemoryLayout<T>.size, alignment: MemoryLayout<T>.alignment)
     defer { buffer.deallocate() }
     withUnsafeBytes(of: &value) { buffer.copyMemory(from: $0) }
     let result = try await body(buffer)

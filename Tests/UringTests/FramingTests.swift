@@ -1,5 +1,6 @@
 import Glibc
 import Testing
+
 @testable import Uring
 
 /// The frame splitter behind `TCPConnection.lines` and `frames`, without a kernel.
@@ -7,7 +8,8 @@ import Testing
 struct FramingTests {
     /// Feeds `input` in pieces of the given sizes and collects every frame, then the last one.
     func split(_ input: String, pieces: [Int], maximumLength: Int = 100) throws(IOError) -> [String] {
-        var splitter = FrameSplitter(delimiter: UInt8(ascii: "\n"), maximumLength: maximumLength, dropsCarriageReturn: true)
+        var splitter = FrameSplitter(
+            delimiter: UInt8(ascii: "\n"), maximumLength: maximumLength, dropsCarriageReturn: true)
         let bytes = Array(input.utf8)
         var frames: [String] = []
         var offset = 0
@@ -36,7 +38,9 @@ struct FramingTests {
     }
 
     @Test func anOverlongLineThrows() throws {
-        #expect(throws: IOError(.frameTooLong, operation: .receive)) { _ = try split("0123456789\n", pieces: [3], maximumLength: 5) }
+        #expect(throws: IOError(.frameTooLong, operation: .receive)) {
+            _ = try split("0123456789\n", pieces: [3], maximumLength: 5)
+        }
         // Without its newline, as soon as it is known to be too long (the buffer stays bounded).
         var splitter = FrameSplitter(delimiter: UInt8(ascii: "\n"), maximumLength: 5, dropsCarriageReturn: true)
         splitter.append(Array("abcdef".utf8))

@@ -1,5 +1,6 @@
 import Glibc
 import Testing
+
 @testable import Uring
 
 /// A running `uring-http` on a temporary document root, for the tests below.
@@ -62,7 +63,9 @@ final class HTTPServerProcess {
         try await connection.write(contentsOf: request)
         var response: [UInt8] = []
         while true {
-            guard let part = try? await connection.receive(upTo: 65536, timeout: .seconds(10)), !part.isEmpty else { break }
+            guard let part = try? await connection.receive(upTo: 65536, timeout: .seconds(10)), !part.isEmpty else {
+                break
+            }
             response += part
         }
         return response
@@ -89,7 +92,8 @@ extension IntegrationTests {
             defer { #expect(server.stop() == 0) }
             // Keep-alive: curl reuses its connection for the second and third URL.
             let (rc, verbose) = try shell(
-                "curl -sv -o /dev/null -o /dev/null -o /dev/null \(server.url)/ \(server.url)/4k.bin \(server.url)/sub/ 2>&1")
+                "curl -sv -o /dev/null -o /dev/null -o /dev/null \(server.url)/ \(server.url)/4k.bin \(server.url)/sub/ 2>&1"
+            )
             #expect(rc == 0)
             #expect(Array(verbose.utf8).ranges(of: Array("Re-using existing connection".utf8)).count == 2, "\(verbose)")
             #expect(try shell("curl -s \(server.url)/sub/").1 == "sub home\n")
@@ -109,16 +113,28 @@ extension IntegrationTests {
             let etag = try shell("curl -sI \(server.url)/4k.bin | grep -i '^etag:' | cut -d' ' -f2 | tr -d '\\r'").1
                 .trimmingCharacters()
             #expect(etag.hasPrefix("\""))
-            #expect(try shell("curl -s -o /dev/null -w '%{http_code}' -H 'If-None-Match: \(etag)' \(server.url)/4k.bin").1 == "304")
-            #expect(try shell("curl -s -o /dev/null -w '%{http_code}' -H 'If-None-Match: \"other\"' \(server.url)/4k.bin").1 == "200")
-            let modified = try shell("curl -sI \(server.url)/4k.bin | grep -i '^last-modified:' | cut -d' ' -f2- | tr -d '\\r'").1
+            #expect(
+                try shell("curl -s -o /dev/null -w '%{http_code}' -H 'If-None-Match: \(etag)' \(server.url)/4k.bin").1
+                    == "304")
+            #expect(
+                try shell("curl -s -o /dev/null -w '%{http_code}' -H 'If-None-Match: \"other\"' \(server.url)/4k.bin").1
+                    == "200")
+            let modified = try shell(
+                "curl -sI \(server.url)/4k.bin | grep -i '^last-modified:' | cut -d' ' -f2- | tr -d '\\r'"
+            ).1
                 .trimmingCharacters()
-            #expect(try shell("curl -s -o /dev/null -w '%{http_code}' -H 'If-Modified-Since: \(modified)' \(server.url)/4k.bin").1 == "304")
+            #expect(
+                try shell(
+                    "curl -s -o /dev/null -w '%{http_code}' -H 'If-Modified-Since: \(modified)' \(server.url)/4k.bin"
+                ).1 == "304")
             // Content types and errors.
-            #expect(try shell("curl -s -o /dev/null -w '%{content_type}' \(server.url)/").1 == "text/html; charset=utf-8")
+            #expect(
+                try shell("curl -s -o /dev/null -w '%{content_type}' \(server.url)/").1 == "text/html; charset=utf-8")
             #expect(try shell("curl -s -o /dev/null -w '%{http_code}' \(server.url)/missing").1 == "404")
             #expect(try shell("curl -s -o /dev/null -w '%{http_code}' -X POST \(server.url)/").1 == "405")
-            #expect(try shell("curl -s -o /dev/null -w '%{http_code} %{redirect_url}' \(server.url)/sub").1 == "301 \(server.url)/sub/")
+            #expect(
+                try shell("curl -s -o /dev/null -w '%{http_code} %{redirect_url}' \(server.url)/sub").1
+                    == "301 \(server.url)/sub/")
         }
 
         @Test(.enabled(if: curlAvailable, "curl is not installed"))
@@ -169,12 +185,16 @@ extension IntegrationTests {
         @Test func traversalNeverLeavesTheRoot() async throws {
             let server = try HTTPServerProcess()
             defer { #expect(server.stop() == 0) }
-            for target in ["/../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/a/..%2f..%2f", "/escape", "/..", "//etc/passwd",
-                "/%2Fetc%2Fpasswd", "/sub/../../etc/passwd", "/a%00.html"]
-            {
-                let response = try await server.raw(Array("GET \(target) HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".utf8))
+            for target in [
+                "/../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/a/..%2f..%2f", "/escape", "/..", "//etc/passwd",
+                "/%2Fetc%2Fpasswd", "/sub/../../etc/passwd", "/a%00.html",
+            ] {
+                let response = try await server.raw(
+                    Array("GET \(target) HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".utf8))
                 let status = response.text.prefix(12)
-                #expect(status == "HTTP/1.1 400" || status == "HTTP/1.1 403" || status == "HTTP/1.1 404", "\(target): \(status)")
+                #expect(
+                    status == "HTTP/1.1 400" || status == "HTTP/1.1 403" || status == "HTTP/1.1 404",
+                    "\(target): \(status)")
                 #expect(!response.text.contains("root:"), "\(target) leaked a file outside the root")
             }
         }
@@ -184,7 +204,8 @@ extension IntegrationTests {
             defer { #expect(server.stop() == 0) }
             let bad: [[UInt8]] = [
                 Array("garbage\r\n\r\n".utf8),
-                Array("GET / HTTP/1.1\r\nHost: t\r\nX: ".utf8) + [UInt8](repeating: 97, count: 20_000) + Array("\r\n\r\n".utf8),
+                Array("GET / HTTP/1.1\r\nHost: t\r\nX: ".utf8) + [UInt8](repeating: 97, count: 20_000)
+                    + Array("\r\n\r\n".utf8),
                 Array("GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 12abc\r\n\r\n".utf8),
                 Array("GET / HTTP/1.1\r\nHost: t\u{0}\r\n\r\n".utf8),
                 Array("GET /\u{0} HTTP/1.1\r\nHost: t\r\n\r\n".utf8),
@@ -196,7 +217,9 @@ extension IntegrationTests {
                 let response = try await server.raw(request)
                 // A 4xx/5xx (the server reads what the client still sends before closing, so the
                 // answer is not lost to a reset), never a crash.
-                #expect(response.text.hasPrefix("HTTP/1.1 4") || response.text.hasPrefix("HTTP/1.1 5"), "\(response.text.prefix(40))")
+                #expect(
+                    response.text.hasPrefix("HTTP/1.1 4") || response.text.hasPrefix("HTTP/1.1 5"),
+                    "\(response.text.prefix(40))")
                 #expect(response.text.contains("Connection: close"))
             }
             // Pipelined good requests, then garbage: every good response arrives whole, then the 400
@@ -207,7 +230,8 @@ extension IntegrationTests {
                 let response = try await server.raw(request).text
                 let answered = Array(response.utf8).ranges(of: Array("HTTP/1.1 200 OK".utf8)).count
                 let bodies = Array(response.utf8).ranges(of: Array("\r\n\r\nsub home\n".utf8)).count
-                #expect(answered == count && bodies == count, "\(count) pipelined: \(answered) answers, \(bodies) bodies")
+                #expect(
+                    answered == count && bodies == count, "\(count) pipelined: \(answered) answers, \(bodies) bodies")
                 #expect(response.hasSuffix("400 Bad Request\n"))
             }
             let good = try await server.raw(Array("GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".utf8))
@@ -266,9 +290,11 @@ extension IntegrationTests {
             try await first.close()
             try await second.close()
             // Once they are gone, new connections are served again.
-            #expect(await eventually {
-                (try? await server.raw(Array("GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".utf8)))?.text.hasPrefix("HTTP/1.1 200") == true
-            })
+            #expect(
+                await eventually {
+                    (try? await server.raw(Array("GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".utf8)))?.text
+                        .hasPrefix("HTTP/1.1 200") == true
+                })
         }
 
         @Test func sigtermLetsARunningDownloadFinishThenExitsZero() async throws {
@@ -283,7 +309,8 @@ extension IntegrationTests {
             }
             kill(server.child.pid, SIGTERM)  // mid-download: the response goes on to its end, then the server closes
             while true {
-                guard let part = try? await connection.receive(upTo: 1 << 20, timeout: .seconds(20)), !part.isEmpty else { break }
+                guard let part = try? await connection.receive(upTo: 1 << 20, timeout: .seconds(20)), !part.isEmpty
+                else { break }
                 received += part
             }
             let separator = try #require(received.firstRange(of: Array("\r\n\r\n".utf8)))
@@ -291,8 +318,11 @@ extension IntegrationTests {
             #expect(head.hasPrefix("HTTP/1.1 200 OK"))
             let body = Array(received[separator.upperBound...])
             #expect(body.count == server.big.count)
-            let same = body.count == server.big.count
-                && body.withUnsafeBytes { a in server.big.withUnsafeBytes { b in memcmp(a.baseAddress!, b.baseAddress!, a.count) == 0 } }
+            let same =
+                body.count == server.big.count
+                && body.withUnsafeBytes { a in
+                    server.big.withUnsafeBytes { b in memcmp(a.baseAddress!, b.baseAddress!, a.count) == 0 }
+                }
             #expect(same, "the body differs from the file")
             try await connection.close()
             #expect(server.child.wait() == 0)
@@ -303,6 +333,8 @@ extension IntegrationTests {
 
 extension String {
     func trimmingCharacters() -> String {
-        String(String(drop { $0 == " " || $0 == "\n" }.reversed().drop { $0 == " " || $0 == "\n" || $0 == "\r" }).reversed())
+        String(
+            String(drop { $0 == " " || $0 == "\n" }.reversed().drop { $0 == " " || $0 == "\n" || $0 == "\r" })
+                .reversed())
     }
 }

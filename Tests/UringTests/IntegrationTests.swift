@@ -1,4 +1,5 @@
 import Testing
+
 @testable import Uring
 
 /// The parent of every suite that uses the kernel. Serialized, because several tests count the

@@ -3,6 +3,7 @@ import Logging
 import Synchronization
 import SystemPackage
 import Testing
+
 @testable import Uring
 
 /// "cancelled" or "executorShutdown" for the two ways an operation ends at shutdown.
@@ -132,8 +133,12 @@ extension IntegrationTests {
             await Task(executorPreference: ring) { _ = usleep(50_000) }.value  // blocks the ring: the wrong thing to do
             #expect(await eventually { await ring.statistics().stalls >= 1 })
             let stats = await ring.statistics()
-            #expect(stats.longestStall >= .milliseconds(10) && stats.longestStall < .seconds(5), "\(stats.longestStall)")
-            #expect(await eventually { log.lines.withLock { $0.contains { $0.contains("stall-test") && $0.hasPrefix("warning") } } })
+            #expect(
+                stats.longestStall >= .milliseconds(10) && stats.longestStall < .seconds(5), "\(stats.longestStall)")
+            #expect(
+                await eventually {
+                    log.lines.withLock { $0.contains { $0.contains("stall-test") && $0.hasPrefix("warning") } }
+                })
         }
 
         /// 100 stalls in a row: every one is counted, but the log gets one warning and (after the

@@ -42,7 +42,11 @@ extension IntegrationTests {
             defer { dir.cleanup() }
             try HTTPServerProcess.write(dir.path + "/deny.py", Array(script.utf8))
             let (status, output) = try runChild(
-                "/bin/sh", ["-c", "exec python3 \(dir.path)/deny.py \(errno) \(executableNextToTests("uring-run-check")) --unavailable"])
+                "/bin/sh",
+                [
+                    "-c",
+                    "exec python3 \(dir.path)/deny.py \(errno) \(executableNextToTests("uring-run-check")) --unavailable",
+                ])
             #expect(status == 3, "exit status \(status), output:\n\(output)")
             #expect(!output.contains("FAILED"), "output:\n\(output)")
             #expect(output.contains("io_uring unavailable"), "output:\n\(output)")

@@ -3,6 +3,7 @@ import ServiceLifecycle
 import Testing
 import UringHTTP
 import UringServiceLifecycle
+
 @testable import Uring
 
 extension IntegrationTests {
@@ -38,7 +39,9 @@ extension IntegrationTests {
 
             await serviceGroup.triggerGracefulShutdown()
             try await running.value
-            #expect(await eventually { threadCount() == threadsBefore }, "\(threadCount()) threads, \(threadsBefore) before")
+            #expect(
+                await eventually { threadCount() == threadsBefore }, "\(threadCount()) threads, \(threadsBefore) before"
+            )
         }
     }
 }

@@ -2,6 +2,7 @@ import Glibc
 import Synchronization
 import SystemPackage
 import Testing
+
 @testable import Uring
 
 /// FNV-1a over a byte stream, to compare what was sent with what was received without keeping it.
@@ -60,7 +61,9 @@ extension IntegrationTests {
             for client in clients {
                 // End of stream or a reset: either way the server side is closed.
                 let ended: Bool
-                do { ended = try await client.receive(upTo: 16, timeout: .seconds(10)).isEmpty } catch { ended = error.errno == .connectionReset }
+                do { ended = try await client.receive(upTo: 16, timeout: .seconds(10)).isEmpty } catch {
+                    ended = error.errno == .connectionReset
+                }
                 #expect(ended)
                 try await client.close()
             }
@@ -94,10 +97,11 @@ extension IntegrationTests {
             #expect(await eventually { await ring.statistics().operationsInTable == 1 })
             reader.cancel()
             await #expect(throws: IOError(.cancelled, operation: .receive)) { _ = try await reader.value }
-            #expect(await eventually {
-                let stats = await ring.statistics()
-                return stats.operationsInTable == 0 && stats.receiveBuffersAvailable == stats.receiveBufferCount
-            })
+            #expect(
+                await eventually {
+                    let stats = await ring.statistics()
+                    return stats.operationsInTable == 0 && stats.receiveBuffersAvailable == stats.receiveBufferCount
+                })
             try await client.close()
             try await server.close()
             try await listener.close()

@@ -1,6 +1,7 @@
 import Glibc
 import SystemPackage
 import Testing
+
 @testable import Uring
 
 /// A test echo server on its own ring: every connection is echoed until the peer closes.
@@ -228,7 +229,9 @@ extension IntegrationTests {
             let server = try TestEchoServer(on: SocketAddress(unixPath: dir.path + "/echo.sock"))
             #expect(server.address.family == .unix)
             let connection = try await UnixConnection.connect(to: server.address)
-            #expect(try await exchange(connection, Array(repeating: 7, count: 300_000), seed: 2) == Array(repeating: 7, count: 300_000))
+            #expect(
+                try await exchange(connection, Array(repeating: 7, count: 300_000), seed: 2)
+                    == Array(repeating: 7, count: 300_000))
             try await connection.close()
             await server.stop()
         }

@@ -1,6 +1,7 @@
 import Glibc
 import SystemPackage
 import Testing
+
 @testable import Uring
 
 /// Whether io_uring can be set up here; integration tests are skipped (visibly) when not.

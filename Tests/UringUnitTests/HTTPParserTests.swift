@@ -1,7 +1,10 @@
 import Testing
+
 @testable import UringHTTP
 
-func parseHead(_ text: String, _ parser: RequestHeadParser = RequestHeadParser()) throws(RequestHeadError) -> RequestHead? {
+func parseHead(_ text: String, _ parser: RequestHeadParser = RequestHeadParser()) throws(RequestHeadError)
+    -> RequestHead?
+{
     let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: text.utf8.count, alignment: 1)
     defer { bytes.deallocate() }
     bytes.copyBytes(from: text.utf8)
@@ -27,7 +30,8 @@ struct HTTPParserTests {
     }
 
     @Test func incompleteHeadsWait() throws {
-        for text in ["", "GET", "GET / HTTP/1.1\r", "GET / HTTP/1.1\r\nHost: h\r\n", "GET / HTTP/1.1\r\nHost: h\r\n\r"] {
+        for text in ["", "GET", "GET / HTTP/1.1\r", "GET / HTTP/1.1\r\nHost: h\r\n", "GET / HTTP/1.1\r\nHost: h\r\n\r"]
+        {
             #expect(try parseHead(text) == nil, "\(text.debugDescription)")
         }
     }
@@ -62,7 +66,9 @@ struct HTTPParserTests {
 
     @Test func limitsAreEnforced() {
         let parser = RequestHeadParser(maximumHeadBytes: 1024, maximumRequestLineBytes: 256, maximumFields: 4)
-        #expect(throws: RequestHeadError.uriTooLong) { _ = try parseHead("GET /" + String(repeating: "a", count: 300), parser) }
+        #expect(throws: RequestHeadError.uriTooLong) {
+            _ = try parseHead("GET /" + String(repeating: "a", count: 300), parser)
+        }
         #expect(throws: RequestHeadError.headerFieldsTooLarge) {
             _ = try parseHead("GET / HTTP/1.1\r\nHost: h\r\nX: " + String(repeating: "a", count: 1100), parser)
         }

@@ -1,5 +1,6 @@
 import Synchronization
 import Testing
+
 @testable import Uring
 
 @Suite("The lock-free job queue")
@@ -64,7 +65,6 @@ struct JobQueueTests {
         #expect(result.last == 0, "jobs out of order")
     }
 }
-
 
 final class Counter: Sendable {
     let value = Atomic<Int>(0)

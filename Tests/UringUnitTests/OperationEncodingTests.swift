@@ -1,6 +1,7 @@
 import CLiburing
 import Glibc
 import Testing
+
 @testable import Uring
 
 /// Each operation value, encoded into a zeroed submission entry, checked field by field: no

@@ -1,6 +1,7 @@
 import CLiburing
 import Glibc
 import Testing
+
 @testable import Uring
 
 /// The operation lifecycle as a pure state machine: no kernel involved.

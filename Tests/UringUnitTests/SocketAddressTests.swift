@@ -1,10 +1,13 @@
 import Glibc
 import Testing
+
 @testable import Uring
 
 @Suite("Socket addresses")
 struct SocketAddressTests {
-    @Test(arguments: ["127.0.0.1:8080", "0.0.0.0:0", "[::1]:443", "[fe80::1%1]:22", "[2001:db8::42]:65535", "unix:/run/app.sock"])
+    @Test(arguments: [
+        "127.0.0.1:8080", "0.0.0.0:0", "[::1]:443", "[fe80::1%1]:22", "[2001:db8::42]:65535", "unix:/run/app.sock",
+    ])
     func textRoundTrips(_ text: String) throws {
         let address = try SocketAddress(text)
         #expect(address.description == text)
@@ -37,8 +40,10 @@ struct SocketAddressTests {
     }
 
     @Test func happyEyeballsOrderInterleavesFamilies() throws {
-        let v6a = try SocketAddress("[::1]:1"), v6b = try SocketAddress("[::2]:1")
-        let v4a = try SocketAddress("127.0.0.1:1"), v4b = try SocketAddress("127.0.0.2:1")
+        let v6a = try SocketAddress("[::1]:1")
+        let v6b = try SocketAddress("[::2]:1")
+        let v4a = try SocketAddress("127.0.0.1:1")
+        let v4b = try SocketAddress("127.0.0.2:1")
         #expect(SocketAddress.interleavingFamilies([v6a, v6b, v4a, v4b]) == [v6a, v4a, v6b, v4b])
         #expect(SocketAddress.interleavingFamilies([v4a, v4b, v6a]) == [v4a, v6a, v4b])
     }
@@ -53,7 +58,8 @@ struct SocketAddressTests {
     @Test(arguments: ["192.168.7.9:1234", "[::ffff:1.2.3.4]:5", "[fe80::1%3]:7", "unix:/tmp/s"])
     func sockaddrRoundTrips(_ text: String) throws {
         let address = try SocketAddress(text)
-        let back = try address.withSockAddr { pointer, length throws(IOError) in SocketAddress(pointer, length: length) }
+        let back = try address.withSockAddr { pointer, length throws(IOError) in SocketAddress(pointer, length: length)
+        }
         #expect(back == address)
     }
 
@@ -61,7 +67,9 @@ struct SocketAddressTests {
         for text in ["127.0.0.1:1", "127.9.8.7:2", "[::1]:3", "[::ffff:127.0.0.1]:4", "unix:/tmp/x"] {
             #expect(try SocketAddress(text).isLoopback, "\(text)")
         }
-        for text in ["10.0.0.1:1", "128.0.0.1:1", "0.0.0.0:1", "[::]:3", "[::2]:3", "[::ffff:10.0.0.1]:4", "[fe80::1%1]:5"] {
+        for text in [
+            "10.0.0.1:1", "128.0.0.1:1", "0.0.0.0:1", "[::]:3", "[::2]:3", "[::ffff:10.0.0.1]:4", "[fe80::1%1]:5",
+        ] {
             #expect(try !SocketAddress(text).isLoopback, "\(text)")
         }
     }

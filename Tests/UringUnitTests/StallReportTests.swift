@@ -1,4 +1,5 @@
 import Testing
+
 @testable import Uring
 
 /// The stall detector's rate limit, without threads or rings.
@@ -11,7 +12,9 @@ struct StallReportTests {
         // 100 stalls of 20 ms within 2 s, with a 10 s interval.
         for i in 0..<100 {
             let now = UInt64(i) * 20_000_000
-            if let line = limiter.stall(at: now, interval: 10 * second, ring: "r", held: 15_000_000) { lines.append(line) }
+            if let line = limiter.stall(at: now, interval: 10 * second, ring: "r", held: 15_000_000) {
+                lines.append(line)
+            }
             if let line = limiter.summary(at: now, interval: 10 * second) { lines.append(line) }
         }
         #expect(lines.count == 1, "only the first stall is logged at once")

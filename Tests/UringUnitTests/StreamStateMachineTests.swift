@@ -1,6 +1,7 @@
 import CLiburing
 import Glibc
 import Testing
+
 @testable import Uring
 
 /// The multishot stream lifecycle as a pure state machine: no kernel, no ring.

@@ -27,7 +27,8 @@ struct Options {
 }
 
 func usage(_ message: String) -> Never {
-    let text = "uring-echo: \(message)\nusage: uring-echo [--host ADDR] [--port P] [--backlog N] [--api streams|calls] [--threads N] [--distribute reuseport|accept]\n"
+    let text =
+        "uring-echo: \(message)\nusage: uring-echo [--host ADDR] [--port P] [--backlog N] [--api streams|calls] [--threads N] [--distribute reuseport|accept]\n"
     _ = text.withCString { write(2, $0, strlen($0)) }
     exit(64)
 }
@@ -37,7 +38,9 @@ func parse() -> Options {
     var args = CommandLine.arguments.dropFirst()
     while let flag = args.popFirst() {
         guard flag != "-h", flag != "--help" else {
-            print("usage: uring-echo [--host ADDR] [--port P] [--backlog N] [--api streams|calls] [--threads N] [--distribute reuseport|accept]")
+            print(
+                "usage: uring-echo [--host ADDR] [--port P] [--backlog N] [--api streams|calls] [--threads N] [--distribute reuseport|accept]"
+            )
             exit(0)
         }
         guard let value = args.popFirst() else { usage("\(flag) needs a value") }
@@ -53,7 +56,9 @@ func parse() -> Options {
             guard let n = Int(value), n >= 1, n <= 1024 else { usage("--threads wants 1...1024") }
             options.threads = n
         case "--distribute":
-            guard value == "reuseport" || value == "accept" else { usage("--distribute wants reuseport or accept, not '\(value)'") }
+            guard value == "reuseport" || value == "accept" else {
+                usage("--distribute wants reuseport or accept, not '\(value)'")
+            }
             options.reusePort = value == "reuseport"
         case "--api":
             guard value == "streams" || value == "calls" else { usage("--api wants streams or calls, not '\(value)'") }
@@ -124,9 +129,9 @@ func acceptLoop(_ listener: TCPListener, streams: Bool, handOffTo rings: RingGro
                 } else {
                     group.addTask(operation: serve)
                 }
-            } catch where error.errno == .tooManyOpenFiles || error.errno == .tooManyOpenFilesInSystem {
+            } catch  where error.errno == .tooManyOpenFiles || error.errno == .tooManyOpenFilesInSystem {
                 try? await Uring.sleep(for: .milliseconds(10))  // out of descriptors: back off, keep serving
-            } catch where error.errno?.rawValue == ECONNABORTED {
+            } catch  where error.errno?.rawValue == ECONNABORTED {
                 continue  // the peer gave up before we accepted
             } catch {
                 break  // cancelled (shutdown) or the listener failed
@@ -145,7 +150,8 @@ do {
         let address = try SocketAddress(host: options.host, port: options.port)
         let rings = Uring.group!
         // One listener, or one per ring on the same port with SO_REUSEPORT.
-        let first = try TCPListener.bind(to: address, backlog: options.backlog, reusePort: options.threads > 1 && options.reusePort)
+        let first = try TCPListener.bind(
+            to: address, backlog: options.backlog, reusePort: options.threads > 1 && options.reusePort)
         let bound = try first.localAddress
         var listeners = [first]
         if options.threads > 1 && options.reusePort {
@@ -162,7 +168,10 @@ do {
         let handOff = options.threads > 1 && !options.reusePort ? rings : nil
         var servers: [Task<Void, Never>] = []
         for (index, listener) in listeners.enumerated() {
-            servers.append(Task(executorPreference: rings[index]) { await acceptLoop(listener, streams: streams, handOffTo: handOff) })
+            servers.append(
+                Task(executorPreference: rings[index]) {
+                    await acceptLoop(listener, streams: streams, handOffTo: handOff)
+                })
         }
         if let signal = try? await ProcessSignals.next() {
             print("uring-echo: signal \(signal), shutting down")

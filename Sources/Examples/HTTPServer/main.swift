@@ -91,7 +91,9 @@ do {
         let first = try TCPListener.bind(to: address, backlog: bindBacklog, reusePort: ringCount > 1)
         let bound = try first.localAddress
         var listeners = [first]
-        for _ in 1..<ringCount { listeners.append(try TCPListener.bind(to: bound, backlog: bindBacklog, reusePort: true)) }
+        for _ in 1..<ringCount {
+            listeners.append(try TCPListener.bind(to: bound, backlog: bindBacklog, reusePort: true))
+        }
         let servers = listeners.map { _ in HTTPServer(configuration: settings) }
         print("uring-http listening on http://\(bound)/" + (settings.hello ? " (hello)" : " serving \(settings.root!)"))
         fflush(nil)

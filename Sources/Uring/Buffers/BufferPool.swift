@@ -36,7 +36,9 @@ import Glibc
         ringBytes = count * MemoryLayout<io_uring_buf>.stride
         // The kernel requires the buffer ring to be page aligned: an anonymous mapping is.
         let mapped = unsafe mmap(nil, ringBytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0)
-        guard let mapped = unsafe mapped, unsafe mapped != MAP_FAILED else { throw IOError.system(Glibc.errno, .receive) }
+        guard let mapped = unsafe mapped, unsafe mapped != MAP_FAILED else {
+            throw IOError.system(Glibc.errno, .receive)
+        }
         unsafe bufferRing = unsafe mapped.bindMemory(to: io_uring_buf_ring.self, capacity: 1)
         unsafe storage = .allocate(byteCount: count * bufferSize, alignment: 4096)
         var registration = io_uring_buf_reg()
@@ -53,7 +55,8 @@ import Glibc
         // buffer id < count names a distinct `bufferSize` slice of `storage`.
         unsafe io_uring_buf_ring_init(bufferRing)
         for id in 0..<count {
-            unsafe io_uring_buf_ring_add(bufferRing, storage + id * bufferSize, UInt32(bufferSize), UInt16(id), mask, Int32(id))
+            unsafe io_uring_buf_ring_add(
+                bufferRing, storage + id * bufferSize, UInt32(bufferSize), UInt16(id), mask, Int32(id))
         }
         unsafe io_uring_buf_ring_advance(bufferRing, Int32(count))
         available = count

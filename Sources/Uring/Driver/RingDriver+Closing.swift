@@ -60,7 +60,8 @@ extension RingDriver {
         {
             let sqe = unsafe ring.nextSubmission()
             unsafe ControlEntry.cancelAll(sqe, fd: fd)
-            unsafe ControlEntry.setUserData(sqe, OperationID(index: UInt32(bitPattern: fd), generation: 0).userData(.closeCancel))
+            unsafe ControlEntry.setUserData(
+                sqe, OperationID(index: UInt32(bitPattern: fd), generation: 0).userData(.closeCancel))
             statistics.cancelsSubmitted &+= 1
             closing[i].cancelPending = true
         }

@@ -116,7 +116,9 @@ extension RingDriver {
                     RingExecutor.messagesWork.store(false, ordering: .relaxed)
                 }
                 // Under the registry lock: the target cannot finish its loop meanwhile.
-                unsafe RingExecutor.registry.withLock { unsafe $0[id.index]?.takeUnretainedValue().wakeThroughEventFD() }
+                unsafe RingExecutor.registry.withLock {
+                    unsafe $0[id.index]?.takeUnretainedValue().wakeThroughEventFD()
+                }
             }
         case .cancel:
             break

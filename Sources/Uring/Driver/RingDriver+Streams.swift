@@ -73,7 +73,8 @@ extension RingDriver {
         let mode = stream.machine.requestMode(contended: contended)
         switch stream.kind {
         case .accept: unsafe ControlEntry.multishotAccept(sqe, fd: fd)
-        case .receive: unsafe ControlEntry.bufferedReceive(sqe, fd: fd, group: BufferPool.group, multishot: mode == .multishot)
+        case .receive:
+            unsafe ControlEntry.bufferedReceive(sqe, fd: fd, group: BufferPool.group, multishot: mode == .multishot)
         }
         unsafe ControlEntry.setUserData(sqe, id.userData(.stream))
         #if DEBUG
@@ -87,7 +88,9 @@ extension RingDriver {
     }
 
     /// One completion of a stream's request.
-    mutating func streamCompleted(_ slot: UnsafeMutablePointer<OperationSlot>, _ id: OperationID, _ completion: Completion) {
+    mutating func streamCompleted(
+        _ slot: UnsafeMutablePointer<OperationSlot>, _ id: OperationID, _ completion: Completion
+    ) {
         // SAFETY: a .stream slot gets its stream in arm(), before its SQE exists.
         let stream = unsafe slot.pointee.stream.unsafelyUnwrapped
         let flags = completion.flags
@@ -158,7 +161,9 @@ extension RingDriver {
         case .accept:
             if result >= 0 { Glibc.close(result) }
         case .receive:
-            if flags & IORING_CQE_F_BUFFER != 0 { recycle(UInt16(truncatingIfNeeded: flags >> IORING_CQE_BUFFER_SHIFT)) }
+            if flags & IORING_CQE_F_BUFFER != 0 {
+                recycle(UInt16(truncatingIfNeeded: flags >> IORING_CQE_BUFFER_SHIFT))
+            }
         }
     }
 

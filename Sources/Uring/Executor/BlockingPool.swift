@@ -64,12 +64,14 @@ import Glibc
     private func startThread() {
         let context = unsafe Unmanaged.passRetained(self)
         var tid = pthread_t()
-        let rc = unsafe pthread_create(&tid, nil, { raw in
-            let pool = unsafe Unmanaged<BlockingPool>.fromOpaque(raw!).takeRetainedValue()
-            RingExecutor.nameCurrentThread(pool.name)
-            pool.workLoop()
-            return nil
-        }, unsafe context.toOpaque())
+        let rc = unsafe pthread_create(
+            &tid, nil,
+            { raw in
+                let pool = unsafe Unmanaged<BlockingPool>.fromOpaque(raw!).takeRetainedValue()
+                RingExecutor.nameCurrentThread(pool.name)
+                pool.workLoop()
+                return nil
+            }, unsafe context.toOpaque())
         if rc == 0 {
             pthread_detach(tid)
         } else {
@@ -106,7 +108,9 @@ extension Uring {
     /// ```swift
     /// let entries = try await Uring.runBlocking { try legacyLibraryCall() }
     /// ```
-    public static func runBlocking<Result: Sendable>(_ work: @escaping @Sendable () throws -> Result) async throws -> Result {
+    public static func runBlocking<Result: Sendable>(_ work: @escaping @Sendable () throws -> Result) async throws
+        -> Result
+    {
         try await BlockingPool.shared.run(work)
     }
 }

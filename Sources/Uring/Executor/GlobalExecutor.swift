@@ -45,7 +45,9 @@ extension Uring {
         threads: Int = 1,
         _ body: @escaping @Sendable () async throws -> Result
     ) throws -> Result {
-        guard threads >= 1, threads <= 1024 else { throw IOError(.invalidArgument, errno: .invalidArgument, operation: .setup) }
+        guard threads >= 1, threads <= 1024 else {
+            throw IOError(.invalidArgument, errno: .invalidArgument, operation: .setup)
+        }
         let ring = try RingExecutor(entries: entries, jobBudget: 256, name: "uring-main", donatingCurrentThread: true)
         var rings = [ring]
         do throws(IOError) {

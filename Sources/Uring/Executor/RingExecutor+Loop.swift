@@ -1,5 +1,5 @@
-import Synchronization
 import Glibc
+import Synchronization
 
 // The ring thread's loop: run ready jobs (with a budget), enter the kernel once (submitting and,
 // when idle, sleeping), reap completions; and the inbox other threads leave work in.
@@ -87,7 +87,8 @@ extension RingExecutor {
         unsafe driver.pointee.resumeClosersAtExit()
         for (fd, request) in leftoverClosings {
             switch request {
-            case .begin(let waiter, let origin): unsafe ClosingWaiter(continuation: waiter, home: origin).resume(fromRing: ringID, fd: fd)
+            case .begin(let waiter, let origin):
+                unsafe ClosingWaiter(continuation: waiter, home: origin).resume(fromRing: ringID, fd: fd)
             case .resumeCloser(let waiter): unsafe waiter.resume()  // this ring's own closer: nothing else will
             case .end: break
             }
@@ -117,7 +118,9 @@ extension RingExecutor {
         let start = monotonicClockNanoseconds()
         var lastFetch = start
         while true {
-            if unsafe inboxPending.load(ordering: .acquiring) || driver.pointee.ring.completionsReady > 0 { return true }
+            if unsafe inboxPending.load(ordering: .acquiring) || driver.pointee.ring.completionsReady > 0 {
+                return true
+            }
             let now = monotonicClockNanoseconds()
             if now &- start >= spinNanoseconds { return false }
             if now &- lastFetch >= 5_000 {
@@ -154,7 +157,9 @@ extension RingExecutor {
         unsafe local.pointee.inboxJobs.removeAll(keepingCapacity: true)
         for id in unsafe local.pointee.inboxCancellations { unsafe driver.pointee.cancel(id) }
         unsafe local.pointee.inboxCancellations.removeAll(keepingCapacity: true)
-        for timer in unsafe local.pointee.inboxTimers { unsafe driver.pointee.scheduleTimer(timer.job, after: timer.delay) }
+        for timer in unsafe local.pointee.inboxTimers {
+            unsafe driver.pointee.scheduleTimer(timer.job, after: timer.delay)
+        }
         unsafe local.pointee.inboxTimers.removeAll(keepingCapacity: true)
         return stop
     }

@@ -7,7 +7,8 @@ import Synchronization
 extension RingExecutor {
     @inline(__always)
     func wakeIfSleeping() {
-        if sleeping.load(ordering: .sequentiallyConsistent), sleeping.exchange(false, ordering: .sequentiallyConsistent) {
+        if sleeping.load(ordering: .sequentiallyConsistent), sleeping.exchange(false, ordering: .sequentiallyConsistent)
+        {
             wake()
         }
     }
@@ -18,7 +19,9 @@ extension RingExecutor {
         // a job that blocks after enqueueing delays the wake-up; the stall detector reports such
         // jobs).
         let target = messageFD.load(ordering: .acquiring)
-        if target >= 0, RingExecutor.messagesWork.load(ordering: .relaxed), let source = RingExecutor.current, source !== self {
+        if target >= 0, RingExecutor.messagesWork.load(ordering: .relaxed), let source = RingExecutor.current,
+            source !== self
+        {
             unsafe source.driver.pointee.sendWakeMessage(toFD: target, ringID: ringID)
             return
         }
@@ -27,7 +30,8 @@ extension RingExecutor {
 
     /// Whether IORING_OP_MSG_RING works here; turned off for good after the first failure, or
     /// from the start with the environment variable `SWIFT_URING_MSG_RING=0` (for comparisons).
-    static let messagesWork = unsafe Atomic<Bool>(getenv("SWIFT_URING_MSG_RING").map { unsafe String(cString: $0) != "0" } ?? true)
+    static let messagesWork = unsafe Atomic<Bool>(
+        getenv("SWIFT_URING_MSG_RING").map { unsafe String(cString: $0) != "0" } ?? true)
     static let nextRingID = Atomic<UInt32>(1)
     /// Live rings by ``ringID``, to wake the target of a failed message. Unmanaged, not weak (a
     /// weak reference would put every retain and release of the ring on the slow path): a ring is

@@ -139,13 +139,16 @@ import Synchronization
             return
         }
         let startup = StartupSignal()
-        let context = unsafe Unmanaged.passRetained(ThreadContext(executor: self, entries: UInt32(entries), startup: startup))
+        let context = unsafe Unmanaged.passRetained(
+            ThreadContext(executor: self, entries: UInt32(entries), startup: startup))
         var tid = pthread_t()
-        let rc = unsafe pthread_create(&tid, nil, { raw in
-            let context = unsafe Unmanaged<ThreadContext>.fromOpaque(raw!).takeRetainedValue()
-            context.executor.threadMain(entries: context.entries, startup: context.startup)
-            return nil
-        }, unsafe context.toOpaque())
+        let rc = unsafe pthread_create(
+            &tid, nil,
+            { raw in
+                let context = unsafe Unmanaged<ThreadContext>.fromOpaque(raw!).takeRetainedValue()
+                context.executor.threadMain(entries: context.entries, startup: context.startup)
+                return nil
+            }, unsafe context.toOpaque())
         guard rc == 0 else {
             unsafe context.release()
             throw IOError.system(rc, .setup)
@@ -178,7 +181,8 @@ import Synchronization
         #endif
         if ring.submissionEntries < entries {
             StallDetector.current.logger.warning(
-                "io_uring_setup: not enough kernel memory for \(entries) entries; ring '\(name)' runs with \(ring.submissionEntries)")
+                "io_uring_setup: not enough kernel memory for \(entries) entries; ring '\(name)' runs with \(ring.submissionEntries)"
+            )
         }
         unsafe driver.initialize(
             to: RingDriver(

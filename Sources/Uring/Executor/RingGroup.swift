@@ -61,7 +61,9 @@ public final class RingGroup: Sendable {
         receiveBufferSize: Int = 4096, spinBeforeSleep: Duration = .zero
     ) throws(IOError) {
         let count = count ?? Self.availableCores
-        guard count >= 1, count <= 1024 else { throw IOError(.invalidArgument, errno: .invalidArgument, operation: .setup) }
+        guard count >= 1, count <= 1024 else {
+            throw IOError(.invalidArgument, errno: .invalidArgument, operation: .setup)
+        }
         var rings: [RingExecutor] = []
         do throws(IOError) {
             for i in 0..<count {

@@ -82,12 +82,15 @@ final class StallWatch: @unchecked Sendable {
     private func start() {
         var tid = pthread_t()
         let context = unsafe Unmanaged.passRetained(self)
-        if unsafe pthread_create(&tid, nil, { raw in
-            let watch = unsafe Unmanaged<StallWatch>.fromOpaque(raw!).takeRetainedValue()
-            RingExecutor.nameCurrentThread("uring-stalls")
-            watch.run()
-            return nil
-        }, unsafe context.toOpaque()) == 0 {
+        if unsafe pthread_create(
+            &tid, nil,
+            { raw in
+                let watch = unsafe Unmanaged<StallWatch>.fromOpaque(raw!).takeRetainedValue()
+                RingExecutor.nameCurrentThread("uring-stalls")
+                watch.run()
+                return nil
+            }, unsafe context.toOpaque()) == 0
+        {
             pthread_detach(tid)
         } else {
             unsafe context.release()
@@ -131,7 +134,8 @@ final class StallWatch: @unchecked Sendable {
             for (ringName, held, began) in events {
                 let milliseconds = Double(held) / 1e6
                 if began {
-                    if let report = limiter.stall(at: now, interval: nanoseconds(interval), ring: ringName, held: held) {
+                    if let report = limiter.stall(at: now, interval: nanoseconds(interval), ring: ringName, held: held)
+                    {
                         logger.warning("\(report)", metadata: ["ring": "\(ringName)", "held_ms": "\(milliseconds)"])
                     }
                 } else {
@@ -195,7 +199,8 @@ struct StallReportLimiter {
     /// The summary of the stalls counted since the last warning, once the interval has passed.
     mutating func summary(at now: UInt64, interval: UInt64) -> String? {
         guard suppressed > 0, let lastReport, now &- lastReport >= interval else { return nil }
-        let text = "\(suppressed) more stall\(suppressed == 1 ? "" : "s") of a ring in the last"
+        let text =
+            "\(suppressed) more stall\(suppressed == 1 ? "" : "s") of a ring in the last"
             + " \(Double(now &- lastReport) / 1e9) s, the longest \(Double(suppressedLongest) / 1e6) ms"
         self.lastReport = now
         suppressed = 0

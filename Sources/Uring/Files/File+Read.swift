@@ -36,12 +36,15 @@ extension File {
     /// ```
     ///
     /// Same semantics as ``read(into:at:timeout:)``.
-    public func read(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration? = nil) async throws(IOError) -> Int {
+    public func read(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration? = nil) async throws(IOError) -> Int
+    {
         try unsafe await readOnce(into: buffer, offset: .max, timeout: timeout)
     }
 
     @inline(__always)
-    func readOnce(into buffer: UnsafeMutableRawBufferPointer, offset: UInt64, timeout: Duration?) async throws(IOError) -> Int {
+    func readOnce(into buffer: UnsafeMutableRawBufferPointer, offset: UInt64, timeout: Duration?) async throws(IOError)
+        -> Int
+    {
         let fd = descriptor.rawValue
         let count = UInt32(min(buffer.count, File.maximumTransfer))
         // The buffer is lent to the ring for this call only: it returns after the final completion.
@@ -78,7 +81,9 @@ extension File {
     /// - Throws: ``IOError``: `.invalidArgument` for a negative `count` or `offset`; otherwise as
     ///   ``read(into:at:timeout:)``.
     public func read(upTo count: Int, at offset: Int64, timeout: Duration? = nil) async throws(IOError) -> [UInt8] {
-        guard count >= 0, offset >= 0 else { throw IOError(.invalidArgument, errno: .invalidArgument, operation: .read) }
+        guard count >= 0, offset >= 0 else {
+            throw IOError(.invalidArgument, errno: .invalidArgument, operation: .read)
+        }
         return try await read(upTo: count, offset: UInt64(offset), timeout: timeout)
     }
 
@@ -149,9 +154,13 @@ extension File {
 
     /// Reads from `offset` (`.max`: the current position) until `buffer` is full, the file ends,
     /// or `deadline` passes after at least one byte arrived; returns the bytes read.
-    func fill(_ buffer: UnsafeMutableRawBufferPointer, offset: UInt64, deadline: ContinuousClock.Instant?) async throws(IOError) -> Int {
-        try unsafe await fillUntilDeadline(buffer, deadline: deadline, operation: .read) { rest, filled, left throws(IOError) in
-            try unsafe await readOnce(into: rest, offset: offset == .max ? .max : offset + UInt64(filled), timeout: left)
+    func fill(_ buffer: UnsafeMutableRawBufferPointer, offset: UInt64, deadline: ContinuousClock.Instant?)
+        async throws(IOError) -> Int
+    {
+        try unsafe await fillUntilDeadline(buffer, deadline: deadline, operation: .read) {
+            rest, filled, left throws(IOError) in
+            try unsafe await readOnce(
+                into: rest, offset: offset == .max ? .max : offset + UInt64(filled), timeout: left)
         }
     }
 

@@ -20,7 +20,8 @@ extension File {
     ///   offset; `.systemCall` with `ENOSPC`, `EBADF`, `EFBIG`, …; `EIO` if the kernel accepts no
     ///   byte at all; `.cancelled` / `.timedOut`. After an error some prefix of `bytes` may have
     ///   been written.
-    public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int64, timeout: Duration? = nil) async throws(IOError) {
+    public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int64, timeout: Duration? = nil) async throws(IOError)
+    {
         guard offset >= 0 else { throw IOError(.invalidArgument, errno: .invalidArgument, operation: .write) }
         try unsafe await writeAll(bytes, offset: offset, append: false, timeout: timeout)
     }
@@ -97,7 +98,9 @@ extension File {
     }
 
     /// `offset` -1 means the current position (or the end, with `append`).
-    func writeAll(_ bytes: UnsafeRawBufferPointer, offset: Int64, append: Bool, timeout: Duration?) async throws(IOError) {
+    func writeAll(_ bytes: UnsafeRawBufferPointer, offset: Int64, append: Bool, timeout: Duration?)
+        async throws(IOError)
+    {
         let fd = descriptor.rawValue
         var written = 0
         repeat {
@@ -105,7 +108,8 @@ extension File {
             let rest = unsafe UnsafeRawBufferPointer(rebasing: bytes[written...])
             let count = UInt32(min(rest.count, File.maximumTransfer))
             let position = offset < 0 ? UInt64.max : UInt64(offset) + UInt64(written)
-            let write = unsafe WriteOperation(fd: fd, buffer: rest.baseAddress, count: count, offset: position, append: append)
+            let write = unsafe WriteOperation(
+                fd: fd, buffer: rest.baseAddress, count: count, offset: position, append: append)
             let n = Int(try await write.run(timeout: timeout))
             if n == 0 && count > 0 { throw IOError.system(EIO, .write) }
             written += n

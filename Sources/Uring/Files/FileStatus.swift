@@ -57,7 +57,8 @@ extension File {
     ///
     /// - Throws: ``IOError`` for ``IOError/Operation/stat`` (`EBADF` for a closed descriptor).
     public func status() async throws(IOError) -> FileStatus {
-        try await StatOperation.status(directory: descriptor.rawValue, path: nil, flags: 0x1000 /* AT_EMPTY_PATH, hidden by glibc without _GNU_SOURCE */)
+        // 0x1000: AT_EMPTY_PATH, hidden by glibc without _GNU_SOURCE.
+        try await StatOperation.status(directory: descriptor.rawValue, path: nil, flags: 0x1000)
     }
 }
 
@@ -78,7 +79,8 @@ extension FileSystem {
         do throws(IOError) {
             let cPath = try CPath(path, .stat)
             defer { cPath.free() }
-            return try await StatOperation.status(directory: AT_FDCWD, path: cPath, flags: followSymbolicLinks ? 0 : AT_SYMLINK_NOFOLLOW)
+            return try await StatOperation.status(
+                directory: AT_FDCWD, path: cPath, flags: followSymbolicLinks ? 0 : AT_SYMLINK_NOFOLLOW)
         } catch {
             throw error.about(.path(path))
         }

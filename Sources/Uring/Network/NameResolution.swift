@@ -54,7 +54,8 @@ extension SocketAddress {
         var entry = unsafe list
         while let current = unsafe entry {
             // SAFETY: getaddrinfo's entries hold `ai_addrlen` valid bytes at `ai_addr`.
-            if let raw = unsafe current.pointee.ai_addr, let address = unsafe SocketAddress(raw, length: current.pointee.ai_addrlen),
+            if let raw = unsafe current.pointee.ai_addr,
+                let address = unsafe SocketAddress(raw, length: current.pointee.ai_addrlen),
                 !addresses.contains(address)
             {
                 addresses.append(address)

@@ -118,7 +118,10 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
         guard unsafe inet_pton(AF_INET6, address, &v6) == 1 else { throw SocketAddressError(.badHost, original) }
         // SAFETY: in6_addr is exactly 16 bytes; both loads are in bounds and unaligned-safe.
         let (high, low) = unsafe withUnsafeBytes(of: &v6) { raw in
-            unsafe (raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self), raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+            unsafe (
+                raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self),
+                raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
+            )
         }
         storage = .ipv6(high: high, low: low, port: UInt16(port), scope: scope)
     }
@@ -210,7 +213,9 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
         var buffer = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN) + 1)
         // SAFETY: `address` is an in_addr or in6_addr matching `family`; the buffer holds the
         // longest presentation form and its NUL.
-        let ok = unsafe withUnsafePointer(to: &address) { unsafe inet_ntop(family, $0, &buffer, socklen_t(buffer.count)) } != nil
+        let ok =
+            unsafe withUnsafePointer(to: &address) { unsafe inet_ntop(family, $0, &buffer, socklen_t(buffer.count)) }
+            != nil
         guard ok else { return "?" }
         return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
@@ -314,7 +319,10 @@ extension SocketAddress {
             let sin6 = unsafe UnsafeRawPointer(address).loadUnaligned(as: sockaddr_in6.self)
             var addr = sin6.sin6_addr
             let (high, low) = unsafe withUnsafeBytes(of: &addr) { raw in
-                unsafe (raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self), raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+                unsafe (
+                    raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self),
+                    raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
+                )
             }
             storage = .ipv6(high: high, low: low, port: UInt16(bigEndian: sin6.sin6_port), scope: sin6.sin6_scope_id)
         case AF_UNIX:

@@ -48,7 +48,8 @@ extension TCPConnection {
     ) -> DelimitedFrames {
         DelimitedFrames(
             chunks: chunks,
-            splitter: FrameSplitter(delimiter: delimiter, maximumLength: maximumLength, dropsCarriageReturn: dropsCarriageReturn))
+            splitter: FrameSplitter(
+                delimiter: delimiter, maximumLength: maximumLength, dropsCarriageReturn: dropsCarriageReturn))
     }
 }
 

@@ -15,7 +15,8 @@ extension TCPConnection {
     ///   (see ``SocketAddress/resolve(host:port:)``); for ``IOError/Operation/connect`` the last
     ///   attempt's error when none connects (`ECONNREFUSED`, …), ``IOError/Code/timedOut``,
     ///   ``IOError/Code/cancelled``. ``IOError/subject`` names the host.
-    public static func connect(host: String, port: Int, timeout: Duration? = nil) async throws(IOError) -> TCPConnection {
+    public static func connect(host: String, port: Int, timeout: Duration? = nil) async throws(IOError) -> TCPConnection
+    {
         let deadline = timeout.map { ContinuousClock.now + $0 }
         let addresses: [SocketAddress]
         if let deadline {

@@ -37,7 +37,9 @@ public struct TCPConnection: Sendable, Hashable {
     /// - Throws: ``IOError`` for ``IOError/Operation/connect``: `ECONNREFUSED` (nothing listens),
     ///   `ENETUNREACH`, `ENOENT` (no such Unix socket), …; ``IOError/Code/timedOut``;
     ///   ``IOError/Code/cancelled``. The socket is closed on every failure.
-    public static func connect(to address: SocketAddress, timeout: Duration? = nil) async throws(IOError) -> TCPConnection {
+    public static func connect(to address: SocketAddress, timeout: Duration? = nil) async throws(IOError)
+        -> TCPConnection
+    {
         let fd = try SocketCalls.makeSocket(address.family)
         // The kernel copies the address when the SQE is submitted, after the task suspended.
         nonisolated(unsafe) let storage = UnsafeMutablePointer<sockaddr_storage>.allocate(capacity: 1)
@@ -65,7 +67,8 @@ public struct TCPConnection: Sendable, Hashable {
     ///   (or `buffer` is empty).
     /// - Throws: ``IOError`` for ``IOError/Operation/receive`` (`ECONNRESET` when the peer reset
     ///   the connection, `EBADF`, …), ``IOError/Code/timedOut``, ``IOError/Code/cancelled``.
-    public func read(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration? = nil) async throws(IOError) -> Int {
+    public func read(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration? = nil) async throws(IOError) -> Int
+    {
         let fd = descriptor.rawValue
         // The buffer is lent to the ring for this call only: it returns after the final completion.
         let receive = unsafe ReceiveOperation(fd: fd, buffer: buffer.baseAddress, count: buffer.count)
@@ -112,7 +115,9 @@ public struct TCPConnection: Sendable, Hashable {
         if count == 0 { return [] }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 16)
         defer { unsafe buffer.deallocate() }
-        let filled = try unsafe await fillUntilDeadline(buffer, deadline: timeout.map { ContinuousClock.now + $0 }, operation: .receive) {
+        let filled = try unsafe await fillUntilDeadline(
+            buffer, deadline: timeout.map { ContinuousClock.now + $0 }, operation: .receive
+        ) {
             rest, _, left throws(IOError) in try unsafe await read(into: rest, timeout: left)
         }
         return unsafe Array(UnsafeRawBufferPointer(rebasing: buffer[..<filled]))
@@ -146,7 +151,9 @@ public struct TCPConnection: Sendable, Hashable {
     /// - Throws: ``IOError`` for ``IOError/Operation/send`` (`EPIPE` after the peer closed,
     ///   `ECONNRESET`, …; never a SIGPIPE), ``IOError/Code/timedOut``, ``IOError/Code/cancelled``.
     ///   After an error, some prefix of `bytes` may have been sent.
-    public func write(_ bytes: UnsafeRawBufferPointer, timeout: Duration? = nil, zeroCopy: ZeroCopy = .automatic) async throws(IOError) {
+    public func write(_ bytes: UnsafeRawBufferPointer, timeout: Duration? = nil, zeroCopy: ZeroCopy = .automatic)
+        async throws(IOError)
+    {
         let fd = descriptor.rawValue
         var useZeroCopy: Bool
         switch zeroCopy {

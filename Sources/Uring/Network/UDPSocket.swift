@@ -34,7 +34,9 @@ public struct UDPSocket: Sendable, Hashable {
     public static func bind(
         to address: SocketAddress, reuseAddress: Bool = false, reusePort: Bool = false
     ) throws(IOError) -> UDPSocket {
-        guard address.family != .unix else { throw IOError(.invalidArgument, errno: .invalidArgument, operation: .bind) }
+        guard address.family != .unix else {
+            throw IOError(.invalidArgument, errno: .invalidArgument, operation: .bind)
+        }
         let fd = try SocketCalls.makeSocket(address.family, datagram: true)
         do throws(IOError) {
             if reuseAddress { try SocketCalls.setOption(fd, SOL_SOCKET, SO_REUSEADDR, 1) }
@@ -94,7 +96,9 @@ public struct UDPSocket: Sendable, Hashable {
     /// try await socket.send(contentsOf: Array("hello".utf8), to: destination)
     /// ```
     @discardableResult
-    public func send(contentsOf bytes: [UInt8], to address: SocketAddress? = nil, timeout: Duration? = nil) async throws(IOError) -> Int {
+    public func send(contentsOf bytes: [UInt8], to address: SocketAddress? = nil, timeout: Duration? = nil)
+        async throws(IOError) -> Int
+    {
         let copy = unsafe File.copy(bytes)
         defer { unsafe copy.deallocate() }
         return try unsafe await send(UnsafeRawBufferPointer(copy), to: address, timeout: timeout)
@@ -125,11 +129,14 @@ public struct UDPSocket: Sendable, Hashable {
     /// ```swift
     /// let (bytes, sender) = try await socket.receive(upTo: 65_507)
     /// ```
-    public func receive(upTo maximumCount: Int, timeout: Duration? = nil) async throws(IOError) -> (bytes: [UInt8], sender: SocketAddress) {
+    public func receive(upTo maximumCount: Int, timeout: Duration? = nil) async throws(IOError) -> (
+        bytes: [UInt8], sender: SocketAddress
+    ) {
         guard maximumCount >= 0 else { throw IOError(.invalidArgument, errno: .invalidArgument, operation: .receive) }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(maximumCount, 1), alignment: 16)
         defer { unsafe buffer.deallocate() }
-        let (count, sender) = unsafe try await receive(into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<maximumCount]), timeout: timeout)
+        let (count, sender) = unsafe try await receive(
+            into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<maximumCount]), timeout: timeout)
         return unsafe (Array(UnsafeRawBufferPointer(rebasing: buffer[..<count])), sender)
     }
 
@@ -165,7 +172,8 @@ public struct UDPSocket: Sendable, Hashable {
     private let address: UnsafeMutablePointer<sockaddr_storage>
 
     init(buffer: UnsafeMutableRawBufferPointer, address: SocketAddress?, receiving: Bool = false) {
-        unsafe block = unsafe Self.cache.withLock { unsafe $0.popLast() } ?? .allocate(byteCount: Self.blockSize, alignment: 16)
+        unsafe block =
+            unsafe Self.cache.withLock { unsafe $0.popLast() } ?? .allocate(byteCount: Self.blockSize, alignment: 16)
         // SAFETY: the block is ours until free(); each part is (re)initialized here, at its
         // aligned offset, before the kernel sees it. All three types are trivial.
         unsafe header = unsafe block.bindMemory(to: msghdr.self, capacity: 1)

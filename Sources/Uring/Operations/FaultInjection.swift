@@ -93,7 +93,8 @@ final class FaultInjector {
 extension RingExecutor {
     /// Test support (debug builds): makes the next `times` operations of `target` on this ring
     /// (after letting `skip` through) fail or move fewer bytes. Must run on this ring's thread.
-    func injectFault(_ fault: FaultInjector.Fault, on target: FaultInjector.Target, times: Int = 1, after skip: Int = 0) {
+    func injectFault(_ fault: FaultInjector.Fault, on target: FaultInjector.Target, times: Int = 1, after skip: Int = 0)
+    {
         precondition(isCurrentRing, "faults are injected on the ring's own thread")
         if unsafe driver.pointee.faults == nil { unsafe driver.pointee.faults = FaultInjector() }
         unsafe driver.pointee.faults!.add(fault, on: target, times: times, after: skip)

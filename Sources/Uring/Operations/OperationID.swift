@@ -45,7 +45,8 @@ struct OperationID: Hashable, Sendable {
     static func decode(_ userData: UInt64) -> (tag: CompletionTag?, id: OperationID) {
         (
             CompletionTag(rawValue: UInt8(truncatingIfNeeded: userData >> 56)),
-            OperationID(index: UInt32(truncatingIfNeeded: userData), generation: UInt32(truncatingIfNeeded: userData >> 32))
+            OperationID(
+                index: UInt32(truncatingIfNeeded: userData), generation: UInt32(truncatingIfNeeded: userData >> 32))
         )
     }
 }

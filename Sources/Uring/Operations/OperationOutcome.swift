@@ -18,7 +18,9 @@ enum OperationOutcome: Equatable, Sendable {
 extension OperationOutcome {
     /// The result, or the typed error for `operation`.
     @inline(__always)
-    func get(_ operation: IOError.Operation, fileID: StaticString = #fileID, line: UInt = #line) throws(IOError) -> Int32 {
+    func get(_ operation: IOError.Operation, fileID: StaticString = #fileID, line: UInt = #line) throws(IOError)
+        -> Int32
+    {
         switch self {
         case .success(let value): return value
         case .failure(let errno): throw IOError.system(errno, operation, fileID: fileID, line: line)

@@ -1,4 +1,3 @@
-
 /// The preallocated table of operation slots, keyed by `user_data`. Slots live in fixed chunks
 /// that never move, so a pointer to a slot (a timeout's timespec) stays valid while the kernel may
 /// read it. The table grows by whole chunks up to ``maximumCount`` and never shrinks: in steady
@@ -38,7 +37,8 @@
         let base = UInt32(slotCount)
         for i in 0..<Self.chunkSize {
             // SAFETY: fresh allocation of chunkSize slots; each initialized once, chained into the free list.
-            unsafe (chunk + i).initialize(to: OperationSlot(nextFree: i == Self.chunkSize - 1 ? freeHead : base + UInt32(i) + 1))
+            unsafe (chunk + i).initialize(
+                to: OperationSlot(nextFree: i == Self.chunkSize - 1 ? freeHead : base + UInt32(i) + 1))
         }
         freeHead = base
         unsafe chunks[chunkCount] = unsafe chunk

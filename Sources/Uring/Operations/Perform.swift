@@ -119,7 +119,9 @@ extension RingExecutor {
         if !admitted {
             // More operations than the ring holds: wait in user space, in order.
             unsafe await waitForCapacity(id, slot, cancellable: cancellable)
-            if unsafe slot.pointee.state == .completed { return unsafe driver.pointee.stopping ? .shutdown : .cancelled }
+            if unsafe slot.pointee.state == .completed {
+                return unsafe driver.pointee.stopping ? .shutdown : .cancelled
+            }
         }
 
         // Phase 1: submit and suspend, with no cancellation handler. The SQEs are filled inside
@@ -180,7 +182,9 @@ extension RingExecutor {
     }
 
     @inline(never)
-    private func waitForCapacity(_ id: OperationID, _ slot: UnsafeMutablePointer<OperationSlot>, cancellable: Bool) async {
+    private func waitForCapacity(_ id: OperationID, _ slot: UnsafeMutablePointer<OperationSlot>, cancellable: Bool)
+        async
+    {
         let driver = unsafe self.driver
         await withTaskCancellationHandler {
             unsafe await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in

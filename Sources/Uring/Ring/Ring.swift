@@ -9,7 +9,10 @@ import SystemPackage
     // SAFETY (@safe): `raw` is set up in init and torn down in deinit, on the ring's thread (single issuer).
     /// The setup flag sets tried in order; the first the kernel accepts wins.
     static let setupFlagCandidates: [(flags: UInt32, name: String)] = [
-        (IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL, "single-issuer+defer-taskrun"),
+        (
+            IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL,
+            "single-issuer+defer-taskrun"
+        ),
         (IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG | IORING_SETUP_SUBMIT_ALL, "coop-taskrun"),
         (IORING_SETUP_SUBMIT_ALL, "plain"),
         (0, "plain-legacy"),
@@ -103,7 +106,9 @@ import SystemPackage
         if rc == -EBUSY || rc == -EAGAIN {
             var cqe: UnsafeMutablePointer<io_uring_cqe>? = nil
             while unsafe io_uring_peek_cqe(raw, &cqe) == 0, let entry = unsafe cqe {
-                unsafe stashed.append(Completion(userData: entry.pointee.user_data, result: entry.pointee.res, flags: entry.pointee.flags))
+                unsafe stashed.append(
+                    Completion(userData: entry.pointee.user_data, result: entry.pointee.res, flags: entry.pointee.flags)
+                )
                 unsafe io_uring_cqe_seen(raw, entry)
             }
         }
@@ -158,7 +163,8 @@ import SystemPackage
         for i in 0..<count {
             // SAFETY: the first `count` pointers point at CQEs we own until io_uring_cq_advance.
             let cqe = unsafe scratch[i].unsafelyUnwrapped
-            unsafe batch[i] = unsafe Completion(userData: cqe.pointee.user_data, result: cqe.pointee.res, flags: cqe.pointee.flags)
+            unsafe batch[i] = unsafe Completion(
+                userData: cqe.pointee.user_data, result: cqe.pointee.res, flags: cqe.pointee.flags)
         }
         unsafe io_uring_cq_advance(raw, UInt32(count))
         return count
@@ -171,4 +177,3 @@ struct Completion {
     var result: Int32
     var flags: UInt32
 }
-

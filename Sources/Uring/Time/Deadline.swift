@@ -25,7 +25,7 @@ func fillUntilDeadline(
         let n: Int
         do throws(IOError) {
             n = try unsafe await readOnce(UnsafeMutableRawBufferPointer(rebasing: buffer[filled...]), filled, left)
-        } catch where error.code == .timedOut && filled > 0 {
+        } catch  where error.code == .timedOut && filled > 0 {
             break  // what arrived before the deadline is returned
         }
         if n == 0 { break }

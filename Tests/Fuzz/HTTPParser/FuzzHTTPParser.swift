@@ -18,18 +18,23 @@ func fuzzHTTPParser(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
 }
 
 func check(_ input: UnsafeRawBufferPointer, _ parser: RequestHeadParser) {
-    let first: Result<RequestHead?, RequestHeadError> = Result { () throws(RequestHeadError) in try parser.parse(input) }
-    let again: Result<RequestHead?, RequestHeadError> = Result { () throws(RequestHeadError) in try parser.parse(input) }
+    let first: Result<RequestHead?, RequestHeadError> = Result { () throws(RequestHeadError) in try parser.parse(input)
+    }
+    let again: Result<RequestHead?, RequestHeadError> = Result { () throws(RequestHeadError) in try parser.parse(input)
+    }
     precondition(first == again, "parse is not deterministic")
     guard case .success(let parsed) = first else { return }
     guard let head = parsed else {
         // "Not complete yet" is only allowed while under the head limit.
-        precondition(input.count < parser.maximumHeadBytes + 8, "incomplete verdict for \(input.count) bytes over the limit")
+        precondition(
+            input.count < parser.maximumHeadBytes + 8, "incomplete verdict for \(input.count) bytes over the limit")
         return
     }
     // A head ends with its empty line, inside the input and the limit.
     precondition(head.length >= 4 && head.length <= input.count && head.length <= parser.maximumHeadBytes + 8)
-    precondition(input[head.length - 4] == 13 && input[head.length - 3] == 10 && input[head.length - 2] == 13 && input[head.length - 1] == 10)
+    precondition(
+        input[head.length - 4] == 13 && input[head.length - 3] == 10 && input[head.length - 2] == 13
+            && input[head.length - 1] == 10)
     for range in [head.target, head.range, head.ifRange, head.ifNoneMatch, head.ifModifiedSince].compactMap({ $0 }) {
         precondition(range.lowerBound >= 0 && range.upperBound <= head.length, "a field range outside the head")
     }
@@ -46,10 +51,13 @@ func check(_ input: UnsafeRawBufferPointer, _ parser: RequestHeadParser) {
     if let decoded = RequestPath.decode(target) {
         let path = decoded.path
         precondition(!path.contains(0) && !path.contains(UInt8(ascii: "\\")), "NUL or backslash in a decoded path")
-        precondition(path.first != UInt8(ascii: "/") && path.last != UInt8(ascii: "/"), "decoded path with a leading or trailing slash")
+        precondition(
+            path.first != UInt8(ascii: "/") && path.last != UInt8(ascii: "/"),
+            "decoded path with a leading or trailing slash")
         for segment in path.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false) {
             precondition(!segment.isEmpty || path.isEmpty, "empty segment in a decoded path")
-            precondition(!segment.elementsEqual([46]) && !segment.elementsEqual([46, 46]), "dot segment in a decoded path")
+            precondition(
+                !segment.elementsEqual([46]) && !segment.elementsEqual([46, 46]), "dot segment in a decoded path")
         }
     }
     // A date that parses formats back to itself.

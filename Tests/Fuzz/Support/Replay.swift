@@ -9,7 +9,7 @@ public func fuzzMain(_ target: @convention(c) (UnsafePointer<UInt8>?, Int) -> CI
     #if URING_FUZZING
     var argc = CommandLine.argc
     var argv = CommandLine.unsafeArgv
-    exit(LLVMFuzzerRunDriver(&argc, &argv, target))
+    exit(llvmFuzzerRunDriver(&argc, &argv, target))
     #else
     exit(replayCorpus(CommandLine.arguments.dropFirst()) { target($0, $1) })
     #endif
@@ -18,7 +18,7 @@ public func fuzzMain(_ target: @convention(c) (UnsafePointer<UInt8>?, Int) -> CI
 #if URING_FUZZING
 // libFuzzer's entry for programs with their own main (linked in by -sanitize=fuzzer).
 @_silgen_name("LLVMFuzzerRunDriver")
-func LLVMFuzzerRunDriver(
+func llvmFuzzerRunDriver(
     _ argc: UnsafeMutablePointer<CInt>,
     _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>>,
     _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> CInt

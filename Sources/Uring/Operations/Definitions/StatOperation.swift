@@ -30,10 +30,12 @@ extension StatOperation {
         let buffer = UnsafeMutablePointer<statx>.allocate(capacity: 1)
         defer { unsafe buffer.deallocate() }
         let empty: StaticString = ""
-        let pathPointer = unsafe (path.map { unsafe UnsafePointer($0.pointer) }
+        let pathPointer =
+            unsafe (path.map { unsafe UnsafePointer($0.pointer) }
             ?? UnsafeRawPointer(empty.utf8Start).assumingMemoryBound(to: CChar.self))
         let mask = UInt32(STATX_BASIC_STATS) | UInt32(STATX_BTIME)
-        let stat = unsafe StatOperation(directory: directory, path: pathPointer, flags: flags, mask: mask, buffer: buffer)
+        let stat = unsafe StatOperation(
+            directory: directory, path: pathPointer, flags: flags, mask: mask, buffer: buffer)
         _ = try await stat.run()
         return unsafe FileStatus(buffer.pointee)
     }
