@@ -18,7 +18,7 @@ enum CompletionTag: UInt8 {
     /// ring (its `ringID`), to wake it through its eventfd if the message failed.
     case messageSent = 8
     /// The cancel-by-descriptor a `close()` submits (`IORING_ASYNC_CANCEL_FD`); the index field
-    /// holds the descriptor (see `DescriptorClosing.swift`).
+    /// holds the descriptor (see `Operations/Close.swift`).
     case closeCancel = 9
 }
 

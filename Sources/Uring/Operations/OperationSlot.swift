@@ -65,7 +65,7 @@ struct RingCapacity {
     private(set) var timedOut = false
     /// The descriptor the operation uses (the SQE's `fd`), or -1: what `close()` looks for.
     var fd: Int32 = -1
-    /// A `close()` of ``fd`` ended the operation (see `DescriptorClosing.swift`).
+    /// A `close()` of ``fd`` ended the operation (see `Operations/Close.swift`).
     private(set) var descriptorClosed = false
     /// Not submitted: a close of ``fd`` was in progress (see `deferredByClose`).
     private(set) var deferredByClosing = false

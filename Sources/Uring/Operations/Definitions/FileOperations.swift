@@ -69,7 +69,7 @@ import Glibc
 }
 
 /// `openat2(2)` for reading, confined beneath `directory` (`RESOLVE_BENEATH`,
-/// `RESOLVE_NO_MAGICLINKS`). `how` is storage made by ``makeHow(options:)``.
+/// `RESOLVE_NO_MAGICLINKS`). `how` is ``ResolveStorage``, owned by the caller.
 @safe struct OpenBeneathOperation: IOOperation, @unchecked Sendable {
     // SAFETY (@safe): the pointers are lent by the awaiting caller, which stays suspended until the final completion
     // (`IOOperation.run`), so they are valid whenever a driver encodes or executes the value.
