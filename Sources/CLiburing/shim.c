@@ -1,2 +1,52 @@
-// Intentionally empty: CLiburing.h holds the shim as static inline functions.
+// The static inline helpers are in CLiburing.h; here are the few system calls glibc declares only
+// under _GNU_SOURCE (preadv2, pwritev2) or not at all (openat2), for the epoll driver.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/epoll.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
 #include "CLiburing.h"
+
+long cliburing_read_nowait(int fd, void *buffer, unsigned long count, long long offset) {
+    struct iovec vector = {.iov_base = buffer, .iov_len = count};
+    ssize_t result = preadv2(fd, &vector, 1, (off_t)offset, RWF_NOWAIT);
+    return result < 0 ? -errno : result;
+}
+
+long cliburing_write_nowait(int fd, const void *buffer, unsigned long count, long long offset) {
+    struct iovec vector = {.iov_base = (void *)buffer, .iov_len = count};
+    ssize_t result = pwritev2(fd, &vector, 1, (off_t)offset, RWF_NOWAIT);
+    return result < 0 ? -errno : result;
+}
+
+int cliburing_openat2(int directory, const char *path, void *how, unsigned long size) {
+    long result = syscall(SYS_openat2, directory, path, how, size);
+    return result < 0 ? -errno : (int)result;
+}
+
+int cliburing_accept4(int fd, struct sockaddr *address, socklen_t *length, int flags) {
+    int result = accept4(fd, address, length, flags);
+    return result < 0 ? -errno : result;
+}
+
+int cliburing_renameat2(int from, const char *source, int to, const char *target, unsigned int flags) {
+    int result = renameat2(from, source, to, target, flags);
+    return result < 0 ? -errno : result;
+}
+
+int cliburing_statx(int directory, const char *path, int flags, unsigned int mask, void *buffer) {
+    int result = statx(directory, path, flags, mask, (struct statx *)buffer);
+    return result < 0 ? -errno : result;
+}
+
+int cliburing_epoll_wait(int epoll, struct epoll_event *events, int count, long long nanoseconds) {
+    struct timespec timeout = {.tv_sec = nanoseconds / 1000000000, .tv_nsec = nanoseconds % 1000000000};
+    int result = epoll_pwait2(epoll, events, count, nanoseconds < 0 ? NULL : &timeout, NULL);
+    return result < 0 ? -errno : result;
+}

@@ -1,6 +1,7 @@
 import Glibc
 // Run by the test suite as a child process: Uring.run must install the process's executors before
 // any task exists, which a test runner's own process cannot offer.
+import SystemPackage
 import Uring
 
 func check(_ condition: Bool, _ what: String) {
@@ -29,6 +30,73 @@ if CommandLine.arguments.dropFirst().first == "--unavailable" {
         print("FAILED Uring.run threw \(error)")
     }
     exit(1)
+}
+
+if CommandLine.arguments.dropFirst().first == "--fallback" {
+    // Run under a seccomp filter that denies io_uring (as Docker's default profile does): the
+    // runtime falls back to the epoll driver, says so, and everything works.
+    let result = try Uring.run {
+        guard let ring = RingExecutor.current else {
+            check(false, "the main task runs on a ring")
+            return 0
+        }
+        print("backend=\(ring.backend)")
+        check(ring.backend == .epoll, "the ring fell back to the epoll driver")
+        check(await ring.statistics().backend == .epoll, "its statistics say epoll")
+
+        // Files: write, read back, stat, remove.
+        let path = FilePath("/tmp/uring-fallback-\(getpid())")
+        let payload = (0..<100_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        let file = try await File.open(path, .readWrite, options: [.create, .truncate])
+        try await file.write(contentsOf: payload, at: 0)
+        try await file.sync()
+        check(try await file.read(upTo: payload.count, at: 0) == payload, "a file written and read back")
+        try await file.close()
+        check(try await FileSystem.status(of: path).size == Int64(payload.count), "stat of the file")
+        try await FileSystem.remove(path)
+
+        // Sockets: a listener and a client on the same ring, 1 MiB echoed.
+        let listener = try TCPListener.bind(to: try SocketAddress(host: "127.0.0.1", port: 0))
+        let server = Task {
+            let connection = try await listener.accept()
+            for try await chunk in connection.chunks { try await connection.write(chunk) }
+            try await connection.close()
+        }
+        let client = try await TCPConnection.connect(to: listener.localAddress, timeout: .seconds(5))
+        let message = (0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }
+        async let sent: Void = client.write(contentsOf: message)
+        var echoed: [UInt8] = []
+        while echoed.count < message.count { echoed += try await client.read(upTo: message.count - echoed.count) }
+        try await sent
+        check(echoed == message, "1 MiB echoed over TCP")
+        try await client.shutdown(.write)
+        try await server.value
+        try await client.close()
+        try await listener.close()
+
+        // Timers, cancellation and a deadline.
+        let started = ContinuousClock.now
+        try await Uring.sleep(for: .milliseconds(20))
+        check(ContinuousClock.now - started >= .milliseconds(19), "a ring timer sleeps")
+        let sleeper = Task { try await Uring.sleep(for: .seconds(30)) }
+        sleeper.cancel()
+        var cancelled = false
+        do { try await sleeper.value } catch let error as IOError { cancelled = error.code == .cancelled }
+        check(cancelled, "a sleep is cancellable")
+        var fds: [Int32] = [0, 0]
+        pipe(&fds)
+        let reader = File(descriptor: FileDescriptor(rawValue: fds[0]))
+        var timedOut = false
+        do { _ = try await reader.read(upTo: 16, timeout: .milliseconds(30)) } catch let error as IOError {
+            timedOut = error.code == .timedOut
+        }
+        check(timedOut, "a read that never becomes ready times out")
+        try await reader.close()
+        close(fds[1])
+        return 42
+    }
+    check(result == 42, "Uring.run returns the body's result")
+    exit(failures == 0 ? 0 : 1)
 }
 
 if CommandLine.arguments.dropFirst().first == "--threads" {

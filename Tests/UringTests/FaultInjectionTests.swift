@@ -294,11 +294,14 @@ extension IntegrationTests {
             for block in 0..<64 { #expect(blocks[block] == Array(data[(block * 4096)..<((block + 1) * 4096)])) }
         }
 
-        /// ENOMEM at ring set-up: smaller rings are tried, and the ring runs with fewer entries;
-        /// if even the smallest fails, the error says why. Other set-up errors are not retried.
-        @Test func ringSetUpDegradesOnOutOfMemory() async throws {
+        /// ENOMEM at io_uring set-up: smaller rings are tried, and the ring runs with fewer
+        /// entries; if even the smallest fails, the error says why. Other set-up errors are not
+        /// retried: EPERM (what a seccomp profile answers) fails a ring that asked for io_uring,
+        /// and sends an automatic one to the epoll driver.
+        @Test(.enabled(if: ioUringAvailable, "io_uring is denied here"))
+        func ringSetUpDegradesOnOutOfMemory() async throws {
             FaultInjector.failSetUp(ofRingNamed: "setup-enomem", with: [ENOMEM, ENOMEM])
-            let smaller = try RingExecutor(entries: 256, name: "setup-enomem")
+            let smaller = try RingExecutor(entries: 256, name: "setup-enomem", backend: .ioUring)
             #expect(await smaller.statistics().submissionEntries == 64)
             #expect(
                 try await Task(executorPreference: smaller) { try await File.readAll(at: "/proc/self/stat").count > 0 }
@@ -307,7 +310,7 @@ extension IntegrationTests {
 
             FaultInjector.failSetUp(ofRingNamed: "setup-enomem-always", with: Array(repeating: ENOMEM, count: 20))
             do {
-                _ = try RingExecutor(entries: 256, name: "setup-enomem-always")
+                _ = try RingExecutor(entries: 256, name: "setup-enomem-always", backend: .ioUring)
                 Issue.record("set-up did not fail")
             } catch {
                 #expect(error.code == .ringUnavailable && error.errno == .noMemory && error.operation == .setup)
@@ -316,11 +319,25 @@ extension IntegrationTests {
 
             FaultInjector.failSetUp(ofRingNamed: "setup-eperm", with: [EPERM])
             do {
-                _ = try RingExecutor(entries: 256, name: "setup-eperm")
+                _ = try RingExecutor(entries: 256, name: "setup-eperm", backend: .ioUring)
                 Issue.record("set-up did not fail")
             } catch {
                 #expect(error.code == .ringUnavailable && error.errno == .notPermitted)
             }
+
+            for errno in [EPERM, EACCES, ENOSYS] {
+                FaultInjector.failSetUp(ofRingNamed: "setup-fallback", with: [errno])
+                let fallback = try RingExecutor(entries: 256, name: "setup-fallback", backend: .automatic)
+                #expect(fallback.backend == .epoll, "errno \(errno)")
+                #expect(await fallback.statistics().backend == .epoll)
+                #expect(
+                    try await Task(executorPreference: fallback) { try await File.readAll(at: "/proc/self/stat").count }
+                        .value > 0)
+                fallback.shutdown()
+            }
+            // ENOMEM to the end is not a denial: no fallback.
+            FaultInjector.failSetUp(ofRingNamed: "setup-nofallback", with: Array(repeating: ENOMEM, count: 20))
+            #expect(throws: IOError.self) { _ = try RingExecutor(name: "setup-nofallback", backend: .automatic) }
         }
     }
 }

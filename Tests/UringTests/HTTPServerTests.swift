@@ -9,8 +9,12 @@ final class HTTPServerProcess {
     let port: Int
     let root: TemporaryDirectory
     let big: [UInt8]
+    /// What the server logged before its banner (with a sandbox: standard error included).
+    private(set) var startupLog: [String] = []
 
-    init(extra: [String] = []) throws {
+    /// Starts `uring-http`; with `sandboxed`, under a seccomp filter that denies io_uring (see
+    /// ``IoUringDeniedSandbox``), so it runs on the epoll driver.
+    init(extra: [String] = [], sandboxed: Bool = false) throws {
         root = TemporaryDirectory()
         try Self.write(root.path + "/index.html", Array("<h1>home</h1>\n".utf8))
         mkdir(root.path + "/sub", 0o755)
@@ -21,9 +25,19 @@ final class HTTPServerProcess {
         try Self.write(root.path + "/big.bin", big)
         symlink("/etc/passwd", root.path + "/escape")  // points outside the root
         symlink("index.html", root.path + "/inside.html")  // points inside: allowed
-        child = try SpawnedChild(
-            executableNextToTests("uring-http"), ["--root", root.path, "--host", "127.0.0.1", "--port", "0"] + extra)
-        let banner = child.readLine()
+        let arguments = ["--root", root.path, "--host", "127.0.0.1", "--port", "0"] + extra
+        if sandboxed {
+            let sandbox = try IoUringDeniedSandbox(in: root.path)
+            let (path, wrapped) = sandbox.command(executableNextToTests("uring-http"), arguments)
+            child = try SpawnedChild(path, wrapped, includeStandardError: true)
+        } else {
+            child = try SpawnedChild(executableNextToTests("uring-http"), arguments)
+        }
+        var banner = child.readLine()
+        while sandboxed && !banner.hasPrefix("uring-http listening") && !banner.isEmpty {
+            startupLog.append(banner)
+            banner = child.readLine()
+        }
         guard banner.hasPrefix("uring-http listening on http://127.0.0.1:"),
             let port = banner.split(separator: ":").last.flatMap({ Int($0.prefix { $0.isNumber }) })
         else {
@@ -86,10 +100,15 @@ extension Array where Element == UInt8 {
 extension IntegrationTests {
     @Suite("uring-http")
     struct HTTPServerProcessTests {
-        @Test(.enabled(if: curlAvailable, "curl is not installed"))
-        func curlKeepAliveHeadRangeAndConditional() throws {
-            let server = try HTTPServerProcess()
+        /// Also run under a seccomp filter that denies io_uring: the server falls back to the
+        /// epoll driver and serves the same.
+        @Test(.enabled(if: curlAvailable, "curl is not installed"), arguments: sandboxModes)
+        func curlKeepAliveHeadRangeAndConditional(sandboxed: Bool) throws {
+            let server = try HTTPServerProcess(sandboxed: sandboxed)
             defer { #expect(server.stop() == 0) }
+            if sandboxed {
+                #expect(server.startupLog.contains { $0.contains("backend=epoll") }, "\(server.startupLog)")
+            }
             // Keep-alive: curl reuses its connection for the second and third URL.
             let (rc, verbose) = try shell(
                 "curl -sv -o /dev/null -o /dev/null -o /dev/null \(server.url)/ \(server.url)/4k.bin \(server.url)/sub/ 2>&1"
@@ -182,8 +201,9 @@ extension IntegrationTests {
             #expect(rc == 0 && output == "ok 1000\n", "\(output)")
         }
 
-        @Test func traversalNeverLeavesTheRoot() async throws {
-            let server = try HTTPServerProcess()
+        @Test(arguments: sandboxModes)
+        func traversalNeverLeavesTheRoot(sandboxed: Bool) async throws {
+            let server = try HTTPServerProcess(sandboxed: sandboxed)
             defer { #expect(server.stop() == 0) }
             for target in [
                 "/../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/a/..%2f..%2f", "/escape", "/..", "//etc/passwd",

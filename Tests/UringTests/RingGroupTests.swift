@@ -110,8 +110,13 @@ extension IntegrationTests {
             #expect(try await served.value == "handoff-0>handoff-1")
             let stats = await group.statistics()
             #expect(stats[1].multishotArmed > 0, "ring 1 ran the receive stream")
-            // The rings woke each other with IORING_OP_MSG_RING (this kernel has it).
-            #expect(stats[0].messagesSent + stats[1].messagesSent > 0)
+            // Kernel rings woke each other with IORING_OP_MSG_RING (this kernel has it); the epoll
+            // driver's rings wake each other through their eventfds.
+            if group[0].backend == .ioUring {
+                #expect(stats[0].messagesSent + stats[1].messagesSent > 0)
+            } else {
+                #expect(stats[0].messagesSent + stats[1].messagesSent == 0)
+            }
             try await client.close()
             try await listener.close()
             group.shutdown()

@@ -15,8 +15,26 @@
 #include <liburing.h>
 #include <linux/stat.h>
 #include <sys/eventfd.h>  // the ring's wake-up descriptor (also in swift-system's CSystem)
+#include <sys/epoll.h>    // the epoll driver
 
 static inline unsigned char cliburing_sqe_flag_io_link(void) { return IOSQE_IO_LINK; }
+
+// The epoll driver's system calls that glibc declares only under _GNU_SOURCE (which this header
+// must not define: see above) or not at all. Each returns its result, or -errno.
+/// preadv2(2) of one buffer with RWF_NOWAIT: page-cache data now, or -EAGAIN.
+long cliburing_read_nowait(int fd, void *buffer, unsigned long count, long long offset);
+/// pwritev2(2) of one buffer with RWF_NOWAIT.
+long cliburing_write_nowait(int fd, const void *buffer, unsigned long count, long long offset);
+/// openat2(2) (no glibc wrapper).
+int cliburing_openat2(int directory, const char *path, void *how, unsigned long size);
+/// accept4(2).
+int cliburing_accept4(int fd, struct sockaddr *address, socklen_t *length, int flags);
+/// renameat2(2).
+int cliburing_renameat2(int from, const char *source, int to, const char *target, unsigned int flags);
+/// statx(2) into a struct statx.
+int cliburing_statx(int directory, const char *path, int flags, unsigned int mask, void *buffer);
+/// epoll_pwait2(2) (a timespec timeout; -ENOSYS before Linux 5.11).
+int cliburing_epoll_wait(int epoll, struct epoll_event *events, int count, long long nanoseconds);
 static inline unsigned char cliburing_sqe_flag_buffer_select(void) { return IOSQE_BUFFER_SELECT; }
 
 #endif

@@ -159,6 +159,8 @@ do {
                 listeners.append(try TCPListener.bind(to: bound, backlog: options.backlog, reusePort: true))
             }
         }
+        // Which driver runs (io_uring, or epoll where io_uring is denied), on standard error.
+        Logger(label: "uring-echo").info("backend=\(rings[0].backend)")
         print("uring-echo listening on \(bound)")
         fflush(nil)  // all streams: the line above must reach a pipe at once
         // Each accept loop and its connections are one task tree: cancelling its root cancels the

@@ -95,6 +95,8 @@ do {
             listeners.append(try TCPListener.bind(to: bound, backlog: bindBacklog, reusePort: true))
         }
         let servers = listeners.map { _ in HTTPServer(configuration: settings) }
+        // Which driver runs (io_uring, or epoll where io_uring is denied), on standard error.
+        Logger(label: "uring-http").info("backend=\(rings[0].backend)")
         print("uring-http listening on http://\(bound)/" + (settings.hello ? " (hello)" : " serving \(settings.root!)"))
         fflush(nil)
         let signals = Task {

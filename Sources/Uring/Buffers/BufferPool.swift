@@ -27,8 +27,12 @@ import Glibc
     /// Receive streams that ran out of buffers (`-ENOBUFS`) and wait for one to come back.
     var starved = FIFO<MultishotStream>(initialCapacity: 16)
 
-    /// Registers the pool with `ring`. `count` must be a power of two, at most 32,768.
-    init(ring: UnsafeMutablePointer<io_uring>, count: Int, bufferSize: Int) throws(IOError) {
+    /// Registers the pool through `register` (`io_uring_register_buf_ring` on a kernel ring, or
+    /// the epoll driver's equivalent), which returns 0 or -errno. `count` must be a power of
+    /// two, at most 32,768.
+    init(
+        count: Int, bufferSize: Int, register: (UnsafeMutablePointer<io_uring_buf_reg>) -> Int32
+    ) throws(IOError) {
         precondition(count > 0 && count <= 32768 && count & (count - 1) == 0 && bufferSize > 0)
         self.count = count
         self.bufferSize = bufferSize
@@ -45,7 +49,7 @@ import Glibc
         registration.ring_addr = UInt64(UInt(bitPattern: mapped))
         registration.ring_entries = UInt32(count)
         registration.bgid = Self.group
-        let rc = unsafe io_uring_register_buf_ring(ring, &registration, 0)
+        let rc = unsafe register(&registration)
         guard rc == 0 else {
             unsafe munmap(mapped, ringBytes)
             unsafe storage.deallocate()

@@ -66,6 +66,7 @@ import Glibc
         statistics.submissionEntries = Int(ring.submissionEntries)
         statistics.completionEntries = Int(ring.completionEntries)
         statistics.setupMode = ring.setupMode
+        statistics.backend = ring.backend
         self.ring = ring
         self.ringID = ringID
         useBit = 1 << UInt64(ringID & 63)

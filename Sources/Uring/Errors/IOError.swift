@@ -24,7 +24,7 @@ public struct IOError: Error, Sendable, Hashable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         @usableFromInline enum Base: UInt8, Sendable {
             case systemCall, cancelled, timedOut, invalidArgument, ringUnavailable, unexpectedEndOfFile,
-                executorShutdown, closed, nameResolution, frameTooLong
+                executorShutdown, closed, nameResolution, frameTooLong, unsupported
         }
         @usableFromInline let base: Base
         @usableFromInline init(_ base: Base) { self.base = base }
@@ -55,6 +55,10 @@ public struct IOError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let nameResolution = Code(.nameResolution)
         /// A delimited frame (a line) grew past its maximum length before its delimiter came.
         public static let frameTooLong = Code(.frameTooLong)
+        /// The kernel lacks an io_uring operation or feature the runtime needs (a ring that
+        /// asked for io_uring only, on an old kernel). ``IOError/subject`` names it
+        /// (``IOError/Subject/feature(_:)``); ``IOError/errno`` is `EOPNOTSUPP`.
+        public static let unsupported = Code(.unsupported)
 
         public var description: String {
             switch base {
@@ -68,6 +72,7 @@ public struct IOError: Error, Sendable, Hashable, CustomStringConvertible {
             case .closed: "descriptor closed"
             case .nameResolution: "name resolution failed"
             case .frameTooLong: "frame too long"
+            case .unsupported: "not supported by this kernel"
             }
         }
     }
@@ -138,12 +143,15 @@ public struct IOError: Error, Sendable, Hashable, CustomStringConvertible {
         case address(SocketAddress)
         /// A host name and port being resolved or connected to.
         case host(String, port: Int)
+        /// A kernel feature (an io_uring opcode) that is missing.
+        case feature(String)
 
         public var description: String {
             switch self {
             case .path(let path): "'\(path)'"
             case .address(let address): "\(address)"
             case .host(let host, let port): "\(host):\(port)"
+            case .feature(let name): name
             }
         }
     }

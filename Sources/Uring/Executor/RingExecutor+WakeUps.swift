@@ -19,8 +19,10 @@ extension RingExecutor {
         // a job that blocks after enqueueing delays the wake-up; the stall detector reports such
         // jobs).
         let target = messageFD.load(ordering: .acquiring)
+        // Only between kernel rings: an epoll-driven ring has no ring descriptor to post into
+        // (messageFD -1) and cannot send (its own messageFD is -1 too).
         if target >= 0, RingExecutor.messagesWork.load(ordering: .relaxed), let source = RingExecutor.current,
-            source !== self
+            source !== self, source.messageFD.load(ordering: .relaxed) >= 0
         {
             unsafe source.driver.pointee.sendWakeMessage(toFD: target, ringID: ringID)
             return

@@ -73,6 +73,16 @@ import Synchronization
     /// Serializes joining the thread (shutdown may be called from several threads).
     private let joinLock = Lock(())
     private let ownsThread: Bool
+    /// The driver asked for, and the one that runs (set on the ring's thread before `init`
+    /// returns).
+    let preference: RingBackendPreference
+    private let runningBackend = Atomic<UInt8>(0)
+
+    /// The driver this ring runs on: ``RingBackend/ioUring``, or ``RingBackend/epoll`` where
+    /// io_uring is denied or was not asked for.
+    public var backend: RingBackend {
+        runningBackend.load(ordering: .acquiring) == 1 ? .epoll : .ioUring
+    }
 
     /// Creates a ring with `entries` submission entries and starts its thread.
     ///
@@ -90,21 +100,29 @@ import Synchronization
     ///     trades CPU time for latency: a task or job handed to a spinning ring starts within
     ///     a fraction of a microsecond instead of after a thread wake-up (several microseconds),
     ///     and a busy ring makes fewer sleeping system calls. Zero (the default) sleeps at once.
-    /// - Throws: ``IOError`` with code ``IOError/Code/ringUnavailable`` when io_uring cannot be set
-    ///   up; its description says why (sysctl, seccomp, memlock). ``IOError/Code/invalidArgument``
-    ///   for a parameter out of range.
+    ///   - backend: The driver (see ``RingBackendPreference``); `nil` (the default) reads
+    ///     `SWIFT_URING_BACKEND`, automatic when unset: io_uring, or the epoll driver where
+    ///     io_uring is denied. ``backend`` says which one runs.
+    /// - Throws: ``IOError`` with code ``IOError/Code/ringUnavailable`` when io_uring was asked
+    ///   for and cannot be set up (with `.automatic`, only when the epoll driver cannot be set up
+    ///   either); its description says why (sysctl, seccomp, memlock).
+    ///   ``IOError/Code/unsupported`` when io_uring was asked for and the kernel lacks an
+    ///   operation the runtime uses. ``IOError/Code/invalidArgument`` for a parameter out of
+    ///   range, or a `SWIFT_URING_BACKEND` that names no driver.
     public convenience init(
         entries: Int = 256, jobBudget: Int = 256, name: String = "swift-uring",
-        receiveBufferCount: Int = 1024, receiveBufferSize: Int = 4096, spinBeforeSleep: Duration = .zero
+        receiveBufferCount: Int = 1024, receiveBufferSize: Int = 4096, spinBeforeSleep: Duration = .zero,
+        backend: RingBackendPreference? = nil
     ) throws(IOError) {
         try self.init(
             entries: entries, jobBudget: jobBudget, name: name, receiveBufferCount: receiveBufferCount,
-            receiveBufferSize: receiveBufferSize, spinBeforeSleep: spinBeforeSleep, donatingCurrentThread: false)
+            receiveBufferSize: receiveBufferSize, spinBeforeSleep: spinBeforeSleep, backend: backend,
+            donatingCurrentThread: false)
     }
 
     init(
         entries: Int, jobBudget: Int, name: String, receiveBufferCount: Int = 1024, receiveBufferSize: Int = 4096,
-        spinBeforeSleep: Duration = .zero, donatingCurrentThread: Bool
+        spinBeforeSleep: Duration = .zero, backend: RingBackendPreference? = nil, donatingCurrentThread: Bool
     ) throws(IOError) {
         guard entries >= 1, entries <= 32768, jobBudget >= 1,
             receiveBufferCount >= 1, receiveBufferCount <= 32768, receiveBufferCount & (receiveBufferCount - 1) == 0,
@@ -113,6 +131,9 @@ import Synchronization
         else {
             throw IOError(.invalidArgument, errno: .invalidArgument, operation: .setup)
         }
+        let preference: RingBackendPreference
+        if let backend { preference = backend } else { preference = try RingBackendPreference.fromEnvironment() }
+        self.preference = preference
         self.spinBeforeSleep = spinBeforeSleep
         spinNanoseconds = nanoseconds(spinBeforeSleep)
         self.jobBudget = jobBudget
@@ -175,10 +196,13 @@ import Synchronization
 
     private func setUpOnCurrentThread(entries: UInt32) throws(IOError) {
         #if DEBUG
-        let ring = try Ring(entries: entries, injectedFailures: FaultInjector.takeSetupFailures(ofRingNamed: name))
+        let ring = try Ring(
+            entries: entries, preference: preference,
+            injectedFailures: FaultInjector.takeSetupFailures(ofRingNamed: name))
         #else
-        let ring = try Ring(entries: entries)
+        let ring = try Ring(entries: entries, preference: preference)
         #endif
+        runningBackend.store(ring.backend == .epoll ? 1 : 0, ordering: .releasing)
         if ring.submissionEntries < entries {
             StallDetector.current.logger.warning(
                 "io_uring_setup: not enough kernel memory for \(entries) entries; ring '\(name)' runs with \(ring.submissionEntries)"

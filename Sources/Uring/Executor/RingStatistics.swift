@@ -1,5 +1,10 @@
 /// Counters of one ring, read with ``RingExecutor/statistics()``.
 public struct RingStatistics: Sendable, Hashable {
+    /// The driver the ring runs on (see ``RingBackend``).
+    public var backend: RingBackend = .ioUring
+    /// What the epoll driver did with the operations (all zero on io_uring): how many completed
+    /// at once, waited for readiness, or ran on the worker pool.
+    public var epoll = EpollDriverCounters()
     /// Submission queue entries the kernel gave the ring.
     public var submissionEntries = 0
     /// Completion queue entries the kernel gave the ring.
@@ -63,6 +68,8 @@ extension RingExecutor {
         await withTaskExecutorPreference(self) {
             precondition(isCurrentRing)
             var snapshot = unsafe driver.pointee.statistics
+            snapshot.backend = unsafe driver.pointee.ring.backend
+            if let soft = unsafe driver.pointee.ring.soft { snapshot.epoll = unsafe soft.pointee.counters }
             snapshot.operationsInTable = unsafe driver.pointee.table.activeCount
             snapshot.tableCapacity = unsafe driver.pointee.table.slotCount
             snapshot.stalls = stallCount.load(ordering: .relaxed)

@@ -19,33 +19,112 @@ import SystemPackage
     ]
 
     let raw: UnsafeMutablePointer<io_uring>
+    /// The epoll driver's ring, when this ring is not a kernel ring (then `raw` describes its
+    /// queues, and liburing's inline helpers work on them unchanged).
+    let soft: UnsafeMutablePointer<SoftRing>?
     let submissionEntries: UInt32
     let completionEntries: UInt32
     let setupMode: String
+    var backend: RingBackend { soft == nil ? .ioUring : .epoll }
 
-    /// Sets up a ring with `entries` submission entries and twice as many completion entries.
-    /// Must run on the thread that will submit (single issuer). When the kernel has not enough
-    /// memory for that many (`ENOMEM`), smaller rings are tried, down to 16 entries: check
-    /// `submissionEntries`. `injectedFailures` (tests) fail the first set-up attempts with those
-    /// errnos.
-    init(entries: UInt32, injectedFailures: [Int32] = []) throws(IOError) {
+    /// Sets up a ring with `entries` submission entries and twice as many completion entries, on
+    /// the driver `preference` asks for (see ``RingBackendPreference``). Must run on the thread
+    /// that will submit (single issuer). When the kernel has not enough memory for that many
+    /// (`ENOMEM`), smaller rings are tried, down to 16 entries: check `submissionEntries`.
+    /// `injectedFailures` (tests) fail the first io_uring set-up attempts with those errnos.
+    init(entries: UInt32, preference: RingBackendPreference = .automatic, injectedFailures: [Int32] = [])
+        throws(IOError)
+    {
         guard entries >= 1, entries <= 32768 else {
             throw IOError(.invalidArgument, errno: .invalidArgument, operation: .setup)
         }
         let raw = UnsafeMutablePointer<io_uring>.allocate(capacity: 1)
-        let setup: (params: io_uring_params, flags: UInt32, name: String)
+        if preference != .epoll {
+            do throws(IOError) {
+                let setup = try unsafe Ring.setUp(raw, entries: entries, injectedFailures: injectedFailures)
+                if let missing = unsafe Ring.missingFeature(raw) {
+                    unsafe io_uring_queue_exit(raw)
+                    var error = IOError(.unsupported, errno: .notSupported, operation: .setup)
+                    error.subject = .feature(missing)
+                    throw error
+                }
+                unsafe self.raw = unsafe raw
+                soft = nil
+                submissionEntries = setup.params.sq_entries
+                completionEntries = setup.params.cq_entries
+                setupMode = setup.name
+                // Saves an fd lookup per io_uring_enter; optional, so failure is ignored.
+                _ = unsafe io_uring_register_ring_fd(raw)
+                return
+            } catch {
+                guard preference == .automatic, Ring.fallsBack(error) else {
+                    unsafe raw.deallocate()
+                    throw error
+                }
+                RingBackend.announceFallback(reason: "\(error)")
+            }
+        }
+        let soft = UnsafeMutablePointer<SoftRing>.allocate(capacity: 1)
         do throws(IOError) {
-            setup = try unsafe Ring.setUp(raw, entries: entries, injectedFailures: injectedFailures)
+            unsafe soft.initialize(to: try SoftRing(raw: raw, entries: entries))
         } catch {
+            unsafe soft.deallocate()
             unsafe raw.deallocate()
             throw error
         }
         unsafe self.raw = unsafe raw
-        submissionEntries = setup.params.sq_entries
-        completionEntries = setup.params.cq_entries
-        setupMode = setup.name
-        // Saves an fd lookup per io_uring_enter; optional, so failure is ignored.
-        _ = unsafe io_uring_register_ring_fd(raw)
+        unsafe self.soft = unsafe soft
+        submissionEntries = unsafe soft.pointee.submissionEntries
+        completionEntries = unsafe soft.pointee.completionEntries
+        setupMode = "epoll"
+    }
+
+    /// Whether an io_uring set-up failure sends an automatic ring to the epoll driver: io_uring
+    /// denied (`EPERM`, `EACCES`: seccomp, sysctl), absent (`ENOSYS`), or lacking an operation
+    /// the runtime uses.
+    static func fallsBack(_ error: IOError) -> Bool {
+        if error.code == .unsupported { return true }
+        guard error.code == .ringUnavailable, let errno = error.errno else { return false }
+        return errno == .notPermitted || errno == .permissionDenied || errno == .noFunction
+    }
+
+    /// The opcodes the operation definitions and the driver submit; a kernel ring must have
+    /// them all (`io_uring_get_probe_ring`).
+    static let requiredOpcodes: [(io_uring_op, String)] = [
+        (IORING_OP_NOP, "NOP"), (IORING_OP_READ, "READ"), (IORING_OP_WRITE, "WRITE"),
+        (IORING_OP_OPENAT, "OPENAT"), (IORING_OP_OPENAT2, "OPENAT2"), (IORING_OP_CLOSE, "CLOSE"),
+        (IORING_OP_FSYNC, "FSYNC"), (IORING_OP_STATX, "STATX"), (IORING_OP_UNLINKAT, "UNLINKAT"),
+        (IORING_OP_RENAMEAT, "RENAMEAT"), (IORING_OP_MKDIRAT, "MKDIRAT"), (IORING_OP_TIMEOUT, "TIMEOUT"),
+        (IORING_OP_LINK_TIMEOUT, "LINK_TIMEOUT"), (IORING_OP_ASYNC_CANCEL, "ASYNC_CANCEL"),
+        (IORING_OP_POLL_ADD, "POLL_ADD"), (IORING_OP_ACCEPT, "ACCEPT"), (IORING_OP_CONNECT, "CONNECT"),
+        (IORING_OP_RECV, "RECV"), (IORING_OP_SEND, "SEND"), (IORING_OP_SENDMSG, "SENDMSG"),
+        (IORING_OP_RECVMSG, "RECVMSG"), (IORING_OP_SHUTDOWN, "SHUTDOWN"), (IORING_OP_SEND_ZC, "SEND_ZC"),
+    ]
+
+    /// The first opcode or kernel feature the runtime needs that this kernel ring lacks, or nil.
+    /// Flags that the probe cannot see (multishot receive, 6.0; multishot accept, cancel by
+    /// descriptor and provided-buffer rings, 5.19) are covered by the kernel version.
+    static func missingFeature(_ raw: UnsafeMutablePointer<io_uring>) -> String? {
+        guard let probe = unsafe io_uring_get_probe_ring(raw) else {
+            return "IORING_REGISTER_PROBE (Linux 5.6)"
+        }
+        defer { unsafe io_uring_free_probe(probe) }
+        for (opcode, name) in requiredOpcodes where unsafe io_uring_opcode_supported(probe, Int32(opcode.rawValue)) == 0 {
+            return "IORING_OP_\(name)"
+        }
+        if let version = kernelVersion(), version < (6, 0) {
+            return "multishot receive with provided buffers (Linux 6.0; this kernel is \(version.0).\(version.1))"
+        }
+        return nil
+    }
+
+    /// The running kernel's major and minor version (`uname`).
+    static func kernelVersion() -> (Int, Int)? {
+        var name = utsname()
+        guard unsafe uname(&name) == 0 else { return nil }
+        let release = unsafe withUnsafeBytes(of: &name.release) { unsafe String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        let parts = release.split(whereSeparator: { !$0.isNumber }).prefix(2).compactMap { Int($0) }
+        return parts.count == 2 ? (parts[0], parts[1]) : nil
     }
 
     private static func setUp(
@@ -73,7 +152,13 @@ import SystemPackage
     }
 
     deinit {
-        unsafe io_uring_queue_exit(raw)
+        if let soft = unsafe soft {
+            unsafe soft.pointee.waitForPool()
+            unsafe soft.deinitialize(count: 1)
+            unsafe soft.deallocate()
+        } else {
+            unsafe io_uring_queue_exit(raw)
+        }
         unsafe raw.deallocate()
     }
 
@@ -116,14 +201,24 @@ import SystemPackage
 
     /// Registers a provided-buffer pool for multishot receives.
     func registerBufferPool(count: Int, bufferSize: Int) throws(IOError) -> BufferPool {
-        try unsafe BufferPool(ring: raw, count: count, bufferSize: bufferSize)
+        try unsafe BufferPool(count: count, bufferSize: bufferSize) { registration in
+            if let soft = unsafe soft {
+                // SAFETY: ring_addr is the pool's page-aligned mapping of ring_entries entries.
+                unsafe soft.pointee.registerBuffers(
+                    group: registration.pointee.bgid,
+                    ring: UnsafeMutableRawPointer(bitPattern: UInt(registration.pointee.ring_addr))!,
+                    entries: registration.pointee.ring_entries)
+                return 0
+            }
+            return unsafe io_uring_register_buf_ring(raw, registration, 0)
+        }
     }
 
     /// Completions taken off the CQ while making room for submissions; dispatched first by the loop.
     var stashed: [Completion] = []
 
     /// The ring's own file descriptor (the target of another ring's `IORING_OP_MSG_RING`).
-    var fileDescriptor: Int32 { unsafe raw.pointee.ring_fd }
+    var fileDescriptor: Int32 { soft == nil ? unsafe raw.pointee.ring_fd : -1 }
 
     /// Entries queued but not yet submitted.
     var pendingSubmissions: UInt32 { unsafe io_uring_sq_ready(raw) }
@@ -136,6 +231,7 @@ import SystemPackage
     /// result; `-EINTR` and `-EBUSY`/`-EAGAIN` are normal and the loop just goes round again.
     @discardableResult
     mutating func submit(wait: Bool) -> Int32 {
+        if let soft = unsafe soft { return unsafe soft.pointee.enter(wait: wait) }
         if wait {
             return unsafe io_uring_submit_and_wait(raw, 1)
         }
@@ -144,8 +240,9 @@ import SystemPackage
 
     /// True when the kernel has completions it could not post because the CQ ring was full.
     var completionQueueOverflowed: Bool {
+        if let soft = unsafe soft { return unsafe soft.pointee.hasOverflow }
         // SAFETY: kflags points into the ring's mapped SQ memory for the ring's lifetime.
-        unsafe (raw.pointee.sq.kflags.pointee & IORING_SQ_CQ_OVERFLOW) != 0
+        return unsafe (raw.pointee.sq.kflags.pointee & IORING_SQ_CQ_OVERFLOW) != 0
     }
 
     /// Copies up to `capacity` ready completions into `batch` and advances the CQ once.

@@ -1,0 +1,159 @@
+internal import CLiburing
+import Glibc
+
+// The system calls behind each opcode, read from the submission entry's fields exactly as the
+// kernel reads them (liburing's io_uring_prep_* encodings): the non-blocking attempts the ring
+// thread makes, and the blocking calls the worker pool makes.
+
+extension SoftRing {
+    /// Tries the call of a socket, pipe or poll entry without blocking: its result and
+    /// completion flags, or `-EAGAIN` when it must wait for readiness. `readiness` is the epoll
+    /// events that woke it (0 on the first try).
+    mutating func attempt(
+        _ sqe: UnsafeMutablePointer<io_uring_sqe>, readiness: UInt32, request: UnsafeMutablePointer<SoftRequest>?
+    ) -> (result: Int32, flags: UInt32) {
+        let fd = unsafe sqe.pointee.fd
+        let address = unsafe UnsafeMutableRawPointer(bitPattern: UInt(sqe.pointee.addr))
+        let length = unsafe Int(sqe.pointee.len)
+        let flags = unsafe Int32(bitPattern: sqe.pointee.msg_flags) | Int32(MSG_DONTWAIT)
+        let rc: Int
+        switch unsafe UInt32(sqe.pointee.opcode) {
+        case Self.op(IORING_OP_RECV):
+            if unsafe sqe.pointee.flags & cliburing_sqe_flag_buffer_select() != 0 {
+                let group = unsafe sqe.pointee.buf_group
+                guard let buffer = peekBuffer(group) else {
+                    // Like the kernel: a receive that finds data but no buffer fails with ENOBUFS.
+                    return (readiness == 0 ? -EAGAIN : -ENOBUFS, 0)
+                }
+                let received = unsafe recv(fd, buffer.address, buffer.length, flags)
+                if received > 0 {
+                    consumeBuffer(group)
+                    return (
+                        Int32(received),
+                        UInt32(IORING_CQE_F_BUFFER) | UInt32(buffer.id) << UInt32(IORING_CQE_BUFFER_SHIFT)
+                    )
+                }
+                rc = received
+            } else {
+                rc = unsafe recv(fd, address, length, flags)
+            }
+        case Self.op(IORING_OP_SEND), Self.op(IORING_OP_SEND_ZC):
+            rc = unsafe send(fd, address, length, flags)
+        case Self.op(IORING_OP_SENDMSG):
+            rc = unsafe sendmsg(fd, address?.assumingMemoryBound(to: msghdr.self), flags)
+        case Self.op(IORING_OP_RECVMSG):
+            rc = unsafe recvmsg(fd, address?.assumingMemoryBound(to: msghdr.self), flags)
+        case Self.op(IORING_OP_ACCEPT):
+            if descriptors[fd]?.nonblocking != true {
+                // accept4 has no per-call MSG_DONTWAIT: the listening socket itself must not block.
+                let current = fcntl(fd, F_GETFL)
+                if current >= 0 && current & O_NONBLOCK == 0 { _ = fcntl(fd, F_SETFL, current | O_NONBLOCK) }
+                descriptors[fd, default: Waiters()].nonblocking = true
+            }
+            let lengthPointer = unsafe UnsafeMutablePointer<socklen_t>(bitPattern: UInt(sqe.pointee.off))
+            let accepted = unsafe cliburing_accept4(
+                fd, address?.assumingMemoryBound(to: sockaddr.self), lengthPointer,
+                Int32(bitPattern: sqe.pointee.accept_flags))
+            return (accepted == -EWOULDBLOCK ? -EAGAIN : accepted, 0)
+        case Self.op(IORING_OP_CONNECT):
+            // Woken for writability: the connect is over; SO_ERROR says how.
+            var error: Int32 = 0
+            var size = socklen_t(MemoryLayout<Int32>.size)
+            guard unsafe getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &size) == 0 else { return (-Glibc.errno, 0) }
+            return (-error, 0)
+        case Self.op(IORING_OP_POLL_ADD):
+            let ready = unsafe readiness & (sqe.pointee.poll32_events | EPOLLERR.rawValue | EPOLLHUP.rawValue)
+            return (ready == 0 ? -EAGAIN : Int32(bitPattern: ready), 0)
+        case Self.op(IORING_OP_READ):
+            return (SoftRing.streamCall(fd, address, length, reading: true), 0)
+        case Self.op(IORING_OP_WRITE):
+            return (SoftRing.streamCall(fd, address, length, reading: false), 0)
+        default:
+            return (-EINVAL, 0)
+        }
+        if rc >= 0 { return (Int32(truncatingIfNeeded: rc), 0) }
+        let error = Glibc.errno
+        return (error == EWOULDBLOCK ? -EAGAIN : -error, 0)
+    }
+
+    /// A read or write of a stream (pipe, socket, eventfd, terminal) without blocking:
+    /// `RWF_NOWAIT` where the kernel supports it for that file, else a zero-timeout poll first.
+    static func streamCall(_ fd: Int32, _ address: UnsafeMutableRawPointer?, _ length: Int, reading: Bool) -> Int32 {
+        let result =
+            reading
+            ? unsafe cliburing_read_nowait(fd, address, UInt(length), -1)
+            : unsafe cliburing_write_nowait(fd, address, UInt(length), -1)
+        guard result == -Int(EOPNOTSUPP) else { return Int32(truncatingIfNeeded: result) }
+        var waiter = pollfd(fd: fd, events: Int16(reading ? POLLIN : POLLOUT), revents: 0)
+        let ready = unsafe poll(&waiter, 1, 0)
+        if ready == 0 { return -EAGAIN }
+        if ready < 0 { return -Glibc.errno }
+        let rc = reading ? unsafe read(fd, address, length) : unsafe write(fd, address, length)
+        return rc < 0 ? -Glibc.errno : Int32(truncatingIfNeeded: rc)
+    }
+
+    /// True for a descriptor epoll cannot wait on: a regular file, directory or block device.
+    static func isRegularFile(_ fd: Int32) -> Bool {
+        var status = stat()
+        guard unsafe fstat(fd, &status) == 0 else { return false }
+        let kind = status.st_mode & S_IFMT
+        return kind == S_IFREG || kind == S_IFDIR || kind == S_IFBLK
+    }
+
+    /// Runs a file or path entry to completion, blocking (on a worker thread). Returns the
+    /// result as the kernel's completion would carry it.
+    static func perform(_ sqe: UnsafeMutablePointer<io_uring_sqe>) -> Int32 {
+        let fd = unsafe sqe.pointee.fd
+        let address = unsafe UnsafeMutableRawPointer(bitPattern: UInt(sqe.pointee.addr))
+        let path = unsafe UnsafePointer<CChar>(bitPattern: UInt(sqe.pointee.addr))
+        let length = unsafe Int(sqe.pointee.len)
+        let offset = unsafe sqe.pointee.off
+        while true {
+            let rc: Int
+            switch unsafe UInt32(sqe.pointee.opcode) {
+            case Self.op(IORING_OP_READ):
+                rc =
+                    offset == UInt64.max
+                    ? unsafe read(fd, address, length) : unsafe pread(fd, address, length, off_t(Int64(bitPattern: offset)))
+            case Self.op(IORING_OP_WRITE):
+                rc =
+                    offset == UInt64.max
+                    ? unsafe write(fd, address, length) : unsafe pwrite(fd, address, length, off_t(Int64(bitPattern: offset)))
+            case Self.op(IORING_OP_OPENAT):
+                guard let path = unsafe path else { return -EFAULT }
+                rc = unsafe Int(openat(fd, path, Int32(bitPattern: sqe.pointee.open_flags), mode_t(length)))
+            case Self.op(IORING_OP_OPENAT2):
+                let how = unsafe UnsafeMutableRawPointer(bitPattern: UInt(offset))
+                let result = unsafe cliburing_openat2(fd, path, how, UInt(length))
+                if result == -EINTR { continue }
+                return result
+            case Self.op(IORING_OP_FSYNC):
+                let dataOnly = unsafe sqe.pointee.fsync_flags & UInt32(IORING_FSYNC_DATASYNC) != 0
+                rc = Int(dataOnly ? fdatasync(fd) : fsync(fd))
+            case Self.op(IORING_OP_STATX):
+                let buffer = unsafe UnsafeMutableRawPointer(bitPattern: UInt(offset))
+                let result = unsafe cliburing_statx(
+                    fd, path, Int32(bitPattern: sqe.pointee.statx_flags), UInt32(length), buffer)
+                if result == -EINTR { continue }
+                return result
+            case Self.op(IORING_OP_UNLINKAT):
+                guard let path = unsafe path else { return -EFAULT }
+                rc = unsafe Int(unlinkat(fd, path, Int32(bitPattern: sqe.pointee.unlink_flags)))
+            case Self.op(IORING_OP_RENAMEAT):
+                let target = unsafe UnsafePointer<CChar>(bitPattern: UInt(offset))
+                let result = unsafe cliburing_renameat2(fd, path, Int32(bitPattern: sqe.pointee.len), target, sqe.pointee.rename_flags)
+                if result == -EINTR { continue }
+                return result
+            case Self.op(IORING_OP_MKDIRAT):
+                guard let path = unsafe path else { return -EFAULT }
+                rc = unsafe Int(mkdirat(fd, path, mode_t(length)))
+            default:
+                return -EINVAL
+            }
+            if rc >= 0 { return Int32(truncatingIfNeeded: rc) }
+            let error = Glibc.errno
+            if error == EINTR { continue }
+            return -error
+        }
+    }
+}
