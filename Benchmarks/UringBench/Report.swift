@@ -1,6 +1,16 @@
 import Glibc
+import Uring
 
 // What the benchmark prints: the key=value line of one run, the suite table, the machine.
+
+/// The driver the benchmark's rings run on (io_uring, or epoll where io_uring is denied or
+/// `SWIFT_URING_BACKEND=epoll` asks for it).
+var runningBackend: RingBackend { RingExecutor.current?.backend ?? .ioUring }
+
+/// Prints one result line; every one ends with the driver that produced it.
+func emit(_ line: String) {
+    print(line + " backend=\(runningBackend)")
+}
 
 func machineLine(_ m: Measurement, baseline: Measurement?) -> String {
     var parts = ["scenario=\(m.scenario)"]

@@ -57,35 +57,35 @@ func benchmarkMain(_ options: Options) async throws {
     switch options.scenario {
     case "nop":
         let results = try await runNop(concurrency: options.concurrency ?? 64, options: options)
-        print(machineLine(results[0], baseline: results.count > 1 ? results[1] : nil))
+        emit(machineLine(results[0], baseline: results.count > 1 ? results[1] : nil))
     case "floor":
-        print(floorLine(try await runFloor(concurrency: options.concurrency ?? 64, options: options)))
+        emit(floorLine(try await runFloor(concurrency: options.concurrency ?? 64, options: options)))
     case "read":
         let block = options.block ?? (options.pattern == "random" ? 4096 : 128 * 1024)
         let results = try await runRead(
             pattern: options.pattern, block: block, concurrency: options.concurrency ?? 32, options: options)
-        print(machineLine(results[0], baseline: results.count > 1 ? results[1] : nil))
+        emit(machineLine(results[0], baseline: results.count > 1 ? results[1] : nil))
     case "echo":
         let size = options.block ?? 64
         let result = try await runEcho(connections: options.concurrency ?? 64, size: size, options: options)
-        print(echoLine(result, size: size))
+        emit(echoLine(result, size: size))
     case "http":
-        print(httpLine(try await runHTTP(connections: options.concurrency ?? 64, options: options)))
+        emit(httpLine(try await runHTTP(connections: options.concurrency ?? 64, options: options)))
     case "handoff":
-        print(try await runHandoff(options: options))
+        emit(try await runHandoff(options: options))
     case "idle":
         raiseDescriptorLimit()
-        print(try await runIdle(connections: options.concurrency ?? 5000))
+        emit(try await runIdle(connections: options.concurrency ?? 5000))
     case "soak":
         raiseDescriptorLimit()
-        print(
+        emit(
             try await runSoak(
                 connections: options.concurrency ?? 1000, seconds: options.secondsGiven ? options.seconds : 30))
     case "soak-server":
         raiseDescriptorLimit()
         try await serveSoak()
     default:
-        print("swift-uring benchmark suite: \(machineDescription())")
+        print("swift-uring benchmark suite: \(machineDescription()); backend=\(runningBackend)")
         print(
             "each run: \(format(options.warmup, decimals: 1)) s warm-up, \(format(options.seconds, decimals: 1)) s measured;"
                 + " swift-uring = plain tasks under Uring.run, swift-uring/pref = Task(executorPreference:);"

@@ -42,7 +42,8 @@ struct IoUringDeniedSandbox {
     /// automatically (a `/bin/sh -c` line; arguments must not need quoting).
     func command(_ program: String, _ arguments: [String], environment: [String: String] = [:]) -> (String, [String]) {
         let variables = environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
-        let line = (["exec env -u SWIFT_URING_BACKEND"] + variables + ["python3", script, "\(errno)", program]
+        let line =
+            (["exec env -u SWIFT_URING_BACKEND"] + variables + ["python3", script, "\(errno)", program]
             + arguments).joined(separator: " ")
         return ("/bin/sh", ["-c", line])
     }

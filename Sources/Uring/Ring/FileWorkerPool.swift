@@ -19,7 +19,9 @@ import Synchronization
     // @unchecked Sendable: `queue`, `threads` and `idle` are only touched with `mutex` held.
 
     /// One unit of work: a request of a ring's userspace ring, and where its result goes.
-    struct Job {
+    @safe struct Job {
+        // SAFETY (@safe): `request` points into its ring's request slab, which neither moves nor frees it until the
+        // worker has posted the job back to `mailbox`.
         var request: UnsafeMutablePointer<SoftRequest>
         var index: Int32
         var mailbox: Unmanaged<PoolMailbox>

@@ -25,7 +25,7 @@ import SystemPackage
     let submissionEntries: UInt32
     let completionEntries: UInt32
     let setupMode: String
-    var backend: RingBackend { soft == nil ? .ioUring : .epoll }
+    var backend: RingBackend { unsafe soft == nil ? .ioUring : .epoll }
 
     /// Sets up a ring with `entries` submission entries and twice as many completion entries, on
     /// the driver `preference` asks for (see ``RingBackendPreference``). Must run on the thread
@@ -49,7 +49,7 @@ import SystemPackage
                     throw error
                 }
                 unsafe self.raw = unsafe raw
-                soft = nil
+                unsafe soft = nil
                 submissionEntries = setup.params.sq_entries
                 completionEntries = setup.params.cq_entries
                 setupMode = setup.name
@@ -109,7 +109,8 @@ import SystemPackage
             return "IORING_REGISTER_PROBE (Linux 5.6)"
         }
         defer { unsafe io_uring_free_probe(probe) }
-        for (opcode, name) in requiredOpcodes where unsafe io_uring_opcode_supported(probe, Int32(opcode.rawValue)) == 0 {
+        for (opcode, name) in requiredOpcodes where unsafe io_uring_opcode_supported(probe, Int32(opcode.rawValue)) == 0
+        {
             return "IORING_OP_\(name)"
         }
         if let version = kernelVersion(), version < (6, 0) {
@@ -122,7 +123,9 @@ import SystemPackage
     static func kernelVersion() -> (Int, Int)? {
         var name = utsname()
         guard unsafe uname(&name) == 0 else { return nil }
-        let release = unsafe withUnsafeBytes(of: &name.release) { unsafe String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        let release = unsafe withUnsafeBytes(of: &name.release) {
+            unsafe String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
+        }
         let parts = release.split(whereSeparator: { !$0.isNumber }).prefix(2).compactMap { Int($0) }
         return parts.count == 2 ? (parts[0], parts[1]) : nil
     }
@@ -218,7 +221,7 @@ import SystemPackage
     var stashed: [Completion] = []
 
     /// The ring's own file descriptor (the target of another ring's `IORING_OP_MSG_RING`).
-    var fileDescriptor: Int32 { soft == nil ? unsafe raw.pointee.ring_fd : -1 }
+    var fileDescriptor: Int32 { unsafe soft == nil ? unsafe raw.pointee.ring_fd : -1 }
 
     /// Entries queued but not yet submitted.
     var pendingSubmissions: UInt32 { unsafe io_uring_sq_ready(raw) }

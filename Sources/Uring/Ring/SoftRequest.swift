@@ -50,7 +50,7 @@ struct SoftRequest {
 @safe struct RequestSlab: ~Copyable {
     // SAFETY (@safe): chunks are allocated here, never moved, and freed only in deinit; indexes come from `acquire`.
     static let chunkSize = 256
-    private var chunks: [UnsafeMutablePointer<SoftRequest>] = []
+    private var chunks: [UnsafeMutablePointer<SoftRequest>] = unsafe []
     private var free: [Int32] = []
     private(set) var inUse = 0
 
@@ -60,16 +60,16 @@ struct SoftRequest {
     }
 
     deinit {
-        for chunk in chunks {
-            unsafe chunk.deinitialize(count: Self.chunkSize)
-            unsafe chunk.deallocate()
+        for i in 0..<(unsafe chunks.count) {
+            unsafe chunks[i].deinitialize(count: Self.chunkSize)
+            unsafe chunks[i].deallocate()
         }
     }
 
     private mutating func grow() {
         let chunk = UnsafeMutablePointer<SoftRequest>.allocate(capacity: Self.chunkSize)
         unsafe chunk.initialize(repeating: SoftRequest(), count: Self.chunkSize)
-        let base = Int32(chunks.count * Self.chunkSize)
+        let base = unsafe Int32(chunks.count * Self.chunkSize)
         unsafe chunks.append(chunk)
         for i in (0..<Int32(Self.chunkSize)).reversed() { free.append(base + i) }
     }

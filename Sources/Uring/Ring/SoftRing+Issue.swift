@@ -71,7 +71,7 @@ extension SoftRing {
     ) {
         counters.completedInline &+= 1
         unsafe postResult(opcode: sqe.pointee.opcode, userData: sqe.pointee.user_data, result, flags: flags)
-        if let linked { unsafe post(linked.pointee.user_data, -ECANCELED) }
+        if let linked = unsafe linked { unsafe post(linked.pointee.user_data, -ECANCELED) }
     }
 
     /// Posts an operation's result; a zero-copy send that sent something posts its result with
@@ -160,7 +160,7 @@ extension SoftRing {
         unsafe requests[index].pointee.multishot = true
         byUserData[unsafe sqe.pointee.user_data] = index
         if !retry(index, readiness: 0) {
-            startWaiting(index, events: EPOLLIN.rawValue, linked: nil)
+            unsafe startWaiting(index, events: EPOLLIN.rawValue, linked: nil)
         }
     }
 
@@ -208,7 +208,7 @@ extension SoftRing {
     }
 
     mutating func attachLinkedTimeout(_ index: Int32, _ linked: UnsafeMutablePointer<io_uring_sqe>?) {
-        guard let linked else { return }
+        guard let linked = unsafe linked else { return }
         let timeout = unsafe requests.acquire(linked, phase: .linkTimeout)
         unsafe requests[timeout].pointee.link = index
         unsafe requests[index].pointee.link = timeout
@@ -228,9 +228,9 @@ extension SoftRing {
             index = unsafe requests[index].pointee.next
         }
         if waiters.armed == wanted { return }
-        var event = epoll_event()
-        event.events = wanted | EPOLLONESHOT.rawValue
-        event.data.u64 = UInt64(UInt32(bitPattern: fd))
+        var event = unsafe epoll_event()
+        unsafe event.events = wanted | EPOLLONESHOT.rawValue
+        unsafe event.data.u64 = UInt64(UInt32(bitPattern: fd))
         var rc = unsafe epoll_ctl(epollFD, waiters.registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &event)
         if rc < 0 && Glibc.errno == ENOENT {
             // Closed and reopened elsewhere (epoll forgets a closed descriptor): add it again.
@@ -323,8 +323,16 @@ extension SoftRing {
         guard var waiters = descriptors[fd] else { return }
         let previous = unsafe request.pointee.previous
         let next = unsafe request.pointee.next
-        if previous >= 0 { unsafe requests[previous].pointee.next = next } else if waiters.head == index { waiters.head = next }
-        if next >= 0 { unsafe requests[next].pointee.previous = previous } else if waiters.tail == index { waiters.tail = previous }
+        if previous >= 0 {
+            unsafe requests[previous].pointee.next = next
+        } else if waiters.head == index {
+            waiters.head = next
+        }
+        if next >= 0 {
+            unsafe requests[next].pointee.previous = previous
+        } else if waiters.tail == index {
+            waiters.tail = previous
+        }
         unsafe request.pointee.next = -1
         unsafe request.pointee.previous = -1
         descriptors[fd] = waiters
@@ -459,7 +467,7 @@ extension SoftRing {
                     index = next
                 }
             }
-            if waiters.registered { _ = unsafe epoll_ctl(epollFD, EPOLL_CTL_DEL, fd, nil) }
+            if waiters.registered { _ = epoll_ctl(epollFD, EPOLL_CTL_DEL, fd, nil) }
             descriptors.removeValue(forKey: fd)
         }
         return close(fd) == 0 ? 0 : -Glibc.errno

@@ -21,14 +21,14 @@ extension SoftRing {
         case Self.op(IORING_OP_RECV):
             if unsafe sqe.pointee.flags & cliburing_sqe_flag_buffer_select() != 0 {
                 let group = unsafe sqe.pointee.buf_group
-                guard let buffer = peekBuffer(group) else {
+                guard let buffer = unsafe peekBuffer(group) else {
                     // Like the kernel: a receive that finds data but no buffer fails with ENOBUFS.
                     return (readiness == 0 ? -EAGAIN : -ENOBUFS, 0)
                 }
                 let received = unsafe recv(fd, buffer.address, buffer.length, flags)
                 if received > 0 {
                     consumeBuffer(group)
-                    return (
+                    return unsafe (
                         Int32(received),
                         UInt32(IORING_CQE_F_BUFFER) | UInt32(buffer.id) << UInt32(IORING_CQE_BUFFER_SHIFT)
                     )
@@ -65,9 +65,9 @@ extension SoftRing {
             let ready = unsafe readiness & (sqe.pointee.poll32_events | EPOLLERR.rawValue | EPOLLHUP.rawValue)
             return (ready == 0 ? -EAGAIN : Int32(bitPattern: ready), 0)
         case Self.op(IORING_OP_READ):
-            return (SoftRing.streamCall(fd, address, length, reading: true), 0)
+            return unsafe (SoftRing.streamCall(fd, address, length, reading: true), 0)
         case Self.op(IORING_OP_WRITE):
-            return (SoftRing.streamCall(fd, address, length, reading: false), 0)
+            return unsafe (SoftRing.streamCall(fd, address, length, reading: false), 0)
         default:
             return (-EINVAL, 0)
         }
@@ -114,11 +114,13 @@ extension SoftRing {
             case Self.op(IORING_OP_READ):
                 rc =
                     offset == UInt64.max
-                    ? unsafe read(fd, address, length) : unsafe pread(fd, address, length, off_t(Int64(bitPattern: offset)))
+                    ? unsafe read(fd, address, length)
+                    : unsafe pread(fd, address, length, off_t(Int64(bitPattern: offset)))
             case Self.op(IORING_OP_WRITE):
                 rc =
                     offset == UInt64.max
-                    ? unsafe write(fd, address, length) : unsafe pwrite(fd, address, length, off_t(Int64(bitPattern: offset)))
+                    ? unsafe write(fd, address, length)
+                    : unsafe pwrite(fd, address, length, off_t(Int64(bitPattern: offset)))
             case Self.op(IORING_OP_OPENAT):
                 guard let path = unsafe path else { return -EFAULT }
                 rc = unsafe Int(openat(fd, path, Int32(bitPattern: sqe.pointee.open_flags), mode_t(length)))
@@ -141,7 +143,8 @@ extension SoftRing {
                 rc = unsafe Int(unlinkat(fd, path, Int32(bitPattern: sqe.pointee.unlink_flags)))
             case Self.op(IORING_OP_RENAMEAT):
                 let target = unsafe UnsafePointer<CChar>(bitPattern: UInt(offset))
-                let result = unsafe cliburing_renameat2(fd, path, Int32(bitPattern: sqe.pointee.len), target, sqe.pointee.rename_flags)
+                let result = unsafe cliburing_renameat2(
+                    fd, path, Int32(bitPattern: sqe.pointee.len), target, sqe.pointee.rename_flags)
                 if result == -EINTR { continue }
                 return result
             case Self.op(IORING_OP_MKDIRAT):

@@ -68,7 +68,9 @@ import Glibc
     }
 
     /// A provided-buffer ring (`io_uring_buf_ring` layout) that buffered receives take from.
-    struct ProvidedBuffers {
+    @safe struct ProvidedBuffers {
+        // SAFETY (@safe): `ring` is the BufferPool's mapping, which outlives the ring (the driver drops the pool
+        // after the ring's teardown).
         var ring: UnsafeMutablePointer<io_uring_buf>
         var mask: UInt16
         var head: UInt16
@@ -87,9 +89,9 @@ import Glibc
             close(epoll)
             throw IOError.system(error, .setup)
         }
-        var event = epoll_event()
-        event.events = EPOLLIN.rawValue
-        event.data.u64 = Self.mailboxToken
+        var event = unsafe epoll_event()
+        unsafe event.events = EPOLLIN.rawValue
+        unsafe event.data.u64 = Self.mailboxToken
         guard unsafe epoll_ctl(epoll, EPOLL_CTL_ADD, notify, &event) == 0 else {
             let error = Glibc.errno
             close(epoll)
@@ -118,7 +120,7 @@ import Glibc
         unsafe self.raw = unsafe raw
         // SAFETY: the pointers below stay valid until deinit; liburing's inline helpers read the
         // same fields of a kernel ring (flags 0: no SQPOLL, 64-byte entries, 16-byte completions).
-        var ring = io_uring()
+        var ring = unsafe io_uring()
         unsafe ring.sq.khead = unsafe words
         unsafe ring.sq.ktail = unsafe words + 1
         unsafe ring.sq.kflags = unsafe words + 2
@@ -126,8 +128,8 @@ import Glibc
         unsafe ring.sq.kring_mask = unsafe words + 4
         unsafe ring.sq.kring_entries = unsafe words + 5
         unsafe ring.sq.sqes = unsafe sqes
-        ring.sq.ring_mask = sqMask
-        ring.sq.ring_entries = entries
+        unsafe ring.sq.ring_mask = sqMask
+        unsafe ring.sq.ring_entries = entries
         unsafe ring.cq.khead = unsafe words + 6
         unsafe ring.cq.ktail = unsafe words + 7
         unsafe ring.cq.kflags = unsafe words + 8
@@ -135,10 +137,10 @@ import Glibc
         unsafe ring.cq.kring_mask = unsafe words + 10
         unsafe ring.cq.kring_entries = unsafe words + 11
         unsafe ring.cq.cqes = unsafe cqes
-        ring.cq.ring_mask = cqMask
-        ring.cq.ring_entries = entries * 2
-        ring.ring_fd = -1
-        ring.enter_ring_fd = -1
+        unsafe ring.cq.ring_mask = cqMask
+        unsafe ring.cq.ring_entries = entries * 2
+        unsafe ring.ring_fd = -1
+        unsafe ring.enter_ring_fd = -1
         unsafe raw.initialize(to: ring)
         byUserData.reserveCapacity(Int(entries) * 2)
         scratch.reserveCapacity(64)
@@ -274,11 +276,11 @@ import Glibc
         counters.epollWaits &+= 1
         for i in 0..<Int(count) {
             let event = unsafe events[i]
-            if event.data.u64 == Self.mailboxToken {
+            if unsafe event.data.u64 == Self.mailboxToken {
                 drainEventFD(mailbox.eventFD)
                 drainMailbox()
             } else {
-                descriptorReady(Int32(truncatingIfNeeded: event.data.u64), events: event.events)
+                unsafe descriptorReady(Int32(truncatingIfNeeded: event.data.u64), events: event.events)
             }
         }
         return 0
@@ -345,7 +347,8 @@ import Glibc
         if let timespec = unsafe UnsafePointer<__kernel_timespec>(bitPattern: UInt(address)) {
             let seconds = unsafe max(0, timespec.pointee.tv_sec)
             let fraction = unsafe max(0, timespec.pointee.tv_nsec)
-            nanoseconds = UInt64(seconds).multipliedReportingOverflow(by: 1_000_000_000).partialValue &+ UInt64(fraction)
+            nanoseconds =
+                UInt64(seconds).multipliedReportingOverflow(by: 1_000_000_000).partialValue &+ UInt64(fraction)
         }
         let deadline = absolute ? nanoseconds : monotonicClockNanoseconds() &+ nanoseconds
         unsafe request.pointee.deadline = deadline
