@@ -69,7 +69,13 @@ extension RingExecutor {
             precondition(isCurrentRing)
             var snapshot = unsafe driver.pointee.statistics
             snapshot.backend = unsafe driver.pointee.ring.backend
-            if let soft = unsafe driver.pointee.ring.soft { snapshot.epoll = unsafe soft.pointee.counters }
+            if let soft = unsafe driver.pointee.ring.soft {
+                snapshot.epoll = unsafe soft.pointee.counters
+                // Not counting the ring's own wake-up read, which is always there.
+                let wakeRead = UInt64(CompletionTag.wake.rawValue) << 56
+                snapshot.epoll.requestsHeld =
+                    unsafe soft.pointee.requests.inUse - (soft.pointee.byUserData[wakeRead] == nil ? 0 : 1)
+            }
             snapshot.operationsInTable = unsafe driver.pointee.table.activeCount
             snapshot.tableCapacity = unsafe driver.pointee.table.slotCount
             snapshot.stalls = stallCount.load(ordering: .relaxed)

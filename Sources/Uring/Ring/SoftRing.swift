@@ -390,6 +390,9 @@ public struct EpollDriverCounters: Sendable, Hashable {
     public var ranOnPool: UInt64 = 0
     /// `epoll_wait` calls.
     public var epollWaits: UInt64 = 0
+    /// Requests the driver holds now (waiting for readiness, on the pool, timers), not counting
+    /// the ring's own wake-up read: 0 when the ring is idle.
+    public var requestsHeld = 0
 
     public init() {}
 }

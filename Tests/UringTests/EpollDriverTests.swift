@@ -1,0 +1,124 @@
+import Glibc
+import Synchronization
+import Testing
+
+@testable import Uring
+
+extension IntegrationTests {
+    /// The epoll driver's own guarantees, on a ring that asks for it (so they run in both CI
+    /// passes): cancellation leaves nothing behind, a started pool job is waited for, a deadline
+    /// ends a read that never becomes ready. Everything else runs on it through the whole suite
+    /// (`SWIFT_URING_BACKEND=epoll swift test`).
+    @Suite("The epoll driver")
+    struct EpollDriver {
+        /// 10,000 reads of an empty pipe, each waiting in epoll, cancelled: every one throws
+        /// `cancelled`, and no slot, request or descriptor is left.
+        @Test func tenThousandCancelledPipeReadsLeaveNothingBehind() async throws {
+            let ring = try RingExecutor(name: "epoll-cancel", backend: .epoll)
+            defer { ring.shutdown() }
+            #expect(ring.backend == .epoll)
+            var fds: [Int32] = [0, 0]
+            #expect(pipe(&fds) == 0)
+            let reader = File(descriptor: FileDescriptor(rawValue: fds[0]))
+            let cancelled = try await Task(executorPreference: ring) { () async throws -> Int in
+                var cancelled = 0
+                for _ in 0..<100 {
+                    cancelled += try await withThrowingTaskGroup(of: Bool.self) { group in
+                        for _ in 0..<100 {
+                            group.addTask(executorPreference: ring) {
+                                do throws(IOError) {
+                                    _ = try await reader.read(upTo: 16)
+                                    return false
+                                } catch {
+                                    return error.code == .cancelled
+                                }
+                            }
+                        }
+                        try await Uring.sleep(for: .milliseconds(1))  // they wait in epoll now
+                        group.cancelAll()
+                        var count = 0
+                        for try await ok in group where ok { count += 1 }
+                        return count
+                    }
+                }
+                return cancelled
+            }.value
+            #expect(cancelled == 10_000)
+            let stats = await ring.statistics()
+            #expect(stats.operationsInTable == 0)
+            #expect(stats.epoll.requestsHeld == 0)
+            #expect(stats.epoll.waitedForReadiness >= 10_000)
+            try await Task(executorPreference: ring) { try await reader.close() }.value
+            close(fds[1])
+        }
+
+        /// A read of a pipe that never becomes ready, with a deadline: `timedOut`.
+        @Test func aDeadlineEndsAReadThatNeverBecomesReady() async throws {
+            let ring = try RingExecutor(name: "epoll-deadline", backend: .epoll)
+            defer { ring.shutdown() }
+            var fds: [Int32] = [0, 0]
+            #expect(pipe(&fds) == 0)
+            let reader = File(descriptor: FileDescriptor(rawValue: fds[0]))
+            let code = await Task(executorPreference: ring) { () async -> IOError.Code? in
+                do throws(IOError) {
+                    _ = try await reader.read(upTo: 16, timeout: .milliseconds(20))
+                    return nil
+                } catch {
+                    return error.code
+                }
+            }.value
+            #expect(code == .timedOut)
+            #expect(await ring.statistics().epoll.requestsHeld == 0)
+            try await Task(executorPreference: ring) { try await reader.close() }.value
+            close(fds[1])
+        }
+
+        /// A worker-pool job that has started cannot be interrupted: cancelling its task makes
+        /// the task wait for the worker, and the result it completed with is returned (a
+        /// descriptor is never dropped). The job here is an open(2) of a FIFO, which blocks in
+        /// the worker until a writer opens it. If the cancel came while the job was still
+        /// queued, the job never runs.
+        @Test func aStartedPoolJobIsWaitedFor() async throws {
+            let ring = try RingExecutor(name: "epoll-pool-cancel", backend: .epoll)
+            defer { ring.shutdown() }
+            let dir = TemporaryDirectory()
+            defer { dir.cleanup() }
+            let fifo = dir.path + "/fifo"
+            #expect(mkfifo(fifo, 0o600) == 0)
+            let returned = Atomic<Bool>(false)
+            let task = Task(executorPreference: ring) { () async -> Result<File, IOError> in
+                defer { returned.store(true, ordering: .releasing) }
+                do throws(IOError) {
+                    return .success(try await File.open(FilePath(fifo)))
+                } catch {
+                    return .failure(error)
+                }
+            }
+            try await Task.sleep(for: .milliseconds(100))  // a worker is in open(2) by now, unless all are busy
+            task.cancel()
+            try await Task.sleep(for: .milliseconds(100))
+            if returned.load(ordering: .acquiring) {
+                // The cancel found the job queued: it was cancelled, and never opened the FIFO.
+                guard case .failure(let error) = await task.value else {
+                    Issue.record("a queued job was cancelled, yet its open succeeded")
+                    return
+                }
+                #expect(error.code == .cancelled)
+                let writer = open(fifo, O_WRONLY | O_NONBLOCK)
+                #expect(writer == -1 && errno == ENXIO, "nobody has the FIFO open for reading")
+            } else {
+                // A worker is inside open(2): the task waits for it. A writer unblocks the open.
+                let writer = open(fifo, O_WRONLY | O_NONBLOCK)
+                #expect(writer >= 0)
+                switch await task.value {
+                case .success(let file):
+                    try await Task(executorPreference: ring) { try await file.close() }.value
+                case .failure(let error):
+                    Issue.record("the open completed in the worker but the task got \(error)")
+                }
+                close(writer)
+            }
+            #expect(await ring.statistics().epoll.requestsHeld == 0)
+        }
+    }
+}
