@@ -153,3 +153,45 @@ struct TimerHeap {
         return top
     }
 }
+
+/// The epoll driver's per-descriptor state, indexed by descriptor number (a flat table that grows
+/// to the largest number seen: no hashing, no allocation once grown).
+@safe struct DescriptorTable: ~Copyable {
+    // SAFETY (@safe): `storage` holds `capacity` initialized entries, owned here; pointers handed out are used before
+    // the next call that may grow the table.
+    private var storage: UnsafeMutablePointer<SoftRing.Waiters>
+    private var capacity: Int
+
+    init() {
+        capacity = 256
+        unsafe storage = .allocate(capacity: capacity)
+        unsafe storage.initialize(repeating: SoftRing.Waiters(), count: capacity)
+    }
+
+    deinit {
+        unsafe storage.deinitialize(count: capacity)
+        unsafe storage.deallocate()
+    }
+
+    /// The entry of `fd` (not negative), growing the table if needed.
+    mutating func entry(_ fd: Int32) -> UnsafeMutablePointer<SoftRing.Waiters> {
+        let index = Int(fd)
+        if index >= capacity {
+            var grown = capacity
+            while grown <= index { grown *= 2 }
+            let bigger = UnsafeMutablePointer<SoftRing.Waiters>.allocate(capacity: grown)
+            unsafe bigger.moveInitialize(from: storage, count: capacity)
+            unsafe (bigger + capacity).initialize(repeating: SoftRing.Waiters(), count: grown - capacity)
+            unsafe storage.deallocate()
+            unsafe storage = unsafe bigger
+            capacity = grown
+        }
+        return unsafe storage + index
+    }
+
+    /// The entry of `fd` if the table reaches it (an entry never touched is empty).
+    func existing(_ fd: Int32) -> UnsafeMutablePointer<SoftRing.Waiters>? {
+        guard fd >= 0, Int(fd) < capacity else { return nil }
+        return unsafe storage + Int(fd)
+    }
+}

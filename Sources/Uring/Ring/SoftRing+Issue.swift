@@ -181,12 +181,16 @@ extension SoftRing {
         unsafe request.pointee.events = events
         byUserData[unsafe request.pointee.sqe.user_data] = index
         unsafe attachLinkedTimeout(index, linked)
-        var waiters = descriptors[fd] ?? Waiters()
-        unsafe request.pointee.previous = waiters.tail
+        guard fd >= 0 else { return finish(index, result: -EBADF) }
+        let waiters = unsafe descriptors.entry(fd)
+        unsafe request.pointee.previous = waiters.pointee.tail
         unsafe request.pointee.next = -1
-        if waiters.tail >= 0 { unsafe requests[waiters.tail].pointee.next = index } else { waiters.head = index }
-        waiters.tail = index
-        descriptors[fd] = waiters
+        if unsafe waiters.pointee.tail >= 0 {
+            unsafe requests[waiters.pointee.tail].pointee.next = index
+        } else {
+            unsafe waiters.pointee.head = index
+        }
+        unsafe waiters.pointee.tail = index
         arm(fd)
     }
 
@@ -220,18 +224,18 @@ extension SoftRing {
 
     /// Arms the one-shot epoll registration of `fd` for what its waiters want.
     mutating func arm(_ fd: Int32) {
-        guard var waiters = descriptors[fd], waiters.head >= 0 else { return }
+        guard let waiters = unsafe descriptors.existing(fd), unsafe waiters.pointee.head >= 0 else { return }
         var wanted: UInt32 = 0
-        var index = waiters.head
+        var index = unsafe waiters.pointee.head
         while index >= 0 {
             wanted |= unsafe requests[index].pointee.events
             index = unsafe requests[index].pointee.next
         }
-        if waiters.armed == wanted { return }
+        if unsafe waiters.pointee.armed == wanted { return }
         var event = unsafe epoll_event()
         unsafe event.events = wanted | EPOLLONESHOT.rawValue
         unsafe event.data.u64 = UInt64(UInt32(bitPattern: fd))
-        var rc = unsafe epoll_ctl(epollFD, waiters.registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &event)
+        var rc = unsafe epoll_ctl(epollFD, waiters.pointee.registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &event)
         if rc < 0 && Glibc.errno == ENOENT {
             // Closed and reopened elsewhere (epoll forgets a closed descriptor): add it again.
             rc = unsafe epoll_ctl(epollFD, EPOLL_CTL_ADD, fd, &event)
@@ -239,21 +243,18 @@ extension SoftRing {
             rc = unsafe epoll_ctl(epollFD, EPOLL_CTL_MOD, fd, &event)
         }
         if rc < 0 {
-            let error = Glibc.errno
-            descriptors[fd] = waiters
-            failWaiters(fd, error: error)
+            failWaiters(fd, error: Glibc.errno)
             return
         }
-        waiters.registered = true
-        waiters.armed = wanted
-        descriptors[fd] = waiters
+        unsafe waiters.pointee.registered = true
+        unsafe waiters.pointee.armed = wanted
     }
 
     /// epoll refused `fd`: a regular file or directory (always ready, like the kernel's poll
     /// says) or a bad descriptor.
     mutating func failWaiters(_ fd: Int32, error: Int32) {
-        guard let waiters = descriptors[fd] else { return }
-        var index = waiters.head
+        guard let waiters = unsafe descriptors.existing(fd) else { return }
+        var index = unsafe waiters.pointee.head
         while index >= 0 {
             let next = unsafe requests[index].pointee.next
             unlink(index)
@@ -269,9 +270,9 @@ extension SoftRing {
 
     /// epoll reported `fd`: retries its waiters (oldest first) that the events concern.
     mutating func descriptorReady(_ fd: Int32, events revents: UInt32) {
-        guard let waiters = descriptors[fd] else { return }
-        descriptors[fd]?.armed = 0
-        var index = waiters.head
+        guard let waiters = unsafe descriptors.existing(fd) else { return }
+        unsafe waiters.pointee.armed = 0
+        var index = unsafe waiters.pointee.head
         let always = EPOLLERR.rawValue | EPOLLHUP.rawValue
         while index >= 0 {
             let next = unsafe requests[index].pointee.next
@@ -313,29 +314,28 @@ extension SoftRing {
 
     func isHead(_ index: Int32) -> Bool {
         let fd = unsafe requests[index].pointee.sqe.fd
-        return descriptors[fd]?.head == index
+        return unsafe descriptors.existing(fd)?.pointee.head == index
     }
 
     /// Takes waiting request `index` out of its descriptor's list.
     mutating func unlink(_ index: Int32) {
         let request = unsafe requests[index]
         let fd = unsafe request.pointee.sqe.fd
-        guard var waiters = descriptors[fd] else { return }
+        guard let waiters = unsafe descriptors.existing(fd) else { return }
         let previous = unsafe request.pointee.previous
         let next = unsafe request.pointee.next
         if previous >= 0 {
             unsafe requests[previous].pointee.next = next
-        } else if waiters.head == index {
-            waiters.head = next
+        } else if unsafe waiters.pointee.head == index {
+            unsafe waiters.pointee.head = next
         }
         if next >= 0 {
             unsafe requests[next].pointee.previous = previous
-        } else if waiters.tail == index {
-            waiters.tail = previous
+        } else if unsafe waiters.pointee.tail == index {
+            unsafe waiters.pointee.tail = previous
         }
         unsafe request.pointee.next = -1
         unsafe request.pointee.previous = -1
-        descriptors[fd] = waiters
     }
 
     // MARK: - Endings
@@ -457,9 +457,9 @@ extension SoftRing {
     /// `IORING_OP_CLOSE`: forgets the descriptor's epoll state first. Requests still waiting on
     /// it (the runtime cancels them before it closes) end with `-ECANCELED`.
     mutating func closeDescriptor(_ fd: Int32) -> Int32 {
-        if let waiters = descriptors[fd] {
-            if waiters.head >= 0 {
-                var index = waiters.head
+        if let waiters = unsafe descriptors.existing(fd) {
+            if unsafe waiters.pointee.head >= 0 {
+                var index = unsafe waiters.pointee.head
                 while index >= 0 {
                     let next = unsafe requests[index].pointee.next
                     unlink(index)
@@ -467,8 +467,8 @@ extension SoftRing {
                     index = next
                 }
             }
-            if waiters.registered { _ = epoll_ctl(epollFD, EPOLL_CTL_DEL, fd, nil) }
-            descriptors.removeValue(forKey: fd)
+            if unsafe waiters.pointee.registered { _ = epoll_ctl(epollFD, EPOLL_CTL_DEL, fd, nil) }
+            unsafe waiters.pointee = Waiters()
         }
         return close(fd) == 0 ? 0 : -Glibc.errno
     }

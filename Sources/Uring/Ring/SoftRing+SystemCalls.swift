@@ -44,11 +44,12 @@ extension SoftRing {
         case Self.op(IORING_OP_RECVMSG):
             rc = unsafe recvmsg(fd, address?.assumingMemoryBound(to: msghdr.self), flags)
         case Self.op(IORING_OP_ACCEPT):
-            if descriptors[fd]?.nonblocking != true {
+            let state = unsafe descriptors.entry(max(fd, 0))
+            if unsafe !state.pointee.nonblocking {
                 // accept4 has no per-call MSG_DONTWAIT: the listening socket itself must not block.
                 let current = fcntl(fd, F_GETFL)
                 if current >= 0 && current & O_NONBLOCK == 0 { _ = fcntl(fd, F_SETFL, current | O_NONBLOCK) }
-                descriptors[fd, default: Waiters()].nonblocking = true
+                unsafe state.pointee.nonblocking = true
             }
             let lengthPointer = unsafe UnsafeMutablePointer<socklen_t>(bitPattern: UInt(sqe.pointee.off))
             let accepted = unsafe cliburing_accept4(

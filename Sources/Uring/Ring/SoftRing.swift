@@ -43,14 +43,16 @@ import Glibc
     var requests = RequestSlab()
     /// Requests still held, by `user_data` (the target of a cancel).
     var byUserData: [UInt64: Int32] = [:]
-    var descriptors: [Int32: Waiters] = [:]
+    var descriptors = DescriptorTable()
     var timers = TimerHeap()
     /// Completions that found the completion queue full, posted first at the next enter.
     var overflow = FIFO<Completion>(initialCapacity: 64)
     var poolResults: [PoolMailbox.Result] = []
     /// Requests the pool has not handed back yet.
     var pooledCount = 0
-    var buffers: [UInt16: ProvidedBuffers] = [:]
+    /// The provided-buffer ring of group `bufferGroup` (the runtime uses one group).
+    var buffers: ProvidedBuffers? = nil
+    var bufferGroup: UInt16 = 0
     var scratch: [Int32] = []
     var hasWaitWithTimespec = true
     var counters = EpollDriverCounters()
@@ -359,13 +361,14 @@ import Glibc
 
     /// Registers a provided-buffer ring (what `io_uring_register_buf_ring` does for the kernel).
     mutating func registerBuffers(group: UInt16, ring: UnsafeMutableRawPointer, entries: UInt32) {
-        unsafe buffers[group] = ProvidedBuffers(
+        bufferGroup = group
+        unsafe buffers = ProvidedBuffers(
             ring: ring.bindMemory(to: io_uring_buf.self, capacity: Int(entries)), mask: UInt16(entries - 1), head: 0)
     }
 
     /// The next free buffer of `group` (left in place), or nil.
     func peekBuffer(_ group: UInt16) -> (address: UnsafeMutableRawPointer, length: Int, id: UInt16)? {
-        guard let pool = buffers[group] else { return nil }
+        guard group == bufferGroup, let pool = buffers else { return nil }
         // The tail overlays the first entry's `resv` field (struct io_uring_buf_ring).
         let tail = unsafe pool.ring.pointee.resv
         guard tail != pool.head else { return nil }
@@ -375,7 +378,7 @@ import Glibc
     }
 
     mutating func consumeBuffer(_ group: UInt16) {
-        buffers[group]?.head &+= 1
+        if group == bufferGroup { buffers?.head &+= 1 }
     }
 }
 
