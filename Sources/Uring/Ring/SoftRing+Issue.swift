@@ -11,6 +11,12 @@ extension SoftRing {
     /// Runs one consumed entry (and the `LINK_TIMEOUT` linked to it, if any).
     mutating func issue(_ sqe: UnsafeMutablePointer<io_uring_sqe>, linked: UnsafeMutablePointer<io_uring_sqe>?) {
         let userData = unsafe sqe.pointee.user_data
+        #if DEBUG
+        softRingTrace(
+            epollFD,
+            unsafe "issue op=\(sqe.pointee.opcode) fd=\(sqe.pointee.fd) ud=\(String(userData, radix: 16)) linked=\(linked != nil)"
+        )
+        #endif
         switch unsafe UInt32(sqe.pointee.opcode) {
         case Self.op(IORING_OP_NOP):
             unsafe complete(sqe, 0, linked: linked)
@@ -39,7 +45,12 @@ extension SoftRing {
         case Self.op(IORING_OP_CONNECT):
             unsafe issueConnect(sqe, linked: linked)
         case Self.op(IORING_OP_POLL_ADD):
-            unsafe wait(sqe, events: sqe.pointee.poll32_events, linked: linked)
+            let (result, _) = unsafe attempt(sqe, readiness: 0, request: nil)
+            if result == -EAGAIN {
+                unsafe wait(sqe, events: sqe.pointee.poll32_events, linked: linked)
+            } else {
+                unsafe complete(sqe, result, linked: linked)
+            }
         case Self.op(IORING_OP_ACCEPT), Self.op(IORING_OP_RECV):
             let multishot =
                 unsafe UInt32(sqe.pointee.opcode) == Self.op(IORING_OP_ACCEPT)
@@ -69,6 +80,12 @@ extension SoftRing {
         _ sqe: UnsafeMutablePointer<io_uring_sqe>, _ result: Int32, flags: UInt32 = 0,
         linked: UnsafeMutablePointer<io_uring_sqe>?
     ) {
+        #if DEBUG
+        softRingTrace(
+            epollFD,
+            unsafe "complete op=\(sqe.pointee.opcode) fd=\(sqe.pointee.fd) ud=\(String(sqe.pointee.user_data, radix: 16)) result=\(result)"
+        )
+        #endif
         counters.completedInline &+= 1
         unsafe postResult(opcode: sqe.pointee.opcode, userData: sqe.pointee.user_data, result, flags: flags)
         if let linked = unsafe linked { unsafe post(linked.pointee.user_data, -ECANCELED) }
@@ -172,28 +189,6 @@ extension SoftRing {
         unsafe startWaiting(index, events: events, linked: linked)
     }
 
-    /// Puts request `index` at the end of its descriptor's waiting list and arms epoll.
-    mutating func startWaiting(_ index: Int32, events: UInt32, linked: UnsafeMutablePointer<io_uring_sqe>?) {
-        counters.waitedForReadiness &+= 1
-        let request = unsafe requests[index]
-        let fd = unsafe request.pointee.sqe.fd
-        unsafe request.pointee.phase = .waiting
-        unsafe request.pointee.events = events
-        byUserData[unsafe request.pointee.sqe.user_data] = index
-        unsafe attachLinkedTimeout(index, linked)
-        guard fd >= 0 else { return finish(index, result: -EBADF) }
-        let waiters = unsafe descriptors.entry(fd)
-        unsafe request.pointee.previous = waiters.pointee.tail
-        unsafe request.pointee.next = -1
-        if unsafe waiters.pointee.tail >= 0 {
-            unsafe requests[waiters.pointee.tail].pointee.next = index
-        } else {
-            unsafe waiters.pointee.head = index
-        }
-        unsafe waiters.pointee.tail = index
-        arm(fd)
-    }
-
     /// Sends `sqe` to the worker pool.
     mutating func startOnPool(
         _ sqe: UnsafeMutablePointer<io_uring_sqe>, linked: UnsafeMutablePointer<io_uring_sqe>?
@@ -220,130 +215,18 @@ extension SoftRing {
         unsafe startTimer(timeout, timespec: linked.pointee.addr, absolute: false)
     }
 
-    // MARK: - Readiness
-
-    /// Arms the one-shot epoll registration of `fd` for what its waiters want.
-    mutating func arm(_ fd: Int32) {
-        guard let waiters = unsafe descriptors.existing(fd), unsafe waiters.pointee.head >= 0 else { return }
-        var wanted: UInt32 = 0
-        var index = unsafe waiters.pointee.head
-        while index >= 0 {
-            wanted |= unsafe requests[index].pointee.events
-            index = unsafe requests[index].pointee.next
-        }
-        if unsafe waiters.pointee.armed == wanted { return }
-        var event = unsafe epoll_event()
-        unsafe event.events = wanted | EPOLLONESHOT.rawValue
-        unsafe event.data.u64 = UInt64(UInt32(bitPattern: fd))
-        var rc = unsafe epoll_ctl(epollFD, waiters.pointee.registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &event)
-        if rc < 0 && Glibc.errno == ENOENT {
-            // Closed and reopened elsewhere (epoll forgets a closed descriptor): add it again.
-            rc = unsafe epoll_ctl(epollFD, EPOLL_CTL_ADD, fd, &event)
-        } else if rc < 0 && Glibc.errno == EEXIST {
-            rc = unsafe epoll_ctl(epollFD, EPOLL_CTL_MOD, fd, &event)
-        }
-        if rc < 0 {
-            failWaiters(fd, error: Glibc.errno)
-            return
-        }
-        unsafe waiters.pointee.registered = true
-        unsafe waiters.pointee.armed = wanted
-    }
-
-    /// epoll refused `fd`: a regular file or directory (always ready, like the kernel's poll
-    /// says) or a bad descriptor.
-    mutating func failWaiters(_ fd: Int32, error: Int32) {
-        guard let waiters = unsafe descriptors.existing(fd) else { return }
-        var index = unsafe waiters.pointee.head
-        while index >= 0 {
-            let next = unsafe requests[index].pointee.next
-            unlink(index)
-            if error == EPERM, unsafe UInt32(requests[index].pointee.sqe.opcode) == Self.op(IORING_OP_POLL_ADD) {
-                let ready = unsafe requests[index].pointee.events & (EPOLLIN.rawValue | EPOLLOUT.rawValue)
-                finish(index, result: Int32(bitPattern: ready))
-            } else {
-                finish(index, result: -error)
-            }
-            index = next
-        }
-    }
-
-    /// epoll reported `fd`: retries its waiters (oldest first) that the events concern.
-    mutating func descriptorReady(_ fd: Int32, events revents: UInt32) {
-        guard let waiters = unsafe descriptors.existing(fd) else { return }
-        unsafe waiters.pointee.armed = 0
-        var index = unsafe waiters.pointee.head
-        let always = EPOLLERR.rawValue | EPOLLHUP.rawValue
-        while index >= 0 {
-            let next = unsafe requests[index].pointee.next
-            if revents & (unsafe requests[index].pointee.events | always) != 0 {
-                retry(index, readiness: revents)
-            }
-            index = next
-        }
-        arm(fd)
-    }
-
-    /// Tries waiting request `index` again. A single-shot request that completes is finished;
-    /// a multishot one posts each result with `IORING_CQE_F_MORE` until it would block (or
-    /// after a burst, leaving the rest to the next event). Returns true when it is over.
-    @discardableResult
-    mutating func retry(_ index: Int32, readiness: UInt32) -> Bool {
-        let request = unsafe requests[index]
-        var burst = 0
-        while true {
-            let (result, flags) = unsafe attempt(&request.pointee.sqe, readiness: readiness, request: request)
-            if result == -EAGAIN { return false }
-            if unsafe request.pointee.multishot {
-                let accepting = unsafe UInt32(request.pointee.sqe.opcode) == Self.op(IORING_OP_ACCEPT)
-                let goesOn = accepting ? result >= 0 : result > 0
-                if goesOn {
-                    unsafe post(request.pointee.sqe.user_data, result, flags | UInt32(IORING_CQE_F_MORE))
-                    burst += 1
-                    if burst == 32 { return false }
-                    continue
-                }
-            }
-            if unsafe request.pointee.next >= 0 || request.pointee.previous >= 0 || isHead(index) {
-                unlink(index)
-            }
-            finish(index, result: result, flags: flags)
-            return true
-        }
-    }
-
-    func isHead(_ index: Int32) -> Bool {
-        let fd = unsafe requests[index].pointee.sqe.fd
-        return unsafe descriptors.existing(fd)?.pointee.head == index
-    }
-
-    /// Takes waiting request `index` out of its descriptor's list.
-    mutating func unlink(_ index: Int32) {
-        let request = unsafe requests[index]
-        let fd = unsafe request.pointee.sqe.fd
-        guard let waiters = unsafe descriptors.existing(fd) else { return }
-        let previous = unsafe request.pointee.previous
-        let next = unsafe request.pointee.next
-        if previous >= 0 {
-            unsafe requests[previous].pointee.next = next
-        } else if unsafe waiters.pointee.head == index {
-            unsafe waiters.pointee.head = next
-        }
-        if next >= 0 {
-            unsafe requests[next].pointee.previous = previous
-        } else if unsafe waiters.pointee.tail == index {
-            unsafe waiters.pointee.tail = previous
-        }
-        unsafe request.pointee.next = -1
-        unsafe request.pointee.previous = -1
-    }
-
     // MARK: - Endings
 
     /// Request `index` is over with `result`: posts its completion, ends its linked timeout,
     /// and frees it.
     mutating func finish(_ index: Int32, result: Int32, flags: UInt32 = 0) {
         let request = unsafe requests[index]
+        #if DEBUG
+        softRingTrace(
+            epollFD,
+            unsafe "finish op=\(request.pointee.sqe.opcode) fd=\(request.pointee.sqe.fd) ud=\(String(request.pointee.sqe.user_data, radix: 16)) result=\(result)"
+        )
+        #endif
         let userData = unsafe request.pointee.sqe.user_data
         if unsafe request.pointee.connectFlags >= 0 {
             if unsafe request.pointee.connectFlags & O_NONBLOCK == 0 {

@@ -22,10 +22,18 @@ extension SoftRing {
             if unsafe sqe.pointee.flags & cliburing_sqe_flag_buffer_select() != 0 {
                 let group = unsafe sqe.pointee.buf_group
                 guard let buffer = unsafe peekBuffer(group) else {
-                    // Like the kernel: a receive that finds data but no buffer fails with ENOBUFS.
-                    return (readiness == 0 ? -EAGAIN : -ENOBUFS, 0)
+                    // Like the kernel: a receive that finds data but no buffer fails with
+                    // ENOBUFS; without data it waits. (A peek tells which: the readiness that
+                    // woke it may be stale, and an edge-triggered socket gives no second edge.)
+                    var byte: UInt8 = 0
+                    let peeked = unsafe recv(fd, &byte, 1, Int32(MSG_PEEK) | Int32(MSG_DONTWAIT))
+                    if peeked > 0 { return (-ENOBUFS, 0) }
+                    if peeked == 0 { return (0, 0) }  // end of stream: no buffer needed
+                    let error = Glibc.errno
+                    return (error == EWOULDBLOCK ? -EAGAIN : -error, 0)
                 }
                 let received = unsafe recv(fd, buffer.address, buffer.length, flags)
+                shortRead = unsafe received < buffer.length
                 if received > 0 {
                     consumeBuffer(group)
                     return unsafe (
@@ -36,6 +44,7 @@ extension SoftRing {
                 rc = received
             } else {
                 rc = unsafe recv(fd, address, length, flags)
+                shortRead = rc >= 0 && rc < length
             }
         case Self.op(IORING_OP_SEND), Self.op(IORING_OP_SEND_ZC):
             rc = unsafe send(fd, address, length, flags)
@@ -63,7 +72,15 @@ extension SoftRing {
             guard unsafe getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &size) == 0 else { return (-Glibc.errno, 0) }
             return (-error, 0)
         case Self.op(IORING_OP_POLL_ADD):
-            let ready = unsafe readiness & (sqe.pointee.poll32_events | EPOLLERR.rawValue | EPOLLHUP.rawValue)
+            let wanted = unsafe sqe.pointee.poll32_events
+            if readiness == 0 {
+                // First look: the descriptor's state now (edges only tell what changes later).
+                var waiter = pollfd(fd: fd, events: Int16(truncatingIfNeeded: wanted), revents: 0)
+                let ready = unsafe poll(&waiter, 1, 0)
+                if ready < 0 { return (-Glibc.errno, 0) }
+                return (ready == 0 ? -EAGAIN : Int32(UInt16(bitPattern: waiter.revents)), 0)
+            }
+            let ready = readiness & (wanted | EPOLLERR.rawValue | EPOLLHUP.rawValue)
             return (ready == 0 ? -EAGAIN : Int32(bitPattern: ready), 0)
         case Self.op(IORING_OP_READ):
             return unsafe (SoftRing.streamCall(fd, address, length, reading: true), 0)

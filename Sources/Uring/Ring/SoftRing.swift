@@ -54,16 +54,20 @@ import Glibc
     var buffers: ProvidedBuffers? = nil
     var bufferGroup: UInt16 = 0
     var scratch: [Int32] = []
+    /// Set by `attempt`: the last receive filled less than its buffer.
+    var shortRead = false
     var hasWaitWithTimespec = true
     var counters = EpollDriverCounters()
 
-    /// The requests waiting for readiness on one descriptor, oldest first, and its epoll state.
+    /// The requests waiting for readiness on one descriptor, oldest first, and its epoll state
+    /// (one-shot, level-triggered: armed for the union of what the list waits for, re-armed
+    /// after each event while requests wait).
     struct Waiters {
         var head: Int32 = -1
         var tail: Int32 = -1
         /// Added to the epoll set (it may have left it since, if closed elsewhere: see `arm`).
         var registered = false
-        /// The events it is armed for (one-shot: zero once an event fired).
+        /// The events it is armed for (zero once an event fired).
         var armed: UInt32 = 0
         /// Set by this driver (a listening socket): accept never blocks.
         var nonblocking = false
@@ -381,6 +385,17 @@ import Glibc
         if group == bufferGroup { buffers?.head &+= 1 }
     }
 }
+
+#if DEBUG
+/// Debug builds: `SWIFT_URING_TRACE_EPOLL=1` prints what the epoll driver does, to standard error.
+let softRingTracing = unsafe getenv("SWIFT_URING_TRACE_EPOLL") != nil
+
+func softRingTrace(_ epoll: Int32, _ message: @autoclosure () -> String) {
+    guard softRingTracing else { return }
+    var line = "[epoll \(epoll)] " + message() + "\n"
+    line.withUTF8 { _ = unsafe write(2, $0.baseAddress, $0.count) }
+}
+#endif
 
 /// What the epoll driver did with the entries it consumed (in ``RingStatistics``).
 public struct EpollDriverCounters: Sendable, Hashable {
