@@ -109,7 +109,13 @@ extension SoftRing {
     mutating func issueSocketCall(
         _ sqe: UnsafeMutablePointer<io_uring_sqe>, events: UInt32, linked: UnsafeMutablePointer<io_uring_sqe>?
     ) {
+        let fd = unsafe sqe.pointee.fd
+        if events == EPOLLIN.rawValue, let waiters = unsafe descriptors.existing(fd), unsafe waiters.pointee.drained {
+            return unsafe wait(sqe, events: events, linked: linked)  // drained: no receive just to see EAGAIN
+        }
+        shortRead = false
         let (result, flags) = unsafe attempt(sqe, readiness: 0, request: nil)
+        if result == -EAGAIN || shortRead { noteDrained(fd, events) }
         if result == -EAGAIN {
             unsafe wait(sqe, events: events, linked: linked)
         } else {

@@ -26,12 +26,16 @@ extension SoftRing {
         } else {
             unsafe waiters.pointee.head = index
         }
+        let first = unsafe waiters.pointee.head == index
         unsafe waiters.pointee.tail = index
-        arm(fd)
+        // The first waiter always re-arms: whatever the entry says about an earlier registration
+        // may be about a file that was closed elsewhere and whose number was reused.
+        arm(fd, force: first)
     }
 
-    /// Arms the one-shot, level-triggered registration of `fd` for what its waiters want.
-    mutating func arm(_ fd: Int32) {
+    /// Arms the one-shot, level-triggered registration of `fd` for what its waiters want
+    /// (`force`: even if the entry says it is armed so already).
+    mutating func arm(_ fd: Int32, force: Bool = false) {
         guard let waiters = unsafe descriptors.existing(fd), unsafe waiters.pointee.head >= 0 else { return }
         var wanted: UInt32 = 0
         var index = unsafe waiters.pointee.head
@@ -40,7 +44,7 @@ extension SoftRing {
             index = unsafe requests[index].pointee.next
         }
         let mask = wanted | EPOLLONESHOT.rawValue
-        if unsafe waiters.pointee.armed == mask { return }
+        if unsafe !force && waiters.pointee.armed == mask { return }
         var event = unsafe epoll_event()
         unsafe event.events = mask
         unsafe event.data.u64 = UInt64(UInt32(bitPattern: fd))
@@ -86,6 +90,9 @@ extension SoftRing {
             epollFD, unsafe "ready fd=\(fd) events=\(String(revents, radix: 16)) head=\(waiters.pointee.head)")
         #endif
         unsafe waiters.pointee.armed = 0  // a one-shot registration fired
+        if revents & (EPOLLIN.rawValue | EPOLLERR.rawValue | EPOLLHUP.rawValue | EPOLLRDHUP.rawValue) != 0 {
+            unsafe waiters.pointee.drained = false
+        }
         let always = EPOLLERR.rawValue | EPOLLHUP.rawValue
         var index = unsafe waiters.pointee.head
         while index >= 0 {
@@ -109,6 +116,7 @@ extension SoftRing {
         while true {
             shortRead = false
             let (result, flags) = unsafe attempt(&request.pointee.sqe, readiness: readiness, request: request)
+            if result == -EAGAIN || shortRead { unsafe noteDrained(request.pointee.sqe.fd, request.pointee.events) }
             if result == -EAGAIN { return false }
             if unsafe request.pointee.multishot {
                 let accepting = unsafe UInt32(request.pointee.sqe.opcode) == Self.op(IORING_OP_ACCEPT)
@@ -128,6 +136,13 @@ extension SoftRing {
             finish(index, result: result, flags: flags)
             return true
         }
+    }
+
+    /// A receive on `fd` came back short or would block: the next one waits without trying.
+    @inline(__always)
+    func noteDrained(_ fd: Int32, _ events: UInt32) {
+        guard events == EPOLLIN.rawValue, let waiters = unsafe descriptors.existing(fd) else { return }
+        unsafe waiters.pointee.drained = true
     }
 
     func isHead(_ index: Int32) -> Bool {

@@ -71,6 +71,10 @@ import Glibc
         var armed: UInt32 = 0
         /// Set by this driver (a listening socket): accept never blocks.
         var nonblocking = false
+        /// The last receive came back short or would have blocked, and no event said input
+        /// came since: the next receive waits without trying first. Only a hint: a wrong one
+        /// costs an event (the level-triggered registration fires at once when data is there).
+        var drained = false
     }
 
     /// A provided-buffer ring (`io_uring_buf_ring` layout) that buffered receives take from.
