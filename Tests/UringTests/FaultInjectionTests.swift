@@ -335,6 +335,21 @@ extension IntegrationTests {
                         .value > 0)
                 fallback.shutdown()
             }
+            // A kernel ring without an opcode the runtime uses: io_uring only is a typed error
+            // naming it; automatic runs on the epoll driver.
+            FaultInjector.pretendMissing("IORING_OP_SEND_ZC", inRingNamed: "setup-old-kernel")
+            do {
+                _ = try RingExecutor(name: "setup-old-kernel", backend: .ioUring)
+                Issue.record("set-up did not fail")
+            } catch {
+                #expect(error.code == .unsupported && error.errno == .notSupported && error.operation == .setup)
+                #expect(error.subject == .feature("IORING_OP_SEND_ZC"))
+                #expect("\(error)".contains("IORING_OP_SEND_ZC"))
+            }
+            FaultInjector.pretendMissing("IORING_OP_SEND_ZC", inRingNamed: "setup-old-kernel-auto")
+            let older = try RingExecutor(name: "setup-old-kernel-auto", backend: .automatic)
+            #expect(older.backend == .epoll)
+            older.shutdown()
             // ENOMEM to the end is not a denial: no fallback.
             FaultInjector.failSetUp(ofRingNamed: "setup-nofallback", with: Array(repeating: ENOMEM, count: 20))
             #expect(throws: IOError.self) { _ = try RingExecutor(name: "setup-nofallback", backend: .automatic) }

@@ -198,7 +198,8 @@ import Synchronization
         #if DEBUG
         let ring = try Ring(
             entries: entries, preference: preference,
-            injectedFailures: FaultInjector.takeSetupFailures(ofRingNamed: name))
+            injectedFailures: FaultInjector.takeSetupFailures(ofRingNamed: name),
+            injectedMissingFeature: FaultInjector.takeMissingFeature(ofRingNamed: name))
         #else
         let ring = try Ring(entries: entries, preference: preference)
         #endif

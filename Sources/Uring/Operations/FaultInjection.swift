@@ -88,6 +88,18 @@ final class FaultInjector {
     static func takeSetupFailures(ofRingNamed name: String) -> [Int32] {
         setupFailures.withLock { $0.removeValue(forKey: name) ?? [] }
     }
+
+    private static let missingFeatures = Mutex<[String: String]>([:])
+
+    /// The next ring named `name` finds its kernel ring lacking `feature` (as if
+    /// `io_uring_get_probe_ring` did not list it).
+    static func pretendMissing(_ feature: String, inRingNamed name: String) {
+        missingFeatures.withLock { $0[name] = feature }
+    }
+
+    static func takeMissingFeature(ofRingNamed name: String) -> String? {
+        missingFeatures.withLock { $0.removeValue(forKey: name) }
+    }
 }
 
 extension RingExecutor {

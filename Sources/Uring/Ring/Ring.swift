@@ -31,10 +31,12 @@ import SystemPackage
     /// the driver `preference` asks for (see ``RingBackendPreference``). Must run on the thread
     /// that will submit (single issuer). When the kernel has not enough memory for that many
     /// (`ENOMEM`), smaller rings are tried, down to 16 entries: check `submissionEntries`.
-    /// `injectedFailures` (tests) fail the first io_uring set-up attempts with those errnos.
-    init(entries: UInt32, preference: RingBackendPreference = .automatic, injectedFailures: [Int32] = [])
-        throws(IOError)
-    {
+    /// `injectedFailures` (tests) fail the first io_uring set-up attempts with those errnos;
+    /// `injectedMissingFeature` (tests) plays a kernel ring that lacks it.
+    init(
+        entries: UInt32, preference: RingBackendPreference = .automatic, injectedFailures: [Int32] = [],
+        injectedMissingFeature: String? = nil
+    ) throws(IOError) {
         guard entries >= 1, entries <= 32768 else {
             throw IOError(.invalidArgument, errno: .invalidArgument, operation: .setup)
         }
@@ -42,7 +44,7 @@ import SystemPackage
         if preference != .epoll {
             do throws(IOError) {
                 let setup = try unsafe Ring.setUp(raw, entries: entries, injectedFailures: injectedFailures)
-                if let missing = unsafe Ring.missingFeature(raw) {
+                if let missing = unsafe injectedMissingFeature ?? Ring.missingFeature(raw) {
                     unsafe io_uring_queue_exit(raw)
                     var error = IOError(.unsupported, errno: .notSupported, operation: .setup)
                     error.subject = .feature(missing)
