@@ -43,6 +43,10 @@ let usage = """
       --rings N                   nop/read: a RingGroup of N rings with --concurrency tasks on
                                   each (the multi-core scaling run)
       --stats                     print each ring's counters (to standard error) after its run
+    environment:
+      SWIFT_URING_BACKEND=auto|io_uring|epoll
+                                  the driver (default auto: io_uring, or epoll where io_uring is
+                                  denied); every result line ends with backend=io_uring|epoll
     """
 
 struct Options {
