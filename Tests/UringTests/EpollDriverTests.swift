@@ -52,6 +52,17 @@ extension IntegrationTests {
             close(fds[1])
         }
 
+        /// The driver chosen in code, for a whole group: every ring runs it, and says so.
+        @Test func aGroupAskedForEpollRunsOnIt() async throws {
+            let group = try RingGroup(count: 2, name: "epoll-group", backend: .epoll)
+            defer { group.shutdown() }
+            for index in 0..<group.count {
+                #expect(group[index].backend == .epoll)
+                try await Task(executorPreference: group[index]) { try await Uring.nop() }.value
+            }
+            #expect(await group.statistics().allSatisfy { $0.backend == .epoll && $0.epoll.completedInline > 0 })
+        }
+
         /// A read of a pipe that never becomes ready, with a deadline: `timedOut`.
         @Test func aDeadlineEndsAReadThatNeverBecomesReady() async throws {
             let ring = try RingExecutor(name: "epoll-deadline", backend: .epoll)

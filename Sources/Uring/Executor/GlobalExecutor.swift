@@ -38,20 +38,27 @@ extension Uring {
     /// `main` returns, and operations still in the kernel are cancelled by tearing the ring down.
     /// The executors stay installed, so nothing should create tasks after `run` returns.
     ///
-    /// - Throws: ``IOError/Code/ringUnavailable`` (before anything is installed) if io_uring
-    ///   cannot be set up; otherwise whatever `body` throws.
+    /// `backend` chooses the rings' driver (`nil`: `SWIFT_URING_BACKEND`, automatic by default:
+    /// io_uring, or the epoll driver where io_uring is denied; see ``RingBackendPreference``).
+    ///
+    /// - Throws: ``IOError/Code/ringUnavailable`` (before anything is installed) if io_uring was
+    ///   asked for and cannot be set up, or no driver can; otherwise whatever `body` throws.
     public static func run<Result: Sendable>(
         entries: Int = 256,
         threads: Int = 1,
+        backend: RingBackendPreference? = nil,
         _ body: @escaping @Sendable () async throws -> Result
     ) throws -> Result {
         guard threads >= 1, threads <= 1024 else {
             throw IOError(.invalidArgument, errno: .invalidArgument, operation: .setup)
         }
-        let ring = try RingExecutor(entries: entries, jobBudget: 256, name: "uring-main", donatingCurrentThread: true)
+        let ring = try RingExecutor(
+            entries: entries, jobBudget: 256, name: "uring-main", backend: backend, donatingCurrentThread: true)
         var rings = [ring]
         do throws(IOError) {
-            for i in 1..<threads { rings.append(try RingExecutor(entries: entries, name: "uring-\(i)")) }
+            for i in 1..<threads {
+                rings.append(try RingExecutor(entries: entries, name: "uring-\(i)", backend: backend))
+            }
         } catch {
             for other in rings.dropFirst() { other.shutdown() }
             throw error

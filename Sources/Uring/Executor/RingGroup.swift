@@ -54,11 +54,14 @@ public final class RingGroup: Sendable {
     /// let rings = try RingGroup(spinBeforeSleep: .microseconds(50))
     /// ```
     ///
+    /// `backend` chooses the driver of every ring (`nil`: `SWIFT_URING_BACKEND`, automatic by
+    /// default; see ``RingBackendPreference``).
+    ///
     /// - Throws: ``IOError`` if a ring cannot be set up (the rings already started are shut
     ///   down first), or ``IOError/Code/invalidArgument`` for a count below 1.
     public init(
         count: Int? = nil, entries: Int = 256, name: String = "uring", receiveBufferCount: Int = 1024,
-        receiveBufferSize: Int = 4096, spinBeforeSleep: Duration = .zero
+        receiveBufferSize: Int = 4096, spinBeforeSleep: Duration = .zero, backend: RingBackendPreference? = nil
     ) throws(IOError) {
         let count = count ?? Self.availableCores
         guard count >= 1, count <= 1024 else {
@@ -70,7 +73,7 @@ public final class RingGroup: Sendable {
                 rings.append(
                     try RingExecutor(
                         entries: entries, name: "\(name)-\(i)", receiveBufferCount: receiveBufferCount,
-                        receiveBufferSize: receiveBufferSize, spinBeforeSleep: spinBeforeSleep))
+                        receiveBufferSize: receiveBufferSize, spinBeforeSleep: spinBeforeSleep, backend: backend))
             }
         } catch {
             for ring in rings { ring.shutdown() }
