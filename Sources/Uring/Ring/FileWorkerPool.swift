@@ -61,17 +61,28 @@ import Synchronization
     }
 
     /// Queues `job` (its request's state must be `.queued`, set under the lock by the caller).
+    /// If the pool has no thread and cannot start one (`pthread_create` fails: out of memory
+    /// or a thread limit), the job fails at once with that error (`EAGAIN`), posted like any
+    /// result, rather than waiting for a thread that will never come.
     func enqueueLocked(_ job: Job) {
-        queue.append(job)
         if idle > 0 {
+            queue.append(job)
             unsafe pthread_cond_signal(condition)
-        } else if threads < maximumThreads {
-            threads += 1
-            startThread()
+            return
         }
+        if threads < maximumThreads {
+            let rc = startThread()
+            if rc != 0 && threads == 0 {
+                unsafe job.request.pointee.poolState = .running
+                unsafe job.mailbox.takeUnretainedValue().post(index: job.index, result: -rc, skipped: false)
+                return
+            }
+        }
+        queue.append(job)
     }
 
-    private func startThread() {
+    /// Starts a worker; returns pthread_create's result (0 on success).
+    private func startThread() -> Int32 {
         let context = unsafe Unmanaged.passRetained(self).toOpaque()
         var attributes = pthread_attr_t()
         unsafe pthread_attr_init(&attributes)
@@ -86,12 +97,13 @@ import Synchronization
                 return nil
             }, context)
         unsafe pthread_attr_destroy(&attributes)
-        if rc != 0 {
-            // No thread: the jobs wait for one that exists (there is always one once the first started).
+        if rc == 0 {
+            threads += 1
+        } else {
+            // The jobs wait for a thread that exists (a later job tries to start one again).
             unsafe Unmanaged<FileWorkerPool>.fromOpaque(context).release()
-            threads -= 1
-            precondition(threads > 0, "the file worker pool cannot start a thread (\(rc))")
         }
+        return rc
     }
 
     private func work() {
