@@ -29,8 +29,6 @@ struct SoftRequest {
     var previous: Int32 = -1
     /// For an operation: its linked timeout (-1: none). For a linked timeout: its operation.
     var link: Int32 = -1
-    /// When a timer or linked timeout expires (monotonic nanoseconds).
-    var deadline: UInt64 = 0
     /// Bumped each time the request is freed, so stale timer-heap entries are recognized.
     var generation: UInt32 = 0
     /// A multishot accept or receive: stays after each completion.

@@ -242,29 +242,26 @@ import Glibc
     /// Posts one completion (into the overflow list when the queue is full).
     @inline(__always)
     mutating func post(_ userData: UInt64, _ result: Int32, _ flags: UInt32 = 0) {
-        let tail = unsafe words[7]
-        if tail &- (unsafe words[6]) >= completionEntries || !overflow.isEmpty {
+        if !overflow.isEmpty || !write(Completion(userData: userData, result: result, flags: flags)) {
             overflow.append(Completion(userData: userData, result: result, flags: flags))
-            return
         }
+    }
+
+    /// Writes one completion at the CQ's tail; false when the queue is full.
+    @inline(__always)
+    private mutating func write(_ completion: Completion) -> Bool {
+        let tail = unsafe words[7]
+        guard tail &- (unsafe words[6]) < completionEntries else { return false }
         let cqe = unsafe cqes + Int(tail & cqMask)
-        unsafe cqe.pointee.user_data = userData
-        unsafe cqe.pointee.res = result
-        unsafe cqe.pointee.flags = flags
+        unsafe cqe.pointee.user_data = completion.userData
+        unsafe cqe.pointee.res = completion.result
+        unsafe cqe.pointee.flags = completion.flags
         unsafe words[7] = tail &+ 1
+        return true
     }
 
     private mutating func flushOverflow() {
-        while let completion = overflow.first {
-            let tail = unsafe words[7]
-            guard tail &- (unsafe words[6]) < completionEntries else { return }
-            _ = overflow.popFirst()
-            let cqe = unsafe cqes + Int(tail & cqMask)
-            unsafe cqe.pointee.user_data = completion.userData
-            unsafe cqe.pointee.res = completion.result
-            unsafe cqe.pointee.flags = completion.flags
-            unsafe words[7] = tail &+ 1
-        }
+        while let completion = overflow.first, write(completion) { _ = overflow.popFirst() }
     }
 
     /// One `epoll_wait` (`timeout`: nanoseconds, 0 to poll, -1 to sleep until an event), then
@@ -361,7 +358,6 @@ import Glibc
                 UInt64(seconds).multipliedReportingOverflow(by: 1_000_000_000).partialValue &+ UInt64(fraction)
         }
         let deadline = absolute ? nanoseconds : monotonicClockNanoseconds() &+ nanoseconds
-        unsafe request.pointee.deadline = deadline
         unsafe timers.push(.init(deadline: deadline, request: index, generation: request.pointee.generation))
     }
 
