@@ -55,10 +55,11 @@ extension SoftRing {
         } else if rc < 0 && Glibc.errno == EEXIST {
             rc = unsafe epoll_ctl(epollFD, EPOLL_CTL_MOD, fd, &event)
         }
+        let error = rc == 0 ? 0 : Glibc.errno  // before anything else can overwrite it
         #if DEBUG
         softRingTrace(epollFD, "arm fd=\(fd) mask=\(String(mask, radix: 16)) rc=\(rc)")
         #endif
-        guard rc == 0 else { return failWaiters(fd, error: Glibc.errno) }
+        guard rc == 0 else { return failWaiters(fd, error: error) }
         unsafe waiters.pointee.registered = true
         unsafe waiters.pointee.armed = mask
     }
