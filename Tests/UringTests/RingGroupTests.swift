@@ -15,14 +15,29 @@ func name(_ error: IOError) -> String {
     }
 }
 
+/// The process's own threads: the kernel's io_uring workers (`iou-wrk-*`, `iou-sqp-*`) are listed
+/// in `/proc/self/task` too, but they come and go on the kernel's schedule (an idle io-wq worker
+/// exits after a few seconds), so they are not counted.
 func threadCount() -> Int {
     var count = 0
     guard let dir = opendir("/proc/self/task") else { return -1 }
     defer { closedir(dir) }
     while let entry = readdir(dir) {
-        if entry.pointee.d_name.0 != UInt8(ascii: ".") { count += 1 }
+        guard entry.pointee.d_name.0 != UInt8(ascii: ".") else { continue }
+        let id = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        if !threadName(id).hasPrefix("iou-") { count += 1 }
     }
     return count
+}
+
+/// The name in `/proc/self/task/<id>/comm`, or "" when the thread has gone.
+private func threadName(_ id: String) -> String {
+    let fd = open("/proc/self/task/\(id)/comm", O_RDONLY)
+    guard fd >= 0 else { return "" }
+    defer { close(fd) }
+    var bytes = [UInt8](repeating: 0, count: 32)
+    let count = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+    return count > 0 ? String(decoding: bytes[..<count], as: UTF8.self) : ""
 }
 
 /// Collects what is logged, for the stall detector's test.
