@@ -49,6 +49,7 @@ extension RingDriver {
         } else {
             closing.append(ClosingDescriptor(fd: fd, waiters: [waiter]))
         }
+        ring.descriptorClosing(fd)
         if let onDescriptor = streams.removeValue(forKey: fd) {
             for stream in onDescriptor {
                 ownerClosed(stream)

@@ -50,7 +50,9 @@ public struct TCPConnection: Sendable, Hashable {
             // `storage` lives until the operation returns, after the final completion.
             _ = try unsafe await ConnectOperation(fd: fd, address: raw, length: length).run(timeout: timeout)
         } catch {
-            Glibc.close(fd)
+            // Through the runtime, like every descriptor an operation has used: the epoll driver
+            // must forget its registration before the number can be reused.
+            try? await RingExecutor.closeDescriptor(fd, operation: .close)
             throw error.about(.address(address))
         }
         return TCPConnection(descriptor: FileDescriptor(rawValue: fd))

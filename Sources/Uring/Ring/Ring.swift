@@ -243,6 +243,13 @@ import SystemPackage
         return unsafe io_uring_submit_and_get_events(raw)
     }
 
+    /// `fd` is about to be closed: the epoll driver drops its registration now, if nothing waits
+    /// on it (what waits is ended by the close's cancel, which drops it then). The kernel ring
+    /// keeps no per-descriptor state.
+    mutating func descriptorClosing(_ fd: Int32) {
+        if let soft = unsafe soft { unsafe soft.pointee.forgetDescriptor(fd) }
+    }
+
     /// True when the kernel has completions it could not post because the CQ ring was full.
     var completionQueueOverflowed: Bool {
         if let soft = unsafe soft { return unsafe soft.pointee.hasOverflow }

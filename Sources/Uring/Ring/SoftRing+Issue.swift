@@ -312,6 +312,9 @@ extension SoftRing {
             }
             var found: Int32 = 0
             for i in 0..<scratch.count where cancelRequest(scratch[i]) != -ENOENT { found += 1 }
+            // A close's cancel (the runtime cancels by descriptor only to close it): nothing on
+            // this ring may keep a registration for a number that is about to be reused.
+            forgetDescriptor(fd)
             return found > 0 ? found : -ENOENT
         }
         guard let index = byUserData[unsafe sqe.pointee.addr] else { return -ENOENT }

@@ -1,8 +1,9 @@
 internal import CLiburing
 import Glibc
 
-// The epoll driver's readiness: each descriptor's waiting list, its one-shot epoll registration,
-// and retrying the waiters when epoll reports the descriptor.
+// The epoll driver's readiness: each descriptor's waiting list, its level-triggered epoll
+// registration (persistent, narrowed lazily), and retrying the waiters when epoll reports the
+// descriptor.
 
 extension SoftRing {
     /// Puts request `index` at the end of its descriptor's waiting list and arms epoll.
@@ -26,42 +27,76 @@ extension SoftRing {
         } else {
             unsafe waiters.pointee.head = index
         }
-        let first = unsafe waiters.pointee.head == index
         unsafe waiters.pointee.tail = index
-        // The first waiter always re-arms: whatever the entry says about an earlier registration
-        // may be about a file that was closed elsewhere and whose number was reused.
-        arm(fd, force: first)
+        // A registration nobody waited on for a while is confirmed with one `epoll_ctl`: the
+        // descriptor may have been closed outside the runtime (epoll then forgets it) and its
+        // number reused. One waited on again within a few turns (a connection's next receive)
+        // costs nothing.
+        let stale = unsafe waiters.pointee.head == index && turn &- waiters.pointee.lastTurn > Self.staleTurns
+        unsafe waiters.pointee.lastTurn = turn
+        if stale, unsafe waiters.pointee.registered {
+            unsafe register(fd, waiters, mask: wantedEvents(waiters) | waiters.pointee.interest)
+        } else {
+            arm(fd)
+        }
     }
 
-    /// Arms the one-shot, level-triggered registration of `fd` for what its waiters want
-    /// (`force`: even if the entry says it is armed so already).
-    mutating func arm(_ fd: Int32, force: Bool = false) {
+    /// Makes `fd`'s registration cover what its waiters want. The registration is persistent and
+    /// level-triggered, and it is narrowed lazily (see ``descriptorReady(_:events:)``): in the
+    /// common cycle (wait, ready, complete, wait again before the next `epoll_wait`) it costs no
+    /// `epoll_ctl` at all.
+    mutating func arm(_ fd: Int32) {
         guard let waiters = unsafe descriptors.existing(fd), unsafe waiters.pointee.head >= 0 else { return }
+        let wanted = unsafe wantedEvents(waiters)
+        if unsafe waiters.pointee.registered && waiters.pointee.interest & wanted == wanted { return }
+        unsafe register(fd, waiters, mask: wanted | waiters.pointee.interest)
+    }
+
+    /// The union of the events `fd`'s waiters wait for.
+    func wantedEvents(_ waiters: UnsafeMutablePointer<Waiters>) -> UInt32 {
         var wanted: UInt32 = 0
         var index = unsafe waiters.pointee.head
         while index >= 0 {
             wanted |= unsafe requests[index].pointee.events
             index = unsafe requests[index].pointee.next
         }
-        let mask = wanted | EPOLLONESHOT.rawValue
-        if unsafe !force && waiters.pointee.armed == mask { return }
+        return wanted
+    }
+
+    /// Sets `fd`'s registration to `mask`, level-triggered; 0 parks it (one-shot with no events:
+    /// at most one error or hang-up report, then silent until armed again).
+    mutating func register(_ fd: Int32, _ waiters: UnsafeMutablePointer<Waiters>, mask: UInt32) {
         var event = unsafe epoll_event()
-        unsafe event.events = mask
+        unsafe event.events = mask == 0 ? EPOLLONESHOT.rawValue : mask
         unsafe event.data.u64 = UInt64(UInt32(bitPattern: fd))
         var rc = unsafe epoll_ctl(epollFD, waiters.pointee.registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &event)
         if rc < 0 && Glibc.errno == ENOENT {
-            // Closed and reopened behind our back (epoll forgets a closed file): add it again.
+            // Closed and reopened behind the runtime's back (epoll forgets a closed file).
             rc = unsafe epoll_ctl(epollFD, EPOLL_CTL_ADD, fd, &event)
         } else if rc < 0 && Glibc.errno == EEXIST {
             rc = unsafe epoll_ctl(epollFD, EPOLL_CTL_MOD, fd, &event)
         }
         let error = rc == 0 ? 0 : Glibc.errno  // before anything else can overwrite it
+        counters.registrationChanges &+= 1
         #if DEBUG
-        softRingTrace(epollFD, "arm fd=\(fd) mask=\(String(mask, radix: 16)) rc=\(rc)")
+        softRingTrace(epollFD, "register fd=\(fd) mask=\(String(mask, radix: 16)) rc=\(rc)")
         #endif
-        guard rc == 0 else { return failWaiters(fd, error: error) }
+        guard rc == 0 else {
+            unsafe waiters.pointee.registered = false
+            unsafe waiters.pointee.interest = 0
+            return failWaiters(fd, error: error)
+        }
         unsafe waiters.pointee.registered = true
-        unsafe waiters.pointee.armed = mask
+        unsafe waiters.pointee.interest = mask
+    }
+
+    /// Takes `fd` out of the epoll set and forgets what this ring knew about it: it is about to
+    /// be closed (here or on another ring), and its number may come back as another file. Its
+    /// waiters, if any, are ended by the close's cancel first.
+    mutating func forgetDescriptor(_ fd: Int32) {
+        guard let waiters = unsafe descriptors.existing(fd), unsafe waiters.pointee.head < 0 else { return }
+        if unsafe waiters.pointee.registered { _ = epoll_ctl(epollFD, EPOLL_CTL_DEL, fd, nil) }
+        unsafe waiters.pointee = Waiters()
     }
 
     /// epoll refused `fd`: a regular file or directory (always ready, as the kernel's poll
@@ -90,20 +125,29 @@ extension SoftRing {
         softRingTrace(
             epollFD, unsafe "ready fd=\(fd) events=\(String(revents, radix: 16)) head=\(waiters.pointee.head)")
         #endif
-        unsafe waiters.pointee.armed = 0  // a one-shot registration fired
+        unsafe waiters.pointee.lastTurn = turn
         if revents & (EPOLLIN.rawValue | EPOLLERR.rawValue | EPOLLHUP.rawValue | EPOLLRDHUP.rawValue) != 0 {
             unsafe waiters.pointee.drained = false
         }
         let always = EPOLLERR.rawValue | EPOLLHUP.rawValue
+        var retried = false
         var index = unsafe waiters.pointee.head
         while index >= 0 {
             let next = unsafe requests[index].pointee.next
             if revents & (unsafe requests[index].pointee.events | always) != 0 {
+                retried = true
                 retry(index, readiness: revents)
             }
             index = next
         }
-        arm(fd)
+        // A report nobody waited for (the registration is level-triggered and narrowed lazily):
+        // narrow it to what is wanted now, or park it, so it does not fire again and again.
+        // Reports that found a waiter leave it as it is: the next wait usually comes before
+        // the next `epoll_wait`, and then needs no `epoll_ctl`.
+        if !retried, unsafe waiters.pointee.registered {
+            let wanted = unsafe wantedEvents(waiters)
+            if unsafe waiters.pointee.interest != wanted { unsafe register(fd, waiters, mask: wanted) }
+        }
     }
 
     /// Tries waiting request `index` again. A single-shot request that completes is finished;

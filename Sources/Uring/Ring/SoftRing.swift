@@ -12,7 +12,8 @@ import Glibc
 /// kernel is replaced, by ``enter(wait:)``. Each entry then:
 /// - completes at once when it can (a no-op, a cancel, a close, a socket call or page-cache
 ///   read that does not block: `MSG_DONTWAIT`, `RWF_NOWAIT`);
-/// - or waits for readiness in epoll (one-shot, re-armed while requests wait) and is retried;
+/// - or waits for readiness in epoll (level-triggered, registered once per descriptor) and is
+///   retried;
 /// - or runs on the ``FileWorkerPool`` (regular files and path operations), whose result comes
 ///   back through a ``PoolMailbox``;
 /// - or waits for its deadline in a timer heap (`TIMEOUT`, `LINK_TIMEOUT`).
@@ -57,18 +58,27 @@ import Glibc
     /// Set by `attempt`: the last receive filled less than its buffer.
     var shortRead = false
     var hasWaitWithTimespec = true
+    /// Counts ``enter(wait:)`` calls: the driver's clock for how long a registration went unused.
+    var turn: UInt32 = 0
+    /// After this many turns without a wait or report, a registration is confirmed before it is
+    /// relied on again (see ``startWaiting(_:events:linked:)``).
+    static let staleTurns: UInt32 = 4
     var counters = EpollDriverCounters()
 
-    /// The requests waiting for readiness on one descriptor, oldest first, and its epoll state
-    /// (one-shot, level-triggered: armed for the union of what the list waits for, re-armed
-    /// after each event while requests wait).
+    /// The requests waiting for readiness on one descriptor, oldest first, and its epoll state:
+    /// a persistent level-triggered registration that covers at least what the list waits for
+    /// (widened when a waiter needs more, narrowed or parked when a report finds nobody waiting
+    /// for it). A close through the runtime forgets it on every ring that used the descriptor
+    /// (``forgetDescriptor(_:)``), before the number can be reused.
     struct Waiters {
         var head: Int32 = -1
         var tail: Int32 = -1
-        /// Added to the epoll set (it may have left it since, if closed elsewhere: see `arm`).
+        /// In the epoll set.
         var registered = false
-        /// The events it is armed for (zero once an event fired).
-        var armed: UInt32 = 0
+        /// The events it is registered for (0: parked).
+        var interest: UInt32 = 0
+        /// The ``SoftRing/turn`` of its last wait or report.
+        var lastTurn: UInt32 = 0
         /// Set by this driver (a listening socket): accept never blocks.
         var nonblocking = false
         /// The last receive came back short or would have blocked, and no event said input
@@ -184,6 +194,7 @@ import Glibc
     /// until something completes when nothing has. Returns the number of entries consumed, or
     /// `-EINTR`.
     mutating func enter(wait: Bool) -> Int32 {
+        turn &+= 1
         if !overflow.isEmpty { flushOverflow() }
         let consumed = consumeSubmissions()
         if pooledCount > 0 { drainMailbox() }
@@ -408,6 +419,9 @@ public struct EpollDriverCounters: Sendable, Hashable {
     public var ranOnPool: UInt64 = 0
     /// `epoll_wait` calls.
     public var epollWaits: UInt64 = 0
+    /// `epoll_ctl` calls that added, widened, narrowed or parked a registration (a descriptor
+    /// that is waited on again and again costs one, not one per wait).
+    public var registrationChanges: UInt64 = 0
     /// Requests the driver holds now (waiting for readiness, on the pool, timers), not counting
     /// the ring's own wake-up read: 0 when the ring is idle.
     public var requestsHeld = 0
