@@ -8,7 +8,10 @@
 #include <sys/stat.h>
 #include <sys/epoll.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 #include "CLiburing.h"
@@ -49,4 +52,30 @@ int cliburing_epoll_wait(int epoll, struct epoll_event *events, int count, long 
     struct timespec timeout = {.tv_sec = nanoseconds / 1000000000, .tv_nsec = nanoseconds % 1000000000};
     int result = epoll_pwait2(epoll, events, count, nanoseconds < 0 ? NULL : &timeout, NULL);
     return result < 0 ? -errno : result;
+}
+
+long cliburing_recv_inq(int fd, void *buffer, unsigned long count, int flags, int *remaining) {
+    struct iovec vector = {.iov_base = buffer, .iov_len = count};
+    union {
+        char bytes[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    struct msghdr message = {
+        .msg_iov = &vector, .msg_iovlen = 1, .msg_control = control.bytes, .msg_controllen = sizeof control.bytes};
+    ssize_t result = recvmsg(fd, &message, flags);
+    if (result < 0) return -errno;
+    *remaining = -1;
+    for (struct cmsghdr *header = CMSG_FIRSTHDR(&message); header; header = CMSG_NXTHDR(&message, header)) {
+        if (header->cmsg_level == SOL_TCP && header->cmsg_type == TCP_CM_INQ) {
+            int value;
+            memcpy(&value, CMSG_DATA(header), sizeof value);
+            *remaining = value;
+        }
+    }
+    return result;
+}
+
+int cliburing_enable_inq(int fd) {
+    int on = 1;
+    return setsockopt(fd, SOL_TCP, TCP_INQ, &on, sizeof on) < 0 ? -errno : 0;
 }

@@ -33,6 +33,12 @@ int cliburing_accept4(int fd, struct sockaddr *address, socklen_t *length, int f
 int cliburing_renameat2(int from, const char *source, int to, const char *target, unsigned int flags);
 /// statx(2) into a struct statx.
 int cliburing_statx(int directory, const char *path, int flags, unsigned int mask, void *buffer);
+/// recvmsg(2) of one buffer that also reads the TCP_INQ control message: `*remaining` is the
+/// number of bytes still queued on the socket after this receive, or -1 when the socket did
+/// not say (TCP_INQ off, or not TCP).
+long cliburing_recv_inq(int fd, void *buffer, unsigned long count, int flags, int *remaining);
+/// Turns TCP_INQ on for `fd` (inherited by the connections a listening socket accepts).
+int cliburing_enable_inq(int fd);
 /// epoll_pwait2(2) (a timespec timeout; -ENOSYS before Linux 5.11).
 int cliburing_epoll_wait(int epoll, struct epoll_event *events, int count, long long nanoseconds);
 static inline unsigned char cliburing_sqe_flag_buffer_select(void) { return IOSQE_BUFFER_SELECT; }

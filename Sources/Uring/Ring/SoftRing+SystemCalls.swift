@@ -32,8 +32,7 @@ extension SoftRing {
                     let error = Glibc.errno
                     return (error == EWOULDBLOCK ? -EAGAIN : -error, 0)
                 }
-                let received = unsafe recv(fd, buffer.address, buffer.length, flags)
-                shortRead = unsafe received < buffer.length
+                let received = unsafe receive(fd, buffer.address, buffer.length, flags)
                 if received > 0 {
                     consumeBuffer(group)
                     return unsafe (
@@ -41,11 +40,10 @@ extension SoftRing {
                         UInt32(IORING_CQE_F_BUFFER) | UInt32(buffer.id) << UInt32(IORING_CQE_BUFFER_SHIFT)
                     )
                 }
-                rc = received
-            } else {
-                rc = unsafe recv(fd, address, length, flags)
-                shortRead = rc >= 0 && rc < length
+                return (received == -Int(EWOULDBLOCK) ? -EAGAIN : Int32(truncatingIfNeeded: received), 0)
             }
+            let received = unsafe receive(fd, address, length, flags)
+            return (received == -Int(EWOULDBLOCK) ? -EAGAIN : Int32(truncatingIfNeeded: received), 0)
         case Self.op(IORING_OP_SEND), Self.op(IORING_OP_SEND_ZC):
             rc = unsafe send(fd, address, length, flags)
         case Self.op(IORING_OP_SENDMSG):
@@ -59,6 +57,8 @@ extension SoftRing {
                 let current = fcntl(fd, F_GETFL)
                 if current >= 0 && current & O_NONBLOCK == 0 { _ = fcntl(fd, F_SETFL, current | O_NONBLOCK) }
                 unsafe state.pointee.nonblocking = true
+                // Accepted TCP connections inherit TCP_INQ (see `receive`): no call per connection.
+                if cliburing_enable_inq(fd) == 0 { unsafe state.pointee.inq = .on }
             }
             let lengthPointer = unsafe UnsafeMutablePointer<socklen_t>(bitPattern: UInt(sqe.pointee.off))
             let accepted = unsafe cliburing_accept4(
@@ -92,6 +92,34 @@ extension SoftRing {
         if rc >= 0 { return (Int32(truncatingIfNeeded: rc), 0) }
         let error = Glibc.errno
         return (error == EWOULDBLOCK ? -EAGAIN : -error, 0)
+    }
+
+    /// One receive without blocking: the byte count or -errno. Sets `shortRead` when the socket
+    /// is drained: from TCP_INQ (the bytes still queued, which the kernel reports with the
+    /// receive) where the socket has it on, else when fewer bytes came than fit. TCP_INQ is what
+    /// lets a receive that exactly fills its buffer (a 4 KiB message into a 4 KiB buffer) skip
+    /// the receive that would only say EAGAIN. A socket's state is learnt from its first
+    /// receive: accepted sockets inherit the listener's TCP_INQ, others get it turned on once.
+    mutating func receive(_ fd: Int32, _ address: UnsafeMutableRawPointer?, _ length: Int, _ flags: Int32) -> Int {
+        let entry = unsafe descriptors.entry(fd)
+        if unsafe entry.pointee.inq == .off {
+            let received = unsafe recv(fd, address, length, flags)
+            shortRead = received >= 0 && received < length
+            return received >= 0 ? received : -Int(Glibc.errno)
+        }
+        var remaining: Int32 = -1
+        let received = unsafe cliburing_recv_inq(fd, address, UInt(length), flags, &remaining)
+        guard received >= 0 else { return received }
+        if remaining >= 0 {
+            unsafe entry.pointee.inq = .on
+            shortRead = remaining == 0
+        } else {
+            if unsafe entry.pointee.inq == .unknown {
+                unsafe entry.pointee.inq = cliburing_enable_inq(fd) == 0 ? .on : .off
+            }
+            shortRead = received < length
+        }
+        return received
     }
 
     /// A read or write of a stream (pipe, socket, eventfd, terminal) without blocking:

@@ -79,6 +79,8 @@ import Glibc
         var interest: UInt32 = 0
         /// The ``SoftRing/turn`` of its last wait or report.
         var lastTurn: UInt32 = 0
+        /// Whether its receives report TCP_INQ (see ``SoftRing/receive(_:_:_:_:)``).
+        var inq = InqState.unknown
         /// Set by this driver (a listening socket): accept never blocks.
         var nonblocking = false
         /// The last receive came back short or would have blocked, and no event said input
@@ -86,6 +88,8 @@ import Glibc
         /// costs an event (the level-triggered registration fires at once when data is there).
         var drained = false
     }
+
+    enum InqState: UInt8 { case unknown, on, off }
 
     /// A provided-buffer ring (`io_uring_buf_ring` layout) that buffered receives take from.
     @safe struct ProvidedBuffers {
