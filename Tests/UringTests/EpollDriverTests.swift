@@ -131,5 +131,53 @@ extension IntegrationTests {
             }
             #expect(await ring.statistics().epoll.requestsHeld == 0)
         }
+
+        /// A connection waited on again and again keeps one registration: 200 round trips in
+        /// which each receive waits cost a handful of `epoll_ctl` calls, not one per wait; sends
+        /// that fit are made by the task itself. After both ends are closed (through the
+        /// runtime, on the other ring of a group) new connections, which get the same numbers,
+        /// are served at once on the ring that had the old ones registered.
+        @Test func aConnectionWaitedOnAgainAndAgainKeepsOneRegistration() async throws {
+            let group = try RingGroup(count: 2, name: "epoll-reg", backend: .epoll)
+            defer { group.shutdown() }
+            let ring = group[0]
+            for pairNumber in 0..<3 {
+                let (client, server, numbers) = try await Task(executorPreference: ring) {
+                    let (client, server) = try await connectedPair()
+                    return (client, server, [client.descriptor.rawValue, server.descriptor.rawValue])
+                }.value
+                let before = await ring.statistics().epoll
+                let echoed = try await Task(executorPreference: ring) { () async throws -> Int in
+                    async let served: Void = {
+                        for _ in 0..<200 {
+                            let message = try await server.receive(upTo: 16, timeout: .seconds(5))
+                            try await server.write(contentsOf: message)
+                        }
+                    }()
+                    var echoed = 0
+                    for round in 0..<200 {
+                        try await client.write(contentsOf: [UInt8(truncatingIfNeeded: round)])
+                        let reply = try await client.receive(upTo: 16, timeout: .seconds(5))
+                        if reply == [UInt8(truncatingIfNeeded: round)] { echoed += 1 }
+                    }
+                    try await served
+                    return echoed
+                }.value
+                #expect(echoed == 200, "pair \(pairNumber) (descriptors \(numbers))")
+                let after = await ring.statistics().epoll
+                #expect(after.waitedForReadiness - before.waitedForReadiness >= 200, "receives that waited")
+                #expect(
+                    after.registrationChanges - before.registrationChanges <= 8,
+                    "\(after.registrationChanges - before.registrationChanges) epoll_ctl calls")
+                #expect(after.completedByCaller - before.completedByCaller >= 200, "sends made by the task")
+                // Closed from the other ring: this ring must drop both registrations before the
+                // numbers come back for the next pair.
+                try await Task(executorPreference: group[1]) {
+                    try await client.close()
+                    try await server.close()
+                }.value
+            }
+            #expect(await ring.statistics().epoll.requestsHeld == 0)
+        }
     }
 }
