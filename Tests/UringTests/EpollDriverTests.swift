@@ -133,8 +133,7 @@ extension IntegrationTests {
         }
 
         /// A connection waited on again and again keeps one registration: 200 round trips in
-        /// which each receive waits cost a handful of `epoll_ctl` calls, not one per wait; sends
-        /// that fit are made by the task itself. After both ends are closed (through the
+        /// which each receive waits cost a handful of `epoll_ctl` calls, not one per wait. After both ends are closed (through the
         /// runtime, on the other ring of a group) new connections, which get the same numbers,
         /// are served at once on the ring that had the old ones registered.
         @Test func aConnectionWaitedOnAgainAndAgainKeepsOneRegistration() async throws {
@@ -169,7 +168,6 @@ extension IntegrationTests {
                 #expect(
                     after.registrationChanges - before.registrationChanges <= 8,
                     "\(after.registrationChanges - before.registrationChanges) epoll_ctl calls")
-                #expect(after.completedByCaller - before.completedByCaller >= 200, "sends made by the task")
                 // Closed from the other ring: this ring must drop both registrations before the
                 // numbers come back for the next pair.
                 try await Task(executorPreference: group[1]) {

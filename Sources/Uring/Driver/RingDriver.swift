@@ -173,33 +173,6 @@ import Glibc
         return .submitted
     }
 
-    /// The epoll driver's short cut for socket calls: the awaiting task makes the call itself,
-    /// without blocking, and has its outcome without a slot, an entry or a suspension; nil
-    /// when the operation must be queued (any other driver or operation, a call that would
-    /// block, a descriptor being closed, injected faults). The descriptor's use is published
-    /// around the call exactly as for a queued operation, so a close on another ring waits for
-    /// it (see RingDriver+Closing.swift).
-    @inline(__always)
-    mutating func attemptInline<Operation: IOOperation>(_ operation: Operation) -> OperationOutcome? {
-        guard Operation.inlineEvents != 0, let soft = unsafe ring.soft, !stopping else { return nil }
-        #if DEBUG
-        if faults != nil { return nil }
-        #endif
-        let fd = operation.descriptor
-        guard fd >= 0 else { return nil }
-        noteUse(fd)
-        defer { noteEnd(fd) }
-        if DescriptorUse.isClosing(fd) { return nil }
-        var sqe = io_uring_sqe()
-        var timespec = __kernel_timespec()
-        unsafe operation.encode(into: &sqe, timespec: &timespec)
-        if UInt32(sqe.opcode) == IORING_OP_SEND_ZC.rawValue { return nil }  // two completions: queued
-        guard let (result, _) = unsafe soft.pointee.attemptInline(&sqe, events: Operation.inlineEvents) else {
-            return nil
-        }
-        return result >= 0 ? .success(result) : .failure(-result)
-    }
-
     /// The operation's task has its outcome: the slot goes back to the table.
     @inline(__always)
     mutating func finish(_ id: OperationID, _ slot: UnsafeMutablePointer<OperationSlot>) {

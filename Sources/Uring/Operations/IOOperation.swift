@@ -25,18 +25,10 @@ protocol IOOperation: Sendable {
     /// The descriptor the operation acts on, which `close()` counts and waits for; -1 for none
     /// (paths relative to the working directory, no-ops, timers) and for `close` itself.
     var descriptor: Int32 { get }
-    /// The readiness a driver without a kernel ring may try the call for right away, on the
-    /// caller's thread, before queueing it (`EPOLLIN` for a receive, `EPOLLOUT` for a send);
-    /// 0 for operations that always go through the queue. A default of 0 is provided.
-    static var inlineEvents: UInt32 { get }
     /// Fills a free submission entry (not its `user_data`, not its link flag). `timespec` is
     /// storage in the operation's slot, stable until the final completion, for operations that
     /// hand the kernel a duration.
     func encode(into sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>)
-}
-
-extension IOOperation {
-    static var inlineEvents: UInt32 { 0 }
 }
 
 /// What a driver does when an attempt fails with `EINTR` or `EAGAIN`.

@@ -25,11 +25,6 @@ extension RingExecutor {
     func perform<Operation: IOOperation>(
         _ operation: Operation, timeout: Duration?, cancellable: Bool = true
     ) async -> OperationOutcome {
-        if Operation.inlineEvents != 0, !(cancellable && Task.isCancelled),
-            let outcome = unsafe driver.pointee.attemptInline(operation)
-        {
-            return outcome
-        }
         let outcome = await performOnce(operation, timeout: timeout, cancellable: cancellable)
         if case .failure(let errno) = outcome, errno == EINTR || errno == EAGAIN {
             let retried = await retry(operation, after: errno, timeout: timeout, cancellable: cancellable)

@@ -103,24 +103,6 @@ extension SoftRing {
         }
     }
 
-    /// A socket call made by the awaiting task itself, before anything is queued (see
-    /// `RingDriver.attemptInline`): its result, or nil when it must go through the queue (it
-    /// would block, the socket looks drained, or other requests already wait on the descriptor,
-    /// which keeps them first). Saves the task a suspension and a loop turn per call.
-    mutating func attemptInline(_ sqe: UnsafeMutablePointer<io_uring_sqe>, events: UInt32) -> (Int32, UInt32)? {
-        let fd = unsafe sqe.pointee.fd
-        if let waiters = unsafe descriptors.existing(fd) {
-            if unsafe waiters.pointee.head >= 0 { return nil }
-            if unsafe events == EPOLLIN.rawValue && waiters.pointee.drained { return nil }
-        }
-        shortRead = false
-        let (result, flags) = unsafe attempt(sqe, readiness: 0, request: nil)
-        if result == -EAGAIN || shortRead { noteDrained(fd, events) }
-        if result == -EAGAIN || result == -EINTR { return nil }
-        counters.completedByCaller &+= 1
-        return (result, flags)
-    }
-
     // MARK: - Routes
 
     /// A socket call: tried now without blocking; on `EAGAIN`, waits for `events`.

@@ -417,9 +417,6 @@ public struct EpollDriverCounters: Sendable, Hashable {
     /// Entries that completed at once, without waiting (a socket call or page-cache read that
     /// did not block, a no-op, a cancel, a close).
     public var completedInline: UInt64 = 0
-    /// Socket calls the awaiting task made itself, without queueing an entry or suspending (a
-    /// send that fit, a receive that found data).
-    public var completedByCaller: UInt64 = 0
     /// Entries that waited for readiness in epoll.
     public var waitedForReadiness: UInt64 = 0
     /// Entries that ran on the worker pool (regular files that would block, path operations).

@@ -47,7 +47,6 @@ struct AcceptOperation: IOOperation {
 
     var name: IOError.Operation { .receive }
     static var retry: RetryPolicy { .readable }
-    static var inlineEvents: UInt32 { EPOLLIN.rawValue }
     var descriptor: Int32 { fd }
 
     @inline(__always)
@@ -70,7 +69,6 @@ struct AcceptOperation: IOOperation {
 
     var name: IOError.Operation { .send }
     static var retry: RetryPolicy { .writable }
-    static var inlineEvents: UInt32 { EPOLLOUT.rawValue }
     var descriptor: Int32 { fd }
 
     @inline(__always)
@@ -93,7 +91,6 @@ struct SendMessageOperation: IOOperation, @unchecked Sendable {
 
     var name: IOError.Operation { .send }
     static var retry: RetryPolicy { .writable }
-    static var inlineEvents: UInt32 { EPOLLOUT.rawValue }
     var descriptor: Int32 { fd }
 
     func encode(into sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>) {
@@ -110,7 +107,6 @@ struct ReceiveMessageOperation: IOOperation, @unchecked Sendable {
 
     var name: IOError.Operation { .receive }
     static var retry: RetryPolicy { .readable }
-    static var inlineEvents: UInt32 { EPOLLIN.rawValue }
     var descriptor: Int32 { fd }
 
     func encode(into sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>) {
