@@ -92,12 +92,21 @@ import Glibc
     enum InqState: UInt8 { case unknown, on, off }
 
     /// A provided-buffer ring (`io_uring_buf_ring` layout) that buffered receives take from.
+    ///
+    /// Buffers are handed out last returned, first used: every entry the pool has returned is
+    /// moved onto `free`, a stack, and receives take its top. The kernel's order (first returned,
+    /// first used) cycles through every buffer of the pool (4 MiB by default), so each receive
+    /// writes memory that left the cache long ago; a stack keeps reusing the few buffers in
+    /// flight, hot in the cache.
     @safe struct ProvidedBuffers {
         // SAFETY (@safe): `ring` is the BufferPool's mapping, which outlives the ring (the driver drops the pool
-        // after the ring's teardown).
+        // after the ring's teardown); `free` holds `mask + 1` entries, allocated with this value and freed in
+        // the ring's deinit.
         var ring: UnsafeMutablePointer<io_uring_buf>
         var mask: UInt16
         var head: UInt16
+        var free: UnsafeMutablePointer<io_uring_buf>
+        var freeCount = 0
     }
 
     /// Sets up the queues in `raw` (allocated by the caller, not yet initialized) for `entries`
@@ -189,6 +198,7 @@ import Glibc
         unsafe sqes.deallocate()
         unsafe cqes.deallocate()
         unsafe events.deallocate()
+        if let pool = buffers { unsafe pool.free.deallocate() }
     }
 
     // MARK: - Entering
@@ -380,24 +390,38 @@ import Glibc
 
     /// Registers a provided-buffer ring (what `io_uring_register_buf_ring` does for the kernel).
     mutating func registerBuffers(group: UInt16, ring: UnsafeMutableRawPointer, entries: UInt32) {
+        if let old = buffers { unsafe old.free.deallocate() }
         bufferGroup = group
         unsafe buffers = ProvidedBuffers(
-            ring: ring.bindMemory(to: io_uring_buf.self, capacity: Int(entries)), mask: UInt16(entries - 1), head: 0)
+            ring: ring.bindMemory(to: io_uring_buf.self, capacity: Int(entries)), mask: UInt16(entries - 1), head: 0,
+            free: .allocate(capacity: Int(entries)))
     }
 
-    /// The next free buffer of `group` (left in place), or nil.
-    func peekBuffer(_ group: UInt16) -> (address: UnsafeMutableRawPointer, length: Int, id: UInt16)? {
-        guard group == bufferGroup, let pool = buffers else { return nil }
-        // The tail overlays the first entry's `resv` field (struct io_uring_buf_ring).
+    /// The free buffer of `group` that the next receive takes (the last one returned), or nil.
+    mutating func peekBuffer(_ group: UInt16) -> (address: UnsafeMutableRawPointer, length: Int, id: UInt16)? {
+        guard group == bufferGroup, var pool = buffers else { return nil }
+        // The tail overlays the first entry's `resv` field (struct io_uring_buf_ring). Entries
+        // between our head and it were returned since the last look, oldest first: onto the
+        // stack, so the newest ends on top. (At most `mask + 1` buffers exist, so it never
+        // overflows.)
         let tail = unsafe pool.ring.pointee.resv
-        guard tail != pool.head else { return nil }
-        let entry = unsafe pool.ring[Int(pool.head & pool.mask)]
+        if tail != pool.head {
+            while pool.head != tail {
+                unsafe pool.free[pool.freeCount] = unsafe pool.ring[Int(pool.head & pool.mask)]
+                pool.freeCount += 1
+                pool.head &+= 1
+            }
+            buffers = pool
+        }
+        guard pool.freeCount > 0 else { return nil }
+        let entry = unsafe pool.free[pool.freeCount - 1]
         guard let address = unsafe UnsafeMutableRawPointer(bitPattern: UInt(entry.addr)) else { return nil }
         return unsafe (address, Int(entry.len), entry.bid)
     }
 
+    /// The buffer ``peekBuffer(_:)`` returned is taken.
     mutating func consumeBuffer(_ group: UInt16) {
-        if group == bufferGroup { buffers?.head &+= 1 }
+        if group == bufferGroup, let count = buffers?.freeCount, count > 0 { buffers?.freeCount = count - 1 }
     }
 }
 
