@@ -47,7 +47,8 @@ extension IntegrationTests {
             #expect(bytes == Self.expected)
             #expect(onRing, "the task stays on its ring across the awaits")
             let stats = await ring.statistics()
-            #expect(stats.submitted >= 4, "open, statx, read, close went through this ring")
+            // The read may have been answered from the page cache without a submission.
+            #expect(stats.submitted + stats.readsWithoutWaiting >= 4, "open, statx, read, close went through this ring")
         }
 
         actor Counter {

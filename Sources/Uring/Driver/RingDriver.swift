@@ -173,6 +173,38 @@ import Glibc
         return .submitted
     }
 
+    /// Makes the operation's call on the ring's thread, without blocking, before anything is
+    /// queued (positioned reads of page-cached data: see Docs/DESIGN.md, "Reads without
+    /// waiting"): its outcome, or nil when it would block (or cannot be tried now: the ring is
+    /// stopping, the descriptor is being closed, faults are injected), and then it is queued as
+    /// usual. The descriptor's use is published around the call exactly as for a queued
+    /// operation, so a close on another ring waits for it.
+    @inline(__always)
+    mutating func tryWithoutWaiting<Operation: IOOperation>(_ operation: Operation) -> OperationOutcome? {
+        if stopping { return nil }
+        #if DEBUG
+        if faults != nil { return nil }
+        #endif
+        let fd = operation.descriptor
+        guard fd >= 0 else { return nil }
+        noteUse(fd)
+        defer { noteEnd(fd) }
+        if DescriptorUse.isClosing(fd) { return nil }
+        var sqe = io_uring_sqe()
+        var timespec = __kernel_timespec()
+        unsafe operation.encode(into: &sqe, timespec: &timespec)
+        let result = unsafe SoftRing.tryWithoutWaiting(&sqe)
+        // A pipe or socket read with an offset: the kernel ring ignores the offset of a stream,
+        // `preadv2` refuses it. Queued, and not counted as a read of a file.
+        if result == -ESPIPE { return nil }
+        if result == -EAGAIN || result == -EINTR {
+            statistics.readsThatWouldBlock &+= 1
+            return nil
+        }
+        statistics.readsWithoutWaiting &+= 1
+        return result >= 0 ? .success(result) : .failure(-result)
+    }
+
     /// The operation's task has its outcome: the slot goes back to the table.
     @inline(__always)
     mutating func finish(_ id: OperationID, _ slot: UnsafeMutablePointer<OperationSlot>) {

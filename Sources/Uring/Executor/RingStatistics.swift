@@ -13,6 +13,13 @@ public struct RingStatistics: Sendable, Hashable {
     public var setupMode = ""
     /// Operations submitted to the kernel.
     public var submitted: UInt64 = 0
+    /// Page-cache reads the awaiting task completed itself, without a submission or a
+    /// suspension (`preadv2` with `RWF_NOWAIT`, tried when nothing else on the ring was ready to
+    /// batch with); see Docs/DESIGN.md, "Reads without waiting".
+    public var readsWithoutWaiting: UInt64 = 0
+    /// Such tries that found the data not in the page cache: the read then went the
+    /// asynchronous way (the kernel ring, or the epoll driver's worker pool).
+    public var readsThatWouldBlock: UInt64 = 0
     /// Completion queue entries processed (operations, deadlines, cancels, wake-ups).
     public var completions: UInt64 = 0
     /// `io_uring_enter` calls made by the loop.

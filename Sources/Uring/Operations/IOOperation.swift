@@ -25,10 +25,18 @@ protocol IOOperation: Sendable {
     /// The descriptor the operation acts on, which `close()` counts and waits for; -1 for none
     /// (paths relative to the working directory, no-ops, timers) and for `close` itself.
     var descriptor: Int32 { get }
+    /// Whether a driver may try the operation on the caller's thread without blocking before it
+    /// queues it (positioned reads: `preadv2` with `RWF_NOWAIT`, which answers from the page cache
+    /// or says it would block). A default of false is provided.
+    static var triesWithoutWaiting: Bool { get }
     /// Fills a free submission entry (not its `user_data`, not its link flag). `timespec` is
     /// storage in the operation's slot, stable until the final completion, for operations that
     /// hand the kernel a duration.
     func encode(into sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>)
+}
+
+extension IOOperation {
+    static var triesWithoutWaiting: Bool { false }
 }
 
 /// What a driver does when an attempt fails with `EINTR` or `EAGAIN`.

@@ -122,6 +122,20 @@ extension SoftRing {
         return received
     }
 
+    /// The call of `sqe` if it can be made without blocking, on either driver (see
+    /// `RingDriver.tryWithoutWaiting`): a positioned read with `RWF_NOWAIT`. Its result, or
+    /// `-EAGAIN` when it would block or is not an entry that can be tried so.
+    static func tryWithoutWaiting(_ sqe: UnsafeMutablePointer<io_uring_sqe>) -> Int32 {
+        guard unsafe UInt32(sqe.pointee.opcode) == op(IORING_OP_READ), unsafe sqe.pointee.off != UInt64.max else {
+            return -EAGAIN
+        }
+        let address = unsafe UnsafeMutableRawPointer(bitPattern: UInt(sqe.pointee.addr))
+        let result = unsafe cliburing_read_nowait(
+            sqe.pointee.fd, address, UInt(sqe.pointee.len), Int64(bitPattern: sqe.pointee.off))
+        // EOPNOTSUPP: a file without RWF_NOWAIT support; the queued way handles it.
+        return result == -Int(EOPNOTSUPP) ? -EAGAIN : Int32(truncatingIfNeeded: result)
+    }
+
     /// A read or write of a stream (pipe, socket, eventfd, terminal) without blocking:
     /// `RWF_NOWAIT` where the kernel supports it for that file, else a zero-timeout poll first.
     static func streamCall(_ fd: Int32, _ address: UnsafeMutableRawPointer?, _ length: Int, reading: Bool) -> Int32 {

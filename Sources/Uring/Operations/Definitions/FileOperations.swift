@@ -17,6 +17,7 @@ import Glibc
 
     var name: IOError.Operation { .read }
     static var retry: RetryPolicy { .readable }
+    static var triesWithoutWaiting: Bool { true }
     var descriptor: Int32 { fd }
 
     @inline(__always)
