@@ -79,3 +79,9 @@ int cliburing_enable_inq(int fd) {
     int on = 1;
     return setsockopt(fd, SOL_TCP, TCP_INQ, &on, sizeof on) < 0 ? -errno : 0;
 }
+
+int cliburing_is_direct(int fd) {
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0) return -errno;
+    return (flags & O_DIRECT) != 0;
+}

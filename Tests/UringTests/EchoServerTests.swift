@@ -88,6 +88,9 @@ final class SpawnedChild {
     init(_ path: String, _ arguments: [String], includeStandardError: Bool = false) throws {
         var fds: [Int32] = [0, 0]
         guard pipe(&fds) == 0 else { throw ChildFailed(description: "pipe failed") }
+        // The child gets the write end as its standard output (dup2 clears the flag there);
+        // other children spawned meanwhile get neither end.
+        for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }

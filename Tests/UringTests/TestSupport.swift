@@ -69,6 +69,8 @@ struct Pipe {
     init() {
         var fds: [Int32] = [0, 0]
         precondition(pipe(&fds) == 0, "pipe failed")
+        // Not inherited by the children some tests spawn (one with `ulimit -n 48`).
+        for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
         read = File(descriptor: FileDescriptor(rawValue: fds[0]))
         write = File(descriptor: FileDescriptor(rawValue: fds[1]))
     }

@@ -39,6 +39,9 @@ int cliburing_statx(int directory, const char *path, int flags, unsigned int mas
 long cliburing_recv_inq(int fd, void *buffer, unsigned long count, int flags, int *remaining);
 /// Turns TCP_INQ on for `fd` (inherited by the connections a listening socket accepts).
 int cliburing_enable_inq(int fd);
+/// 1 when `fd` was opened with O_DIRECT (its RWF_NOWAIT reads and writes wait for the device),
+/// 0 when not, -errno when fcntl(2) fails.
+int cliburing_is_direct(int fd);
 /// epoll_pwait2(2) (a timespec timeout; -ENOSYS before Linux 5.11).
 int cliburing_epoll_wait(int epoll, struct epoll_event *events, int count, long long nanoseconds);
 static inline unsigned char cliburing_sqe_flag_buffer_select(void) { return IOSQE_BUFFER_SELECT; }

@@ -50,6 +50,7 @@ extension RingDriver {
             closing.append(ClosingDescriptor(fd: fd, waiters: [waiter]))
         }
         ring.descriptorClosing(fd)
+        forgetReadMode(fd)
         if let onDescriptor = streams.removeValue(forKey: fd) {
             for stream in onDescriptor {
                 ownerClosed(stream)

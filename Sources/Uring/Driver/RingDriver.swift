@@ -52,6 +52,9 @@ import Glibc
     let wakeFD: Int32
     let wakeBuffer: UnsafeMutablePointer<UInt64>
     var statistics = RingStatistics()
+    /// Per descriptor number: 0 unknown, 1 reads may be tried without waiting, 2 they may not
+    /// (`O_DIRECT`); see ``mayTryWithoutWaiting(_:)``.
+    var readModes: [UInt8] = []
     #if DEBUG
     /// Test-only fault injection (see FaultInjection.swift).
     var faults: FaultInjector? = nil
@@ -190,6 +193,7 @@ import Glibc
         noteUse(fd)
         defer { noteEnd(fd) }
         if DescriptorUse.isClosing(fd) { return nil }
+        if !mayTryWithoutWaiting(fd) { return nil }
         var sqe = io_uring_sqe()
         var timespec = __kernel_timespec()
         unsafe operation.encode(into: &sqe, timespec: &timespec)
@@ -203,6 +207,26 @@ import Glibc
         }
         statistics.readsWithoutWaiting &+= 1
         return result >= 0 ? .success(result) : .failure(-result)
+    }
+
+    /// Whether reads of `fd` may be tried on the ring's thread: not when it was opened with
+    /// `O_DIRECT`, whose `RWF_NOWAIT` reads still wait for the device. Learnt with one `fcntl`
+    /// per descriptor and remembered until a close of it visits this ring (`forgetReadMode`).
+    @inline(__always)
+    mutating func mayTryWithoutWaiting(_ fd: Int32) -> Bool {
+        let index = Int(fd)
+        if index < readModes.count, readModes[index] != 0 { return readModes[index] == 1 }
+        if index >= readModes.count {
+            readModes.append(contentsOf: repeatElement(0, count: max(index + 1, readModes.count * 2) - readModes.count))
+        }
+        readModes[index] = cliburing_is_direct(fd) == 0 ? 1 : 2
+        return readModes[index] == 1
+    }
+
+    /// `fd` is being closed: what ``mayTryWithoutWaiting(_:)`` learnt about it no longer holds.
+    @inline(__always)
+    mutating func forgetReadMode(_ fd: Int32) {
+        if Int(fd) < readModes.count { readModes[Int(fd)] = 0 }
     }
 
     /// The operation's task has its outcome: the slot goes back to the table.

@@ -133,6 +133,8 @@ extension SoftRing {
         let offset = unsafe sqe.pointee.off == UInt64.max ? -1 : Int64(bitPattern: sqe.pointee.off)
         let address = unsafe UnsafeMutableRawPointer(bitPattern: UInt(sqe.pointee.addr))
         let count = unsafe UInt(sqe.pointee.len)
+        // O_DIRECT: RWF_NOWAIT still waits for the device, so never on the ring's thread.
+        if fd >= 0 && isDirect(fd) { return unsafe startOnPool(sqe, linked: linked) }
         let result =
             reading
             ? unsafe cliburing_read_nowait(fd, address, count, offset)
@@ -152,6 +154,16 @@ extension SoftRing {
         default:
             unsafe complete(sqe, Int32(truncatingIfNeeded: result), linked: linked)
         }
+    }
+
+    /// Whether `fd` was opened with `O_DIRECT`: one `fcntl` per descriptor, remembered in its
+    /// entry until it is closed or forgotten.
+    mutating func isDirect(_ fd: Int32) -> Bool {
+        let entry = unsafe descriptors.entry(fd)
+        if unsafe entry.pointee.direct == 0 {
+            unsafe entry.pointee.direct = cliburing_is_direct(fd) == 1 ? 2 : 1
+        }
+        return unsafe entry.pointee.direct == 2
     }
 
     /// A connect: the socket is made non-blocking for the call (its flags are restored when it
