@@ -84,7 +84,12 @@ extension IntegrationTests {
             #expect(waited + after.readsWithoutWaiting - before.readsWithoutWaiting == 16, "every read was tried")
             #expect(waited >= 1, "uncached blocks went the asynchronous way")
             switch ring.backend {
-            case .epoll: #expect(after.epoll.ranOnPool - before.epoll.ranOnPool == waited, "on the worker pool")
+            case .epoll:
+                // Queued, the epoll driver tries `RWF_NOWAIT` once more before the pool: the
+                // read-ahead that the first try started may have brought the block in by then.
+                let pooled = after.epoll.ranOnPool - before.epoll.ranOnPool
+                let inline = after.epoll.completedInline - before.epoll.completedInline
+                #expect(pooled + inline == waited, "\(pooled) on the worker pool, \(inline) at the second try")
             case .ioUring: #expect(after.submitted - before.submitted == waited, "submitted to the kernel ring")
             }
             for at in blocks { #expect(file.residentPages(in: at..<at + 4096) == 1, "block \(at) is cached now") }
