@@ -190,17 +190,19 @@ import Glibc
         #endif
         let fd = operation.descriptor
         guard fd >= 0 else { return nil }
+        var sqe = io_uring_sqe()
+        var timespec = __kernel_timespec()
+        unsafe operation.encode(into: &sqe, timespec: &timespec)
+        // Reads at the file position are not tried (nothing is counted or published for them).
+        guard unsafe SoftRing.canTryWithoutWaiting(&sqe) else { return nil }
         noteUse(fd)
         defer { noteEnd(fd) }
         if DescriptorUse.isClosing(fd) { return nil }
         if !mayTryWithoutWaiting(fd) { return nil }
-        var sqe = io_uring_sqe()
-        var timespec = __kernel_timespec()
-        unsafe operation.encode(into: &sqe, timespec: &timespec)
         let result = unsafe SoftRing.tryWithoutWaiting(&sqe)
-        // A pipe or socket read with an offset: the kernel ring ignores the offset of a stream,
-        // `preadv2` refuses it. Queued, and not counted as a read of a file.
-        if result == -ESPIPE { return nil }
+        // A pipe or socket read with an offset (the kernel ring ignores the offset of a stream,
+        // `preadv2` refuses it), or a file without `RWF_NOWAIT` support: queued, not counted.
+        if result == -ESPIPE || result == -EOPNOTSUPP { return nil }
         if result == -EAGAIN || result == -EINTR {
             statistics.readsThatWouldBlock &+= 1
             return nil
@@ -219,8 +221,10 @@ import Glibc
         if index >= readModes.count {
             readModes.append(contentsOf: repeatElement(0, count: max(index + 1, readModes.count * 2) - readModes.count))
         }
-        readModes[index] = cliburing_is_direct(fd) == 0 ? 1 : 2
-        return readModes[index] == 1
+        let direct = cliburing_is_direct(fd)
+        if direct < 0 { return false }  // not open (EBADF): queued, and nothing remembered
+        readModes[index] = direct == 0 ? 1 : 2
+        return direct == 0
     }
 
     /// `fd` is being closed: what ``mayTryWithoutWaiting(_:)`` learnt about it no longer holds.

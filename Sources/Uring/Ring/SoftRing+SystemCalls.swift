@@ -101,6 +101,7 @@ extension SoftRing {
     /// the receive that would only say EAGAIN. A socket's state is learnt from its first
     /// receive: accepted sockets inherit the listener's TCP_INQ, others get it turned on once.
     mutating func receive(_ fd: Int32, _ address: UnsafeMutableRawPointer?, _ length: Int, _ flags: Int32) -> Int {
+        guard fd >= 0 else { return -Int(EBADF) }  // no entry for a negative number
         let entry = unsafe descriptors.entry(fd)
         if unsafe entry.pointee.inq == .off {
             let received = unsafe recv(fd, address, length, flags)
@@ -122,18 +123,19 @@ extension SoftRing {
         return received
     }
 
-    /// The call of `sqe` if it can be made without blocking, on either driver (see
+    /// Whether `sqe` is an entry ``tryWithoutWaiting(_:)`` can make: a positioned read.
+    static func canTryWithoutWaiting(_ sqe: UnsafeMutablePointer<io_uring_sqe>) -> Bool {
+        unsafe UInt32(sqe.pointee.opcode) == op(IORING_OP_READ) && sqe.pointee.off != UInt64.max
+    }
+
+    /// The call of `sqe` made without blocking, on either driver (see
     /// `RingDriver.tryWithoutWaiting`): a positioned read with `RWF_NOWAIT`. Its result, or
-    /// `-EAGAIN` when it would block or is not an entry that can be tried so.
+    /// -errno (`-EAGAIN` when it would block).
     static func tryWithoutWaiting(_ sqe: UnsafeMutablePointer<io_uring_sqe>) -> Int32 {
-        guard unsafe UInt32(sqe.pointee.opcode) == op(IORING_OP_READ), unsafe sqe.pointee.off != UInt64.max else {
-            return -EAGAIN
-        }
         let address = unsafe UnsafeMutableRawPointer(bitPattern: UInt(sqe.pointee.addr))
-        let result = unsafe cliburing_read_nowait(
-            sqe.pointee.fd, address, UInt(sqe.pointee.len), Int64(bitPattern: sqe.pointee.off))
-        // EOPNOTSUPP: a file without RWF_NOWAIT support; the queued way handles it.
-        return result == -Int(EOPNOTSUPP) ? -EAGAIN : Int32(truncatingIfNeeded: result)
+        return unsafe Int32(
+            truncatingIfNeeded: cliburing_read_nowait(
+                sqe.pointee.fd, address, UInt(sqe.pointee.len), Int64(bitPattern: sqe.pointee.off)))
     }
 
     /// A read or write of a stream (pipe, socket, eventfd, terminal) without blocking:
