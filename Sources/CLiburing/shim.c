@@ -17,15 +17,22 @@
 #include "CLiburing.h"
 
 long cliburing_read_nowait(int fd, void *buffer, unsigned long count, long long offset) {
+    // The system call itself, not glibc's preadv2: that wrapper is a cancellation point, and
+    // switching asynchronous cancellation on and off around it is measurable on a cached 4 KiB read.
+    // (The offset goes in two halves; on 64-bit the high one is 0. -1 means the file position.)
     struct iovec vector = {.iov_base = buffer, .iov_len = count};
-    ssize_t result = preadv2(fd, &vector, 1, (off_t)offset, RWF_NOWAIT);
+    long result = syscall(SYS_preadv2, fd, &vector, 1, (long)offset, 0L, RWF_NOWAIT);
     return result < 0 ? -errno : result;
 }
 
 long cliburing_write_nowait(int fd, const void *buffer, unsigned long count, long long offset) {
     struct iovec vector = {.iov_base = (void *)buffer, .iov_len = count};
-    ssize_t result = pwritev2(fd, &vector, 1, (off_t)offset, RWF_NOWAIT);
+    long result = syscall(SYS_pwritev2, fd, &vector, 1, (long)offset, 0L, RWF_NOWAIT);
     return result < 0 ? -errno : result;
+}
+
+int cliburing_fallocate(int fd, int mode, long long offset, long long length) {
+    return fallocate(fd, mode, (off_t)offset, (off_t)length) < 0 ? -errno : 0;
 }
 
 int cliburing_openat2(int directory, const char *path, void *how, unsigned long size) {

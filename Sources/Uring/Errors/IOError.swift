@@ -81,6 +81,7 @@ public struct IOError: Error, Sendable, Hashable, CustomStringConvertible {
     public enum Operation: UInt8, Sendable, Hashable, CustomStringConvertible {
         case setup, nop, read, write, open, close, sync, stat, remove, rename, makeDirectory, removeDirectory,
             sleep, cancel, poll
+        case truncate, allocate, link, symbolicLink, readLink, readDirectory, copy
         case socket, bind, listen, accept, connect, send, receive, shutdown, setOption, getOption, address
         case resolve
 
@@ -101,6 +102,13 @@ public struct IOError: Error, Sendable, Hashable, CustomStringConvertible {
             case .sleep: "sleep"
             case .cancel: "cancel"
             case .poll: "poll"
+            case .truncate: "ftruncate"
+            case .allocate: "fallocate"
+            case .link: "link"
+            case .symbolicLink: "symlink"
+            case .readLink: "readlink"
+            case .readDirectory: "getdents64"
+            case .copy: "copy_file_range"
             case .socket: "socket"
             case .bind: "bind"
             case .listen: "listen"

@@ -199,7 +199,8 @@ import Synchronization
         let ring = try Ring(
             entries: entries, preference: preference,
             injectedFailures: FaultInjector.takeSetupFailures(ofRingNamed: name),
-            injectedMissingFeature: FaultInjector.takeMissingFeature(ofRingNamed: name))
+            injectedMissingFeature: FaultInjector.takeMissingFeature(ofRingNamed: name),
+            injectedLackingOpcodes: FaultInjector.takeLackingOpcodes(ofRingNamed: name))
         #else
         let ring = try Ring(entries: entries, preference: preference)
         #endif

@@ -20,6 +20,9 @@ public struct RingStatistics: Sendable, Hashable {
     /// Such tries that found the data not in the page cache: the read then went the
     /// asynchronous way (the kernel ring, or the epoll driver's worker pool).
     public var readsThatWouldBlock: UInt64 = 0
+    /// Operations whose opcode this kernel ring lacks (its opcode probe did not list it),
+    /// made on the blocking pool instead: `ftruncate` before Linux 6.9, for example.
+    public var operationsOnWorkers: UInt64 = 0
     /// Completion queue entries processed (operations, deadlines, cancels, wake-ups).
     public var completions: UInt64 = 0
     /// `io_uring_enter` calls made by the loop.

@@ -100,6 +100,18 @@ final class FaultInjector {
     static func takeMissingFeature(ofRingNamed name: String) -> String? {
         missingFeatures.withLock { $0.removeValue(forKey: name) }
     }
+
+    private static let lackingOpcodes = Mutex<[String: UInt64]>([:])
+
+    /// The next ring named `name` runs as if its kernel lacked these opcodes (bits by opcode
+    /// number): operations that use them take the blocking pool (`performOnWorker`).
+    static func pretendLacking(opcodes: [UInt8], inRingNamed name: String) {
+        lackingOpcodes.withLock { $0[name] = opcodes.reduce(0) { $0 | 1 << UInt64($1) } }
+    }
+
+    static func takeLackingOpcodes(ofRingNamed name: String) -> UInt64 {
+        lackingOpcodes.withLock { $0.removeValue(forKey: name) ?? 0 }
+    }
 }
 
 extension RingExecutor {

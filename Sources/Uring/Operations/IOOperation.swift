@@ -29,6 +29,11 @@ protocol IOOperation: Sendable {
     /// queues it (positioned reads: `preadv2` with `RWF_NOWAIT`, which answers from the page cache
     /// or says it would block). A default of false is provided.
     static var triesWithoutWaiting: Bool { get }
+    /// Whether the operation's opcode is younger than the oldest kernel the runtime runs on
+    /// (6.0), so that a kernel ring may lack it: then the same entry runs on the blocking pool
+    /// (`RingExecutor.performOnWorker`), where the epoll driver's system-call code makes it.
+    /// A default of false is provided.
+    static var optionalOpcode: Bool { get }
     /// Fills a free submission entry (not its `user_data`, not its link flag). `timespec` is
     /// storage in the operation's slot, stable until the final completion, for operations that
     /// hand the kernel a duration.
@@ -37,6 +42,7 @@ protocol IOOperation: Sendable {
 
 extension IOOperation {
     static var triesWithoutWaiting: Bool { false }
+    static var optionalOpcode: Bool { false }
 }
 
 /// What a driver does when an attempt fails with `EINTR` or `EAGAIN`.

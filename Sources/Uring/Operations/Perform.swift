@@ -28,6 +28,9 @@ extension RingExecutor {
         // Alone on the ring (nothing else ready to run, nothing queued to batch with): a read
         // that the page cache can answer is made right here, with no suspension and no loop turn.
         // With other work around, reads go to the ring together, one system call for all.
+        if Operation.optionalOpcode, lacksOpcode(of: operation) {
+            return await performOnWorker(operation, cancellable: cancellable)
+        }
         if Operation.triesWithoutWaiting, unsafe local.pointee.ready.isEmpty && driver.pointee.fresh.isEmpty,
             !(cancellable && Task.isCancelled), let outcome = unsafe driver.pointee.tryWithoutWaiting(operation)
         {

@@ -25,6 +25,10 @@ import SystemPackage
     let submissionEntries: UInt32
     let completionEntries: UInt32
     let setupMode: String
+    /// The opcodes below 64 that this ring executes, one bit each (`io_uring_get_probe_ring`;
+    /// every bit for the epoll driver, which makes the system calls itself). An operation with an
+    /// ``IOOperation/optionalOpcode`` that is missing here runs on the blocking pool instead.
+    let supportedOpcodes: UInt64
     var backend: RingBackend { unsafe soft == nil ? .ioUring : .epoll }
 
     /// Sets up a ring with `entries` submission entries and twice as many completion entries, on
@@ -35,7 +39,7 @@ import SystemPackage
     /// `injectedMissingFeature` (tests) plays a kernel ring that lacks it.
     init(
         entries: UInt32, preference: RingBackendPreference = .automatic, injectedFailures: [Int32] = [],
-        injectedMissingFeature: String? = nil
+        injectedMissingFeature: String? = nil, injectedLackingOpcodes: UInt64 = 0
     ) throws(IOError) {
         guard entries >= 1, entries <= 32768 else {
             throw IOError(.invalidArgument, errno: .invalidArgument, operation: .setup)
@@ -55,6 +59,7 @@ import SystemPackage
                 submissionEntries = setup.params.sq_entries
                 completionEntries = setup.params.cq_entries
                 setupMode = setup.name
+                supportedOpcodes = unsafe Ring.probeOpcodes(raw) & ~injectedLackingOpcodes
                 // Saves an fd lookup per io_uring_enter; optional, so failure is ignored.
                 _ = unsafe io_uring_register_ring_fd(raw)
                 return
@@ -79,6 +84,7 @@ import SystemPackage
         submissionEntries = unsafe soft.pointee.submissionEntries
         completionEntries = unsafe soft.pointee.completionEntries
         setupMode = "epoll"
+        supportedOpcodes = ~injectedLackingOpcodes
     }
 
     /// Whether an io_uring set-up failure sends an automatic ring to the epoll driver: io_uring
@@ -119,6 +125,17 @@ import SystemPackage
             return "multishot receive with provided buffers (Linux 6.0; this kernel is \(version.0).\(version.1))"
         }
         return nil
+    }
+
+    /// The opcodes below 64 that the kernel ring supports, as bits (0 when there is no probe).
+    static func probeOpcodes(_ raw: UnsafeMutablePointer<io_uring>) -> UInt64 {
+        guard let probe = unsafe io_uring_get_probe_ring(raw) else { return 0 }
+        defer { unsafe io_uring_free_probe(probe) }
+        var mask: UInt64 = 0
+        for opcode in 0..<64 where unsafe io_uring_opcode_supported(probe, Int32(opcode)) != 0 {
+            mask |= 1 << UInt64(opcode)
+        }
+        return mask
     }
 
     /// The running kernel's major and minor version (`uname`).

@@ -67,7 +67,8 @@ extension SoftRing {
             unsafe issueSocketCall(sqe, events: EPOLLOUT.rawValue, linked: linked)
         case Self.op(IORING_OP_OPENAT), Self.op(IORING_OP_OPENAT2), Self.op(IORING_OP_STATX),
             Self.op(IORING_OP_FSYNC), Self.op(IORING_OP_UNLINKAT), Self.op(IORING_OP_RENAMEAT),
-            Self.op(IORING_OP_MKDIRAT):
+            Self.op(IORING_OP_MKDIRAT), Self.op(IORING_OP_FALLOCATE), Self.op(IORING_OP_LINKAT),
+            Self.op(IORING_OP_SYMLINKAT), UInt32(TruncateOperation.opcode):
             unsafe startOnPool(sqe, linked: linked)
         default:
             unsafe complete(sqe, -EINVAL, linked: linked)

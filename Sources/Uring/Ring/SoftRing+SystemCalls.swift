@@ -212,6 +212,27 @@ extension SoftRing {
             case Self.op(IORING_OP_MKDIRAT):
                 guard let path = unsafe path else { return -EFAULT }
                 rc = unsafe Int(mkdirat(fd, path, mode_t(length)))
+            case Self.op(IORING_OP_FALLOCATE):
+                let result = unsafe cliburing_fallocate(
+                    fd, Int32(truncatingIfNeeded: length), Int64(bitPattern: offset),
+                    Int64(bitPattern: sqe.pointee.addr))
+                if result == -EINTR { continue }
+                return result
+            case UInt32(TruncateOperation.opcode):
+                rc = Int(ftruncate(fd, off_t(Int64(bitPattern: offset))))
+            case Self.op(IORING_OP_LINKAT):
+                guard let path = unsafe path,
+                    let target = unsafe UnsafePointer<CChar>(bitPattern: UInt(offset))
+                else { return -EFAULT }
+                rc = unsafe Int(
+                    linkat(
+                        fd, path, Int32(bitPattern: sqe.pointee.len), target,
+                        Int32(bitPattern: sqe.pointee.hardlink_flags)))
+            case Self.op(IORING_OP_SYMLINKAT):
+                guard let path = unsafe path,
+                    let linkPath = unsafe UnsafePointer<CChar>(bitPattern: UInt(offset))
+                else { return -EFAULT }
+                rc = unsafe Int(symlinkat(path, fd, linkPath))
             default:
                 return -EINVAL
             }

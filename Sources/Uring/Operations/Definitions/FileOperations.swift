@@ -135,3 +135,40 @@ struct SyncOperation: IOOperation {
         unsafe io_uring_prep_fsync(sqe, fd, dataOnly ? IORING_FSYNC_DATASYNC : 0)
     }
 }
+
+/// `ftruncate(2)` to `length` bytes. `IORING_OP_FTRUNCATE` is Linux 6.9: an older kernel ring
+/// runs the same entry on the blocking pool (``IOOperation/optionalOpcode``).
+struct TruncateOperation: IOOperation {
+    /// The kernel's number for `IORING_OP_FTRUNCATE` (liburing 2.3's headers predate it).
+    static let opcode: UInt8 = 55
+
+    var fd: Int32
+    var length: Int64
+
+    var name: IOError.Operation { .truncate }
+    static var retry: RetryPolicy { .resubmit }
+    static var optionalOpcode: Bool { true }
+    var descriptor: Int32 { fd }
+
+    func encode(into sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>) {
+        unsafe io_uring_prep_rw(Int32(Self.opcode), sqe, fd, nil, 0, UInt64(bitPattern: length))
+    }
+}
+
+/// `fallocate(2)` of `length` bytes from `offset` with `mode` (`FALLOC_FL_KEEP_SIZE`,
+/// `FALLOC_FL_PUNCH_HOLE`, `FALLOC_FL_ZERO_RANGE`). `IORING_OP_FALLOCATE` is Linux 5.6.
+struct AllocateOperation: IOOperation {
+    var fd: Int32
+    var mode: Int32
+    var offset: Int64
+    var length: Int64
+
+    var name: IOError.Operation { .allocate }
+    static var retry: RetryPolicy { .resubmit }
+    static var optionalOpcode: Bool { true }
+    var descriptor: Int32 { fd }
+
+    func encode(into sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>) {
+        unsafe io_uring_prep_fallocate(sqe, fd, mode, off_t(offset), off_t(length))
+    }
+}
