@@ -4,7 +4,7 @@ import Uring
 // The command line: usage, options and their parsing.
 
 let usage = """
-    usage: uring-bench [nop|floor|read|echo|idle|http|handoff|soak] [options]
+    usage: uring-bench [nop|floor|read|list|echo|idle|http|handoff|soak] [options]
       (no scenario)               run the whole suite and print a table
       nop  --concurrency N        awaited no-ops from N tasks on one ring (default 64); the line
                                   also gives the floor at the same concurrency (floor_ops_per_sec,
@@ -13,6 +13,10 @@ let usage = """
                                   trip through the ring's loop, no system call (default 64)
       read --pattern random|sequential --block B --concurrency N --path P
                                   reads of a file (default: a 1 GiB file in /tmp/uring-bench, created once)
+      list --entries N            list a directory of N empty files (default 100,000; created
+                                  once under /tmp/uring-bench, or --path DIR) again and again,
+                                  against a synchronous readdir loop on one plain thread;
+                                  --status: fetch each entry's status too
       echo --connections N --size B
                                   loopback TCP echo: a server ring and a client ring in this
                                   process; N connections (default 64) each send B bytes (default
@@ -65,6 +69,9 @@ struct Options {
     var baselineThreads = 1
     var executor = ExecutorMode.global
     var zeroCopy = TCPConnection.ZeroCopy.automatic
+    /// list: the directory's size, and whether each entry's status is fetched.
+    var entries = 100_000
+    var listStatus = false
 }
 
 func fail(_ message: String) -> Never {
@@ -83,7 +90,9 @@ func parse(_ arguments: [String]) -> Options {
     var options = Options()
     var rest = arguments[...]
     if let first = rest.first, !first.hasPrefix("-") {
-        guard ["nop", "floor", "read", "echo", "idle", "http", "handoff", "soak", "soak-server"].contains(first) else {
+        guard
+            ["nop", "floor", "read", "list", "echo", "idle", "http", "handoff", "soak", "soak-server"].contains(first)
+        else {
             fail("unknown scenario '\(first)'")
         }
         options.scenario = first
@@ -119,6 +128,8 @@ func parse(_ arguments: [String]) -> Options {
             options.pattern = p
         case "--block": options.block = positiveInt(flag)
         case "--connections": options.concurrency = positiveInt(flag)
+        case "--entries": options.entries = positiveInt(flag)
+        case "--status": options.listStatus = true
         case "--size": options.block = positiveInt(flag)
         case "--no-baseline": options.baseline = false
         case "--no-floor": options.floor = false

@@ -8,6 +8,7 @@ import Uring
 //   uring-bench nop  [--concurrency N] [--seconds S]
 //   uring-bench floor [--concurrency N] [--seconds S]
 //   uring-bench read [--path P] [--pattern random|sequential] [--block B] [--concurrency N] [--seconds S]
+//   uring-bench list [--entries N] [--status] [--path DIR] [--seconds S]
 //   uring-bench echo [--connections N] [--size B] [--seconds S]
 //   uring-bench idle [--connections N]
 //   uring-bench soak [--connections N] [--seconds S]
@@ -65,6 +66,8 @@ func benchmarkMain(_ options: Options) async throws {
         let results = try await runRead(
             pattern: options.pattern, block: block, concurrency: options.concurrency ?? 32, options: options)
         emit(machineLine(results[0], baseline: results.count > 1 ? results[1] : nil))
+    case "list":
+        emit(try await runList(entries: options.entries, options: options))
     case "echo":
         let size = options.block ?? 64
         let result = try await runEcho(connections: options.concurrency ?? 64, size: size, options: options)

@@ -35,6 +35,11 @@ int cliburing_fallocate(int fd, int mode, long long offset, long long length) {
     return fallocate(fd, mode, (off_t)offset, (off_t)length) < 0 ? -errno : 0;
 }
 
+long cliburing_getdents64(int fd, void *buffer, unsigned long size) {
+    long result = syscall(SYS_getdents64, fd, buffer, size);
+    return result < 0 ? -errno : result;
+}
+
 int cliburing_openat2(int directory, const char *path, void *how, unsigned long size) {
     long result = syscall(SYS_openat2, directory, path, how, size);
     return result < 0 ? -errno : (int)result;

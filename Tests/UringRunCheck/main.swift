@@ -32,6 +32,23 @@ if CommandLine.arguments.dropFirst().first == "--unavailable" {
     exit(1)
 }
 
+if CommandLine.arguments.dropFirst().first == "--list", CommandLine.arguments.count == 3 {
+    // Lists a directory and prints what happened: run as an unprivileged user by the tests, where
+    // root would read any directory.
+    let path = FilePath(CommandLine.arguments[2])
+    let outcome = try Uring.run {
+        do throws(IOError) {
+            var count = 0
+            for try await _ in FileSystem.contents(of: path) { count += 1 }
+            return "entries=\(count)"
+        } catch {
+            return "error operation=\(error.operation) errno=\(error.errno?.rawValue ?? 0) code=\(error.code)"
+        }
+    }
+    print(outcome)
+    exit(0)
+}
+
 if CommandLine.arguments.dropFirst().first == "--fallback" {
     // Run under a seccomp filter that denies io_uring (as Docker's default profile does): the
     // runtime falls back to the epoll driver, says so, and everything works.

@@ -21,6 +21,8 @@ static inline unsigned char cliburing_sqe_flag_io_link(void) { return IOSQE_IO_L
 
 // The epoll driver's system calls that glibc declares only under _GNU_SOURCE (which this header
 // must not define: see above) or not at all. Each returns its result, or -errno.
+/// getdents64(2): bytes of linux_dirent64 records written to `buffer`, 0 at the end, or -errno.
+long cliburing_getdents64(int fd, void *buffer, unsigned long size);
 /// fallocate(2), which glibc declares only under _GNU_SOURCE: 0 or -errno.
 int cliburing_fallocate(int fd, int mode, long long offset, long long length);
 /// preadv2(2) of one buffer with RWF_NOWAIT: page-cache data now, or -EAGAIN.

@@ -51,7 +51,8 @@ import Glibc
         }
     }
 
-    private func submit(_ item: @escaping @Sendable () -> Void) {
+    /// Queues `item` without waiting for it (the runtime's own read-ahead jobs).
+    func submit(_ item: @escaping @Sendable () -> Void) {
         unsafe pthread_mutex_lock(mutex)
         queue.append(item)
         let start = idle == 0 && threads < maximumThreads
