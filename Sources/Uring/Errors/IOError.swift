@@ -82,6 +82,8 @@ public struct IOError: Error, Sendable, Hashable, CustomStringConvertible {
         case setup, nop, read, write, open, close, sync, stat, remove, rename, makeDirectory, removeDirectory,
             sleep, cancel, poll
         case truncate, allocate, link, symbolicLink, readLink, readDirectory, copy
+        /// An entry submitted with ``Uring/submit(_:timeout:)``.
+        case custom
         case socket, bind, listen, accept, connect, send, receive, shutdown, setOption, getOption, address
         case resolve
 
@@ -109,6 +111,7 @@ public struct IOError: Error, Sendable, Hashable, CustomStringConvertible {
             case .readLink: "readlink"
             case .readDirectory: "getdents64"
             case .copy: "copy_file_range"
+            case .custom: "custom operation"
             case .socket: "socket"
             case .bind: "bind"
             case .listen: "listen"

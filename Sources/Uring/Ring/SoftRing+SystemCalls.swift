@@ -78,6 +78,7 @@ extension SoftRing {
                 var waiter = pollfd(fd: fd, events: Int16(truncatingIfNeeded: wanted), revents: 0)
                 let ready = unsafe poll(&waiter, 1, 0)
                 if ready < 0 { return (-Glibc.errno, 0) }
+                if waiter.revents & Int16(POLLNVAL) != 0 { return (-EBADF, 0) }  // as the kernel ring says
                 return (ready == 0 ? -EAGAIN : Int32(UInt16(bitPattern: waiter.revents)), 0)
             }
             let ready = readiness & (wanted | EPOLLERR.rawValue | EPOLLHUP.rawValue)
