@@ -1,0 +1,328 @@
+/// The error a ``ConcurrentMap`` throws for an element whose transform outlasted the map's
+/// `timeout`. The transform is cancelled; the map ends at that element like for any failure.
+public struct ConcurrentMapTimeout: Error, Hashable, Sendable, CustomStringConvertible {
+    /// The element's position in the input, from 0.
+    public var index: Int
+    /// The time limit it exceeded.
+    public var timeout: Duration
+
+    public var description: String { "element \(index) took longer than \(timeout)" }
+}
+
+extension Sequence where Element: Sendable {
+    /// Transforms the elements with at most `limit` transforms running at once, and yields the
+    /// results as an `AsyncSequence`: in input order (`ordered`, the default) or as they finish.
+    ///
+    /// ```swift
+    /// // Read 10,000 files, 64 at a time, in order.
+    /// let contents = paths.mapConcurrently(limit: 64) { path in try await File.readAll(at: path) }
+    /// for try await bytes in contents {
+    ///     process(bytes)
+    /// }
+    /// ```
+    ///
+    /// - Back-pressure: a transform starts only while fewer than `limit` results are running or
+    ///   waiting to be consumed, so a slow consumer holds the map at `limit` results in memory.
+    /// - Failures: the first error (a transform's, or ``ConcurrentMapTimeout``) is thrown at that
+    ///   element's turn (its input position when ordered, when it happened otherwise); the map then
+    ///   cancels what is still running and ends. To go on past failures, return a `Result` from the
+    ///   transform.
+    /// - Cancellation: cancelling the consuming task, or dropping the iterator, cancels every
+    ///   running transform; nothing keeps running after the map is gone.
+    /// - Rings: called from a task on a ``RingExecutor``, the transforms run on that ring (the
+    ///   map's tasks prefer it), so their I/O does not hop elsewhere.
+    ///
+    /// - Parameters:
+    ///   - limit: The most transforms at once; values below 1 count as 1.
+    ///   - ordered: Yield in input order (true) or in completion order (false).
+    ///   - timeout: A time limit per element, from its start; nil for none.
+    ///   - transform: The work for one element.
+    public func mapConcurrently<Output: Sendable>(
+        limit: Int, ordered: Bool = true, timeout: Duration? = nil,
+        _ transform: @escaping @Sendable (Element) async throws -> Output
+    ) -> ConcurrentMap<Element, Output> where Self: Sendable {
+        ConcurrentMap(limit: limit, ordered: ordered, timeout: timeout, transform: transform) { feed in
+            for element in self {
+                guard await feed(element) else { return }
+            }
+        }
+    }
+}
+
+extension AsyncSequence where Element: Sendable, Self: Sendable {
+    /// Transforms the elements with at most `limit` transforms running at once; the
+    /// `AsyncSequence` form of ``Swift/Sequence/mapConcurrently(limit:ordered:timeout:_:)``, with
+    /// the same rules. The input is read only as fast as transforms may start; an error of the
+    /// input is thrown after the results of the elements before it.
+    ///
+    /// ```swift
+    /// let sizes = FileSystem.contents(of: "/srv/uploads")
+    ///     .mapConcurrently(limit: 32, ordered: false) { entry in try await FileSystem.status(of: "/srv/uploads/" + entry.name).size }
+    /// ```
+    public func mapConcurrently<Output: Sendable>(
+        limit: Int, ordered: Bool = true, timeout: Duration? = nil,
+        _ transform: @escaping @Sendable (Element) async throws -> Output
+    ) -> ConcurrentMap<Element, Output> {
+        ConcurrentMap(limit: limit, ordered: ordered, timeout: timeout, transform: transform) { feed in
+            for try await element in self {
+                guard await feed(element) else { return }
+            }
+        }
+    }
+}
+
+/// The results of ``Swift/Sequence/mapConcurrently(limit:ordered:timeout:_:)``, as they are
+/// consumed. Iterate it once.
+public struct ConcurrentMap<Input: Sendable, Output: Sendable>: AsyncSequence, Sendable {
+    public typealias Element = Output
+    public typealias Failure = any Error
+
+    /// Feeds the input to `feed` until it ends or `feed` says stop (false).
+    typealias Producer = @Sendable (_ feed: (Input) async -> Bool) async throws -> Void
+
+    let limit: Int
+    let ordered: Bool
+    let timeout: Duration?
+    let transform: @Sendable (Input) async throws -> Output
+    let produce: Producer
+
+    init(
+        limit: Int, ordered: Bool, timeout: Duration?, transform: @escaping @Sendable (Input) async throws -> Output,
+        produce: @escaping Producer
+    ) {
+        self.limit = Swift.max(1, limit)
+        self.ordered = ordered
+        self.timeout = timeout
+        self.transform = transform
+        self.produce = produce
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator {
+        AsyncIterator(owner: ConcurrentMapOwner(core: ConcurrentMapCore(map: self)))
+    }
+
+    /// Starts the transforms at the first `next()`; dropping it cancels them.
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        let owner: ConcurrentMapOwner<Input, Output>
+
+        public mutating func next() async throws -> Output? {
+            try await owner.core.next()
+        }
+
+        public mutating func next(isolation actor: isolated (any Actor)?) async throws -> Output? {
+            try await owner.core.next()
+        }
+    }
+}
+
+/// Held by the iterator alone (the running transforms hold the core): when the iterator goes
+/// away, the iteration ends and what runs is cancelled.
+final class ConcurrentMapOwner<Input: Sendable, Output: Sendable>: Sendable {
+    let core: ConcurrentMapCore<Input, Output>
+    init(core: ConcurrentMapCore<Input, Output>) { self.core = core }
+    deinit { core.end() }
+}
+
+/// The shared state of one iteration: results waiting for the consumer, the credits that
+/// bound the work in hand, and the task that runs the transforms (cancelled when the iterator
+/// goes away).
+final class ConcurrentMapCore<Input: Sendable, Output: Sendable>: Sendable {
+    private struct State {
+        /// Transforms that may still start: `limit` less those running or waiting to be consumed.
+        var credits: Int
+        /// The producer, waiting for a credit.
+        var producer: CheckedContinuation<Bool, Never>?
+        /// Ordered: results by input position, and the next position to hand out.
+        var byIndex: [Int: Result<Output, any Error>] = [:]
+        var nextIndex = 0
+        /// Unordered: results as they came.
+        var arrived: [Result<Output, any Error>] = []
+        var arrivedHead = 0
+        /// Elements started; once the input has ended, how many there were, and its error.
+        var started = 0
+        var inputCount: Int?
+        var inputError: (any Error)?
+        var handedOut = 0
+        /// The consumer, waiting for a result.
+        var consumer: CheckedContinuation<Result<Output?, any Error>, Never>?
+        var consumerCancelled = false
+        /// The iteration is over (end, failure, cancellation): nothing more starts.
+        var ended = false
+        var driver: Task<Void, Never>?
+    }
+
+    private let map: ConcurrentMap<Input, Output>
+    private let state: Lock<State>
+
+    init(map: ConcurrentMap<Input, Output>) {
+        self.map = map
+        state = Lock(State(credits: map.limit))
+    }
+
+    func next() async throws -> Output? {
+        if state.withLock({ $0.driver == nil && !$0.ended }) { start() }
+        let outcome = await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Result<Output?, any Error>, Never>) in
+                let ready = state.withLock { state -> Result<Output?, any Error>? in
+                    if let ready = take(&state) { return ready }
+                    state.consumer = continuation
+                    return nil
+                }
+                if let ready { continuation.resume(returning: ready) }
+            }
+        } onCancel: {
+            let waiting = state.withLock { state in
+                state.consumerCancelled = true
+                return state.consumer.take()
+            }
+            waiting?.resume(returning: .failure(CancellationError()))
+        }
+        switch outcome {
+        case .success(let output?):
+            return output
+        case .success(nil):
+            end()
+            return nil
+        case .failure(let error):
+            end()
+            throw error
+        }
+    }
+
+    /// The next result for the consumer, the end (`.success(nil)`), a failure, or nil: wait.
+    private func take(_ state: inout State) -> Result<Output?, any Error>? {
+        if state.consumerCancelled {
+            state.consumerCancelled = false
+            return .failure(CancellationError())
+        }
+        if state.ended { return .success(nil) }
+        var result: Result<Output, any Error>?
+        if map.ordered {
+            result = state.byIndex.removeValue(forKey: state.nextIndex)
+            if result != nil { state.nextIndex += 1 }
+        } else if state.arrivedHead < state.arrived.count {
+            result = state.arrived[state.arrivedHead]
+            state.arrivedHead += 1
+            if state.arrivedHead == state.arrived.count {
+                state.arrived.removeAll(keepingCapacity: true)
+                state.arrivedHead = 0
+            }
+        }
+        if let result {
+            state.handedOut += 1
+            state.credits += 1
+            if let producer = state.producer {
+                state.producer = nil
+                state.credits -= 1
+                producer.resume(returning: true)
+            }
+            return result.map { Optional($0) }
+        }
+        if let count = state.inputCount, state.handedOut == count {
+            if let error = state.inputError { return .failure(error) }
+            return .success(nil)
+        }
+        return nil
+    }
+
+    /// Ends the iteration: nothing more starts, and what runs is cancelled.
+    func end() {
+        let (driver, producer) = state.withLock { state in
+            state.ended = true
+            let producer = state.producer
+            state.producer = nil
+            return (state.driver, producer)
+        }
+        producer?.resume(returning: false)
+        driver?.cancel()
+    }
+
+    private func start() {
+        // Children of the driver's task group inherit its executor preference: on a ring, the
+        // transforms run on that ring.
+        let driver = Task(executorPreference: RingExecutor.current) { [self] in
+            await withDiscardingTaskGroup { group in
+                do {
+                    try await map.produce { element in
+                        guard await acquireCredit() else { return false }
+                        let index = state.withLock { state in
+                            defer { state.started += 1 }
+                            return state.started
+                        }
+                        group.addTask { [self] in
+                            deliver(index, await run(element, index: index))
+                        }
+                        return true
+                    }
+                    inputEnded(error: nil)
+                } catch {
+                    inputEnded(error: error)
+                }
+            }
+        }
+        state.withLock { $0.driver = driver }
+    }
+
+    /// Waits until a transform may start; false when the iteration is over.
+    private func acquireCredit() async -> Bool {
+        if Task.isCancelled { return false }
+        return await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+            let answer = state.withLock { state -> Bool? in
+                if state.ended { return false }
+                if state.credits > 0 {
+                    state.credits -= 1
+                    return true
+                }
+                state.producer = continuation
+                return nil
+            }
+            if let answer { continuation.resume(returning: answer) }
+        }
+    }
+
+    private func run(_ element: Input, index: Int) async -> Result<Output, any Error> {
+        guard let timeout = map.timeout else {
+            do { return .success(try await map.transform(element)) } catch { return .failure(error) }
+        }
+        return await withTaskGroup(of: Result<Output, any Error>?.self) { race in
+            race.addTask {
+                do { return .success(try await self.map.transform(element)) } catch { return .failure(error) }
+            }
+            race.addTask {
+                do {
+                    try await Task.sleep(for: timeout)
+                    return .failure(ConcurrentMapTimeout(index: index, timeout: timeout))
+                } catch {
+                    return nil  // cancelled: the transform finished first
+                }
+            }
+            var outcome: Result<Output, any Error>?
+            while outcome == nil, let next = await race.next() { outcome = next }
+            race.cancelAll()
+            return outcome ?? .failure(CancellationError())
+        }
+    }
+
+    private func deliver(_ index: Int, _ result: Result<Output, any Error>) {
+        let resumed = state.withLock {
+            state -> (CheckedContinuation<Result<Output?, any Error>, Never>, Result<Output?, any Error>)? in
+            if map.ordered { state.byIndex[index] = result } else { state.arrived.append(result) }
+            guard let consumer = state.consumer, let ready = take(&state) else { return nil }
+            state.consumer = nil
+            return (consumer, ready)
+        }
+        if let (consumer, ready) = resumed { consumer.resume(returning: ready) }
+    }
+
+    private func inputEnded(error: (any Error)?) {
+        let resumed = state.withLock {
+            state -> (CheckedContinuation<Result<Output?, any Error>, Never>, Result<Output?, any Error>)? in
+            state.inputCount = state.started
+            state.inputError = error
+            guard let consumer = state.consumer, let ready = take(&state) else { return nil }
+            state.consumer = nil
+            return (consumer, ready)
+        }
+        if let (consumer, ready) = resumed { consumer.resume(returning: ready) }
+    }
+}
