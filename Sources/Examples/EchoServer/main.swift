@@ -145,7 +145,8 @@ raiseDescriptorLimit()
 // Diagnostics (the stall detector's reports) go to standard error; standard output is the banner.
 LoggingSystem.bootstrap(StreamLogHandler.standardError)
 do {
-    try ProcessSignals.install()
+    // Subscribed before the rings start: a SIGTERM from then on is a clean shutdown.
+    let shutdownSignals = Signals.stream([.interrupt, .terminate])
     try Uring.run(threads: options.threads) {
         let address = try SocketAddress(host: options.host, port: options.port)
         let rings = Uring.group!
@@ -175,8 +176,9 @@ do {
                     await acceptLoop(listener, streams: streams, handOffTo: handOff)
                 })
         }
-        if let signal = try? await ProcessSignals.next() {
-            print("uring-echo: signal \(signal), shutting down")
+        for await signal in shutdownSignals {
+            print("uring-echo: signal \(signal.rawValue) (\(signal)), shutting down")
+            break
         }
         for server in servers { server.cancel() }
         for server in servers { await server.value }

@@ -84,7 +84,8 @@ let bindPort = port
 let bindBacklog = backlog
 let ringCount = threads
 do {
-    try ProcessSignals.install()
+    // Subscribed before the rings start: a SIGTERM from then on is a graceful shutdown.
+    let shutdownSignals = Signals.stream([.interrupt, .terminate])
     try Uring.run(threads: ringCount) {
         let rings = Uring.group!
         let address = try SocketAddress(host: bindHost, port: bindPort)
@@ -100,10 +101,11 @@ do {
         print("uring-http listening on http://\(bound)/" + (settings.hello ? " (hello)" : " serving \(settings.root!)"))
         fflush(nil)
         let signals = Task {
-            if let signal = try? await ProcessSignals.next() {
-                print("uring-http: signal \(signal), finishing requests in flight")
+            for await signal in shutdownSignals {
+                print("uring-http: signal \(signal.rawValue) (\(signal)), finishing requests in flight")
                 fflush(nil)
                 for server in servers { server.beginShutdown() }
+                break
             }
         }
         // One server per ring, each on its own listener; the first error stops them all.
