@@ -4,7 +4,7 @@ import Uring
 // The command line: usage, options and their parsing.
 
 let usage = """
-    usage: uring-bench [nop|floor|read|list|echo|idle|http|handoff|soak] [options]
+    usage: uring-bench [nop|floor|read|list|copy|echo|idle|http|handoff|soak] [options]
       (no scenario)               run the whole suite and print a table
       nop  --concurrency N        awaited no-ops from N tasks on one ring (default 64); the line
                                   also gives the floor at the same concurrency (floor_ops_per_sec,
@@ -17,6 +17,10 @@ let usage = """
                                   once under /tmp/uring-bench, or --path DIR) again and again,
                                   against a synchronous readdir loop on one plain thread;
                                   --status: fetch each entry's status too
+      copy --size-mib N --rounds R
+                                  FileSystem.copyItem of a page-cached file (default the 1 GiB
+                                  read file; --path P) against /bin/cp, alternated R times
+                                  (default 5); medians
       echo --connections N --size B
                                   loopback TCP echo: a server ring and a client ring in this
                                   process; N connections (default 64) each send B bytes (default
@@ -72,6 +76,9 @@ struct Options {
     /// list: the directory's size, and whether each entry's status is fetched.
     var entries = 100_000
     var listStatus = false
+    /// copy: the file's size in MiB, and the rounds.
+    var copyMiB = 1024
+    var copyRounds = 5
 }
 
 func fail(_ message: String) -> Never {
@@ -91,7 +98,8 @@ func parse(_ arguments: [String]) -> Options {
     var rest = arguments[...]
     if let first = rest.first, !first.hasPrefix("-") {
         guard
-            ["nop", "floor", "read", "list", "echo", "idle", "http", "handoff", "soak", "soak-server"].contains(first)
+            ["nop", "floor", "read", "list", "copy", "echo", "idle", "http", "handoff", "soak", "soak-server"].contains(
+                first)
         else {
             fail("unknown scenario '\(first)'")
         }
@@ -130,6 +138,8 @@ func parse(_ arguments: [String]) -> Options {
         case "--connections": options.concurrency = positiveInt(flag)
         case "--entries": options.entries = positiveInt(flag)
         case "--status": options.listStatus = true
+        case "--size-mib": options.copyMiB = positiveInt(flag)
+        case "--rounds": options.copyRounds = positiveInt(flag)
         case "--size": options.block = positiveInt(flag)
         case "--no-baseline": options.baseline = false
         case "--no-floor": options.floor = false

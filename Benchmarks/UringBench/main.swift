@@ -9,6 +9,7 @@ import Uring
 //   uring-bench floor [--concurrency N] [--seconds S]
 //   uring-bench read [--path P] [--pattern random|sequential] [--block B] [--concurrency N] [--seconds S]
 //   uring-bench list [--entries N] [--status] [--path DIR] [--seconds S]
+//   uring-bench copy [--size-mib N] [--rounds R] [--path P]
 //   uring-bench echo [--connections N] [--size B] [--seconds S]
 //   uring-bench idle [--connections N]
 //   uring-bench soak [--connections N] [--seconds S]
@@ -68,6 +69,8 @@ func benchmarkMain(_ options: Options) async throws {
         emit(machineLine(results[0], baseline: results.count > 1 ? results[1] : nil))
     case "list":
         emit(try await runList(entries: options.entries, options: options))
+    case "copy":
+        emit(try await runCopy(options: options))
     case "echo":
         let size = options.block ?? 64
         let result = try await runEcho(connections: options.concurrency ?? 64, size: size, options: options)

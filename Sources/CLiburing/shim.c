@@ -14,6 +14,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/ioctl.h>
+#include <linux/fs.h>
 #include "CLiburing.h"
 
 long cliburing_read_nowait(int fd, void *buffer, unsigned long count, long long offset) {
@@ -38,6 +40,16 @@ int cliburing_fallocate(int fd, int mode, long long offset, long long length) {
 long cliburing_getdents64(int fd, void *buffer, unsigned long size) {
     long result = syscall(SYS_getdents64, fd, buffer, size);
     return result < 0 ? -errno : result;
+}
+
+long cliburing_copy_file_range(int in, long long in_offset, int out, long long out_offset, unsigned long length) {
+    loff_t from = in_offset, to = out_offset;
+    long result = copy_file_range(in, &from, out, &to, length, 0);
+    return result < 0 ? -errno : result;
+}
+
+int cliburing_clone_file(int destination, int source) {
+    return ioctl(destination, FICLONE, source) < 0 ? -errno : 0;
 }
 
 int cliburing_openat2(int directory, const char *path, void *how, unsigned long size) {

@@ -23,6 +23,10 @@ static inline unsigned char cliburing_sqe_flag_io_link(void) { return IOSQE_IO_L
 // must not define: see above) or not at all. Each returns its result, or -errno.
 /// getdents64(2): bytes of linux_dirent64 records written to `buffer`, 0 at the end, or -errno.
 long cliburing_getdents64(int fd, void *buffer, unsigned long size);
+/// copy_file_range(2) of up to `length` bytes at explicit offsets: bytes copied, 0 at the source's end, or -errno.
+long cliburing_copy_file_range(int in, long long in_offset, int out, long long out_offset, unsigned long length);
+/// ioctl(FICLONE): `destination` shares `source`'s blocks (a reflink): 0 or -errno.
+int cliburing_clone_file(int destination, int source);
 /// fallocate(2), which glibc declares only under _GNU_SOURCE: 0 or -errno.
 int cliburing_fallocate(int fd, int mode, long long offset, long long length);
 /// preadv2(2) of one buffer with RWF_NOWAIT: page-cache data now, or -EAGAIN.

@@ -187,3 +187,57 @@ extension FileStatus.Kind {
         }
     }
 }
+
+extension WorkerCalls {
+    /// How ``copyFileRange(from:to:at:count:)`` ended.
+    enum CopyOutcome: Sendable {
+        /// Bytes copied (0: the source ended).
+        case copied(Int)
+        /// The file systems cannot copy in the kernel (`EXDEV`, `EOPNOTSUPP`, `ENOSYS`, `EINVAL`):
+        /// copy through memory instead.
+        case unsupported
+        case failed(Int32)
+    }
+
+    /// One `copy_file_range(2)` of up to `count` bytes at `offset` in both files, on
+    /// ``BlockingPool/shared`` (it copies in the kernel, which may take a while and may block).
+    static func copyFileRange(from source: Int32, to destination: Int32, at offset: Int64, count: Int) async
+        -> CopyOutcome
+    {
+        let result =
+            (try? await BlockingPool.shared.run {
+                cliburing_copy_file_range(source, offset, destination, offset, UInt(count))
+            }) ?? -Int(ECANCELED)
+        if result >= 0 { return .copied(result) }
+        switch Int32(-result) {
+        case EXDEV, EOPNOTSUPP, ENOSYS, EINVAL: return .unsupported
+        case let errno: return .failed(errno)
+        }
+    }
+
+    /// `ioctl(FICLONE)`: the destination shares the source's blocks (btrfs, xfs, bcachefs); false
+    /// where the file system cannot (ext4, tmpfs) or across file systems. On the blocking pool.
+    static func cloneFile(from source: Int32, to destination: Int32) async -> Bool {
+        (try? await BlockingPool.shared.run { cliburing_clone_file(destination, source) == 0 }) ?? false
+    }
+}
+
+extension WorkerCalls {
+    /// `chmod(2)` of `path` to `permissions` on ``BlockingPool/shared`` (io_uring has no chmod).
+    static func changePermissions(of path: FilePath, to permissions: FilePermissions) async throws(IOError) {
+        let result =
+            (try? await BlockingPool.shared.run {
+                unsafe path.withPlatformString { unsafe chmod($0, mode_t(permissions.rawValue)) } == 0 ? 0 : errno
+            }) ?? ECANCELED
+        if result != 0 { throw IOError.system(result, .makeDirectory).about(.path(path)) }
+    }
+}
+
+extension WorkerCalls {
+    /// `$TMPDIR` when set and not empty, else `/tmp`.
+    static var temporaryDirectoryBase: String {
+        guard let raw = unsafe getenv("TMPDIR") else { return "/tmp" }
+        let value = unsafe String(cString: raw)
+        return value.isEmpty ? "/tmp" : value
+    }
+}

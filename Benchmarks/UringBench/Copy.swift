@@ -1,0 +1,59 @@
+import Glibc
+import SystemPackage
+import Uring
+
+// `uring-bench copy`: FileSystem.copyItem of a page-cached file against coreutils `cp`.
+
+/// Runs `/bin/cp source destination` and waits for it; false if it failed.
+func runCp(_ source: String, _ destination: String) -> Bool {
+    var pid = pid_t()
+    let arguments = ["cp", source, destination]
+    var argv = arguments.map { strdup($0) } + [nil]
+    defer { for pointer in argv { free(pointer) } }
+    guard posix_spawn(&pid, "/bin/cp", nil, nil, &argv, environ) == 0 else { return false }
+    var status: Int32 = 0
+    waitpid(pid, &status, 0)
+    return status == 0
+}
+
+func runCopy(options: Options) async throws -> String {
+    let size = Int64(options.copyMiB) << 20
+    let file = try await TestFile.prepare(path: options.path, size: size)
+    close(file.fd)
+    let source = options.path ?? "/tmp/uring-bench/testfile"
+    let destination = "/tmp/uring-bench/copy-destination"
+    var ours: [Double] = []
+    var cp: [Double] = []
+    // Alternated, each after the destination is gone and dirty pages are written back, so that
+    // neither pays for the other's writeback.
+    for _ in 0..<options.copyRounds {
+        unlink(destination)
+        sync()
+        var started = nowNanoseconds()
+        try await FileSystem.copyItem(at: FilePath(source), to: FilePath(destination))
+        ours.append(Double(nowNanoseconds() - started) / 1e9)
+        unlink(destination)
+        sync()
+        if options.baseline {
+            started = nowNanoseconds()
+            guard runCp(source, destination) else { fail("/bin/cp failed") }
+            cp.append(Double(nowNanoseconds() - started) / 1e9)
+            unlink(destination)
+        }
+    }
+    func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
+    let bytes = Double(file.size)
+    let rate = bytes / median(ours) / 1_048_576
+    var parts = [
+        "scenario=copy", "bytes=\(file.size)", "rounds=\(options.copyRounds)",
+        "seconds=\(format(median(ours), decimals: 4))", "mib_per_sec=\(format(rate, decimals: 0))",
+    ]
+    if !cp.isEmpty {
+        let cpRate = bytes / median(cp) / 1_048_576
+        parts += [
+            "baseline=cp", "baseline_mib_per_sec=\(format(cpRate, decimals: 0))",
+            "ratio_to_baseline=\(format(rate / cpRate, decimals: 3))",
+        ]
+    }
+    return parts.joined(separator: " ")
+}
