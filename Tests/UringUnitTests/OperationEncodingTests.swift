@@ -198,4 +198,53 @@ struct OperationEncodingTests {
         ControlEntry.bufferedReceive(&single, fd: 12, group: 0, multishot: false)
         #expect(UInt32(single.ioprio) & UInt32(IORING_RECV_MULTISHOT) == 0)
     }
+
+    @Test func truncateAndAllocate() {
+        let (truncate, _) = encoded(TruncateOperation(fd: 5, length: 1 << 33))
+        #expect(truncate.opcode == TruncateOperation.opcode && truncate.opcode == 55)  // IORING_OP_FTRUNCATE
+        #expect(truncate.fd == 5 && truncate.off == 1 << 33 && truncate.len == 0 && truncate.addr == 0)
+        #expect(TruncateOperation.optionalOpcode && TruncateOperation(fd: 5, length: 0).name == .truncate)
+
+        let (allocate, _) = encoded(AllocateOperation(fd: 6, mode: 0x03, offset: 4096, length: 8192))
+        #expect(allocate.opcode == UInt8(IORING_OP_FALLOCATE.rawValue))
+        #expect(allocate.fd == 6 && allocate.len == 0x03 && allocate.off == 4096 && allocate.addr == 8192)
+        #expect(AllocateOperation.optionalOpcode && AllocateOperation.retry == .resubmit)
+        #expect(AllocateOperation(fd: 6, mode: 0, offset: 0, length: 1).descriptor == 6)
+    }
+
+    @Test func linkAndSymbolicLink() {
+        let (link, _) = encoded(LinkOperation(existing: path, newPath: other))
+        #expect(link.opcode == UInt8(IORING_OP_LINKAT.rawValue))
+        #expect(link.fd == AT_FDCWD && link.addr == address(path) && link.off == address(other))
+        #expect(link.len == UInt32(bitPattern: AT_FDCWD) && link.hardlink_flags == 0)
+        #expect(LinkOperation(existing: path, newPath: other).descriptor == -1 && LinkOperation.optionalOpcode)
+
+        let (symlink, _) = encoded(SymbolicLinkOperation(target: path, linkPath: other))
+        #expect(symlink.opcode == UInt8(IORING_OP_SYMLINKAT.rawValue))
+        #expect(symlink.fd == AT_FDCWD && symlink.addr == address(path) && symlink.off == address(other))
+        #expect(SymbolicLinkOperation(target: path, linkPath: other).name == .symbolicLink)
+    }
+
+    @Test func customEntriesAreCopiedFieldByField() {
+        var entry = SubmissionEntry(opcode: 24)  // IORING_OP_FADVISE
+        entry.descriptor = 9
+        entry.offset = 100
+        entry.address = 200
+        entry.length = 300
+        entry.operationFlags = 2
+        entry.flags = 0x10  // IOSQE_ASYNC
+        entry.ioPriority = 1
+        entry.bufferIndex = 3
+        entry.personality = 4
+        entry.fileIndex = 5
+        entry.address3 = 6
+        let (sqe, _) = encoded(CustomOperation(entry: entry))
+        #expect(sqe.opcode == 24 && sqe.fd == 9 && sqe.off == 100 && sqe.addr == 200 && sqe.len == 300)
+        #expect(sqe.rw_flags == 2 && sqe.flags == 0x10 && sqe.ioprio == 1 && sqe.buf_index == 3)
+        #expect(sqe.personality == 4 && sqe.file_index == 5 && sqe.addr3 == 6 && sqe.user_data == 0)
+        #expect(CustomOperation(entry: entry).problem == nil && CustomOperation.retry == .never)
+        var linked = entry
+        linked.flags = 0x04
+        #expect(CustomOperation(entry: linked).problem != nil)
+    }
 }
