@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "UringServiceLifecycle", targets: ["UringServiceLifecycle"]),
         .library(name: "UringMetrics", targets: ["UringMetrics"]),
         .executable(name: "uring-http", targets: ["UringHTTPServer"]),
+        .executable(name: "uring-tail", targets: ["UringTail"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
@@ -61,6 +62,13 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Sources/Examples/EchoServer",
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
+        // `tail -f` on inotify and a readiness sequence: the readiness API's example.
+        .executableTarget(
+            name: "UringTail",
+            dependencies: ["Uring", .product(name: "SystemPackage", package: "swift-system")],
+            path: "Sources/Examples/TailFile",
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         // swift-service-lifecycle integration, kept apart so the core needs no such dependency.

@@ -128,6 +128,24 @@ final class SpawnedChild {
         return String(decoding: line, as: UTF8.self)
     }
 
+    /// One line of the child's standard output, or nil if none is complete within `seconds`.
+    func readLine(within seconds: Double) -> String? {
+        var line: [UInt8] = []
+        var byte: UInt8 = 0
+        let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+        while true {
+            let left = deadline - ContinuousClock.now
+            if left <= .zero { return nil }
+            var waiter = pollfd(fd: output, events: Int16(POLLIN), revents: 0)
+            let milliseconds = Int32(
+                left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000)
+            guard poll(&waiter, 1, max(milliseconds, 1)) > 0 else { continue }
+            guard read(output, &byte, 1) == 1 else { return nil }
+            if byte == UInt8(ascii: "\n") { return String(decoding: line, as: UTF8.self) }
+            line.append(byte)
+        }
+    }
+
     /// Everything the child writes until it closes its output (blocking; a test helper).
     func readAll() -> String {
         var bytes: [UInt8] = []

@@ -1,3 +1,4 @@
+import CLiburing
 import Glibc
 import SystemPackage
 import Testing
@@ -135,6 +136,57 @@ extension IntegrationTests {
             for entry in [linked, multishot, cancel] {
                 let error = await #expect(throws: IOError.self) { _ = try await unsafe Uring.submit(entry) }
                 #expect(error?.code == .invalidArgument && error?.operation == .custom)
+            }
+        }
+
+        /// 1,000 writes to an eventfd by another task: the consumer drains the counter at each
+        /// report, and the reads add up to 1,000 (no write lost, whatever the reports' count).
+        @Test func theReadinessSequenceSeesEveryWriteToAnEventfd() async throws {
+            let fd = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
+            try #require(fd >= 0)
+            let eventFD = File(descriptor: FileDescriptor(rawValue: fd))
+            let writer = Task {
+                for index in 0..<1_000 {
+                    var one: UInt64 = 1
+                    _ = write(fd, &one, 8)
+                    if index % 50 == 0 { try await Task.sleep(for: .milliseconds(1)) }
+                }
+            }
+            var total: UInt64 = 0
+            var reports = 0
+            for try await ready in Readiness.events(.readable, on: eventFD.descriptor) {
+                #expect(ready.contains(.readable))
+                reports += 1
+                var value: UInt64 = 0
+                if read(fd, &value, 8) == 8 { total += value }
+                if total == 1_000 { break }
+            }
+            try await writer.value
+            #expect(total == 1_000)
+            #expect(reports >= 1 && reports <= 1_000)
+            // Closing through the runtime ends a sequence that waits.
+            let consumer = Task {
+                var count = 0
+                for try await _ in Readiness.events(.readable, on: eventFD.descriptor) { count += 1 }
+                return count
+            }
+            try await Task.sleep(for: .milliseconds(30))
+            try await eventFD.close()
+            #expect(try await consumer.value == 0)
+        }
+
+        @Test func aReadinessSequenceIsCancelledWithItsTask() async throws {
+            let pipe = Pipe()
+            defer { pipe.close() }
+            let consumer = Task {
+                for try await _ in Readiness.events(.readable, on: pipe.read.descriptor) {}
+            }
+            try await Task.sleep(for: .milliseconds(30))
+            consumer.cancel()
+            await #expect(throws: IOError(.cancelled, operation: .poll)) { try await consumer.value }
+            var empty = Readiness.events([], on: pipe.read.descriptor).makeAsyncIterator()
+            await #expect(throws: IOError(.invalidArgument, errno: .invalidArgument, operation: .poll)) {
+                _ = try await empty.next()
             }
         }
     }

@@ -208,4 +208,35 @@ struct StreamStateMachineTests {
         #expect(cancelled.release && cancelled.resumeConsumer)
         #expect(machine.state == .closed(pending: nil))
     }
+
+    @Test func readinessQueuesMasksPausesWhenFullAndEndsAfterAFailure() {
+        var machine = StreamStateMachine(kind: .readiness(events: UInt32(POLLIN)), limit: 2)
+        let mode = machine.requestMode(contended: true)
+        #expect(mode == .multishot, "a poll is multishot whatever the buffer line says")
+        machine.armed(id, turn: false)
+        _ = machine.completion(result: Int32(POLLIN), flags: more, final: false, stopping: false)
+        let full = machine.completion(result: Int32(POLLIN), flags: more, final: false, stopping: false)
+        #expect(full.pause == id && !full.release)
+        // The cancel of the paused poll ends it quietly; the queue keeps both reports.
+        let cancelled = machine.completion(result: -ECANCELED, flags: 0, final: true, stopping: false)
+        #expect(cancelled.rearm && machine.state == .idle)
+        let first = machine.take(taskCancelled: false)
+        #expect(first == .item(.init(result: Int32(POLLIN), flags: more)))
+        // Room again: it wants to arm.
+        let wants = machine.wantsToArm(turn: false)
+        #expect(wants)
+        _ = machine.take(taskCancelled: false)
+        // A poll the kernel ended with a report (no MORE flag) is armed again.
+        machine.armed(id, turn: false)
+        let ended = machine.completion(result: Int32(POLLIN | POLLHUP), flags: 0, final: true, stopping: false)
+        #expect(ended.rearm && machine.state == .idle)
+        _ = machine.take(taskCancelled: false)
+        // A failure is reported once, then the end.
+        machine.armed(id, turn: false)
+        _ = machine.completion(result: -EBADF, flags: 0, final: true, stopping: false)
+        let failure = machine.take(taskCancelled: false)
+        #expect(failure == .terminal(.failure(EBADF)))
+        let end = machine.take(taskCancelled: false)
+        #expect(end == .terminal(.end))
+    }
 }

@@ -75,10 +75,20 @@ extension RingDriver {
         case .accept: unsafe ControlEntry.multishotAccept(sqe, fd: fd)
         case .receive:
             unsafe ControlEntry.bufferedReceive(sqe, fd: fd, group: BufferPool.group, multishot: mode == .multishot)
+        case .readiness(let events):
+            unsafe ControlEntry.multishotPoll(sqe, fd: fd, events: events)
         }
         unsafe ControlEntry.setUserData(sqe, id.userData(.stream))
         #if DEBUG
-        if let faults { unsafe faults.apply(to: sqe, operation: stream.kind == .accept ? .accept : .receive) }
+        if let faults {
+            let target: IOError.Operation =
+                switch stream.kind {
+                case .accept: .accept
+                case .receive: .receive
+                case .readiness: .poll
+                }
+            unsafe faults.apply(to: sqe, operation: target)
+        }
         #endif
         unsafe slot.pointee.submitted(completions: 1)
         stream.machine.armed(id, turn: turn)
@@ -164,6 +174,8 @@ extension RingDriver {
             if flags & IORING_CQE_F_BUFFER != 0 {
                 recycle(UInt16(truncatingIfNeeded: flags >> IORING_CQE_BUFFER_SHIFT))
             }
+        case .readiness:
+            break  // a mask holds nothing
         }
     }
 

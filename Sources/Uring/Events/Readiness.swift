@@ -76,3 +76,70 @@ public enum Readiness {
         return Events(rawValue: UInt32(bitPattern: try await poll.run(timeout: timeout)))
     }
 }
+
+extension Readiness {
+    /// Readiness reports for `descriptor` as an `AsyncSequence`, driven by one multishot poll:
+    /// each element is what the descriptor is ready for at a wake-up.
+    ///
+    /// ```swift
+    /// // inotify: one element per burst of file-system events.
+    /// for try await _ in Readiness.events(.readable, on: inotify) {
+    ///     drainInotifyEvents(inotify)
+    /// }
+    /// ```
+    ///
+    /// - What an element means: the descriptor was woken and is ready; read (or write) until it
+    ///   says `EAGAIN`. On io_uring a report comes with each wake-up (new data), so data left
+    ///   unread does not report again until more comes; on the epoll driver the report is
+    ///   level-triggered (it repeats while the descriptor stays ready). Code that drains the
+    ///   descriptor on each element behaves the same on both.
+    /// - Back-pressure, as for received chunks: at most 16 reports wait for the consumer; then the
+    ///   poll is cancelled, and armed again when the consumer catches up (a new poll reports at
+    ///   once if the descriptor is still ready, so nothing is lost).
+    /// - The sequence ends (returns nil) when the descriptor is closed through the runtime
+    ///   (``File/close()``, a socket's `close()`); it throws ``IOError/Code/cancelled`` when the
+    ///   consuming task is cancelled, and the errno if the poll fails (`EBADF`).
+    public static func events(_ events: Events, on descriptor: FileDescriptor) -> ReadinessEvents {
+        ReadinessEvents(events: events, descriptor: descriptor.rawValue)
+    }
+}
+
+/// Readiness reports of one descriptor (see ``Readiness/events(_:on:)``).
+public struct ReadinessEvents: AsyncSequence, Sendable {
+    public typealias Element = Readiness.Events
+    public typealias Failure = IOError
+
+    let events: Readiness.Events
+    let descriptor: Int32
+
+    public func makeAsyncIterator() -> AsyncIterator {
+        AsyncIterator(
+            consumer: StreamConsumer(kind: .readiness(events: events.rawValue), fd: descriptor, limit: 16),
+            valid: !events.isEmpty && descriptor >= 0)
+    }
+
+    /// Takes one report per `next()`; dropping it cancels the poll.
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        let consumer: StreamConsumer
+        let valid: Bool
+
+        public mutating func next() async throws(IOError) -> Readiness.Events? {
+            try await nextReport()
+        }
+
+        public mutating func next(isolation actor: isolated (any Actor)?) async throws(IOError) -> Readiness.Events? {
+            try await nextReport()
+        }
+
+        private func nextReport() async throws(IOError) -> Readiness.Events? {
+            guard valid else { throw IOError(.invalidArgument, errno: .invalidArgument, operation: .poll) }
+            switch try await consumer.next() {
+            case .item(let result, _): return Readiness.Events(rawValue: UInt32(bitPattern: result))
+            case .end: return nil
+            case .failure(let errno): throw IOError.system(errno, .poll)
+            case .cancelled: throw IOError(.cancelled, operation: .poll)
+            case .shutdown: throw IOError(.executorShutdown, operation: .poll)
+            }
+        }
+    }
+}

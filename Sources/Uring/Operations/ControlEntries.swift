@@ -54,6 +54,12 @@ enum ControlEntry {
         unsafe io_uring_prep_multishot_accept(sqe, fd, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
     }
 
+    /// A multishot poll for `events`: one completion (the ready mask, with `IORING_CQE_F_MORE`)
+    /// each time the descriptor is woken, until cancelled or failed.
+    static func multishotPoll(_ sqe: UnsafeMutablePointer<io_uring_sqe>, fd: Int32, events: UInt32) {
+        unsafe io_uring_prep_poll_multishot(sqe, fd, events)
+    }
+
     /// A receive into a buffer the kernel takes from buffer group `group` (its id comes back in
     /// the CQE's flags); with `multishot`, one completion per chunk until cancelled, failed or at
     /// end of stream.

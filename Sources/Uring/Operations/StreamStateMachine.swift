@@ -36,7 +36,11 @@ enum StreamNext: Equatable {
 /// *metered* (one single-shot receive per chunk) until its consumer has caught up (took a chunk,
 /// then found nothing queued), and multishot from then on, until its queue fills again.
 struct StreamStateMachine: ~Copyable {
-    enum Kind { case accept, receive }
+    enum Kind: Equatable {
+        case accept, receive
+        /// Multishot poll for `events`: each item is a readiness mask.
+        case readiness(events: UInt32)
+    }
 
     enum State: Equatable {
         /// Nothing in the kernel; armed when the consumer wants items and the queue has room.
@@ -155,7 +159,7 @@ struct StreamStateMachine: ~Copyable {
         case .finished(let terminal):
             // Reported once; for a receive stream everything after a failure is the end.
             switch terminal {
-            case .failure, .cancelled: if kind == .receive { state = .finished(.end) }
+            case .failure, .cancelled: if kind != .accept { state = .finished(.end) }
             default: break
             }
             return .terminal(terminal)
@@ -219,7 +223,7 @@ struct StreamStateMachine: ~Copyable {
     /// The request the driver is about to arm: multishot or one at a time. `contended`: other
     /// streams wait for buffers (then each receive takes one buffer at a time).
     mutating func requestMode(contended: Bool) -> Mode {
-        if kind == .accept { return .multishot }
+        if kind != .receive { return .multishot }
         if contended { mode = .metered }
         return mode
     }
@@ -289,6 +293,19 @@ struct StreamStateMachine: ~Copyable {
                 actions.turn = turn
             case -EINTR, -EAGAIN:
                 break  // transient: armed again
+            case -ECANCELED where wasPausing:
+                break
+            case -ECANCELED:
+                if final { state = .finished(stopping ? .shutdown : .cancelled) }
+            default:
+                if final { state = .finished(.failure(-result)) }
+            }
+        case .readiness:
+            switch result {
+            case 1...:
+                queue.append(Item(result: result, flags: flags))
+            case 0, -EINTR, -EAGAIN:
+                break  // nothing ready after all: armed again
             case -ECANCELED where wasPausing:
                 break
             case -ECANCELED:

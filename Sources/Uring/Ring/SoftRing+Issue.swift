@@ -44,6 +44,8 @@ extension SoftRing {
             unsafe issueReadWrite(sqe, linked: linked)
         case Self.op(IORING_OP_CONNECT):
             unsafe issueConnect(sqe, linked: linked)
+        case Self.op(IORING_OP_POLL_ADD) where unsafe sqe.pointee.len & IORING_POLL_ADD_MULTI != 0:
+            unsafe issueMultishot(sqe, events: sqe.pointee.poll32_events)
         case Self.op(IORING_OP_POLL_ADD):
             let (result, _) = unsafe attempt(sqe, readiness: 0, request: nil)
             if result == -EAGAIN {
@@ -191,12 +193,12 @@ extension SoftRing {
 
     /// A multishot accept or buffered receive: as many completions as there are connections or
     /// chunks now, then it waits for readiness and goes on, until it fails, ends or is cancelled.
-    mutating func issueMultishot(_ sqe: UnsafeMutablePointer<io_uring_sqe>) {
+    mutating func issueMultishot(_ sqe: UnsafeMutablePointer<io_uring_sqe>, events: UInt32 = EPOLLIN.rawValue) {
         let index = unsafe requests.acquire(sqe, phase: .waiting)
         unsafe requests[index].pointee.multishot = true
         byUserData[unsafe sqe.pointee.user_data] = index
         if !retry(index, readiness: 0) {
-            unsafe startWaiting(index, events: EPOLLIN.rawValue, linked: nil)
+            unsafe startWaiting(index, events: events, linked: nil)
         }
     }
 

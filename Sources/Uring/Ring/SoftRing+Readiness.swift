@@ -168,6 +168,9 @@ extension SoftRing {
                 let goesOn = accepting ? result >= 0 : result > 0
                 if goesOn {
                     unsafe post(request.pointee.sqe.user_data, result, flags | UInt32(IORING_CQE_F_MORE))
+                    // A multishot poll reports once per readiness report, then waits again (the
+                    // descriptor stays ready until its owner reads: asking again now would spin).
+                    if unsafe UInt32(request.pointee.sqe.opcode) == Self.op(IORING_OP_POLL_ADD) { return false }
                     burst += 1
                     // Saves the receive that would only say EAGAIN; if more came meanwhile,
                     // the re-armed registration fires at once.
