@@ -4,7 +4,7 @@ import Uring
 // The command line: usage, options and their parsing.
 
 let usage = """
-    usage: uring-bench [nop|floor|read|list|copy|echo|idle|http|handoff|soak] [options]
+    usage: uring-bench [nop|floor|read|list|copy|map|echo|idle|http|handoff|soak] [options]
       (no scenario)               run the whole suite and print a table
       nop  --concurrency N        awaited no-ops from N tasks on one ring (default 64); the line
                                   also gives the floor at the same concurrency (floor_ops_per_sec,
@@ -21,6 +21,10 @@ let usage = """
                                   FileSystem.copyItem of a page-cached file (default the 1 GiB
                                   read file; --path P) against /bin/cp, alternated R times
                                   (default 5); medians
+      map --entries N --concurrency L --rounds R
+                                  mapConcurrently over N no-op transforms (default 100,000) at
+                                  L at once (default 64), in order, against a hand-written task
+                                  group; alternated R times (default 5); medians per element
       echo --connections N --size B
                                   loopback TCP echo: a server ring and a client ring in this
                                   process; N connections (default 64) each send B bytes (default
@@ -98,8 +102,9 @@ func parse(_ arguments: [String]) -> Options {
     var rest = arguments[...]
     if let first = rest.first, !first.hasPrefix("-") {
         guard
-            ["nop", "floor", "read", "list", "copy", "echo", "idle", "http", "handoff", "soak", "soak-server"].contains(
-                first)
+            ["nop", "floor", "read", "list", "copy", "map", "echo", "idle", "http", "handoff", "soak", "soak-server"]
+                .contains(
+                    first)
         else {
             fail("unknown scenario '\(first)'")
         }

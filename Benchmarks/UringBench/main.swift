@@ -10,6 +10,7 @@ import Uring
 //   uring-bench read [--path P] [--pattern random|sequential] [--block B] [--concurrency N] [--seconds S]
 //   uring-bench list [--entries N] [--status] [--path DIR] [--seconds S]
 //   uring-bench copy [--size-mib N] [--rounds R] [--path P]
+//   uring-bench map [--entries N] [--concurrency L] [--rounds R]
 //   uring-bench echo [--connections N] [--size B] [--seconds S]
 //   uring-bench idle [--connections N]
 //   uring-bench soak [--connections N] [--seconds S]
@@ -71,6 +72,8 @@ func benchmarkMain(_ options: Options) async throws {
         emit(try await runList(entries: options.entries, options: options))
     case "copy":
         emit(try await runCopy(options: options))
+    case "map":
+        emit(try await runMap(options: options))
     case "echo":
         let size = options.block ?? 64
         let result = try await runEcho(connections: options.concurrency ?? 64, size: size, options: options)

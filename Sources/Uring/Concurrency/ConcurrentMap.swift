@@ -1,6 +1,11 @@
 /// The error a ``ConcurrentMap`` throws for an element whose transform outlasted the map's
 /// `timeout`. The transform is cancelled; the map ends at that element like for any failure.
 public struct ConcurrentMapTimeout: Error, Hashable, Sendable, CustomStringConvertible {
+    @inlinable public init(index: Int, timeout: Duration) {
+        self.index = index
+        self.timeout = timeout
+    }
+
     /// The element's position in the input, from 0.
     public var index: Int
     /// The time limit it exceeded.
@@ -78,15 +83,15 @@ public struct ConcurrentMap<Input: Sendable, Output: Sendable>: AsyncSequence, S
     public typealias Failure = any Error
 
     /// Feeds the input to `feed` until it ends or `feed` says stop (false).
-    typealias Producer = @Sendable (_ feed: (Input) async -> Bool) async throws -> Void
+    @usableFromInline typealias Producer = @Sendable (_ feed: (Input) async -> Bool) async throws -> Void
 
-    let limit: Int
-    let ordered: Bool
-    let timeout: Duration?
-    let transform: @Sendable (Input) async throws -> Output
-    let produce: Producer
+    @usableFromInline let limit: Int
+    @usableFromInline let ordered: Bool
+    @usableFromInline let timeout: Duration?
+    @usableFromInline let transform: @Sendable (Input) async throws -> Output
+    @usableFromInline let produce: Producer
 
-    init(
+    @inlinable init(
         limit: Int, ordered: Bool, timeout: Duration?, transform: @escaping @Sendable (Input) async throws -> Output,
         produce: @escaping Producer
     ) {
@@ -97,18 +102,23 @@ public struct ConcurrentMap<Input: Sendable, Output: Sendable>: AsyncSequence, S
         self.produce = produce
     }
 
+    @inlinable
     public func makeAsyncIterator() -> AsyncIterator {
         AsyncIterator(owner: ConcurrentMapOwner(core: ConcurrentMapCore(map: self)))
     }
 
     /// Starts the transforms at the first `next()`; dropping it cancels them.
     public struct AsyncIterator: AsyncIteratorProtocol {
-        let owner: ConcurrentMapOwner<Input, Output>
+        @usableFromInline let owner: ConcurrentMapOwner<Input, Output>
 
+        @inlinable init(owner: ConcurrentMapOwner<Input, Output>) { self.owner = owner }
+
+        @inlinable
         public mutating func next() async throws -> Output? {
             try await owner.core.next()
         }
 
+        @inlinable
         public mutating func next(isolation actor: isolated (any Actor)?) async throws -> Output? {
             try await owner.core.next()
         }
@@ -117,50 +127,60 @@ public struct ConcurrentMap<Input: Sendable, Output: Sendable>: AsyncSequence, S
 
 /// Held by the iterator alone (the running transforms hold the core): when the iterator goes
 /// away, the iteration ends and what runs is cancelled.
-final class ConcurrentMapOwner<Input: Sendable, Output: Sendable>: Sendable {
-    let core: ConcurrentMapCore<Input, Output>
-    init(core: ConcurrentMapCore<Input, Output>) { self.core = core }
-    deinit { core.end() }
+@usableFromInline final class ConcurrentMapOwner<Input: Sendable, Output: Sendable>: Sendable {
+    @usableFromInline let core: ConcurrentMapCore<Input, Output>
+    @inlinable init(core: ConcurrentMapCore<Input, Output>) { self.core = core }
+    @inlinable deinit { core.end() }
 }
 
 /// The shared state of one iteration: results waiting for the consumer, the credits that
 /// bound the work in hand, and the task that runs the transforms (cancelled when the iterator
 /// goes away).
-final class ConcurrentMapCore<Input: Sendable, Output: Sendable>: Sendable {
-    private struct State {
+@usableFromInline final class ConcurrentMapCore<Input: Sendable, Output: Sendable>: Sendable {
+    @usableFromInline struct State {
         /// Transforms that may still start: `limit` less those running or waiting to be consumed.
-        var credits: Int
+        @usableFromInline var credits: Int
         /// The producer, waiting for a credit.
-        var producer: CheckedContinuation<Bool, Never>?
+        @usableFromInline var producer: CheckedContinuation<Bool, Never>?
         /// Ordered: results by input position, and the next position to hand out.
-        var byIndex: [Int: Result<Output, any Error>] = [:]
-        var nextIndex = 0
+        @usableFromInline var byIndex: [Int: Result<Output, any Error>] = [:]
+        @usableFromInline var nextIndex = 0
         /// Unordered: results as they came.
-        var arrived: [Result<Output, any Error>] = []
-        var arrivedHead = 0
+        @usableFromInline var arrived: [Result<Output, any Error>] = []
+        @usableFromInline var arrivedHead = 0
         /// Elements started; once the input has ended, how many there were, and its error.
-        var started = 0
-        var inputCount: Int?
-        var inputError: (any Error)?
-        var handedOut = 0
+        @usableFromInline var started = 0
+        @usableFromInline var inputCount: Int?
+        @usableFromInline var inputError: (any Error)?
+        @usableFromInline var handedOut = 0
         /// The consumer, waiting for a result.
-        var consumer: CheckedContinuation<Result<Output?, any Error>, Never>?
-        var consumerCancelled = false
+        @usableFromInline var consumer: CheckedContinuation<Result<Output?, any Error>, Never>?
+        @usableFromInline var consumerCancelled = false
         /// The iteration is over (end, failure, cancellation): nothing more starts.
-        var ended = false
-        var driver: Task<Void, Never>?
+        @usableFromInline var ended = false
+        @usableFromInline var driver: Task<Void, Never>?
+
+        @usableFromInline init(credits: Int) { self.credits = credits }
     }
 
-    private let map: ConcurrentMap<Input, Output>
-    private let state: Lock<State>
+    @usableFromInline let map: ConcurrentMap<Input, Output>
+    @usableFromInline let state: Lock<State>
+    /// Credits back before a waiting producer is woken.
+    @usableFromInline let wakeThreshold: Int
 
-    init(map: ConcurrentMap<Input, Output>) {
+    @inlinable init(map: ConcurrentMap<Input, Output>) {
         self.map = map
         state = Lock(State(credits: map.limit))
+        wakeThreshold = max(1, map.limit / 4)
     }
 
-    func next() async throws -> Output? {
-        if state.withLock({ $0.driver == nil && !$0.ended }) { start() }
+    @inlinable func next() async throws -> Output? {
+        // A result that is ready is handed out without a suspension (the common case at speed).
+        let (ready, mustStart) = state.withLock { state -> (Result<Output?, any Error>?, Bool) in
+            (take(&state), state.driver == nil && !state.ended)
+        }
+        if let ready { return try finishNext(ready) }
+        if mustStart { start() }
         let outcome = await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Result<Output?, any Error>, Never>) in
                 let ready = state.withLock { state -> Result<Output?, any Error>? in
@@ -177,6 +197,10 @@ final class ConcurrentMapCore<Input: Sendable, Output: Sendable>: Sendable {
             }
             waiting?.resume(returning: .failure(CancellationError()))
         }
+        return try finishNext(outcome)
+    }
+
+    @inlinable func finishNext(_ outcome: Result<Output?, any Error>) throws -> Output? {
         switch outcome {
         case .success(let output?):
             return output
@@ -190,7 +214,7 @@ final class ConcurrentMapCore<Input: Sendable, Output: Sendable>: Sendable {
     }
 
     /// The next result for the consumer, the end (`.success(nil)`), a failure, or nil: wait.
-    private func take(_ state: inout State) -> Result<Output?, any Error>? {
+    @inlinable func take(_ state: inout State) -> Result<Output?, any Error>? {
         if state.consumerCancelled {
             state.consumerCancelled = false
             return .failure(CancellationError())
@@ -211,7 +235,9 @@ final class ConcurrentMapCore<Input: Sendable, Output: Sendable>: Sendable {
         if let result {
             state.handedOut += 1
             state.credits += 1
-            if let producer = state.producer {
+            // The producer, waiting for credits, is woken once a quarter of them are back: it
+            // then starts that many transforms in one go, not one task switch per element.
+            if state.credits >= wakeThreshold, let producer = state.producer {
                 state.producer = nil
                 state.credits -= 1
                 producer.resume(returning: true)
@@ -226,7 +252,7 @@ final class ConcurrentMapCore<Input: Sendable, Output: Sendable>: Sendable {
     }
 
     /// Ends the iteration: nothing more starts, and what runs is cancelled.
-    func end() {
+    @inlinable func end() {
         let (driver, producer) = state.withLock { state in
             state.ended = true
             let producer = state.producer
@@ -237,7 +263,7 @@ final class ConcurrentMapCore<Input: Sendable, Output: Sendable>: Sendable {
         driver?.cancel()
     }
 
-    private func start() {
+    @inlinable func start() {
         // Children of the driver's task group inherit its executor preference: on a ring, the
         // transforms run on that ring.
         let driver = Task(executorPreference: RingExecutor.current) { [self] in
@@ -264,7 +290,7 @@ final class ConcurrentMapCore<Input: Sendable, Output: Sendable>: Sendable {
     }
 
     /// Waits until a transform may start; false when the iteration is over.
-    private func acquireCredit() async -> Bool {
+    @inlinable func acquireCredit() async -> Bool {
         if Task.isCancelled { return false }
         return await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
             let answer = state.withLock { state -> Bool? in
@@ -280,7 +306,7 @@ final class ConcurrentMapCore<Input: Sendable, Output: Sendable>: Sendable {
         }
     }
 
-    private func run(_ element: Input, index: Int) async -> Result<Output, any Error> {
+    @inlinable func run(_ element: Input, index: Int) async -> Result<Output, any Error> {
         guard let timeout = map.timeout else {
             do { return .success(try await map.transform(element)) } catch { return .failure(error) }
         }
@@ -303,7 +329,7 @@ final class ConcurrentMapCore<Input: Sendable, Output: Sendable>: Sendable {
         }
     }
 
-    private func deliver(_ index: Int, _ result: Result<Output, any Error>) {
+    @inlinable func deliver(_ index: Int, _ result: Result<Output, any Error>) {
         let resumed = state.withLock {
             state -> (CheckedContinuation<Result<Output?, any Error>, Never>, Result<Output?, any Error>)? in
             if map.ordered { state.byIndex[index] = result } else { state.arrived.append(result) }
@@ -314,7 +340,7 @@ final class ConcurrentMapCore<Input: Sendable, Output: Sendable>: Sendable {
         if let (consumer, ready) = resumed { consumer.resume(returning: ready) }
     }
 
-    private func inputEnded(error: (any Error)?) {
+    @inlinable func inputEnded(error: (any Error)?) {
         let resumed = state.withLock {
             state -> (CheckedContinuation<Result<Output?, any Error>, Never>, Result<Output?, any Error>)? in
             state.inputCount = state.started

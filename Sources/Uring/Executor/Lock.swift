@@ -4,14 +4,14 @@ import Glibc
 ///
 /// Used instead of `Synchronization.Mutex`, whose Linux implementation is a bare futex that
 /// ThreadSanitizer cannot see: every access under it was reported as a race, hiding real ones.
-@safe final class Lock<State>: @unchecked Sendable {
+@usableFromInline @safe final class Lock<State>: @unchecked Sendable {
     // SAFETY (@safe): the mutex is allocated and initialized in init, destroyed in deinit, and only reached through
     // withLock.
     // @unchecked Sendable: `state` is only touched with `mutex` held.
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
-    private var state: State
+    @usableFromInline let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    @usableFromInline var state: State
 
-    init(_ state: State) {
+    @usableFromInline init(_ state: State) {
         unsafe mutex = .allocate(capacity: 1)
         // SAFETY: a fresh allocation, initialized once here and destroyed once in deinit.
         unsafe pthread_mutex_init(mutex, nil)
@@ -23,7 +23,7 @@ import Glibc
         unsafe mutex.deallocate()
     }
 
-    @inline(__always)
+    @inlinable
     func withLock<Result>(_ body: (inout State) -> Result) -> Result {
         unsafe pthread_mutex_lock(mutex)
         defer { unsafe pthread_mutex_unlock(mutex) }
