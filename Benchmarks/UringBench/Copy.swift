@@ -49,10 +49,14 @@ func runCopy(options: Options) async throws -> String {
         "seconds=\(format(median(ours), decimals: 4))", "mib_per_sec=\(format(rate, decimals: 0))",
     ]
     if !cp.isEmpty {
+        // Paired: each round's copy against the cp run right after it (page-cache and writeback
+        // state drift over a run; a pair shares it).
         let cpRate = bytes / median(cp) / 1_048_576
+        let ratios = zip(ours, cp).map { $0.1 / $0.0 }
         parts += [
             "baseline=cp", "baseline_mib_per_sec=\(format(cpRate, decimals: 0))",
-            "ratio_to_baseline=\(format(rate / cpRate, decimals: 3))",
+            "ratio_to_baseline=\(format(median(ratios), decimals: 3))",
+            "round_ratios=\(ratios.map { format($0, decimals: 2) }.joined(separator: ","))",
         ]
     }
     return parts.joined(separator: " ")
