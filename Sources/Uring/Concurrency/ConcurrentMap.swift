@@ -143,7 +143,8 @@ public struct ConcurrentMap<Input: Sendable, Output: Sendable>: AsyncSequence, S
         /// The producer, waiting for a credit.
         @usableFromInline var producer: CheckedContinuation<Bool, Never>?
         /// Ordered: results by input position, and the next position to hand out.
-        @usableFromInline var byIndex: [Int: Result<Output, any Error>] = [:]
+        /// (At most `limit` positions are outstanding, so position % limit names a slot.)
+        @usableFromInline var byIndex: [Result<Output, any Error>?]
         @usableFromInline var nextIndex = 0
         /// Unordered: results as they came.
         @usableFromInline var arrived: [Result<Output, any Error>] = []
@@ -160,7 +161,10 @@ public struct ConcurrentMap<Input: Sendable, Output: Sendable>: AsyncSequence, S
         @usableFromInline var ended = false
         @usableFromInline var driver: Task<Void, Never>?
 
-        @usableFromInline init(credits: Int) { self.credits = credits }
+        @usableFromInline init(credits: Int) {
+            self.credits = credits
+            byIndex = Array(repeating: nil, count: credits)
+        }
     }
 
     @usableFromInline let map: ConcurrentMap<Input, Output>
@@ -222,8 +226,12 @@ public struct ConcurrentMap<Input: Sendable, Output: Sendable>: AsyncSequence, S
         if state.ended { return .success(nil) }
         var result: Result<Output, any Error>?
         if map.ordered {
-            result = state.byIndex.removeValue(forKey: state.nextIndex)
-            if result != nil { state.nextIndex += 1 }
+            let slot = state.nextIndex % state.byIndex.count
+            result = state.byIndex[slot]
+            if result != nil {
+                state.byIndex[slot] = nil
+                state.nextIndex += 1
+            }
         } else if state.arrivedHead < state.arrived.count {
             result = state.arrived[state.arrivedHead]
             state.arrivedHead += 1
@@ -270,11 +278,7 @@ public struct ConcurrentMap<Input: Sendable, Output: Sendable>: AsyncSequence, S
             await withDiscardingTaskGroup { group in
                 do {
                     try await map.produce { element in
-                        guard await acquireCredit() else { return false }
-                        let index = state.withLock { state in
-                            defer { state.started += 1 }
-                            return state.started
-                        }
+                        guard let index = await acquireSlot() else { return false }
                         group.addTask { [self] in
                             deliver(index, await run(element, index: index))
                         }
@@ -289,10 +293,19 @@ public struct ConcurrentMap<Input: Sendable, Output: Sendable>: AsyncSequence, S
         state.withLock { $0.driver = driver }
     }
 
-    /// Waits until a transform may start; false when the iteration is over.
-    @inlinable func acquireCredit() async -> Bool {
-        if Task.isCancelled { return false }
-        return await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+    /// Waits until a transform may start, and numbers it; nil when the iteration is over. With
+    /// a credit free (the common case) this is one lock round trip, no suspension.
+    @inlinable func acquireSlot() async -> Int? {
+        if Task.isCancelled { return nil }
+        let now = state.withLock { state -> Int?? in
+            if state.ended { return .some(nil) }
+            guard state.credits > 0 else { return nil }
+            state.credits -= 1
+            defer { state.started += 1 }
+            return state.started
+        }
+        if let now { return now }
+        let granted = await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
             let answer = state.withLock { state -> Bool? in
                 if state.ended { return false }
                 if state.credits > 0 {
@@ -303,6 +316,12 @@ public struct ConcurrentMap<Input: Sendable, Output: Sendable>: AsyncSequence, S
                 return nil
             }
             if let answer { continuation.resume(returning: answer) }
+        }
+        guard granted else { return nil }
+        // The credit was taken for this call (by whoever woke it); only the number is left.
+        return state.withLock { state in
+            defer { state.started += 1 }
+            return state.started
         }
     }
 
@@ -332,7 +351,11 @@ public struct ConcurrentMap<Input: Sendable, Output: Sendable>: AsyncSequence, S
     @inlinable func deliver(_ index: Int, _ result: Result<Output, any Error>) {
         let resumed = state.withLock {
             state -> (CheckedContinuation<Result<Output?, any Error>, Never>, Result<Output?, any Error>)? in
-            if map.ordered { state.byIndex[index] = result } else { state.arrived.append(result) }
+            if map.ordered {
+                state.byIndex[index % state.byIndex.count] = result
+            } else {
+                state.arrived.append(result)
+            }
             guard let consumer = state.consumer, let ready = take(&state) else { return nil }
             state.consumer = nil
             return (consumer, ready)

@@ -40,7 +40,21 @@ import Glibc
 
     /// Runs `work` on one of the pool's threads and returns its result (or rethrows its error).
     public func run<Result: Sendable>(_ work: @escaping @Sendable () throws -> Result) async throws -> Result {
-        try unsafe await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Result, any Error>) in
+        // From a ring, the awaiting task is resumed by the ring's own thread (the worker leaves
+        // the result and a note in the ring's inbox): see `RingExecutor.resumeOnRing`.
+        if let ring = RingExecutor.current {
+            let outcome = Lock<Swift.Result<Result, any Error>?>(nil)
+            await unsafe withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+                submit {
+                    let result = Swift.Result { try work() }
+                    outcome.withLock { $0 = result }
+                    unsafe ring.resumeOnRing(continuation)
+                }
+            }
+            return try outcome.withLock { $0! }.get()
+        }
+        return try unsafe await withUnsafeThrowingContinuation {
+            (continuation: UnsafeContinuation<Result, any Error>) in
             submit {
                 do {
                     unsafe continuation.resume(returning: try work())

@@ -47,12 +47,15 @@ final class RingIsolation: SerialExecutor, @unchecked Sendable {
 }
 
 /// Requests other threads leave for the ring (jobs go through `jobQueue` first).
-struct Inbox {
+@safe struct Inbox {
+    // SAFETY (@safe): each continuation in `resumptions` is resumed exactly once, by the ring's loop (or at its exit).
     var jobs: [ReadyJob] = []
     var cancellations: [OperationID] = []
     var timers: [(job: ReadyJob, delay: Duration)] = []
     var streamRequests: [(MultishotStream, RingExecutor.StreamRequest)] = []
     var closingRequests: [(Int32, RingExecutor.ClosingRequest)] = []
+    /// Tasks of this ring whose work finished on another thread (`RingExecutor.resumeOnRing`).
+    var resumptions: [UnsafeContinuation<Void, Never>] = unsafe []
     var stopRequested = false
     /// Set when the ring's loop has ended: nobody will drain requests any more.
     var loopExited = false
@@ -72,4 +75,5 @@ struct Inbox {
     var inboxTimers: [(job: ReadyJob, delay: Duration)] = []
     var inboxStreamRequests: [(MultishotStream, RingExecutor.StreamRequest)] = []
     var inboxClosingRequests: [(Int32, RingExecutor.ClosingRequest)] = []
+    var inboxResumptions: [UnsafeContinuation<Void, Never>] = unsafe []
 }

@@ -80,10 +80,13 @@ extension RingExecutor {
         unsafe RingExecutor.registry.withLock { unsafe $0[ringID] = nil }
         StallWatch.shared.unregister(self)
         let pool = unsafe driver.pointee.bufferPool.take()
-        let (leftover, leftoverClosings) = inbox.withLock { inbox in
+        let (leftover, leftoverClosings, leftoverResumptions) = unsafe inbox.withLock { inbox in
             inbox.loopExited = true
-            return (inbox.streamRequests, inbox.closingRequests)
+            return unsafe (inbox.streamRequests, inbox.closingRequests, inbox.resumptions)
         }
+        // Tasks whose pool work ended as the ring stopped: resumed (their ring is gone, like
+        // every task left on it; nothing waits for the work any more).
+        for index in unsafe leftoverResumptions.indices { unsafe leftoverResumptions[index].resume() }
         unsafe driver.pointee.resumeClosersAtExit()
         for (fd, request) in leftoverClosings {
             switch request {
@@ -146,6 +149,7 @@ extension RingExecutor {
             unsafe swap(&inbox.timers, &local.pointee.inboxTimers)
             unsafe swap(&inbox.streamRequests, &local.pointee.inboxStreamRequests)
             unsafe swap(&inbox.closingRequests, &local.pointee.inboxClosingRequests)
+            unsafe swap(&inbox.resumptions, &local.pointee.inboxResumptions)
             stop = inbox.stopRequested
         }
         while let job = jobQueue.pop() { unsafe local.pointee.ready.append(job) }
@@ -153,6 +157,10 @@ extension RingExecutor {
         unsafe local.pointee.inboxStreamRequests.removeAll(keepingCapacity: true)
         for (fd, request) in unsafe local.pointee.inboxClosingRequests { handleClosingRequest(fd, request) }
         unsafe local.pointee.inboxClosingRequests.removeAll(keepingCapacity: true)
+        for index in unsafe local.pointee.inboxResumptions.indices {
+            unsafe local.pointee.inboxResumptions[index].resume()
+        }
+        unsafe local.pointee.inboxResumptions.removeAll(keepingCapacity: true)
         for job in unsafe local.pointee.inboxJobs { unsafe local.pointee.ready.append(job) }
         unsafe local.pointee.inboxJobs.removeAll(keepingCapacity: true)
         for id in unsafe local.pointee.inboxCancellations { unsafe driver.pointee.cancel(id) }

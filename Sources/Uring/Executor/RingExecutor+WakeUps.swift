@@ -60,3 +60,24 @@ extension RingExecutor {
         }
     }
 }
+
+extension RingExecutor {
+    /// Resumes `continuation`, a task of this ring suspended while another thread worked for it,
+    /// on this ring's thread: the other thread only leaves it in the inbox. So the task's memory
+    /// (its async frame) is touched by one thread only, and a resumption can never overtake the
+    /// task's own suspension (which ThreadSanitizer cannot tell from a race). After the loop
+    /// ended it is resumed at once.
+    func resumeOnRing(_ continuation: UnsafeContinuation<Void, Never>) {
+        let delivered = inbox.withLock { inbox -> Bool in
+            guard !inbox.loopExited else { return false }
+            unsafe inbox.resumptions.append(continuation)
+            return true
+        }
+        if delivered {
+            inboxPending.store(true, ordering: .sequentiallyConsistent)
+            wakeIfSleeping()
+        } else {
+            unsafe continuation.resume()
+        }
+    }
+}

@@ -22,6 +22,8 @@ extension RingExecutor {
     /// start it; once started it runs to the end and is waited for (the entry points into the
     /// caller's memory, which must outlive the call). The descriptor's use is published for the
     /// duration, so a `close()` waits for it, as for a queued operation.
+    // SAFETY: `driver` is this ring's driver, used on the ring's thread only (the task runs on the
+    // ring before and after the pool's work).
     @inline(never)
     func performOnWorker<Operation: IOOperation>(_ operation: Operation, cancellable: Bool) async -> OperationOutcome {
         if unsafe driver.pointee.stopping { return .shutdown }

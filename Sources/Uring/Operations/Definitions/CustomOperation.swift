@@ -46,6 +46,8 @@ struct CustomOperation: IOOperation, @unchecked Sendable {
     }
 
     func encode(into sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>) {
+        // SAFETY: `sqe` is a free entry the driver lends for this call; the fields are copied as
+        // values (the addresses in them are the caller's promise, see `Uring.submit`).
         unsafe io_uring_prep_rw(Int32(entry.opcode), sqe, entry.descriptor, nil, entry.length, entry.offset)
         unsafe sqe.pointee.addr = entry.address
         unsafe sqe.pointee.flags = entry.flags

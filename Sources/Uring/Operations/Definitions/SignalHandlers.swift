@@ -10,6 +10,10 @@ import Glibc
 // the application's).
 
 enum SignalHandlers {
+    // SAFETY: every pointer here is to a local (`fds`, `action`, `previous`, the sets, `bytes`,
+    // the read buffer) that outlives the call it is passed to; the handler touches only
+    // `pipeWrite`, which is written once before any handler exists and never again.
+
     /// The pipe's write end: set once, before the first handler is installed, never changed.
     nonisolated(unsafe) static var pipeWrite: Int32 = -1
 

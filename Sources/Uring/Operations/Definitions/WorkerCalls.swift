@@ -147,28 +147,40 @@ enum WorkerCalls {
 /// One `getdents64` on the pool: its result (bytes, 0 at the end, or -errno), and the task
 /// waiting for it.
 @safe final class ReadAhead: @unchecked Sendable {
-    // SAFETY (@safe): the continuation is resumed exactly once: by `finish` when the waiter came first, else by
-    // `result()` itself, both decided under `lock`.
-    // @unchecked Sendable: both fields are touched only with `lock` held.
-    private let lock = unsafe Lock<(count: Int?, waiter: UnsafeContinuation<Int, Never>?)>((nil, nil))
+    // SAFETY (@safe): the continuation is resumed exactly once: by `finish` when the waiter came first (on the
+    // waiter's ring when it has one, see `RingExecutor.resumeOnRing`), else by `result()` itself, both decided under
+    // `lock`.
+    // @unchecked Sendable: the fields are touched only with `lock` held.
+    @safe private struct State {
+        // SAFETY (@safe): `waiter` is resumed once (see the class).
+        var count: Int?
+        var waiter: UnsafeContinuation<Void, Never>?
+        var waiterRing: RingExecutor?
+    }
+
+    private let lock = Lock(State())
 
     func finish(_ count: Int) {
-        let waiter = unsafe lock.withLock { state in
-            unsafe state.count = count
-            return unsafe state.waiter
+        let (waiter, ring) = unsafe lock.withLock { state in
+            state.count = count
+            return unsafe (state.waiter, state.waiterRing)
         }
-        unsafe waiter?.resume(returning: count)
+        guard let waiter = unsafe waiter else { return }
+        if let ring { unsafe ring.resumeOnRing(waiter) } else { unsafe waiter.resume() }
     }
 
     func result() async -> Int {
-        await unsafe withUnsafeContinuation { (continuation: UnsafeContinuation<Int, Never>) in
-            let ready = unsafe lock.withLock { state -> Int? in
-                if let count = unsafe state.count { return count }
+        let ring = RingExecutor.current
+        await unsafe withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+            let ready = lock.withLock { state -> Bool in
+                if state.count != nil { return true }
                 unsafe state.waiter = unsafe continuation
-                return nil
+                state.waiterRing = ring
+                return false
             }
-            if let ready { unsafe continuation.resume(returning: ready) }
+            if ready { unsafe continuation.resume() }
         }
+        return lock.withLock { $0.count! }
     }
 }
 
