@@ -61,6 +61,15 @@ extension IntegrationTests {
             try await writeFile(root.appending("b/c/three.bin"), [0, 1, 2, 3])
             try await FileSystem.makeDirectory(root.appending("b/c/empty"))
 
+            // Into itself: refused before anything is made.
+            for inside in [root, root.appending("b/inner"), FilePath(root.string + "/./b/../nested")] {
+                await #expect(throws: IOError(.invalidArgument, errno: .invalidArgument, operation: .copy)) {
+                    try await FileSystem.copyItem(at: root, to: inside)
+                }
+            }
+            await #expect(throws: IOError.system(ENOENT, .stat)) {
+                _ = try await FileSystem.status(of: root.appending("b/inner"))
+            }
             let copy = dir.file("copy")
             try await FileSystem.copyItem(at: root, to: copy)
             #expect(try await File.readAll(at: copy.appending("one.txt")) == Array("one".utf8))

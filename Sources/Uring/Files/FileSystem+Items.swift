@@ -21,10 +21,19 @@ extension FileSystem {
     /// - A copy that fails removes the partial destination file it was writing (the items of a
     ///   tree copied before the failure stay).
     ///
-    /// - Throws: ``IOError``: `EEXIST` when `destination` exists; the errno of the step that
-    ///   failed (open, read, write, copy, mkdir); ``IOError/Code/unsupported`` for a fifo, socket or
-    ///   device in the tree; ``IOError/Code/cancelled``.
+    /// - Throws: ``IOError``: `EEXIST` when `destination` exists; `.invalidArgument` when
+    ///   `destination` is `source` or inside it; the errno of the step that failed (open, read,
+    ///   write, copy, mkdir); ``IOError/Code/unsupported`` for a fifo, socket or device in the
+    ///   tree; ``IOError/Code/cancelled``.
     public static func copyItem(at source: FilePath, to destination: FilePath) async throws(IOError) {
+        // A tree copied into itself would copy its own copy, again and again.
+        let from = source.lexicallyNormalized()
+        let to = destination.lexicallyNormalized()
+        if to == from || (to.starts(with: from) && !from.isEmpty) {
+            var error = IOError(.invalidArgument, errno: .invalidArgument, operation: .copy)
+            error.subject = .path(destination)
+            throw error
+        }
         let status = try await FileSystem.status(of: source, followSymbolicLinks: false)
         switch status.kind {
         case .regular:
