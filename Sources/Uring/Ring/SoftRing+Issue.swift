@@ -89,7 +89,8 @@ extension SoftRing {
             unsafe "complete op=\(sqe.pointee.opcode) fd=\(sqe.pointee.fd) ud=\(String(sqe.pointee.user_data, radix: 16)) result=\(result)"
         )
         #endif
-        counters.completedInline &+= 1
+        // The ring's own wake-up read is not an operation of anyone's: not counted.
+        if unsafe sqe.pointee.user_data >> 56 != UInt64(CompletionTag.wake.rawValue) { counters.completedInline &+= 1 }
         unsafe postResult(opcode: sqe.pointee.opcode, userData: sqe.pointee.user_data, result, flags: flags)
         if let linked = unsafe linked { unsafe post(linked.pointee.user_data, -ECANCELED) }
     }

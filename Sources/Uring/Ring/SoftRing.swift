@@ -441,7 +441,7 @@ func softRingTrace(_ epoll: Int32, _ message: @autoclosure () -> String) {
 /// What the epoll driver did with the entries it consumed (in ``RingStatistics``).
 public struct EpollDriverCounters: Sendable, Hashable {
     /// Entries that completed at once, without waiting (a socket call or page-cache read that
-    /// did not block, a no-op, a cancel, a close).
+    /// did not block, a no-op, a cancel, a close); the ring's own wake-up read is not counted.
     public var completedInline: UInt64 = 0
     /// Entries that waited for readiness in epoll.
     public var waitedForReadiness: UInt64 = 0
