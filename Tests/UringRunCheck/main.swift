@@ -152,6 +152,15 @@ if CommandLine.arguments.dropFirst().first == "--threads" {
         check(used.count == 2, "tasks ran on both rings: \(used.sorted())")
         let stats = await group.statistics()
         check(stats.allSatisfy { $0.submitted > 0 }, "every ring submitted operations")
+        // A map started on ring 1 keeps its transforms there (a preference: plain tasks spread).
+        let mapStayed = await Task(executorPreference: group[1]) {
+            var stayed = true
+            for try await here in (0..<1000).mapConcurrently(limit: 16, { _ in RingExecutor.current === group[1] }) {
+                stayed = stayed && here
+            }
+            return stayed
+        }.result
+        check((try? mapStayed.get()) == true, "mapConcurrently on ring 1 runs its transforms there")
         // Explicit placement on each ring.
         for index in 0..<group.count {
             let here = await Task(executorPreference: group[index]) { RingExecutor.current === group[index] }.value
@@ -189,6 +198,15 @@ let result = try Uring.run {
     var sawCancel = false
     do { try await cancelled.value } catch let error as IOError { sawCancel = error.code == .cancelled }
     check(sawCancel, "a ring sleep is cancellable")
+
+    // The map's transforms stay on the only ring without an executor preference of their own.
+    var onRing = true
+    var total = 0
+    for try await (value, here) in (0..<1000).mapConcurrently(limit: 16, { ($0, RingExecutor.current === ring) }) {
+        total += value
+        onRing = onRing && here
+    }
+    check(onRing && total == 999 * 1000 / 2, "mapConcurrently's transforms run on the ring")
     return 42
 }
 check(result == 42, "Uring.run returns the body's result")

@@ -42,6 +42,7 @@ extension Sequence where Element: Sendable {
     ///   - ordered: Yield in input order (true) or in completion order (false).
     ///   - timeout: A time limit per element, from its start; nil for none.
     ///   - transform: The work for one element.
+    @inlinable
     public func mapConcurrently<Output: Sendable>(
         limit: Int, ordered: Bool = true, timeout: Duration? = nil,
         _ transform: @escaping @Sendable (Element) async throws -> Output
@@ -64,6 +65,7 @@ extension AsyncSequence where Element: Sendable, Self: Sendable {
     /// let sizes = FileSystem.contents(of: "/srv/uploads")
     ///     .mapConcurrently(limit: 32, ordered: false) { entry in try await FileSystem.status(of: "/srv/uploads/" + entry.name).size }
     /// ```
+    @inlinable
     public func mapConcurrently<Output: Sendable>(
         limit: Int, ordered: Bool = true, timeout: Duration? = nil,
         _ transform: @escaping @Sendable (Element) async throws -> Output
@@ -138,7 +140,8 @@ public struct ConcurrentMap<Input: Sendable, Output: Sendable>: AsyncSequence, S
 /// goes away).
 @usableFromInline final class ConcurrentMapCore<Input: Sendable, Output: Sendable>: Sendable {
     @usableFromInline struct State {
-        /// Transforms that may still start: `limit` less those running or waiting to be consumed.
+        /// Transforms that may still start: `limit` less those running, waiting to be consumed,
+        /// or taken by the producer and not started yet (`Slots.held`).
         @usableFromInline var credits: Int
         /// The producer, waiting for a credit.
         @usableFromInline var producer: CheckedContinuation<Bool, Never>?
@@ -149,8 +152,7 @@ public struct ConcurrentMap<Input: Sendable, Output: Sendable>: AsyncSequence, S
         /// Unordered: results as they came.
         @usableFromInline var arrived: [Result<Output, any Error>] = []
         @usableFromInline var arrivedHead = 0
-        /// Elements started; once the input has ended, how many there were, and its error.
-        @usableFromInline var started = 0
+        /// Once the input has ended, how many elements there were, and its error.
         @usableFromInline var inputCount: Int?
         @usableFromInline var inputError: (any Error)?
         @usableFromInline var handedOut = 0
@@ -273,56 +275,68 @@ public struct ConcurrentMap<Input: Sendable, Output: Sendable>: AsyncSequence, S
 
     @inlinable func start() {
         // Children of the driver's task group inherit its executor preference: on a ring, the
-        // transforms run on that ring.
-        let driver = Task(executorPreference: RingExecutor.current) { [self] in
+        // transforms run on that ring. (On the only ring of `Uring.run`, plain tasks already run
+        // there, and a preference would cost every child a status record.)
+        let driver = Task(executorPreference: RingExecutor.preferenceForNewTasks) { [self] in
             await withDiscardingTaskGroup { group in
+                var slots = Slots()
                 do {
                     try await map.produce { element in
-                        guard let index = await acquireSlot() else { return false }
-                        group.addTask { [self] in
+                        guard let index = await acquireSlot(&slots) else { return false }
+                        // Not once the map has ended (the driver, and so the group, is cancelled).
+                        return group.addTaskUnlessCancelled { [self] in
                             deliver(index, await run(element, index: index))
                         }
-                        return true
                     }
-                    inputEnded(error: nil)
+                    inputEnded(count: slots.started, error: nil)
                 } catch {
-                    inputEnded(error: error)
+                    inputEnded(count: slots.started, error: error)
                 }
             }
         }
         state.withLock { $0.driver = driver }
     }
 
-    /// Waits until a transform may start, and numbers it; nil when the iteration is over. With
-    /// a credit free (the common case) this is one lock round trip, no suspension.
-    @inlinable func acquireSlot() async -> Int? {
-        if Task.isCancelled { return nil }
-        let now = state.withLock { state -> Int?? in
-            if state.ended { return .some(nil) }
-            guard state.credits > 0 else { return nil }
-            state.credits -= 1
-            defer { state.started += 1 }
-            return state.started
-        }
-        if let now { return now }
-        let granted = await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
-            let answer = state.withLock { state -> Bool? in
-                if state.ended { return false }
-                if state.credits > 0 {
-                    state.credits -= 1
-                    return true
-                }
-                state.producer = continuation
-                return nil
+    /// The producer's own count of elements started, and the credits it took and has not used
+    /// yet: it takes every free credit in one lock round trip, then starts that many transforms
+    /// without the lock.
+    @usableFromInline struct Slots {
+        @usableFromInline var started = 0
+        @usableFromInline var held = 0
+        @inlinable init() {}
+    }
+
+    /// Waits until a transform may start, and numbers it; nil when the iteration is over.
+    @inlinable func acquireSlot(_ slots: inout Slots) async -> Int? {
+        if slots.held == 0 {
+            let taken = state.withLock { state -> Int? in
+                if state.ended { return nil }
+                defer { state.credits = 0 }
+                return state.credits
             }
-            if let answer { continuation.resume(returning: answer) }
+            guard let taken else { return nil }
+            if taken > 0 {
+                slots.held = taken
+            } else {
+                let granted = await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+                    let answer = state.withLock { state -> Bool? in
+                        if state.ended { return false }
+                        if state.credits > 0 {
+                            state.credits -= 1
+                            return true
+                        }
+                        state.producer = continuation
+                        return nil
+                    }
+                    if let answer { continuation.resume(returning: answer) }
+                }
+                guard granted else { return nil }
+                slots.held = 1  // taken for this call by whoever woke it
+            }
         }
-        guard granted else { return nil }
-        // The credit was taken for this call (by whoever woke it); only the number is left.
-        return state.withLock { state in
-            defer { state.started += 1 }
-            return state.started
-        }
+        slots.held -= 1
+        defer { slots.started += 1 }
+        return slots.started
     }
 
     @inlinable func run(_ element: Input, index: Int) async -> Result<Output, any Error> {
@@ -363,10 +377,10 @@ public struct ConcurrentMap<Input: Sendable, Output: Sendable>: AsyncSequence, S
         if let (consumer, ready) = resumed { consumer.resume(returning: ready) }
     }
 
-    @inlinable func inputEnded(error: (any Error)?) {
+    @inlinable func inputEnded(count: Int, error: (any Error)?) {
         let resumed = state.withLock {
             state -> (CheckedContinuation<Result<Output?, any Error>, Never>, Result<Output?, any Error>)? in
-            state.inputCount = state.started
+            state.inputCount = count
             state.inputError = error
             guard let consumer = state.consumer, let ready = take(&state) else { return nil }
             state.consumer = nil

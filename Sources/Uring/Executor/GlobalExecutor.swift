@@ -164,6 +164,17 @@ final class RingGlobalExecutor: TaskExecutor, SchedulingExecutor, @unchecked Sen
 /// The rings `Uring.run` installed.
 let installedGroup = Lock<RingGroup?>(nil)
 
+extension RingExecutor {
+    /// The executor preference that keeps a new task on the calling thread's ring: nil off a ring,
+    /// and nil on the only ring that `Uring.run` installed (the default executor runs every task
+    /// there already; a preference would cost each task, and each child it makes, a status record).
+    @usableFromInline static var preferenceForNewTasks: RingExecutor? {
+        guard let ring = current else { return nil }
+        let soleDefault = installedGroup.withLock { group in group.map { $0.count == 1 && $0[0] === ring } ?? false }
+        return soleDefault ? nil : ring
+    }
+}
+
 extension Uring {
     /// The rings that ``Uring/run(entries:threads:_:)`` installed (nil outside it), for placing
     /// tasks explicitly:
