@@ -26,7 +26,7 @@ func runCopy(options: Options) async throws -> String {
     var cp: [Double] = []
     // Alternated, each after the destination is gone and dirty pages are written back, so that
     // neither pays for the other's writeback.
-    for _ in 0..<options.copyRounds {
+    for _ in 0..<(options.rounds ?? 5) {
         unlink(destination)
         sync()
         var started = nowNanoseconds()
@@ -45,7 +45,7 @@ func runCopy(options: Options) async throws -> String {
     let bytes = Double(file.size)
     let rate = bytes / median(ours) / 1_048_576
     var parts = [
-        "scenario=copy", "bytes=\(file.size)", "rounds=\(options.copyRounds)",
+        "scenario=copy", "bytes=\(file.size)", "rounds=\(options.rounds ?? 5)",
         "seconds=\(format(median(ours), decimals: 4))", "mib_per_sec=\(format(rate, decimals: 0))",
     ]
     if !cp.isEmpty {

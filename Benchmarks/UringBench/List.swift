@@ -52,44 +52,90 @@ func readdirListing(_ directory: String) -> Int {
     return count
 }
 
-func runList(entries: Int, options: Options) async throws -> String {
+func runList(entries: Int, options: Options) async throws -> [String] {
     let directory = try prepareListDirectory(entries: entries, path: options.path)
     let path = FilePath(directory)
-    let ours = try await measureListings(seconds: options.seconds, warmup: options.warmup) {
-        var count = 0
-        for try await entry in FileSystem.contents(of: path, includingStatus: options.listStatus) {
-            if !entry.name.isEmpty { count += 1 }
-        }
-        return count
-    }
-    let rate = Double(ours.entries) / ours.seconds
-    var parts = [
-        "scenario=list", "entries=\(entries)", "status=\(options.listStatus)",
-        "seconds=\(format(ours.seconds, decimals: 3))", "entries_per_sec=\(format(rate, decimals: 0))",
-    ]
-    if options.baseline {
-        // The baseline runs on a plain thread, so that the ring is not what it measures.
-        let baseline = await BaselineThread.run {
-            let start = nowNanoseconds()
-            let end = start + UInt64((options.warmup + options.seconds) * 1e9)
-            let measureFrom = start + UInt64(options.warmup * 1e9)
-            var counted = 0
-            var measuredStart: UInt64 = 0
-            while true {
-                let now = nowNanoseconds()
-                if now >= end { return (counted, Double(now - measuredStart) / 1e9) }
-                if now >= measureFrom && measuredStart == 0 { measuredStart = now }
-                let n = readdirListing(directory)
-                if measuredStart != 0 { counted += n }
+    let rounds = options.rounds ?? 1
+    let peerSystems = options.peers ? ["foundation", "foundation-urls", "niofs", "niofs-batched"] : []
+    if options.peers { _ = Peers.executable() }  // built before the first round, not inside it
+    var ours: [Double] = []
+    var baselines: [Double] = []
+    var peerRates: [String: [Double]] = [:]
+    var seconds: [Double] = []
+    // Round by round: swift-uring, then readdir, then each peer, so that all of them share the
+    // machine's state of the moment; medians over the rounds.
+    for _ in 0..<rounds {
+        let run = try await measureListings(seconds: options.seconds, warmup: options.warmup) {
+            var count = 0
+            for try await entry in FileSystem.contents(of: path, includingStatus: options.listStatus) {
+                if !entry.name.isEmpty { count += 1 }
             }
+            return count
         }
-        let baselineRate = Double(baseline.0) / max(baseline.1, 1e-9)
+        ours.append(Double(run.entries) / run.seconds)
+        seconds.append(run.seconds)
+        if options.baseline { baselines.append(await readdirRate(directory, options: options)) }
+        for system in peerSystems {
+            let pairs = await BaselineThread.run {
+                Peers.run([
+                    "list", "--system", system, "--path", directory, "--seconds", "\(options.seconds)",
+                    "--warmup", "\(options.warmup)",
+                ])
+            }
+            guard let rate = pairs["entries_per_sec"].flatMap(Double.init) else {
+                fail("the peer \(system) printed no entries_per_sec")
+            }
+            peerRates[system, default: []].append(rate)
+        }
+    }
+    func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
+    let rate = median(ours)
+    var parts = [
+        "scenario=list", "entries=\(entries)", "status=\(options.listStatus)", "rounds=\(rounds)",
+        "seconds=\(format(median(seconds), decimals: 3))", "entries_per_sec=\(format(rate, decimals: 0))",
+    ]
+    if !baselines.isEmpty {
+        // Each round's ratio against the readdir run right after it; the median of those.
+        let ratios = zip(ours, baselines).map { $0.0 / max($0.1, 1) }
         parts += [
-            "baseline=readdir", "baseline_entries_per_sec=\(format(baselineRate, decimals: 0))",
-            "ratio_to_baseline=\(format(rate / max(baselineRate, 1), decimals: 3))",
+            "baseline=readdir", "baseline_entries_per_sec=\(format(median(baselines), decimals: 0))",
+            "ratio_to_baseline=\(format(median(ratios), decimals: 3))",
         ]
     }
-    return parts.joined(separator: " ")
+    var lines = [parts.joined(separator: " ")]
+    for system in peerSystems {
+        let rates = peerRates[system] ?? []
+        let ratios = zip(ours, rates).map { $0.0 / max($0.1, 1) }
+        lines.append(
+            [
+                "scenario=list", "entries=\(entries)", "rounds=\(rounds)", "peer=\(system)",
+                "peer_entries_per_sec=\(format(median(rates), decimals: 0))",
+                "entries_per_sec=\(format(rate, decimals: 0))",
+                "ratio_to_peer=\(format(median(ratios), decimals: 3))",
+                "round_ratios=\(ratios.map { format($0, decimals: 2) }.joined(separator: ","))",
+            ].joined(separator: " "))
+    }
+    return lines
+}
+
+/// Entries per second of a synchronous `opendir`/`readdir` loop on a plain thread (so that the
+/// ring is not what it measures), over `options.seconds` after `options.warmup`.
+func readdirRate(_ directory: String, options: Options) async -> Double {
+    let baseline = await BaselineThread.run {
+        let start = nowNanoseconds()
+        let end = start + UInt64((options.warmup + options.seconds) * 1e9)
+        let measureFrom = start + UInt64(options.warmup * 1e9)
+        var counted = 0
+        var measuredStart: UInt64 = 0
+        while true {
+            let now = nowNanoseconds()
+            if now >= end { return (counted, Double(now - measuredStart) / 1e9) }
+            if now >= measureFrom && measuredStart == 0 { measuredStart = now }
+            let n = readdirListing(directory)
+            if measuredStart != 0 { counted += n }
+        }
+    }
+    return Double(baseline.0) / max(baseline.1, 1e-9)
 }
 
 private final class Box: @unchecked Sendable {

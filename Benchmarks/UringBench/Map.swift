@@ -42,22 +42,27 @@ func runMap(options: Options) async throws -> String {
     }
     var ours: [Double] = []
     var baseline: [Double] = []
-    for _ in 0..<options.copyRounds {
+    for _ in 0..<(options.rounds ?? 5) {
         ours.append(
             try await timed {
                 var sum = 0
                 for try await value in (0..<elements).mapConcurrently(limit: limit, { $0 }) { sum &+= value }
                 return sum
             })
-        baseline.append(await timed { await handWrittenMap(elements: elements, limit: limit) })
+        if options.baseline { baseline.append(await timed { await handWrittenMap(elements: elements, limit: limit) }) }
     }
     func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
     let oursNs = median(ours)
-    let baselineNs = median(baseline)
-    return [
-        "scenario=map", "elements=\(elements)", "limit=\(limit)", "rounds=\(options.copyRounds)",
-        "ns_per_element=\(format(oursNs, decimals: 1))", "baseline=task_group",
-        "baseline_ns_per_element=\(format(baselineNs, decimals: 1))",
-        "overhead_ns_per_element=\(format(oursNs - baselineNs, decimals: 1))",
-    ].joined(separator: " ")
+    var parts = [
+        "scenario=map", "elements=\(elements)", "limit=\(limit)", "rounds=\(options.rounds ?? 5)",
+        "ns_per_element=\(format(oursNs, decimals: 1))",
+    ]
+    if !baseline.isEmpty {
+        let baselineNs = median(baseline)
+        parts += [
+            "baseline=task_group", "baseline_ns_per_element=\(format(baselineNs, decimals: 1))",
+            "overhead_ns_per_element=\(format(oursNs - baselineNs, decimals: 1))",
+        ]
+    }
+    return parts.joined(separator: " ")
 }

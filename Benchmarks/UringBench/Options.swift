@@ -16,7 +16,10 @@ let usage = """
       list --entries N            list a directory of N empty files (default 100,000; created
                                   once under /tmp/uring-bench, or --path DIR) again and again,
                                   against a synchronous readdir loop on one plain thread;
-                                  --status: fetch each entry's status too
+                                  --status: fetch each entry's status too; --rounds R: R
+                                  alternated rounds (default 1), medians; --peers: also
+                                  Foundation's FileManager and NIOFileSystem, each in its own
+                                  process (the Benchmarks/Peers package, built on first use)
       copy --size-mib N --rounds R
                                   FileSystem.copyItem of a page-cached file (default the 1 GiB
                                   read file; --path P) against /bin/cp, alternated R times
@@ -80,9 +83,12 @@ struct Options {
     /// list: the directory's size, and whether each entry's status is fetched.
     var entries = 100_000
     var listStatus = false
-    /// copy: the file's size in MiB, and the rounds.
+    /// copy: the file's size in MiB.
     var copyMiB = 1024
-    var copyRounds = 5
+    /// list, copy, map: alternated rounds (nil: the scenario's default).
+    var rounds: Int?
+    /// list: also run the peers (Foundation, NIOFileSystem) in processes of their own.
+    var peers = false
 }
 
 func fail(_ message: String) -> Never {
@@ -144,7 +150,8 @@ func parse(_ arguments: [String]) -> Options {
         case "--entries": options.entries = positiveInt(flag)
         case "--status": options.listStatus = true
         case "--size-mib": options.copyMiB = positiveInt(flag)
-        case "--rounds": options.copyRounds = positiveInt(flag)
+        case "--rounds": options.rounds = positiveInt(flag)
+        case "--peers": options.peers = true
         case "--size": options.block = positiveInt(flag)
         case "--no-baseline": options.baseline = false
         case "--no-floor": options.floor = false

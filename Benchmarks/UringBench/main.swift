@@ -69,7 +69,7 @@ func benchmarkMain(_ options: Options) async throws {
             pattern: options.pattern, block: block, concurrency: options.concurrency ?? 32, options: options)
         emit(machineLine(results[0], baseline: results.count > 1 ? results[1] : nil))
     case "list":
-        emit(try await runList(entries: options.entries, options: options))
+        for line in try await runList(entries: options.entries, options: options) { emit(line) }
     case "copy":
         emit(try await runCopy(options: options))
     case "map":

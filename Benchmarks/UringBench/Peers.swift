@@ -1,0 +1,106 @@
+import Glibc
+
+// The peers: other systems doing the same work, each in a process of its own. They live in the
+// package Benchmarks/Peers (SwiftNIO and Foundation), so that `import Uring` users never fetch
+// SwiftNIO; `uring-bench` builds it on first use.
+
+enum Peers {
+    /// The peer package's directory: `SWIFT_URING_PEERS_PACKAGE`, or Benchmarks/Peers next to this
+    /// source file (a build from a clone of the repository).
+    static var packageDirectory: String {
+        if let override = getenv("SWIFT_URING_PEERS_PACKAGE") { return String(cString: override) }
+        let source = #filePath  // …/Benchmarks/UringBench/Peers.swift
+        var parts = source.split(separator: "/", omittingEmptySubsequences: false)
+        parts.removeLast(2)
+        return parts.joined(separator: "/") + "/Peers"
+    }
+
+    /// The `uring-peers` executable, built (release) by `swift build` the first time it is asked
+    /// for. Exits with a clear message when it cannot be built.
+    static func executable() -> String {
+        let directory = packageDirectory
+        let binary = directory + "/.build/release/uring-peers"
+        if access(binary, X_OK) == 0 { return binary }
+        guard access(directory + "/Package.swift", R_OK) == 0 else {
+            fail("the peers' package is not at \(directory) (set SWIFT_URING_PEERS_PACKAGE)")
+        }
+        var stderr = StandardError()
+        print(
+            "uring-bench: building the peers in \(directory) (first use: SwiftNIO, a few minutes)…",
+            to: &stderr)
+        let swift = swiftCommand()
+        let status = spawnAndWait(
+            swift, [swift, "build", "-c", "release", "--package-path", directory, "--product", "uring-peers"],
+            captureOutput: false
+        ).status
+        guard status == 0, access(binary, X_OK) == 0 else {
+            fail("building the peers failed (swift build exited with \(status)); see the output above")
+        }
+        print("uring-bench: the peers are built", to: &stderr)
+        return binary
+    }
+
+    /// `swift` from PATH, or the toolchain's under /opt/swift.
+    private static func swiftCommand() -> String {
+        let path = getenv("PATH").map { String(cString: $0) } ?? ""
+        for directory in path.split(separator: ":") where access("\(directory)/swift", X_OK) == 0 {
+            return "\(directory)/swift"
+        }
+        return "/opt/swift/usr/bin/swift"
+    }
+
+    /// Runs the peer with `arguments` and parses its one result line into its `key=value` pairs.
+    static func run(_ arguments: [String]) -> [String: String] {
+        let binary = executable()
+        let (status, output) = spawnAndWait(binary, ["uring-peers"] + arguments, captureOutput: true)
+        guard status == 0, let line = output.split(separator: "\n").last(where: { $0.contains("=") }) else {
+            fail("the peer '\(arguments.joined(separator: " "))' failed (status \(status)): \(output)")
+        }
+        var pairs: [String: String] = [:]
+        for pair in line.split(separator: " ") {
+            guard let equals = pair.firstIndex(of: "=") else { continue }
+            pairs[String(pair[..<equals])] = String(pair[pair.index(after: equals)...])
+        }
+        return pairs
+    }
+}
+
+/// Starts `path` with `argv` and waits for it; its standard output is returned when captured
+/// (otherwise it goes to this process's standard error, as build output should).
+func spawnAndWait(_ path: String, _ argv: [String], captureOutput: Bool) -> (status: Int32, output: String) {
+    var pipeEnds: [Int32] = [-1, -1]
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    if captureOutput {
+        guard pipe(&pipeEnds) == 0 else { fail("pipe: errno \(errno)") }
+        for end in pipeEnds { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }  // only the dup2'd copy reaches the child
+        posix_spawn_file_actions_adddup2(&actions, pipeEnds[1], 1)
+    } else {
+        posix_spawn_file_actions_adddup2(&actions, 2, 1)
+    }
+    var arguments = argv.map { strdup($0) } + [nil]
+    defer { for pointer in arguments { free(pointer) } }
+    var pid = pid_t()
+    let rc = posix_spawn(&pid, path, &actions, nil, &arguments, environ)
+    if captureOutput { close(pipeEnds[1]) }
+    guard rc == 0 else {
+        if captureOutput { close(pipeEnds[0]) }
+        fail("cannot start \(path): \(String(cString: strerror(rc)))")
+    }
+    var output: [UInt8] = []
+    if captureOutput {
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = read(pipeEnds[0], &chunk, chunk.count)
+            if count < 0 && errno == EINTR { continue }
+            if count <= 0 { break }
+            output += chunk[..<count]
+        }
+        close(pipeEnds[0])
+    }
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    let exitStatus = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+    return (exitStatus, String(decoding: output, as: UTF8.self))
+}
