@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "uring-bench", targets: ["UringBench"]),
         .executable(name: "uring-echo", targets: ["UringEcho"]),
         .library(name: "UringHTTP", targets: ["UringHTTP"]),
+        .library(name: "UringTLS", targets: ["UringTLS"]),
         .library(name: "UringServiceLifecycle", targets: ["UringServiceLifecycle"]),
         .library(name: "UringMetrics", targets: ["UringMetrics"]),
         .executable(name: "uring-http", targets: ["UringHTTPServer"]),
@@ -27,6 +28,23 @@ let package = Package(
             name: "CLiburing",
             path: "Sources/CLiburing",
             linkerSettings: [.linkedLibrary("uring")]
+        ),
+        // TLS (issue 16): OpenSSL 3's headers from Debian's libssl-dev, and the macros Swift cannot call.
+        .target(
+            name: "COpenSSL",
+            path: "Sources/COpenSSL",
+            linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]
+        ),
+        // TLS connections and listeners on the ring, in a module of their own so that `import Uring`
+        // does not link OpenSSL.
+        .target(
+            name: "UringTLS",
+            dependencies: ["Uring", "COpenSSL", .product(name: "SystemPackage", package: "swift-system")],
+            path: "Sources/UringTLS",
+            swiftSettings: [
+                .swiftLanguageMode(.v6), .enableUpcomingFeature("NonisolatedNonsendingByDefault"),
+                .strictMemorySafety(),
+            ]
         ),
         .target(
             name: "Uring",
@@ -170,6 +188,7 @@ let package = Package(
                 "UringHTTPServer",
                 "UringServiceLifecycle",
                 "UringMetrics",
+                "UringTLS",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),

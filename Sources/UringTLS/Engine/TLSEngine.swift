@@ -1,0 +1,42 @@
+internal import COpenSSL
+
+/// Helpers shared by the engine's types: OpenSSL's error queue and PEM parsing.
+enum TLSEngine {
+    /// A ``TLSError`` with the reason at the head of OpenSSL's error queue for this thread (the
+    /// queue is cleared), or `fallback` when the queue is empty.
+    static func error(_ code: TLSError.Code, _ fallback: String) -> TLSError {
+        let (packed, reason) = takeError()
+        var code = code
+        if packed != 0, curing_tls_is_verify_failure(packed) != 0 { code = .certificateVerificationFailed }
+        return TLSError(code, reason: reason.isEmpty ? fallback : reason)
+    }
+
+    /// The head of OpenSSL's error queue (packed code and reason string); clears the queue.
+    static func takeError() -> (UInt, String) {
+        var buffer = [CChar](repeating: 0, count: 256)
+        let packed = unsafe buffer.withUnsafeMutableBufferPointer {
+            // SAFETY: the shim writes at most `count` bytes, NUL-terminated.
+            unsafe curing_tls_take_error($0.baseAddress, $0.count)
+        }
+        let end = buffer.firstIndex(of: 0) ?? buffer.count
+        return (packed, String(decoding: buffer[..<end].map { UInt8(bitPattern: $0) }, as: UTF8.self))
+    }
+
+    /// Every certificate in `pem` (owned: the caller frees each with X509_free).
+    static func certificates(inPEM pem: [UInt8]) throws(TLSError) -> [OpaquePointer] {
+        var result: [OpaquePointer] = unsafe []
+        unsafe pem.withUnsafeBytes { raw in
+            // SAFETY: the memory BIO reads `raw` only inside this closure and is freed in it.
+            guard let bio = unsafe BIO_new_mem_buf(raw.baseAddress, Int32(raw.count)) else { return }
+            defer { unsafe BIO_free(bio) }
+            while let certificate = unsafe PEM_read_bio_X509(bio, nil, nil, nil) { unsafe result.append(certificate) }
+        }
+        _ = takeError()  // the read that ended the loop leaves "no start line" behind
+        return unsafe result
+    }
+
+    /// Frees certificates that ``certificates(inPEM:)`` returned.
+    static func free(_ certificates: [OpaquePointer]) {
+        for index in unsafe certificates.indices { unsafe X509_free(certificates[index]) }
+    }
+}

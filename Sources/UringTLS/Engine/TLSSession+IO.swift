@@ -1,0 +1,51 @@
+import Uring
+
+// The session's I/O on its TCP connection: ciphertext received straight into the BIO pair's
+// input buffer and sent straight from its output buffer.
+
+extension TLSSession {
+    /// Sends every byte of ciphertext waiting in the output buffer. The caller holds the output gate.
+    func flush(on connection: TCPConnection, deadline: ContinuousClock.Instant?) async throws(TLSError) {
+        while let pending = unsafe pendingOutput() {
+            do {
+                // SAFETY: the region stays valid and unchanged until consumeOutput: only the output gate's holder
+                // (this task) consumes it, and OpenSSL appends only to the free part of the buffer.
+                try await unsafe connection.write(pending, timeout: Self.remaining(until: deadline))
+            } catch {
+                throw Self.transportError(error, handshaking: deadline != nil)
+            }
+            consumeOutput(pending.count)
+        }
+    }
+
+    /// Receives once into the input buffer. False at the end of the stream. The caller holds the
+    /// input gate.
+    func fill(from connection: TCPConnection, deadline: ContinuousClock.Instant?) async throws(TLSError) -> Bool {
+        guard let space = unsafe inputSpace() else { return true }  // full: OpenSSL has enough to go on
+        let count: Int
+        do {
+            // SAFETY: only the input gate's holder (this task) writes into or commits this free region, and the read
+            // returns only once the kernel is done with it (even when cancelled).
+            count = try await unsafe connection.read(into: space, timeout: Self.remaining(until: deadline))
+        } catch {
+            throw Self.transportError(error, handshaking: deadline != nil)
+        }
+        if count == 0 { return false }
+        commitInput(count)
+        return true
+    }
+
+    /// The time left until `deadline` (nil: none); at least a nanosecond, so a passed deadline
+    /// times out at once.
+    static func remaining(until deadline: ContinuousClock.Instant?) -> Duration? {
+        guard let deadline else { return nil }
+        return max(deadline - .now, .nanoseconds(1))
+    }
+
+    static func transportError(_ error: IOError, handshaking: Bool) -> TLSError {
+        if handshaking && error.code == .timedOut {
+            return TLSError(.handshakeTimedOut, reason: "the handshake took too long", transport: error)
+        }
+        return TLSError(.transport, reason: "the connection failed", transport: error)
+    }
+}

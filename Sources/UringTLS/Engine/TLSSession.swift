@@ -1,0 +1,270 @@
+internal import COpenSSL
+import Glibc
+import Uring
+
+/// One connection's OpenSSL state: an `SSL` whose records go through a BIO pair, so that every
+/// byte still moves through the ring: the connection receives straight into the pair's input
+/// buffer and sends straight from its output buffer (no copy of ciphertext in Swift), and both
+/// buffers are allocated once per connection and reused.
+///
+/// Every OpenSSL call is made with `lock` held; the I/O is made without it. Tasks take the
+/// input gate to receive and the output gate to send (a handshake takes both, input first), so
+/// one task may read while another writes, as on a ``TCPConnection``.
+@safe final class TLSSession: @unchecked Sendable {
+    // SAFETY (@safe): `ssl` and `network` are created in init and freed in deinit; the pointers handed out by
+    // `pendingOutput` and `inputSpace` point into the pair's buffers, which live as long as the session, and are used
+    // only by the holder of the output or input gate, which alone consumes or commits them.
+    // @unchecked Sendable: OpenSSL state is touched only with `lock` held; the gates order the I/O.
+    /// Bytes of each of the pair's buffers: four full records, so that a large write leaves in
+    /// sends of 64 KiB, and a receive takes up to as much.
+    static let bufferSize = 4 * (16_384 + 256)
+
+    private let ssl: OpaquePointer
+    /// The pair's end that the connection reads ciphertext from and writes ciphertext into.
+    private let network: OpaquePointer
+    let context: TLSContext
+    private let lock = Lock(())
+    let inputGate = AsyncGate()
+    let outputGate = AsyncGate()
+
+    enum Step {
+        case done(Int)
+        case wantRead
+        case wantWrite
+        case closed
+        case failed(TLSError)
+    }
+
+    init(context: TLSContext, serverName: String?) throws(TLSError) {
+        self.context = context
+        guard let ssl = unsafe SSL_new(context.context) else {
+            throw TLSEngine.error(.invalidConfiguration, "cannot create an SSL session")
+        }
+        var inside: OpaquePointer?
+        var outside: OpaquePointer?
+        guard unsafe BIO_new_bio_pair(&inside, Self.bufferSize, &outside, Self.bufferSize) == 1,
+            let inside = unsafe inside, let outside = unsafe outside
+        else {
+            unsafe SSL_free(ssl)
+            throw TLSEngine.error(.invalidConfiguration, "cannot create a BIO pair")
+        }
+        unsafe SSL_set_bio(ssl, inside, inside)  // the session owns `inside` from here
+        unsafe self.ssl = ssl
+        unsafe network = outside
+        switch context.configuration.role {
+        case .client:
+            unsafe SSL_set_connect_state(ssl)
+            if let serverName, !serverName.isEmpty {
+                if Self.isIPAddress(serverName) {
+                    // An IP address is checked against the certificate's IP entries; no SNI for it.
+                    let param = unsafe SSL_get0_param(ssl)
+                    guard unsafe X509_VERIFY_PARAM_set1_ip_asc(param, serverName) == 1 else {
+                        throw TLSEngine.error(.invalidConfiguration, "cannot check the address \(serverName)")
+                    }
+                } else {
+                    guard unsafe curing_tls_set_server_name(ssl, serverName) == 1,
+                        unsafe SSL_set1_host(ssl, serverName) == 1
+                    else {
+                        throw TLSEngine.error(.invalidConfiguration, "invalid server name '\(serverName)'")
+                    }
+                }
+            } else if context.configuration.verifiesPeer {
+                throw TLSError(
+                    .invalidConfiguration,
+                    reason: "a client that verifies the server needs its name (serverName), to check the certificate")
+            }
+        case .server:
+            unsafe SSL_set_accept_state(ssl)
+        }
+    }
+
+    /// Whether `name` is an IPv4 or IPv6 address literal (checked against the certificate's IP
+    /// entries, not its DNS names).
+    static func isIPAddress(_ name: String) -> Bool {
+        var storage = in6_addr()
+        if unsafe inet_pton(AF_INET, name, &storage) == 1 { return true }
+        return unsafe inet_pton(AF_INET6, name, &storage) == 1
+    }
+
+    deinit {
+        unsafe SSL_free(ssl)
+        unsafe BIO_free(network)
+    }
+
+    // MARK: - OpenSSL calls (each under the lock)
+
+    /// One handshake step: `.done(0)` once complete.
+    func handshake() -> Step {
+        lock.withLock { _ in
+            let rc = unsafe SSL_do_handshake(ssl)
+            return rc == 1 ? .done(0) : classify(rc, handshaking: true)
+        }
+    }
+
+    /// Decrypts into `buffer`: `.done(n)`, `.closed` after the peer's close_notify, or a want.
+    func read(into buffer: UnsafeMutableRawBufferPointer) -> Step {
+        lock.withLock { _ in
+            var count = 0
+            let rc = unsafe SSL_read_ex(ssl, buffer.baseAddress, buffer.count, &count)
+            return rc == 1 ? .done(count) : classify(rc, handshaking: false)
+        }
+    }
+
+    /// Encrypts from `bytes` into the output buffer: `.done(n)` for the bytes taken (possibly
+    /// fewer than given), `.wantWrite` when the buffer is full.
+    func write(_ bytes: UnsafeRawBufferPointer) -> Step {
+        lock.withLock { _ in
+            var count = 0
+            let rc = unsafe SSL_write_ex(ssl, bytes.baseAddress, bytes.count, &count)
+            return rc == 1 ? .done(count) : classify(rc, handshaking: false)
+        }
+    }
+
+    /// Queues a close_notify (once).
+    func queueCloseNotify() {
+        lock.withLock { _ in
+            if unsafe SSL_get_shutdown(ssl) & SSL_SENT_SHUTDOWN == 0 { _ = unsafe SSL_shutdown(ssl) }
+            _ = TLSEngine.takeError()
+        }
+    }
+
+    /// Whether the peer's close_notify has arrived.
+    var receivedCloseNotify: Bool {
+        lock.withLock { _ in unsafe SSL_get_shutdown(ssl) & SSL_RECEIVED_SHUTDOWN != 0 }
+    }
+
+    /// What a failed call means (the error queue is read and cleared here, on the calling thread).
+    private func classify(_ rc: Int32, handshaking: Bool) -> Step {
+        let code = unsafe SSL_get_error(ssl, rc)
+        switch code {
+        case SSL_ERROR_WANT_READ: return .wantRead
+        case SSL_ERROR_WANT_WRITE: return .wantWrite
+        case SSL_ERROR_ZERO_RETURN: return .closed
+        default:
+            let (packed, reason) = TLSEngine.takeError()
+            let verify = unsafe SSL_get_verify_result(ssl)
+            if (packed != 0 && curing_tls_is_verify_failure(packed) != 0) || (handshaking && verify != X509_V_OK) {
+                let text = unsafe X509_verify_cert_error_string(verify).map { unsafe String(cString: $0) }
+                return .failed(
+                    TLSError(
+                        .certificateVerificationFailed, reason: reason.isEmpty ? "certificate verify failed" : reason,
+                        verification: text))
+            }
+            let fallback = code == SSL_ERROR_SYSCALL ? "the connection ended unexpectedly" : "TLS error \(code)"
+            return .failed(
+                TLSError(handshaking ? .handshakeFailed : .protocolError, reason: reason.isEmpty ? fallback : reason))
+        }
+    }
+
+    // MARK: - The pair's buffers
+
+    /// Ciphertext waiting to be sent (a contiguous part of it), or nil when there is none.
+    func pendingOutput() -> UnsafeRawBufferPointer? {
+        unsafe lock.withLock { _ in
+            var pointer: UnsafeMutablePointer<CChar>?
+            let count = unsafe BIO_nread0(network, &pointer)
+            guard count > 0, let pointer = unsafe pointer else { return nil }
+            return unsafe UnsafeRawBufferPointer(start: pointer, count: Int(count))
+        }
+    }
+
+    /// Marks `count` bytes of ``pendingOutput()`` as sent.
+    func consumeOutput(_ count: Int) {
+        lock.withLock { _ in
+            var pointer: UnsafeMutablePointer<CChar>?
+            _ = unsafe BIO_nread(network, &pointer, Int32(count))
+        }
+    }
+
+    /// Free room for received ciphertext (a contiguous part of it), or nil when the buffer is full.
+    func inputSpace() -> UnsafeMutableRawBufferPointer? {
+        unsafe lock.withLock { _ in
+            var pointer: UnsafeMutablePointer<CChar>?
+            let count = unsafe BIO_nwrite0(network, &pointer)
+            guard count > 0, let pointer = unsafe pointer else { return nil }
+            return unsafe UnsafeMutableRawBufferPointer(start: pointer, count: Int(count))
+        }
+    }
+
+    /// Hands `count` received bytes written into ``inputSpace()`` to OpenSSL.
+    func commitInput(_ count: Int) {
+        lock.withLock { _ in
+            var pointer: UnsafeMutablePointer<CChar>?
+            _ = unsafe BIO_nwrite(network, &pointer, Int32(count))
+        }
+    }
+
+    // MARK: - What was negotiated
+
+    var applicationProtocol: String? {
+        lock.withLock { _ in
+            var data: UnsafePointer<UInt8>?
+            var length: UInt32 = 0
+            unsafe SSL_get0_alpn_selected(ssl, &data, &length)
+            guard let data = unsafe data, length > 0 else { return nil }
+            return unsafe String(decoding: UnsafeBufferPointer(start: data, count: Int(length)), as: UTF8.self)
+        }
+    }
+
+    var version: TLSVersion? {
+        lock.withLock { _ in
+            TLSVersion(rawValue: Int(unsafe SSL_version(ssl)))
+        }
+    }
+
+    var peerCertificate: [UInt8]? {
+        lock.withLock { _ in
+            var der: UnsafeMutablePointer<UInt8>?
+            let length = unsafe curing_tls_peer_certificate(ssl, &der)
+            guard length > 0, let der = unsafe der else { return nil }
+            defer { unsafe curing_tls_free(der) }
+            return unsafe Array(UnsafeBufferPointer(start: der, count: Int(length)))
+        }
+    }
+}
+
+/// A first-come, first-served async lock: the holder of a connection's input or output side.
+/// Waiters are not cancellable: the holder's I/O is, and it lets go when it ends.
+final class AsyncGate: Sendable {
+    private struct State {
+        var held = false
+        var waiters: [CheckedContinuation<Void, Never>] = []
+        var head = 0
+    }
+    private let state = Lock(State())
+
+    func acquire() async {
+        let free = state.withLock { state -> Bool in
+            if state.held { return false }
+            state.held = true
+            return true
+        }
+        if free { return }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { state -> Bool in
+                if !state.held {
+                    state.held = true
+                    return true
+                }
+                state.waiters.append(continuation)
+                return false
+            }
+            if now { continuation.resume() }
+        }
+    }
+
+    /// Hands the gate to the next waiter (it stays held), or frees it.
+    func release() {
+        let next = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            guard state.head < state.waiters.count else {
+                state.held = false
+                state.waiters.removeAll(keepingCapacity: true)
+                state.head = 0
+                return nil
+            }
+            defer { state.head += 1 }
+            return state.waiters[state.head]
+        }
+        next?.resume()
+    }
+}

@@ -1,0 +1,323 @@
+import Glibc
+import SystemPackage
+import Testing
+
+@testable import Uring
+@testable import UringTLS
+
+/// Certificates made at test time with the `openssl` command (no private key is committed): a
+/// test CA, a server certificate it signed for `localhost` and 127.0.0.1, and a self-signed one.
+struct TestCertificates: Sendable {
+    let directory: String
+    var ca: String { directory + "/ca.pem" }
+    var serverChain: String { directory + "/server.pem" }
+    var serverKey: String { directory + "/server.key" }
+    var selfSigned: String { directory + "/self.pem" }
+    var selfSignedKey: String { directory + "/self.key" }
+
+    static let shared: TestCertificates = {
+        var template = Array("/tmp/uring-tls-XXXXXX".utf8CString)
+        let directory = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
+        let script = """
+            set -e
+            cd '\(directory)'
+            ec='-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes'
+            openssl req -x509 $ec -keyout ca.key -out ca.pem -days 2 -subj /CN=uring-test-ca 2>/dev/null
+            openssl req $ec -keyout server.key -out server.csr -subj /CN=localhost 2>/dev/null
+            printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > ext.cnf
+            openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 \
+                -extfile ext.cnf 2>/dev/null
+            openssl req -x509 $ec -keyout self.key -out self.pem -days 2 -subj /CN=localhost \
+                -addext subjectAltName=DNS:localhost 2>/dev/null
+            """
+        let (status, output) = (try? runChild("/bin/sh", ["-c", script])) ?? (-1, "")
+        precondition(status == 0, "openssl could not make the test certificates: \(output)")
+        return TestCertificates(directory: directory)
+    }()
+
+    var server: TLSConfiguration {
+        .server(certificateChain: .file(FilePath(serverChain)), privateKey: .file(FilePath(serverKey)))
+    }
+
+    var client: TLSConfiguration { .client(trustRoots: .certificates(.file(FilePath(ca)))) }
+}
+
+/// A TLS echo server on its own ring: each connection shakes hands in its own task and echoes
+/// until the peer's close_notify; it counts handshake failures by code.
+final class TestTLSServer: Sendable {
+    let ring: RingExecutor
+    let listener: TLSListener
+    let address: SocketAddress
+    let task: Task<Void, Never>
+    let failures = Lock<[TLSError.Code]>([])
+
+    init(configuration: TLSConfiguration) throws {
+        ring = try RingExecutor(name: "tls-test")
+        listener = try TLSListener.bind(to: SocketAddress("127.0.0.1:0"), configuration: configuration)
+        address = try listener.localAddress
+        let listener = self.listener
+        let failures = self.failures
+        task = Task(executorPreference: ring) {
+            await withDiscardingTaskGroup { group in
+                do {
+                    for try await connection in listener.connections {
+                        group.addTask {
+                            do throws(TLSError) {
+                                try await TestTLSServer.echo(connection)
+                            } catch {
+                                failures.withLock { $0.append(error.code) }
+                            }
+                            try? await connection.close()
+                        }
+                    }
+                } catch {}
+                group.cancelAll()
+            }
+        }
+    }
+
+    static func echo(_ connection: TLSConnection) async throws(TLSError) {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 32 * 1024, alignment: 16)
+        defer { buffer.deallocate() }
+        while true {
+            let count = try await connection.read(into: buffer)
+            if count == 0 { return }
+            try await connection.write(UnsafeRawBufferPointer(rebasing: buffer[..<count]))
+        }
+    }
+
+    func stop() async {
+        task.cancel()
+        try? await listener.close()
+        await task.value
+        ring.shutdown()
+    }
+}
+
+extension IntegrationTests {
+    @Suite("TLS")
+    struct TLS {
+        let certificates = TestCertificates.shared
+
+        @Test func echoRoundTripsOfAHundredConnectionsOfAMebibyteEach() async throws {
+            let server = try TestTLSServer(configuration: certificates.server)
+            let client = certificates.client
+            let mismatches = try await withThrowingTaskGroup(of: Int.self) { group in
+                for index in 0..<100 {
+                    group.addTask {
+                        var random = SeededRandom(seed: UInt64(index) + 7)
+                        let data = random.bytes(1 << 20)
+                        let connection = try await TLSConnection.connect(
+                            to: server.address, serverName: "localhost", configuration: client)
+                        async let sent: Void = {
+                            var offset = 0
+                            while offset < data.count {
+                                let size = min(Int(random.next() % 50_000) + 1, data.count - offset)
+                                try await connection.write(contentsOf: Array(data[offset..<offset + size]))
+                                offset += size
+                            }
+                        }()
+                        var received: [UInt8] = []
+                        while received.count < data.count {
+                            let chunk = try await connection.receive(upTo: 65_536)
+                            if chunk.isEmpty { break }
+                            received += chunk
+                        }
+                        try await sent
+                        try await connection.close()
+                        return received == data ? 0 : 1
+                    }
+                }
+                return try await group.reduce(0, +)
+            }
+            #expect(mismatches == 0)
+            await server.stop()
+            #expect(server.failures.withLock { $0 }.isEmpty)
+        }
+
+        @Test func tls12AndTls13BothNegotiate() async throws {
+            let server = try TestTLSServer(configuration: certificates.server)
+            for version in [TLSVersion.tlsv12, .tlsv13] {
+                var client = certificates.client
+                client.maximumVersion = version
+                let connection = try await TLSConnection.connect(
+                    to: server.address, serverName: "localhost", configuration: client)
+                #expect(connection.version == version)
+                try await connection.write(contentsOf: Array("ping".utf8))
+                #expect(try await connection.receive(upTo: 16) == Array("ping".utf8))
+                try await connection.close()
+            }
+            await server.stop()
+        }
+
+        @Test func alpnIsNegotiatedInTheServersOrder() async throws {
+            var configuration = certificates.server
+            configuration.applicationProtocols = ["h2", "http/1.1"]
+            let server = try TestTLSServer(configuration: configuration)
+            var client = certificates.client
+            client.applicationProtocols = ["http/1.1", "h2"]
+            let connection = try await TLSConnection.connect(
+                to: server.address, serverName: "127.0.0.1", configuration: client)
+            #expect(connection.applicationProtocol == "h2")
+            #expect(connection.peerCertificate?.isEmpty == false)
+            try await connection.close()
+            client.applicationProtocols = ["spdy/1"]
+            let other = try await TLSConnection.connect(
+                to: server.address, serverName: "localhost", configuration: client)
+            #expect(other.applicationProtocol == nil)
+            try await other.close()
+            await server.stop()
+        }
+
+        @Test func aWrongServerNameIsRejected() async throws {
+            let server = try TestTLSServer(configuration: certificates.server)
+            await #expect {
+                _ = try await TLSConnection.connect(
+                    to: server.address, serverName: "example.com", configuration: certificates.client)
+            } throws: { error in
+                guard let error = error as? TLSError else { return false }
+                return error.code == .certificateVerificationFailed && error.verification?.contains("hostname") == true
+            }
+            await server.stop()
+        }
+
+        @Test func anUntrustedSelfSignedServerIsRejected() async throws {
+            let configuration = TLSConfiguration.server(
+                certificateChain: .file(FilePath(certificates.selfSigned)),
+                privateKey: .file(FilePath(certificates.selfSignedKey)))
+            let server = try TestTLSServer(configuration: configuration)
+            await #expect {
+                _ = try await TLSConnection.connect(to: server.address, serverName: "localhost")
+            } throws: { error in
+                (error as? TLSError)?.code == .certificateVerificationFailed
+            }
+            // Trusting it explicitly works.
+            let trusting = TLSConfiguration.client(trustRoots: .certificates(.file(FilePath(certificates.selfSigned))))
+            let connection = try await TLSConnection.connect(
+                to: server.address, serverName: "localhost", configuration: trusting)
+            try await connection.close()
+            await server.stop()
+        }
+
+        @Test func garbageAStalledHelloAndAResetAreDroppedWhileOthersAreServed() async throws {
+            var configuration = certificates.server
+            configuration.handshakeTimeout = .milliseconds(300)
+            let server = try TestTLSServer(configuration: configuration)
+            // Random bytes instead of a ClientHello.
+            let garbage = try await TCPConnection.connect(to: server.address)
+            var random = SeededRandom(seed: 99)
+            try await garbage.write(contentsOf: random.bytes(4096))
+            // A client that says nothing after connecting (a stalled handshake).
+            let silent = try await TCPConnection.connect(to: server.address)
+            // A client that resets mid-stream.
+            let victim = try await TLSConnection.connect(
+                to: server.address, serverName: "localhost", configuration: certificates.client)
+            try await victim.write(contentsOf: [1, 2, 3])
+            _ = try await victim.receive(upTo: 3)
+            var linger = linger(l_onoff: 1, l_linger: 0)
+            setsockopt(
+                victim.tcp.descriptor.rawValue, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<linger>.size))
+            try await victim.tcp.close()
+            // The server still serves a good client.
+            let good = try await TLSConnection.connect(
+                to: server.address, serverName: "localhost", configuration: certificates.client)
+            try await good.write(contentsOf: Array("still here".utf8))
+            #expect(try await good.receive(upTo: 64) == Array("still here".utf8))
+            try await good.close()
+            let sawAll = await eventually(seconds: 10) {
+                let codes = server.failures.withLock { $0 }
+                return codes.contains(.handshakeFailed) && codes.contains(.handshakeTimedOut) && codes.count >= 3
+            }
+            #expect(sawAll, "failures seen: \(server.failures.withLock { $0 })")
+            try await garbage.close()
+            try await silent.close()
+            await server.stop()
+        }
+
+        @Test func truncationIsReportedAndACloseNotifyIsAnEnd() async throws {
+            let listener = try TLSListener.bind(
+                to: SocketAddress("127.0.0.1:0"), configuration: certificates.server)
+            let address = try listener.localAddress
+            // A client that closes the TCP connection without a close_notify.
+            // The server's side shakes hands while the client connects.
+            async let accepted = Self.acceptAndShakeHands(listener)
+            let client = try await TLSConnection.connect(
+                to: address, serverName: "localhost", configuration: certificates.client)
+            let serverSide = try await accepted
+            try await client.write(contentsOf: Array("partial".utf8))
+            #expect(try await serverSide.receive(upTo: 64) == Array("partial".utf8))
+            // A FIN with no close_notify before it (a close could reset instead: the client left
+            // the server's session tickets unread).
+            try await client.tcp.shutdown(.write)
+            await #expect {
+                _ = try await serverSide.receive(upTo: 64)
+            } throws: { error in
+                (error as? TLSError)?.code == .truncated
+            }
+            try await serverSide.close()
+            try await client.tcp.close()
+            // A client that closes properly: the server reads the end (0 bytes), not an error.
+            async let acceptedAgain = Self.acceptAndShakeHands(listener)
+            let polite = try await TLSConnection.connect(
+                to: address, serverName: "localhost", configuration: certificates.client)
+            let serverAgain = try await acceptedAgain
+            try await polite.write(contentsOf: Array("bye".utf8))
+            try await polite.close()
+            #expect(try await serverAgain.receive(upTo: 64) == Array("bye".utf8))
+            #expect(try await serverAgain.receive(upTo: 64).isEmpty)
+            try await serverAgain.close()
+            try await listener.close()
+        }
+
+        static func acceptAndShakeHands(_ listener: TLSListener) async throws -> TLSConnection {
+            let connection = try await listener.accept()
+            try await connection.handshake()
+            return connection
+        }
+
+        @Test func badConfigurationsAreTypedErrors() async throws {
+            let missing = TLSConfiguration.server(
+                certificateChain: .file("/nonexistent/chain.pem"), privateKey: .file("/nonexistent/key.pem"))
+            #expect(throws: TLSError.self) {
+                _ = try TLSListener.bind(to: SocketAddress("127.0.0.1:0"), configuration: missing)
+            }
+            // A key that does not belong to the chain.
+            let mismatched = TLSConfiguration.server(
+                certificateChain: .file(FilePath(certificates.serverChain)),
+                privateKey: .file(FilePath(certificates.selfSignedKey)))
+            let any = try SocketAddress("127.0.0.1:0")
+            do throws(TLSError) {
+                _ = try TLSListener.bind(to: any, configuration: mismatched)
+                Issue.record("a mismatched key was accepted")
+            } catch {
+                #expect(error.code == .invalidConfiguration)
+            }
+            // A client that verifies needs a name to verify.
+            await #expect(throws: TLSError.self) {
+                _ = try await TLSConnection.connect(to: SocketAddress("127.0.0.1:9"), serverName: nil)
+            }
+        }
+
+        @Test func pythonsSslModuleTalksToTheServer() async throws {
+            let server = try TestTLSServer(configuration: certificates.server)
+            let script = """
+                import socket, ssl, sys
+                context = ssl.create_default_context(cafile=sys.argv[1])
+                with socket.create_connection(("127.0.0.1", int(sys.argv[2]))) as raw:
+                    with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                        tls.sendall(b"hello from python")
+                        data = b""
+                        while len(data) < 17:
+                            data += tls.recv(64)
+                        print(tls.version(), data.decode())
+                """
+            let port = server.address.port ?? 0
+            let (status, output) = try await BlockingPool.shared.run {
+                try runChild("/usr/bin/env", ["python3", "-c", script, certificates.ca, "\(port)"])
+            }
+            #expect(status == 0, "\(output)")
+            #expect(output.contains("TLSv1.3 hello from python"), "\(output)")
+            await server.stop()
+        }
+    }
+}
