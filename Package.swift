@@ -106,7 +106,7 @@ let package = Package(
         // A small, strict HTTP/1.1 static-file server on the runtime (request parser, files, ranges).
         .target(
             name: "UringHTTP",
-            dependencies: ["Uring", .product(name: "SystemPackage", package: "swift-system")],
+            dependencies: ["Uring", "UringTLS", .product(name: "SystemPackage", package: "swift-system")],
             path: "Sources/UringHTTP",
             swiftSettings: [
                 .swiftLanguageMode(.v6), .enableUpcomingFeature("NonisolatedNonsendingByDefault"),
@@ -116,7 +116,7 @@ let package = Package(
         .executableTarget(
             name: "UringHTTPServer",
             dependencies: [
-                "Uring", "UringHTTP", .product(name: "SystemPackage", package: "swift-system"),
+                "Uring", "UringHTTP", "UringTLS", .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Sources/Examples/HTTPServer",

@@ -2,6 +2,7 @@ import Glibc
 import Synchronization
 import SystemPackage
 import Uring
+import UringTLS
 
 /// A static-file (or "hello") HTTP/1.1 server on swift-uring: one task per connection, files
 /// read with the ring's file API and sockets served by the ring's socket API, on the same ring.
@@ -81,6 +82,25 @@ public final class HTTPServer: @unchecked Sendable {
     /// - Throws: ``IOError`` when the root directory cannot be opened or accepting fails for
     ///   good (descriptor exhaustion is waited out, not thrown).
     public func run(on listener: TCPListener) async throws(IOError) {
+        try await serve(listener)
+    }
+
+    /// Serves HTTPS on `listener` as ``run(on:)-(TCPListener)`` serves HTTP: each connection
+    /// shakes hands in its own task (within the TLS configuration's handshake timeout, so a slow
+    /// or hostile client never holds up the others); a graceful shutdown ends each connection
+    /// with a close_notify.
+    ///
+    /// ```swift
+    /// let tls = TLSConfiguration.server(
+    ///     certificateChain: .file("cert.pem"), privateKey: .file("key.pem"), applicationProtocols: ["http/1.1"])
+    /// let listener = try TLSListener.bind(to: SocketAddress("0.0.0.0:8443"), configuration: tls)
+    /// try await HTTPServer(configuration: .init(root: "/srv/www")).run(on: listener)
+    /// ```
+    public func run(on listener: TLSListener) async throws(IOError) {
+        try await serve(listener)
+    }
+
+    private func serve<Listener: HTTPAcceptor>(_ listener: Listener) async throws(IOError) {
         let root: File?
         if let path = configuration.root, !configuration.hello {
             root = try await File.open(path, options: .directory)
@@ -90,12 +110,12 @@ public final class HTTPServer: @unchecked Sendable {
         var failure: IOError?
         await withDiscardingTaskGroup { group in
             // The watchdog: timeouts and shutdown, checked ten times a second.
-            group.addTask { await self.watch(listener) }
-            var accepted = listener.connections.makeAsyncIterator()
+            group.addTask { await self.watch(listenerDescriptor: listener.rawDescriptor) }
+            var accepted = listener.accepting()
             while !draining.load(ordering: .acquiring) {
-                let connection: TCPConnection
+                let connection: Listener.Connection
                 do throws(IOError) {
-                    guard let next = try await accepted.next() else { break }
+                    guard let next = try await accepted.nextConnection() else { break }
                     connection = next
                 } catch  where error.errno == .tooManyOpenFiles || error.errno == .tooManyOpenFilesInSystem {
                     try? await Uring.sleep(for: .milliseconds(10))
@@ -107,8 +127,7 @@ public final class HTTPServer: @unchecked Sendable {
                     draining.store(true, ordering: .releasing)
                     break
                 }
-                guard
-                    let slot = connections.add(connection.descriptor.rawValue, limit: configuration.maximumConnections)
+                guard let slot = connections.add(connection.rawDescriptor, limit: configuration.maximumConnections)
                 else {
                     group.addTask { await self.refuse(connection) }
                     continue
@@ -117,20 +136,20 @@ public final class HTTPServer: @unchecked Sendable {
             }
             connections.stopWatching()
         }
-        try? await listener.close()
+        await listener.closeQuietly()
         if let root { try? await root.close() }
         if let failure { throw failure }
     }
 
     // MARK: - Watchdog
 
-    private func watch(_ listener: TCPListener) async {
+    private func watch(listenerDescriptor: Int32) async {
         var listenerShut = false
         while true {
             if draining.load(ordering: .acquiring) {
                 if !listenerShut {
                     // Ends the multishot accept (EINVAL), so the accept loop stops.
-                    Glibc.shutdown(listener.descriptor.rawValue, Int32(SHUT_RD))
+                    Glibc.shutdown(listenerDescriptor, Int32(SHUT_RD))
                     listenerShut = true
                 }
                 connections.closeIdle()
@@ -143,14 +162,14 @@ public final class HTTPServer: @unchecked Sendable {
 
     // MARK: - A connection
 
-    private func refuse(_ connection: TCPConnection) async {
+    private func refuse<Connection: HTTPTransport>(_ connection: Connection) async {
         let body: StaticString = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        try? unsafe await connection.write(
+        _ = unsafe await connection.sendAll(
             UnsafeRawBufferPointer(start: body.utf8Start, count: body.utf8CodeUnitCount), timeout: .seconds(1))
-        try? await connection.close()
+        await connection.closeQuietly()
     }
 
-    private func serve(_ connection: TCPConnection, slot: Int, root: File?) async {
+    private func serve<Connection: HTTPTransport>(_ connection: Connection, slot: Int, root: File?) async {
         let input = UnsafeMutableRawBufferPointer.allocate(
             byteCount: configuration.parser.maximumHeadBytes, alignment: 16)
         let output = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.bufferSize, alignment: 4096)
@@ -162,7 +181,7 @@ public final class HTTPServer: @unchecked Sendable {
             server: self, connection: connection, slot: slot, root: root, input: input, output: output)
         await session.run()
         connections.remove(slot)
-        try? await connection.close()
+        await connection.closeQuietly()
     }
 
     var isDraining: Bool { draining.load(ordering: .acquiring) }

@@ -4,11 +4,11 @@ import Uring
 
 /// One connection's request loop: read into a fixed buffer, answer every complete request in it
 /// (pipelined responses go out together), keep the rest, repeat.
-@safe struct Session {
+@safe struct Session<Connection: HTTPTransport> {
     // SAFETY (@safe): its buffers are allocated when the session starts and freed when its request loop ends; reads
     // and writes stay within their counts.
     let server: HTTPServer
-    let connection: TCPConnection
+    let connection: Connection
     let slot: Int
     let root: File?
     let input: UnsafeMutableRawBufferPointer
@@ -17,7 +17,7 @@ import Uring
     private var out: ResponseWriter
 
     init(
-        server: HTTPServer, connection: TCPConnection, slot: Int, root: File?,
+        server: HTTPServer, connection: Connection, slot: Int, root: File?,
         input: UnsafeMutableRawBufferPointer, output: UnsafeMutableRawBufferPointer
     ) {
         self.server = server
@@ -86,8 +86,9 @@ import Uring
                 used = 0
                 while bodyToDiscard > 0 {
                     guard
-                        let n = try? unsafe await connection.read(
-                            into: UnsafeMutableRawBufferPointer(rebasing: input[..<min(input.count, bodyToDiscard)])),
+                        let n = unsafe await connection.receiveOnce(
+                            into: UnsafeMutableRawBufferPointer(rebasing: input[..<min(input.count, bodyToDiscard)]),
+                            timeout: nil),
                         n > 0
                     else { return }
                     bodyToDiscard -= n
@@ -108,8 +109,8 @@ import Uring
                 server.setIdle(slot)
             }
             guard
-                let n = try? unsafe await connection.read(
-                    into: UnsafeMutableRawBufferPointer(rebasing: input[used...])), n > 0
+                let n = unsafe await connection.receiveOnce(
+                    into: UnsafeMutableRawBufferPointer(rebasing: input[used...]), timeout: nil), n > 0
             else { return }
             if used == 0 { server.setReadingHead(slot) }
             used += n
@@ -120,13 +121,13 @@ import Uring
     /// would reset the connection and could destroy the error response before the client reads
     /// it. So: end our side, then read and drop what comes for up to a second (or 1 MiB).
     private func lingeringClose() async {
-        try? await connection.shutdown(.write)
+        await connection.endSending()
         var dropped = 0
         let deadline = ContinuousClock.now + .seconds(1)
         while dropped < 1 << 20 {
             let left = deadline - ContinuousClock.now
             guard left > .zero,
-                let n = try? unsafe await connection.read(into: input, timeout: left), n > 0
+                let n = unsafe await connection.receiveOnce(into: input, timeout: left), n > 0
             else { return }
             dropped += n
         }
@@ -137,12 +138,7 @@ import Uring
         guard out.count > 0 else { return true }
         let bytes = unsafe out.written
         out = unsafe ResponseWriter(output)
-        do throws(IOError) {
-            try unsafe await connection.write(bytes, timeout: writeTimeout)
-            return true
-        } catch {
-            return false
-        }
+        return unsafe await connection.sendAll(bytes, timeout: writeTimeout)
     }
 
     /// Makes room for a response head (flushing earlier pipelined responses if needed).

@@ -38,7 +38,9 @@ final class HTTPServerProcess {
             startupLog.append(banner)
             banner = child.readLine()
         }
-        guard banner.hasPrefix("uring-http listening on http://127.0.0.1:"),
+        guard
+            banner.hasPrefix("uring-http listening on http://127.0.0.1:")
+                || banner.hasPrefix("uring-http listening on https://127.0.0.1:"),
             let port = banner.split(separator: ":").last.flatMap({ Int($0.prefix { $0.isNumber }) })
         else {
             kill(child.pid, SIGKILL)

@@ -298,6 +298,36 @@ extension IntegrationTests {
             }
         }
 
+        /// uring-http serves HTTPS: curl fetches files and a range over one kept-alive connection,
+        /// `openssl s_client` negotiates ALPN http/1.1 and verifies the chain, and SIGTERM is a
+        /// clean exit. Also on the epoll driver, under a seccomp filter that denies io_uring.
+        @Test(.enabled(if: curlAvailable, "curl is not installed"), arguments: sandboxModes)
+        func uringHTTPServesHTTPSToCurlAndOpenSSL(sandboxed: Bool) throws {
+            let server = try HTTPServerProcess(
+                extra: ["--tls-certificate", certificates.serverChain, "--tls-key", certificates.serverKey],
+                sandboxed: sandboxed)
+            defer { #expect(server.stop() == 0) }
+            let base = "https://localhost:\(server.port)"
+            let curl = "curl -s --cacert \(certificates.ca)"
+            let (rc, verbose) = try shell("\(curl) -v -o /dev/null -o /dev/null \(base)/ \(base)/4k.bin 2>&1")
+            #expect(rc == 0, "\(verbose)")
+            #expect(verbose.contains("ALPN: server accepted http/1.1"), "\(verbose)")
+            #expect(verbose.contains("Re-using existing connection"), "\(verbose)")
+            #expect(try shell("\(curl) \(base)/sub/").1 == "sub home\n")
+            let range = try shell("\(curl) -r 100-199 -D - -o /dev/null \(base)/4k.bin").1
+            #expect(range.hasPrefix("HTTP/1.1 206"), "\(range)")
+            #expect(try shell("\(curl) -r 100-199 \(base)/4k.bin | wc -c").1.trimmingCharacters() == "100")
+            // 64 MiB, every byte.
+            #expect(try shell("\(curl) \(base)/big.bin | cmp - \(server.root.path)/big.bin && echo same").1 == "same\n")
+            // An untrusting client is refused by its own verification.
+            #expect(try shell("curl -s -o /dev/null \(base)/").0 != 0)
+            let sClient = try shell(
+                "echo | timeout 10 openssl s_client -connect 127.0.0.1:\(server.port) -alpn http/1.1 "
+                    + "-CAfile \(certificates.ca) -servername localhost 2>&1")
+            #expect(sClient.1.contains("ALPN protocol: http/1.1"), "\(sClient.1)")
+            #expect(sClient.1.contains("Verify return code: 0 (ok)"), "\(sClient.1)")
+        }
+
         @Test func pythonsSslModuleTalksToTheServer() async throws {
             let server = try TestTLSServer(configuration: certificates.server)
             let script = """

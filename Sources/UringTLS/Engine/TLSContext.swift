@@ -51,7 +51,10 @@ import SystemPackage
         } else if configuration.role == .server {
             throw TLSError(.invalidConfiguration, reason: "a server needs a certificate chain and a private key")
         }
-        try unsafe Self.useTrustRoots(configuration.trustRoots, in: context)
+        // A server that asks for no client certificates verifies nothing: no trust store to load.
+        if configuration.role == .client || configuration.clientCertificates != .none {
+            try unsafe Self.useTrustRoots(configuration.trustRoots, in: context)
+        }
 
         switch configuration.role {
         case .client:

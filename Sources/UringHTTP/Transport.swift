@@ -1,0 +1,94 @@
+import Glibc
+import SystemPackage
+import Uring
+import UringTLS
+
+/// What the server needs of a connection: plain TCP, or TLS over it. `Session` is generic over
+/// it, so each kind is specialized and neither pays for the other.
+protocol HTTPTransport: Sendable {
+    /// The TCP descriptor (the server's watchdog shuts it down on timeouts and shutdown).
+    var rawDescriptor: Int32 { get }
+    /// Reads at least one byte into `buffer`: the count, 0 at the end of the stream, nil when it failed.
+    func receiveOnce(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration?) async -> Int?
+    /// Sends all of `bytes`; false when it failed.
+    func sendAll(_ bytes: UnsafeRawBufferPointer, timeout: Duration?) async -> Bool
+    /// Ends the sending side (for TLS, a close_notify first).
+    func endSending() async
+    /// Closes (for TLS, with a close_notify when the handshake was done).
+    func closeQuietly() async
+}
+
+extension TCPConnection: HTTPTransport {
+    var rawDescriptor: Int32 { descriptor.rawValue }
+
+    func receiveOnce(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration?) async -> Int? {
+        try? await unsafe read(into: buffer, timeout: timeout)
+    }
+
+    func sendAll(_ bytes: UnsafeRawBufferPointer, timeout: Duration?) async -> Bool {
+        (try? await unsafe write(bytes, timeout: timeout)) != nil
+    }
+
+    func endSending() async { try? await shutdown(.write) }
+
+    func closeQuietly() async { try? await close() }
+}
+
+extension TLSConnection: HTTPTransport {
+    var rawDescriptor: Int32 { tcp.descriptor.rawValue }
+
+    func receiveOnce(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration?) async -> Int? {
+        try? await unsafe read(into: buffer, timeout: timeout)
+    }
+
+    func sendAll(_ bytes: UnsafeRawBufferPointer, timeout: Duration?) async -> Bool {
+        (try? await unsafe write(bytes, timeout: timeout)) != nil
+    }
+
+    func endSending() async { try? await shutdownWriting() }
+
+    func closeQuietly() async { try? await close() }
+}
+
+/// What the server accepts connections from: a TCP or a TLS listener.
+protocol HTTPAcceptor: Sendable {
+    associatedtype Connection: HTTPTransport
+    associatedtype Accepting: HTTPAccepting where Accepting.Connection == Connection
+    /// The listening descriptor (shut down to end the accept loop).
+    var rawDescriptor: Int32 { get }
+    func accepting() -> Accepting
+    func closeQuietly() async
+}
+
+protocol HTTPAccepting {
+    associatedtype Connection
+    /// The next connection, nil when the listener is shut down; the transport's error otherwise.
+    mutating func nextConnection() async throws(IOError) -> Connection?
+}
+
+extension TCPListener: HTTPAcceptor {
+    var rawDescriptor: Int32 { descriptor.rawValue }
+    func accepting() -> TCPListener.Connections.AsyncIterator { connections.makeAsyncIterator() }
+    func closeQuietly() async { try? await close() }
+}
+
+extension TCPListener.Connections.AsyncIterator: HTTPAccepting {
+    mutating func nextConnection() async throws(IOError) -> TCPConnection? { try await next() }
+}
+
+extension TLSListener: HTTPAcceptor {
+    var rawDescriptor: Int32 { tcp.descriptor.rawValue }
+    func accepting() -> TLSListener.Connections.AsyncIterator { connections.makeAsyncIterator() }
+    func closeQuietly() async { try? await close() }
+}
+
+extension TLSListener.Connections.AsyncIterator: HTTPAccepting {
+    mutating func nextConnection() async throws(IOError) -> TLSConnection? {
+        do throws(TLSError) {
+            return try await next()
+        } catch {
+            // Accepting fails only in the transport (or when OpenSSL is out of memory for a session).
+            throw error.transport ?? IOError(.systemCall, errno: .noMemory, operation: .accept)
+        }
+    }
+}
