@@ -67,6 +67,7 @@ let package = Package(
             dependencies: [
                 "Uring",
                 "UringHTTP",
+                "UringTLS",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "MallocInterposerSwift", package: "malloc-interposer"),
             ],

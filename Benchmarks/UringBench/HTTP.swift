@@ -1,22 +1,52 @@
 import Glibc
 import Uring
 import UringHTTP
+import UringTLS
 
 /// `uring-bench http`: `HTTPServer` in hello mode on one ring and keep-alive clients on another,
 /// in one process over loopback TCP. Each of `connections` clients sends `GET /` and reads the
 /// whole response (its length is learned from the first one), then repeats: a request is one
 /// round trip. Counts every malloc in the process during the window, so `mallocs_per_request`
-/// covers the server and the clients.
+/// covers the server and the clients. With `--tls` (`options.tls`), HTTPS over TLS 1.3 with a
+/// self-signed P-256 certificate made at start; the handshakes happen before the window.
 func runHTTP(connections: Int, options: Options) async throws -> Measurement {
     let serverRing = try RingExecutor(entries: 1024, name: "bench-http-srv")
     defer { serverRing.shutdown() }
     let listener = try TCPListener.bind(to: SocketAddress("127.0.0.1:0"), backlog: 4096)
     let address = try listener.localAddress
     let server = HTTPServer(configuration: .init(hello: true))
-    let serverTask = Task(executorPreference: serverRing) { try await server.run(on: listener) }
+    guard options.tls else {
+        let serverTask = Task(executorPreference: serverRing) { try await server.run(on: listener) }
+        var clients: [TCPConnection] = []
+        for _ in 0..<connections { clients.append(try await TCPConnection.connect(to: address)) }
+        let measurement = try await loadHTTP(clients, connections: connections, options: options)
+        for connection in clients { try? await connection.close() }
+        server.beginShutdown()
+        _ = try? await serverTask.value
+        return measurement
+    }
+    let identity = try TLSConfiguration.selfSignedIdentity(names: ["localhost"])
+    let secure = try TLSListener(
+        wrapping: listener,
+        configuration: .server(certificateChain: identity.certificate, privateKey: identity.privateKey))
+    let serverTask = Task(executorPreference: serverRing) { try await server.run(on: secure) }
+    let client = TLSConfiguration.client(trustRoots: .certificates(identity.certificate))
+    var clients: [TLSConnection] = []
+    for _ in 0..<connections {
+        clients.append(try await TLSConnection.connect(to: address, serverName: "localhost", configuration: client))
+    }
+    var measurement = try await loadHTTP(clients, connections: connections, options: options)
+    measurement.fields.append(("tls", "TLSv1.3"))
+    for connection in clients { try? await connection.close() }
+    server.beginShutdown()
+    _ = try? await serverTask.value
+    return measurement
+}
 
-    var clients: [TCPConnection] = []
-    for _ in 0..<connections { clients.append(try await TCPConnection.connect(to: address)) }
+/// The keep-alive clients' loops on `clients`, measured.
+private func loadHTTP<Connection: BenchConnection>(_ clients: [Connection], connections: Int, options: Options)
+    async throws -> Measurement
+{
     let request = Array("GET / HTTP/1.1\r\nHost: bench\r\n\r\n".utf8)
     let requestBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: request.count, alignment: 16)
     requestBuffer.copyBytes(from: request)
@@ -38,9 +68,6 @@ func runHTTP(connections: Int, options: Options) async throws -> Measurement {
         ) { $0[9] == UInt8(ascii: "2") && $0[probe - 1] == UInt8(ascii: "!") }
     }
     let (elapsed, mallocs) = controller.join()
-    for connection in clients { try? await connection.close() }
-    server.beginShutdown()
-    _ = try? await serverTask.value
     return Measurement(
         scenario: "http", engine: "swift-uring",
         fields: [("connections", "\(connections)"), ("errors", "\(errors)")],
@@ -48,11 +75,17 @@ func runHTTP(connections: Int, options: Options) async throws -> Measurement {
 }
 
 /// One request and its whole response (head and body by `Content-Length`); returns its length.
-private func exchangeOnce(_ connection: TCPConnection, _ request: UnsafeRawBufferPointer) async throws -> Int {
-    try await connection.write(request)
+private func exchangeOnce<Connection: BenchConnection>(_ connection: Connection, _ request: UnsafeRawBufferPointer)
+    async throws -> Int
+{
+    try await connection.benchWrite(request, zeroCopy: .never)
     var response: [UInt8] = []
+    let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 16)
+    defer { chunk.deallocate() }
     while true {
-        response += try await connection.receive(upTo: 4096)
+        let count = try await connection.benchRead(into: chunk)
+        if count == 0 { throw IOError(.systemCall, errno: .connectionReset, operation: .receive) }
+        response += UnsafeRawBufferPointer(rebasing: chunk[..<count])
         let text = String(decoding: response, as: UTF8.self)
         if let end = text.utf8.firstRange(of: Array("\r\n\r\n".utf8)) {
             let head = text[..<end.lowerBound].lowercased()
@@ -67,5 +100,6 @@ private func exchangeOnce(_ connection: TCPConnection, _ request: UnsafeRawBuffe
 
 /// `scenario=http connections=… seconds=… requests=… requests_per_sec=… p50_us=… p99_us=… mallocs_per_request=… errors=…`
 func httpLine(_ m: Measurement) -> String {
-    requestsLine(["scenario=http", "mode=hello", "connections=\(m.concurrency)"], m)
+    let tls = m.fields.first { $0.0 == "tls" }.map { ["tls=\($0.1)"] } ?? []
+    return requestsLine(["scenario=http", "mode=hello"] + tls + ["connections=\(m.concurrency)"], m)
 }

@@ -34,7 +34,8 @@ let usage = """
                                   64) and wait for the echo; --zero-copy automatic|always|never
                                   for the clients' sends (default automatic)
       http --connections N        uring-http's server (hello mode) and keep-alive clients in this
-                                  process; N connections (default 64)
+                                  process; N connections (default 64); --tls: HTTPS (TLS 1.3,
+                                  a self-signed P-256 certificate made at start)
       handoff                     a task hopping between two idle rings: the cost of one
                                   cross-ring hand-off (SWIFT_URING_MSG_RING=0: eventfd wake-ups);
                                   --spin-us N: the rings spin N µs before sleeping (default 0)
@@ -89,6 +90,8 @@ struct Options {
     var rounds: Int?
     /// list: also run the peers (Foundation, NIOFileSystem) in processes of their own.
     var peers = false
+    /// http: HTTPS (TLS 1.3) instead of plain HTTP.
+    var tls = false
 }
 
 func fail(_ message: String) -> Never {
@@ -152,6 +155,7 @@ func parse(_ arguments: [String]) -> Options {
         case "--size-mib": options.copyMiB = positiveInt(flag)
         case "--rounds": options.rounds = positiveInt(flag)
         case "--peers": options.peers = true
+        case "--tls": options.tls = true
         case "--size": options.block = positiveInt(flag)
         case "--no-baseline": options.baseline = false
         case "--no-floor": options.floor = false

@@ -1,4 +1,5 @@
 #include "COpenSSL.h"
+#include <openssl/rand.h>
 #include <string.h>
 
 int curing_tls_set_versions(SSL_CTX *context, int minimum, int maximum) {
@@ -32,7 +33,6 @@ int curing_tls_version_1_2(void) { return TLS1_2_VERSION; }
 int curing_tls_version_1_3(void) { return TLS1_3_VERSION; }
 long curing_tls_mode_partial_write(void) { return SSL_MODE_ENABLE_PARTIAL_WRITE; }
 long curing_tls_mode_moving_buffer(void) { return SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER; }
-long curing_tls_mode_release_buffers(void) { return SSL_MODE_RELEASE_BUFFERS; }
 unsigned long long curing_tls_option_no_renegotiation(void) { return SSL_OP_NO_RENEGOTIATION; }
 unsigned long long curing_tls_option_ignore_unexpected_eof(void) { return SSL_OP_IGNORE_UNEXPECTED_EOF; }
 
@@ -65,4 +65,70 @@ void curing_tls_free(void *pointer) { OPENSSL_free(pointer); }
 
 int curing_tls_is_verify_failure(unsigned long error) {
     return ERR_GET_LIB(error) == ERR_LIB_SSL && ERR_GET_REASON(error) == SSL_R_CERTIFICATE_VERIFY_FAILED;
+}
+
+/// The bytes a memory BIO holds, copied into a new buffer (freed with OPENSSL_free).
+static int take_bio(BIO *bio, char **out, size_t *length) {
+    char *data = NULL;
+    long count = BIO_get_mem_data(bio, &data);
+    if (count <= 0) return 0;
+    *out = OPENSSL_malloc((size_t)count);
+    if (*out == NULL) return 0;
+    memcpy(*out, data, (size_t)count);
+    *length = (size_t)count;
+    return 1;
+}
+
+int curing_tls_self_signed(const char *common_name, const char *alt_names, int days, char **certificate,
+                           size_t *certificate_length, char **key, size_t *key_length) {
+    int ok = 0;
+    EVP_PKEY *pkey = EVP_EC_gen("P-256");
+    X509 *x509 = X509_new();
+    BIO *certificateBIO = BIO_new(BIO_s_mem());
+    BIO *keyBIO = BIO_new(BIO_s_mem());
+    *certificate = NULL;
+    *key = NULL;
+    if (pkey == NULL || x509 == NULL || certificateBIO == NULL || keyBIO == NULL) goto done;
+    unsigned char serial[8];
+    if (RAND_bytes(serial, sizeof serial) != 1) goto done;
+    BIGNUM *number = BN_bin2bn(serial, sizeof serial, NULL);
+    if (number == NULL) goto done;
+    BN_to_ASN1_INTEGER(number, X509_get_serialNumber(x509));
+    BN_free(number);
+    if (X509_set_version(x509, 2) != 1) goto done;
+    X509_gmtime_adj(X509_getm_notBefore(x509), -3600);
+    X509_gmtime_adj(X509_getm_notAfter(x509), (long)days * 24 * 3600);
+    if (X509_set_pubkey(x509, pkey) != 1) goto done;
+    X509_NAME *name = X509_get_subject_name(x509);
+    if (X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)common_name, -1, -1, 0) != 1)
+        goto done;
+    if (X509_set_issuer_name(x509, name) != 1) goto done;
+    if (alt_names != NULL && alt_names[0] != 0) {
+        X509V3_CTX context;
+        X509V3_set_ctx_nodb(&context);
+        X509V3_set_ctx(&context, x509, x509, NULL, NULL, 0);
+        X509_EXTENSION *extension = X509V3_EXT_conf_nid(NULL, &context, NID_subject_alt_name, alt_names);
+        if (extension == NULL) goto done;
+        int added = X509_add_ext(x509, extension, -1);
+        X509_EXTENSION_free(extension);
+        if (added != 1) goto done;
+    }
+    if (X509_sign(x509, pkey, EVP_sha256()) <= 0) goto done;
+    if (PEM_write_bio_X509(certificateBIO, x509) != 1) goto done;
+    if (PEM_write_bio_PrivateKey(keyBIO, pkey, NULL, NULL, 0, NULL, NULL) != 1) goto done;
+    if (!take_bio(certificateBIO, certificate, certificate_length)) goto done;
+    if (!take_bio(keyBIO, key, key_length)) goto done;
+    ok = 1;
+done:
+    if (!ok) {
+        OPENSSL_free(*certificate);
+        OPENSSL_free(*key);
+        *certificate = NULL;
+        *key = NULL;
+    }
+    BIO_free(certificateBIO);
+    BIO_free(keyBIO);
+    X509_free(x509);
+    EVP_PKEY_free(pkey);
+    return ok;
 }

@@ -275,6 +275,32 @@ extension IntegrationTests {
             return connection
         }
 
+        /// A throwaway identity made in memory: chain, key and trust roots all given as bytes.
+        @Test func aSelfSignedIdentityFromMemoryServesAndIsTrustedByBytes() async throws {
+            let identity = try TLSConfiguration.selfSignedIdentity(names: ["localhost", "127.0.0.1"])
+            let server = try TestTLSServer(
+                configuration: .server(certificateChain: identity.certificate, privateKey: identity.privateKey))
+            for name in ["localhost", "127.0.0.1"] {
+                let connection = try await TLSConnection.connect(
+                    to: server.address, serverName: name,
+                    configuration: .client(trustRoots: .certificates(identity.certificate)))
+                try await connection.write(contentsOf: Array(name.utf8))
+                #expect(try await connection.receive(upTo: 64) == Array(name.utf8))
+                try await connection.close()
+            }
+            // Another identity is not trusted by this one's root.
+            let other = try TLSConfiguration.selfSignedIdentity(names: ["localhost"])
+            await #expect {
+                _ = try await TLSConnection.connect(
+                    to: server.address, serverName: "localhost",
+                    configuration: .client(trustRoots: .certificates(other.certificate)))
+            } throws: { error in
+                (error as? TLSError)?.code == .certificateVerificationFailed
+            }
+            await server.stop()
+            #expect(throws: TLSError.self) { _ = try TLSConfiguration.selfSignedIdentity(names: []) }
+        }
+
         @Test func badConfigurationsAreTypedErrors() async throws {
             let missing = TLSConfiguration.server(
                 certificateChain: .file("/nonexistent/chain.pem"), privateKey: .file("/nonexistent/key.pem"))

@@ -27,7 +27,6 @@ int curing_tls_version_1_3(void);
 /// The modes and options the engine sets (macros).
 long curing_tls_mode_partial_write(void);
 long curing_tls_mode_moving_buffer(void);
-long curing_tls_mode_release_buffers(void);
 unsigned long long curing_tls_option_no_renegotiation(void);
 unsigned long long curing_tls_option_ignore_unexpected_eof(void);
 /// The reason of the oldest error in OpenSSL's queue for this thread, written into `buffer`
@@ -39,5 +38,11 @@ int curing_tls_peer_certificate(SSL *ssl, unsigned char **der);
 void curing_tls_free(void *pointer);
 /// Whether a library error is a certificate verification failure (SSL_R_CERTIFICATE_VERIFY_FAILED).
 int curing_tls_is_verify_failure(unsigned long error);
+
+/// A new P-256 key and a self-signed certificate for it (SHA-256, valid from an hour ago for
+/// `days` days, CN `common_name`, subjectAltName `alt_names` such as "DNS:localhost,IP:127.0.0.1"),
+/// both PEM, in buffers to free with curing_tls_free. 1 on success.
+int curing_tls_self_signed(const char *common_name, const char *alt_names, int days, char **certificate,
+                           size_t *certificate_length, char **key, size_t *key_length);
 
 #endif

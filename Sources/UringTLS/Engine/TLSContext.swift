@@ -31,12 +31,11 @@ import SystemPackage
         guard unsafe curing_tls_set_versions(context, minimum, maximum) == 1 else {
             throw TLSEngine.error(.invalidConfiguration, "cannot set the TLS versions")
         }
-        // Partial writes and a buffer that may move between retries (the caller's slices), no
-        // renegotiation (TLS 1.2's, a known attack surface), and idle connections give their
-        // record buffers back.
-        _ = unsafe curing_tls_ctx_set_mode(
-            context,
-            curing_tls_mode_partial_write() | curing_tls_mode_moving_buffer() | curing_tls_mode_release_buffers())
+        // Partial writes and a buffer that may move between retries (the caller's slices), and no
+        // renegotiation (TLS 1.2's, a known attack surface). Not SSL_MODE_RELEASE_BUFFERS: it
+        // would free and allocate OpenSSL's record buffers around every idle moment, a malloc
+        // per request; they stay allocated for the connection's life instead.
+        _ = unsafe curing_tls_ctx_set_mode(context, curing_tls_mode_partial_write() | curing_tls_mode_moving_buffer())
         _ = unsafe SSL_CTX_set_options(context, UInt64(curing_tls_option_no_renegotiation()))
 
         if let chain = configuration.certificateChain {

@@ -40,3 +40,47 @@ enum TLSEngine {
         for index in unsafe certificates.indices { unsafe X509_free(certificates[index]) }
     }
 }
+
+extension TLSConfiguration {
+    /// A new P-256 key and a self-signed certificate for it, as PEM: a throwaway identity for
+    /// tests, benchmarks and development servers (a client trusts it by putting the certificate
+    /// in its ``trustRoots``). Never for production: nothing vouches for it.
+    ///
+    /// ```swift
+    /// let identity = try TLSConfiguration.selfSignedIdentity(names: ["localhost", "127.0.0.1"])
+    /// let server = TLSConfiguration.server(certificateChain: identity.certificate, privateKey: identity.privateKey)
+    /// let client = TLSConfiguration.client(trustRoots: .certificates(identity.certificate))
+    /// ```
+    ///
+    /// - Parameters:
+    ///   - names: DNS names and IP addresses the certificate is valid for (the first is also its
+    ///     common name).
+    ///   - days: How long it is valid.
+    public static func selfSignedIdentity(names: [String], days: Int = 30) throws(TLSError) -> (
+        certificate: PEM, privateKey: PEM
+    ) {
+        guard let first = names.first, days > 0 else {
+            throw TLSError(.invalidConfiguration, reason: "a self-signed identity needs a name and a validity")
+        }
+        let alternatives = names.map { TLSSession.isIPAddress($0) ? "IP:\($0)" : "DNS:\($0)" }.joined(separator: ",")
+        var certificate: UnsafeMutablePointer<CChar>?
+        var certificateLength = 0
+        var key: UnsafeMutablePointer<CChar>?
+        var keyLength = 0
+        guard
+            unsafe curing_tls_self_signed(
+                first, alternatives, Int32(days), &certificate, &certificateLength, &key, &keyLength) == 1,
+            let certificate = unsafe certificate, let key = unsafe key
+        else {
+            throw TLSEngine.error(.invalidConfiguration, "cannot make a self-signed certificate")
+        }
+        defer {
+            unsafe curing_tls_free(certificate)
+            unsafe curing_tls_free(key)
+        }
+        // SAFETY: the shim returned buffers of exactly these lengths; they are freed after the copies.
+        let certificateBytes = unsafe Array(UnsafeRawBufferPointer(start: certificate, count: certificateLength))
+        let keyBytes = unsafe Array(UnsafeRawBufferPointer(start: key, count: keyLength))
+        return (.bytes(certificateBytes), .bytes(keyBytes))
+    }
+}

@@ -15,9 +15,9 @@ import Uring
     // `pendingOutput` and `inputSpace` point into the pair's buffers, which live as long as the session, and are used
     // only by the holder of the output or input gate, which alone consumes or commits them.
     // @unchecked Sendable: OpenSSL state is touched only with `lock` held; the gates order the I/O.
-    /// Bytes of each of the pair's buffers: four full records, so that a large write leaves in
-    /// sends of 64 KiB, and a receive takes up to as much.
-    static let bufferSize = 4 * (16_384 + 256)
+    /// Bytes of each of the pair's buffers: two full records (a large write leaves in sends of
+    /// 32 KiB, a receive takes up to as much), 66 KiB per connection in all, allocated once.
+    static let bufferSize = 2 * (16_384 + 256)
 
     private let ssl: OpaquePointer
     /// The pair's end that the connection reads ciphertext from and writes ciphertext into.
