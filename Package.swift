@@ -162,7 +162,7 @@ let package = Package(
         ),
         .target(
             name: "UringDocSnippets",
-            dependencies: ["Uring", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["Uring", "UringTLS", .product(name: "Logging", package: "swift-log")],
             path: "Tests/DocSnippets/Compiled",
             swiftSettings: [.swiftLanguageMode(.v6), .unsafeFlags(["-suppress-warnings"])],
             plugins: ["DocSnippets"]

@@ -1,5 +1,6 @@
 import Glibc
 import Uring
+import UringTLS
 
 /// The benchmarks' echo server: on `ring`, one task per connection from `listener.connections`,
 /// each sending every chunk of `connection.chunks` straight back. Cancel the task to stop it.
@@ -52,24 +53,81 @@ func runClients(
     }
 }
 
+/// The TLS echo server of `uring-bench echo --tls`: one task per connection, each reading into
+/// its own buffer and writing back what it read, until the peer's close_notify.
+func startTLSEchoServer(_ listener: TLSListener, on ring: RingExecutor) -> Task<Void, Never> {
+    Task(executorPreference: ring) {
+        await withDiscardingTaskGroup { group in
+            var accepted = listener.connections.makeAsyncIterator()
+            while let connection = try? await accepted.next() {
+                try? connection.tcp.setNoDelay()
+                group.addTask(executorPreference: ring) {
+                    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)
+                    defer { buffer.deallocate() }
+                    while let count = try? await connection.read(into: buffer), count > 0 {
+                        guard (try? await connection.write(UnsafeRawBufferPointer(rebasing: buffer[..<count]))) != nil
+                        else { break }
+                    }
+                    try? await connection.close()
+                }
+            }
+        }
+    }
+}
+
 /// `uring-bench echo`: an echo server on one ring (multishot accept, multishot receive into the
 /// ring's buffer pool, each chunk sent back from its buffer) and its clients on another, in one
 /// process, over loopback TCP. Each of `connections` clients sends `size` bytes, waits for the whole echo,
-/// and repeats; a request is one such round trip.
+/// and repeats; a request is one such round trip. With `--tls`, the same over TLS 1.3 (a
+/// self-signed P-256 certificate made at start; handshakes before the window).
 func runEcho(connections: Int, size: Int, options: Options) async throws -> Measurement {
     let serverRing = try RingExecutor(entries: 1024, name: "bench-echo-srv")
     defer { serverRing.shutdown() }
     let listener = try TCPListener.bind(to: SocketAddress("127.0.0.1:0"), backlog: 4096)
     let address = try listener.localAddress
-    let server = startEchoServer(listener, on: serverRing)
-
-    // Clients: plain tasks on the main ring (Uring.run); connections are made before the window.
-    var clients: [TCPConnection] = []
+    guard options.tls else {
+        let server = startEchoServer(listener, on: serverRing)
+        // Clients: plain tasks on the main ring (Uring.run); connections are made before the window.
+        var clients: [TCPConnection] = []
+        for _ in 0..<connections {
+            let connection = try await TCPConnection.connect(to: address)
+            try connection.setNoDelay()
+            clients.append(connection)
+        }
+        let measurement = try await loadEcho(clients, size: size, options: options)
+        for connection in clients { try? await connection.close() }
+        server.cancel()
+        await server.value
+        try? await listener.close()
+        return measurement
+    }
+    let identity = try TLSConfiguration.selfSignedIdentity(names: ["localhost"])
+    let secure = try TLSListener(
+        wrapping: listener,
+        configuration: .server(certificateChain: identity.certificate, privateKey: identity.privateKey))
+    let server = startTLSEchoServer(secure, on: serverRing)
+    let configuration = TLSConfiguration.client(trustRoots: .certificates(identity.certificate))
+    var clients: [TLSConnection] = []
     for _ in 0..<connections {
-        let connection = try await TCPConnection.connect(to: address)
-        try connection.setNoDelay()
+        let connection = try await TLSConnection.connect(
+            to: address, serverName: "localhost", configuration: configuration)
+        try connection.tcp.setNoDelay()
         clients.append(connection)
     }
+    var measurement = try await loadEcho(clients, size: size, options: options)
+    measurement.fields.append(("tls", "TLSv1.3"))
+    for connection in clients { try? await connection.close() }
+    server.cancel()
+    try? await listener.close()
+    await server.value
+    return measurement
+}
+
+/// The echo clients' loops on `clients`, measured.
+private func loadEcho<Connection: BenchConnection>(_ clients: [Connection], size: Int, options: Options)
+    async throws -> Measurement
+{
+    let connections = clients.count
     let phase = Phase()
     let controller = Controller(phase: phase, warmup: options.warmup, seconds: options.seconds)
     let sendBuffers = clients.indices.map { i -> UnsafeMutableRawBufferPointer in
@@ -100,10 +158,6 @@ func runEcho(connections: Int, size: Int, options: Options) async throws -> Meas
         return (requests, histogram, errors)
     }
     let (elapsed, mallocs) = controller.join()
-    for connection in clients { try? await connection.close() }
-    server.cancel()
-    await server.value
-    try? await listener.close()
     if errors > 0 {
         var stderr = StandardError()
         print("uring-bench: echo: \(errors) connection(s) failed or returned wrong bytes", to: &stderr)
@@ -113,13 +167,17 @@ func runEcho(connections: Int, size: Int, options: Options) async throws -> Meas
         fields: [
             ("connections", "\(connections)"), ("size", "\(size)"), ("errors", "\(errors)"),
             ("zero_copy", "\(options.zeroCopy)"),
+            ("cpu_us_per_request", format(controller.cpuSeconds * 1e6 / Double(max(requests, 1)), decimals: 2)),
         ],
         concurrency: connections, block: nil, seconds: elapsed, ops: requests, histogram: histogram, mallocs: mallocs)
 }
 
 /// `scenario=echo connections=… size=… seconds=… requests=… requests_per_sec=… p50_us=… p99_us=… mallocs_per_request=…`
 func echoLine(_ m: Measurement, size: Int) -> String {
-    requestsLine(["scenario=echo", "connections=\(m.concurrency)", "size=\(size)"], m)
+    let tls = m.fields.first { $0.0 == "tls" }.map { ["tls=\($0.1)"] } ?? []
+    let cpu = m.fields.first { $0.0 == "cpu_us_per_request" }.map { ["cpu_us_per_request=\($0.1)"] } ?? []
+    return requestsLine(["scenario=echo"] + tls + ["connections=\(m.concurrency)", "size=\(size)"], m) + " "
+        + cpu.joined()
 }
 
 /// The common tail of the request/response scenarios' lines: `seconds=… requests=…

@@ -112,6 +112,8 @@ final class Controller: @unchecked Sendable {
     let seconds: Double
     var elapsed = 0.0
     var mallocs: Int?
+    /// The process's CPU time (user and system, all threads) in the measured window, seconds.
+    var cpuSeconds = 0.0
     private var thread = pthread_t()
 
     init(phase: Phase, warmup: Double, seconds: Double) {
@@ -134,11 +136,13 @@ final class Controller: @unchecked Sendable {
     private func run() {
         sleepBlocking(warmup)
         Allocations.start()
+        let cpuStarted = processCPUSeconds()
         let started = nowNanoseconds()
         phase.set(Phase.measure)
         sleepBlocking(seconds)
         phase.set(Phase.stop)
         elapsed = Double(nowNanoseconds() - started) / 1e9
+        cpuSeconds = processCPUSeconds() - cpuStarted
         mallocs = Allocations.stop()
     }
 
@@ -147,6 +151,13 @@ final class Controller: @unchecked Sendable {
         pthread_join(thread, nil)
         return (elapsed, mallocs)
     }
+}
+
+/// CLOCK_PROCESS_CPUTIME_ID: the CPU time of every thread of this process, in seconds.
+func processCPUSeconds() -> Double {
+    var time = timespec()
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &time)
+    return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
 }
 
 /// The same-run baseline: blocking `pread` loops on `threads` plain threads.

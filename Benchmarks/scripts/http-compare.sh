@@ -2,7 +2,12 @@
 # Compares uring-http with nginx (and Hummingbird 2, if built) under wrk on loopback: the server
 # pinned to CPU 0, wrk (one thread, 64 connections) pinned to CPU 1, rounds interleaved.
 #
-#   Benchmarks/scripts/http-compare.sh [--rounds 3] [--seconds 5] [--hb PATH/TO/hb-hello]
+#   Benchmarks/scripts/http-compare.sh [--rounds 3] [--seconds 5] [--hb PATH/TO/hb-hello] [--tls]
+#
+# --tls: HTTPS (TLS 1.3, a P-256 certificate made with the openssl command, the same for both
+# servers; uring-http --tls-certificate/--tls-key, nginx `listen ... ssl`), with the settings
+# "hello", "64k" (a 64 KiB file) and "handshake" (hello with `Connection: close`: a new
+# connection, so a full handshake, per request). Hummingbird is not run with --tls.
 #
 # Needs wrk and nginx (apt-get install -y wrk nginx) and a release build of uring-http
 # (swift build -c release --product uring-http). Settings: "hello" (uring-http --hello, nginx
@@ -12,8 +17,10 @@ set -euo pipefail
 rounds=3
 seconds=5
 hb=""
+tls=0
 while [ $# -gt 0 ]; do
     case "$1" in
+        --tls) tls=1; shift ;;
         --rounds) rounds=$2; shift 2 ;;
         --seconds) seconds=$2; shift 2 ;;
         --hb) hb=$2; shift 2 ;;
@@ -28,6 +35,18 @@ command -v wrk >/dev/null && command -v nginx >/dev/null || { echo "needs wrk an
 work=$(mktemp -d /tmp/http-compare.XXXXXX)
 mkdir -p "$work/www" "$work/nginx"
 head -c 4096 /dev/urandom > "$work/www/4k.bin"
+head -c 65536 /dev/urandom > "$work/www/64k.bin"
+scheme=http
+listen_extra=""
+tls_args=()
+if [ "$tls" = 1 ]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/key.pem" \
+        -out "$work/cert.pem" -days 2 -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 2>/dev/null
+    scheme=https
+    listen_extra=" ssl"
+    tls_args=(--tls-certificate "$work/cert.pem" --tls-key "$work/key.pem")
+    hb=""
+fi
 cat > "$work/nginx/nginx.conf" <<CONF
 worker_processes 1;
 daemon off;
@@ -46,7 +65,10 @@ http {
     uwsgi_temp_path $work/nginx/uwsgi;
     scgi_temp_path $work/nginx/scgi;
     server {
-        listen 127.0.0.1:PORT;
+        listen 127.0.0.1:PORT$listen_extra;
+        ssl_certificate $work/cert.pem;
+        ssl_certificate_key $work/key.pem;
+        ssl_protocols TLSv1.2 TLSv1.3;
         root $work/www;
         location = /hello { default_type text/plain; return 200 "Hello, World!"; }
     }
@@ -60,15 +82,19 @@ start_server() {  # name setting -> sets pid, url
         nginx)
             sed "s/PORT/$port/" "$work/nginx/nginx.conf" > "$work/nginx/run.conf"
             taskset -c 0 nginx -c "$work/nginx/run.conf" -p "$work/nginx" >/dev/null 2>&1 & pid=$!
-            if [ "$2" = hello ]; then url="http://127.0.0.1:$port/hello"; else url="http://127.0.0.1:$port/4k.bin"; fi ;;
+            case "$2" in
+                hello|handshake) url="$scheme://127.0.0.1:$port/hello" ;;
+                *) url="$scheme://127.0.0.1:$port/$2.bin" ;;
+            esac ;;
         uring)
-            if [ "$2" = hello ]; then
-                taskset -c 0 "$uring" --hello --port $port >/dev/null 2>&1 & pid=$!
-                url="http://127.0.0.1:$port/hello"
-            else
-                taskset -c 0 "$uring" --root "$work/www" --port $port >/dev/null 2>&1 & pid=$!
-                url="http://127.0.0.1:$port/4k.bin"
-            fi ;;
+            case "$2" in
+                hello|handshake)
+                    taskset -c 0 "$uring" --hello --port $port "${tls_args[@]}" >/dev/null 2>&1 & pid=$!
+                    url="$scheme://127.0.0.1:$port/hello" ;;
+                *)
+                    taskset -c 0 "$uring" --root "$work/www" --port $port "${tls_args[@]}" >/dev/null 2>&1 & pid=$!
+                    url="$scheme://127.0.0.1:$port/$2.bin" ;;
+            esac ;;
         hummingbird)
             if [ "$2" = hello ]; then
                 taskset -c 0 "$hb" --port $port >/dev/null 2>&1 & pid=$!
@@ -79,7 +105,7 @@ start_server() {  # name setting -> sets pid, url
             fi ;;
     esac
     for _ in $(seq 100); do
-        curl -s -o /dev/null "$url" && return 0
+        curl -sk -o /dev/null "$url" && return 0
         sleep 0.05
     done
     echo "server $1 did not start" >&2
@@ -88,12 +114,16 @@ start_server() {  # name setting -> sets pid, url
 
 servers="nginx uring"
 [ -n "$hb" ] && servers="$servers hummingbird"
+settings="hello 4k"
+[ "$tls" = 1 ] && settings="hello 64k handshake"
 results="$work/results.txt"
 for round in $(seq "$rounds"); do
-    for setting in hello 4k; do
+    for setting in $settings; do
         for server in $servers; do
             start_server "$server" "$setting"
-            out=$(taskset -c 1 wrk -t1 -c64 -d"${seconds}s" "$url" 2>&1)
+            extra=()
+            [ "$setting" = handshake ] && extra=(-H "Connection: close")
+            out=$(taskset -c 1 wrk -t1 -c64 -d"${seconds}s" "${extra[@]}" "$url" 2>&1)
             kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
             rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
             errors=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
@@ -103,15 +133,16 @@ for round in $(seq "$rounds"); do
     done
 done
 
-python3 - "$results" "$servers" <<'PY'
+python3 - "$results" "$servers" "$settings" <<'PY'
 import sys, statistics, collections
 rows = [l.split() for l in open(sys.argv[1])]
 servers = sys.argv[2].split()
+settings = sys.argv[3].split()
 data = collections.defaultdict(dict)
 for setting, server, rnd, rps in rows:
     data[(setting, server)][rnd] = float(rps)
 print("\nmedian requests/s (paired ratio to nginx, median over rounds)")
-for setting in ("hello", "4k"):
+for setting in settings:
     line = [setting.ljust(6)]
     for server in servers:
         values = data[(setting, server)]

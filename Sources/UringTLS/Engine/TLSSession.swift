@@ -15,9 +15,11 @@ import Uring
     // `pendingOutput` and `inputSpace` point into the pair's buffers, which live as long as the session, and are used
     // only by the holder of the output or input gate, which alone consumes or commits them.
     // @unchecked Sendable: OpenSSL state is touched only with `lock` held; the gates order the I/O.
-    /// Bytes of each of the pair's buffers: two full records (a large write leaves in sends of
-    /// 32 KiB, a receive takes up to as much), 66 KiB per connection in all, allocated once.
-    static let bufferSize = 2 * (16_384 + 256)
+    /// Bytes of the pair's output buffer: four full records, so that a 64 KiB write leaves in one
+    /// send. The input buffer holds two (a receive takes up to 32 KiB). 99 KiB per connection in
+    /// all, allocated once.
+    static let outputBufferSize = 4 * (16_384 + 256)
+    static let inputBufferSize = 2 * (16_384 + 256)
 
     private let ssl: OpaquePointer
     /// The pair's end that the connection reads ciphertext from and writes ciphertext into.
@@ -42,7 +44,7 @@ import Uring
         }
         var inside: OpaquePointer?
         var outside: OpaquePointer?
-        guard unsafe BIO_new_bio_pair(&inside, Self.bufferSize, &outside, Self.bufferSize) == 1,
+        guard unsafe BIO_new_bio_pair(&inside, Self.outputBufferSize, &outside, Self.inputBufferSize) == 1,
             let inside = unsafe inside, let outside = unsafe outside
         else {
             unsafe SSL_free(ssl)
