@@ -85,17 +85,19 @@ public final class TLSConnection: Sendable {
             while true {
                 let step = session.handshake()
                 // Whatever the step produced goes out first (an alert too, when it failed).
-                try await session.flush(on: tcp, deadline: deadline)
+                try await session.flush(on: tcp, deadline: deadline, handshaking: true)
                 switch step {
                 case .done:
                     handshakeState.withLock { $0 = .done }
                     return
                 case .wantRead:
-                    guard try await session.fill(from: tcp, deadline: deadline) else {
+                    guard try await session.fill(from: tcp, deadline: deadline, handshaking: true) else {
                         throw TLSError(.handshakeFailed, reason: "the peer closed the connection during the handshake")
                     }
-                case .wantWrite, .closed:
-                    continue
+                case .wantWrite:
+                    continue  // the output buffer was full: flushed above
+                case .closed:
+                    throw TLSError(.handshakeFailed, reason: "the peer sent close_notify during the handshake")
                 case .failed(let error):
                     throw error
                 }
@@ -139,13 +141,10 @@ public final class TLSConnection: Sendable {
             switch step {
             case .done(let count): return count
             case .closed: return 0
-            case .wantRead, .wantWrite:
-                let more: Bool
-                do throws(TLSError) {
-                    more = try await session.fill(from: tcp, deadline: deadline)
-                } catch  where error.code == .handshakeTimedOut {
-                    throw TLSError(.transport, reason: "the read timed out", transport: error.transport)
-                }
+            case .wantWrite:
+                continue  // OpenSSL's reply filled the output buffer: sent above, again
+            case .wantRead:
+                let more = try await session.fill(from: tcp, deadline: deadline)
                 if !more {
                     if session.receivedCloseNotify { return 0 }
                     throw TLSError(.truncated, reason: "the peer closed the connection without a TLS close_notify")
@@ -179,7 +178,11 @@ public final class TLSConnection: Sendable {
             try await session.flush(on: tcp, deadline: timeout.map { ContinuousClock.now + $0 })
             switch step {
             case .done(let count): offset += count
-            case .wantWrite, .wantRead: continue  // the output buffer was full: flushed, again
+            case .wantWrite: continue  // the output buffer was full: flushed, again
+            case .wantRead:
+                // Only a renegotiation makes a write read, and renegotiation is off: reported,
+                // not retried (it would spin).
+                throw TLSError(.protocolError, reason: "the peer asked for a renegotiation")
             case .closed: throw TLSError(.closed, reason: "the peer closed the TLS session")
             case .failed(let error): throw error
             }
@@ -195,6 +198,10 @@ public final class TLSConnection: Sendable {
         try await unsafe write(UnsafeRawBufferPointer(rebasing: copy[..<bytes.count]), timeout: timeout)
     }
 
+    /// How long sending the close_notify may take (a peer that stopped reading cannot hold a
+    /// close longer).
+    static let closeNotifyTimeout: Duration = .seconds(2)
+
     /// Half-close: sends a TLS close_notify, then shuts the TCP connection down for writing.
     /// Reading goes on until the peer's own close_notify.
     public func shutdownWriting() async throws(TLSError) {
@@ -208,7 +215,8 @@ public final class TLSConnection: Sendable {
         }
         if case .done = handshakeState.withLock({ $0 }) {
             session.queueCloseNotify()
-            try await session.flush(on: tcp, deadline: nil)
+            // Bounded: a peer that reads nothing must not hold a close forever.
+            try await session.flush(on: tcp, deadline: .now + Self.closeNotifyTimeout)
         }
         do {
             try await tcp.shutdown(.write)

@@ -269,6 +269,24 @@ extension IntegrationTests {
             try await listener.close()
         }
 
+        /// A read with a time limit on a connection that stays silent: a transport error with the
+        /// time-out inside, and the connection still works after it.
+        @Test func aTimedReadTimesOutAsATransportError() async throws {
+            let server = try TestTLSServer(configuration: certificates.server)
+            let connection = try await TLSConnection.connect(
+                to: server.address, serverName: "localhost", configuration: certificates.client)
+            do throws(TLSError) {
+                _ = try await connection.receive(upTo: 16, timeout: .milliseconds(100))
+                Issue.record("a silent connection returned data")
+            } catch {
+                #expect(error.code == .transport && error.transport?.code == .timedOut, "\(error)")
+            }
+            try await connection.write(contentsOf: Array("after".utf8))
+            #expect(try await connection.receive(upTo: 16, timeout: .seconds(10)) == Array("after".utf8))
+            try await connection.close()
+            await server.stop()
+        }
+
         static func acceptAndShakeHands(_ listener: TLSListener) async throws -> TLSConnection {
             let connection = try await listener.accept()
             try await connection.handshake()

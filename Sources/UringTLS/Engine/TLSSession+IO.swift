@@ -5,14 +5,17 @@ import Uring
 
 extension TLSSession {
     /// Sends every byte of ciphertext waiting in the output buffer. The caller holds the output gate.
-    func flush(on connection: TCPConnection, deadline: ContinuousClock.Instant?) async throws(TLSError) {
+    /// `handshaking`: a timeout is ``TLSError/Code/handshakeTimedOut`` (else a transport error).
+    func flush(on connection: TCPConnection, deadline: ContinuousClock.Instant?, handshaking: Bool = false)
+        async throws(TLSError)
+    {
         while let pending = unsafe pendingOutput() {
             do {
                 // SAFETY: the region stays valid and unchanged until consumeOutput: only the output gate's holder
                 // (this task) consumes it, and OpenSSL appends only to the free part of the buffer.
                 try await unsafe connection.write(pending, timeout: Self.remaining(until: deadline))
             } catch {
-                throw Self.transportError(error, handshaking: deadline != nil)
+                throw Self.transportError(error, handshaking: handshaking)
             }
             consumeOutput(pending.count)
         }
@@ -20,7 +23,9 @@ extension TLSSession {
 
     /// Receives once into the input buffer. False at the end of the stream. The caller holds the
     /// input gate.
-    func fill(from connection: TCPConnection, deadline: ContinuousClock.Instant?) async throws(TLSError) -> Bool {
+    func fill(from connection: TCPConnection, deadline: ContinuousClock.Instant?, handshaking: Bool = false)
+        async throws(TLSError) -> Bool
+    {
         guard let space = unsafe inputSpace() else { return true }  // full: OpenSSL has enough to go on
         let count: Int
         do {
@@ -28,7 +33,7 @@ extension TLSSession {
             // returns only once the kernel is done with it (even when cancelled).
             count = try await unsafe connection.read(into: space, timeout: Self.remaining(until: deadline))
         } catch {
-            throw Self.transportError(error, handshaking: deadline != nil)
+            throw Self.transportError(error, handshaking: handshaking)
         }
         if count == 0 { return false }
         commitInput(count)

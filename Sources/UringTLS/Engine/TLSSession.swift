@@ -98,6 +98,7 @@ import Uring
     /// One handshake step: `.done(0)` once complete.
     func handshake() -> Step {
         lock.withLock { _ in
+            ERR_clear_error()  // SSL_get_error reads the queue: nothing stale may be in it
             let rc = unsafe SSL_do_handshake(ssl)
             return rc == 1 ? .done(0) : classify(rc, handshaking: true)
         }
@@ -106,6 +107,7 @@ import Uring
     /// Decrypts into `buffer`: `.done(n)`, `.closed` after the peer's close_notify, or a want.
     func read(into buffer: UnsafeMutableRawBufferPointer) -> Step {
         lock.withLock { _ in
+            ERR_clear_error()  // SSL_get_error reads the queue: nothing stale may be in it
             var count = 0
             let rc = unsafe SSL_read_ex(ssl, buffer.baseAddress, buffer.count, &count)
             return rc == 1 ? .done(count) : classify(rc, handshaking: false)
@@ -116,6 +118,7 @@ import Uring
     /// fewer than given), `.wantWrite` when the buffer is full.
     func write(_ bytes: UnsafeRawBufferPointer) -> Step {
         lock.withLock { _ in
+            ERR_clear_error()  // SSL_get_error reads the queue: nothing stale may be in it
             var count = 0
             let rc = unsafe SSL_write_ex(ssl, bytes.baseAddress, bytes.count, &count)
             return rc == 1 ? .done(count) : classify(rc, handshaking: false)
