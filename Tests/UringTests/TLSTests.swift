@@ -287,6 +287,39 @@ extension IntegrationTests {
             await server.stop()
         }
 
+        /// `chunks()`: an echo written with it returns every byte, and the sequence ends at the
+        /// peer's close_notify.
+        @Test func chunksEchoEveryByteAndEndAtCloseNotify() async throws {
+            let listener = try TLSListener.bind(to: SocketAddress("127.0.0.1:0"), configuration: certificates.server)
+            let address = try listener.localAddress
+            let server = Task {
+                let connection = try await listener.accept()
+                var total = 0
+                for try await chunk in connection.chunks(maximumChunkSize: 1000) {
+                    #expect(chunk.count <= 1000 && !chunk.isEmpty)
+                    total += chunk.count
+                    try await connection.write(contentsOf: chunk)
+                }
+                try await connection.close()
+                return total
+            }
+            let client = try await TLSConnection.connect(
+                to: address, serverName: "localhost", configuration: certificates.client)
+            var random = SeededRandom(seed: 5)
+            let data = random.bytes(300_000)
+            async let sent: Void = {
+                try await client.write(contentsOf: data)
+                try await client.shutdownWriting()
+            }()
+            var received: [UInt8] = []
+            for try await chunk in client.chunks() { received += chunk }
+            try await sent
+            #expect(received == data)
+            #expect(try await server.value == data.count)
+            try await client.close()
+            try await listener.close()
+        }
+
         static func acceptAndShakeHands(_ listener: TLSListener) async throws -> TLSConnection {
             let connection = try await listener.accept()
             try await connection.handshake()
