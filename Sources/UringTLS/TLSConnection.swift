@@ -207,12 +207,17 @@ public final class TLSConnection: Sendable {
     public func shutdownWriting() async throws(TLSError) {
         await session.outputGate.acquire()
         defer { session.outputGate.release() }
-        if closing.withLock({ state in
+        try await endSending()
+    }
+
+    /// The close_notify (once the handshake is done) and the TCP shutdown, once; the caller
+    /// holds the output gate.
+    private func endSending() async throws(TLSError) {
+        let already = closing.withLock { state in
             defer { state = true }
             return state
-        }) {
-            return
         }
+        if already { return }
         if case .done = handshakeState.withLock({ $0 }) {
             session.queueCloseNotify()
             // Bounded: a peer that reads nothing must not hold a close forever.
@@ -226,10 +231,13 @@ public final class TLSConnection: Sendable {
     }
 
     /// Sends a close_notify (if the handshake was done and none was sent) and closes the
-    /// descriptor. Safe to call after a failure; call it once.
+    /// descriptor. Safe to call after a failure; call it once. Never waits for another task's
+    /// I/O: while a write is in progress, the close_notify is skipped and the TCP close ends
+    /// that write (and any read) with an error, as on a ``TCPConnection``.
     public func close() async throws(TLSError) {
-        if case .done = handshakeState.withLock({ $0 }), !closing.withLock({ $0 }) {
-            try? await shutdownWriting()
+        if case .done = handshakeState.withLock({ $0 }), session.outputGate.tryAcquire() {
+            try? await endSending()
+            session.outputGate.release()
         }
         do {
             try await tcp.close()

@@ -320,6 +320,31 @@ extension IntegrationTests {
             try await listener.close()
         }
 
+        /// A close from another task while a read waits on a silent peer: the close returns, and
+        /// the read ends with an error, not a hang.
+        @Test func closeEndsAReadInProgress() async throws {
+            // A server that shakes hands and then neither reads nor writes.
+            let listener = try TLSListener.bind(to: SocketAddress("127.0.0.1:0"), configuration: certificates.server)
+            async let accepted = Self.acceptAndShakeHands(listener)
+            let connection = try await TLSConnection.connect(
+                to: try listener.localAddress, serverName: "localhost", configuration: certificates.client)
+            let serverSide = try await accepted
+            let reader = Task { () async -> TLSError? in
+                do throws(TLSError) {
+                    _ = try await connection.receive(upTo: 64)
+                    return nil
+                } catch {
+                    return error
+                }
+            }
+            try await Task.sleep(for: .milliseconds(50))
+            try await connection.close()
+            let error = await reader.value
+            #expect(error?.code == .transport, "\(String(describing: error))")
+            try await serverSide.close()
+            try await listener.close()
+        }
+
         static func acceptAndShakeHands(_ listener: TLSListener) async throws -> TLSConnection {
             let connection = try await listener.accept()
             try await connection.handshake()

@@ -260,6 +260,15 @@ final class AsyncGate: Sendable {
         }
     }
 
+    /// Takes the gate if it is free; false (and nothing taken) when another task holds it.
+    func tryAcquire() -> Bool {
+        state.withLock { state in
+            if state.held { return false }
+            state.held = true
+            return true
+        }
+    }
+
     /// Hands the gate to the next waiter (it stays held), or frees it.
     func release() {
         let next = state.withLock { state -> CheckedContinuation<Void, Never>? in
