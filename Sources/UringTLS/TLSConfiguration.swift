@@ -16,10 +16,21 @@ import SystemPackage
 /// against the system's trust store and checks the name it connected to; there is no way to
 /// accept any certificate silently (trust a given root instead, with ``trustRoots``).
 public struct TLSConfiguration: Sendable, Hashable {
-    /// PEM data: a file, or bytes already in memory.
-    public enum PEM: Sendable, Hashable {
-        case file(FilePath)
-        case bytes([UInt8])
+    /// PEM data: a file, or bytes already in memory (`.file("cert.pem")`, `.bytes(pem)`).
+    ///
+    /// A struct rather than an enum: LeakSanitizer cannot follow a pointer kept in a Swift
+    /// multi-payload enum (the case's tag sits in the pointer's spare bits), so bytes held by a
+    /// cached configuration looked leaked at exit.
+    public struct PEM: Sendable, Hashable {
+        /// The file to read, for ``file(_:)``.
+        public let filePath: FilePath?
+        /// The PEM text, for ``bytes(_:)``.
+        public let contents: [UInt8]?
+
+        /// PEM read from `path` when the configuration is first used.
+        public static func file(_ path: FilePath) -> PEM { PEM(filePath: path, contents: nil) }
+        /// PEM text already in memory.
+        public static func bytes(_ contents: [UInt8]) -> PEM { PEM(filePath: nil, contents: contents) }
     }
 
     /// The certificates a peer's chain is verified against.

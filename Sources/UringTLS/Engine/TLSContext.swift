@@ -107,11 +107,11 @@ import SystemPackage
     }
 
     private static func useCertificateChain(_ pem: TLSConfiguration.PEM, in context: OpaquePointer) throws(TLSError) {
-        switch pem {
-        case .file(let path):
+        if let path = pem.filePath {
             let rc = unsafe path.withPlatformString { unsafe SSL_CTX_use_certificate_chain_file(context, $0) }
             guard rc == 1 else { throw TLSEngine.error(.invalidConfiguration, "cannot load the certificate chain") }
-        case .bytes(let bytes):
+        } else {
+            let bytes = pem.contents ?? []
             let certificates = try unsafe TLSEngine.certificates(inPEM: bytes)
             defer { unsafe TLSEngine.free(certificates) }
             guard let leaf = unsafe certificates.first else {
@@ -132,13 +132,13 @@ import SystemPackage
     }
 
     private static func usePrivateKey(_ pem: TLSConfiguration.PEM, in context: OpaquePointer) throws(TLSError) {
-        switch pem {
-        case .file(let path):
+        if let path = pem.filePath {
             let rc = unsafe path.withPlatformString {
                 unsafe SSL_CTX_use_PrivateKey_file(context, $0, SSL_FILETYPE_PEM)
             }
             guard rc == 1 else { throw TLSEngine.error(.invalidConfiguration, "cannot load the private key") }
-        case .bytes(let bytes):
+        } else {
+            let bytes = pem.contents ?? []
             let key = unsafe bytes.withUnsafeBytes { raw -> OpaquePointer? in
                 guard let bio = unsafe BIO_new_mem_buf(raw.baseAddress, Int32(raw.count)) else { return nil }
                 defer { unsafe BIO_free(bio) }
@@ -161,10 +161,13 @@ import SystemPackage
             guard unsafe SSL_CTX_set_default_verify_paths(context) == 1 else {
                 throw TLSEngine.error(.invalidConfiguration, "cannot load the system's trust store")
             }
-        case .certificates(.file(let path)):
-            let rc = unsafe path.withPlatformString { unsafe SSL_CTX_load_verify_locations(context, $0, nil) }
+        case .certificates(let pem) where pem.filePath != nil:
+            let rc = unsafe pem.filePath!.withPlatformString {
+                unsafe SSL_CTX_load_verify_locations(context, $0, nil)
+            }
             guard rc == 1 else { throw TLSEngine.error(.invalidConfiguration, "cannot load the trust roots") }
-        case .certificates(.bytes(let bytes)):
+        case .certificates(let pem):
+            let bytes = pem.contents ?? []
             let certificates = try unsafe TLSEngine.certificates(inPEM: bytes)
             defer { unsafe TLSEngine.free(certificates) }
             guard unsafe !certificates.isEmpty else {
