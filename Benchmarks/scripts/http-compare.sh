@@ -38,12 +38,14 @@ head -c 4096 /dev/urandom > "$work/www/4k.bin"
 head -c 65536 /dev/urandom > "$work/www/64k.bin"
 scheme=http
 listen_extra=""
+ssl_lines=""
 tls_args=()
 if [ "$tls" = 1 ]; then
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/key.pem" \
         -out "$work/cert.pem" -days 2 -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 2>/dev/null
     scheme=https
     listen_extra=" ssl"
+    ssl_lines="ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem; ssl_protocols TLSv1.2 TLSv1.3;"
     tls_args=(--tls-certificate "$work/cert.pem" --tls-key "$work/key.pem")
     hb=""
 fi
@@ -66,9 +68,7 @@ http {
     scgi_temp_path $work/nginx/scgi;
     server {
         listen 127.0.0.1:PORT$listen_extra;
-        ssl_certificate $work/cert.pem;
-        ssl_certificate_key $work/key.pem;
-        ssl_protocols TLSv1.2 TLSv1.3;
+        $ssl_lines
         root $work/www;
         location = /hello { default_type text/plain; return 200 "Hello, World!"; }
     }
