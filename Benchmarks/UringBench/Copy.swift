@@ -6,14 +6,7 @@ import Uring
 
 /// Runs `/bin/cp source destination` and waits for it; false if it failed.
 func runCp(_ source: String, _ destination: String) -> Bool {
-    var pid = pid_t()
-    let arguments = ["cp", source, destination]
-    var argv = arguments.map { strdup($0) } + [nil]
-    defer { for pointer in argv { free(pointer) } }
-    guard posix_spawn(&pid, "/bin/cp", nil, nil, &argv, environ) == 0 else { return false }
-    var status: Int32 = 0
-    waitpid(pid, &status, 0)
-    return status == 0
+    spawnAndWait("/bin/cp", ["cp", source, destination], captureOutput: false).status == 0
 }
 
 func runCopy(options: Options) async throws -> String {
