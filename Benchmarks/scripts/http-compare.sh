@@ -3,6 +3,7 @@
 # pinned to CPU 0, wrk (one thread, 64 connections) pinned to CPU 1, rounds interleaved.
 #
 #   Benchmarks/scripts/http-compare.sh [--rounds 3] [--seconds 5] [--hb PATH/TO/hb-hello] [--tls]
+#       [--settings hello,64k]   (a subset of the settings below)
 #
 # --tls: HTTPS (TLS 1.3, a P-256 certificate made with the openssl command, the same for both
 # servers; uring-http --tls-certificate/--tls-key, nginx `listen ... ssl`), with the settings
@@ -24,6 +25,7 @@ while [ $# -gt 0 ]; do
         --rounds) rounds=$2; shift 2 ;;
         --seconds) seconds=$2; shift 2 ;;
         --hb) hb=$2; shift 2 ;;
+        --settings) only=$2; shift 2 ;;
         *) echo "unknown option $1" >&2; exit 64 ;;
     esac
 done
@@ -116,6 +118,7 @@ servers="nginx uring"
 [ -n "$hb" ] && servers="$servers hummingbird"
 settings="hello 4k"
 [ "$tls" = 1 ] && settings="hello 64k handshake"
+[ -n "${only:-}" ] && settings="${only//,/ }"
 results="$work/results.txt"
 for round in $(seq "$rounds"); do
     for setting in $settings; do
