@@ -190,6 +190,7 @@ let package = Package(
                 "UringServiceLifecycle",
                 "UringMetrics",
                 "UringTLS",
+                "COpenSSL",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),

@@ -16,6 +16,7 @@ import SystemPackage
     private var serverProtocols: UnsafeMutableRawPointer? = nil
 
     init(_ configuration: TLSConfiguration) throws(TLSError) {
+        _ = TLSMemory.installed  // before OpenSSL's first allocation
         self.configuration = configuration
         let method = configuration.role == .client ? unsafe TLS_client_method() : unsafe TLS_server_method()
         guard let context = unsafe SSL_CTX_new(method) else {

@@ -24,6 +24,7 @@ enum TLSEngine {
 
     /// Every certificate in `pem` (owned: the caller frees each with X509_free).
     static func certificates(inPEM pem: [UInt8]) throws(TLSError) -> [OpaquePointer] {
+        _ = TLSMemory.installed  // before OpenSSL's first allocation
         var result: [OpaquePointer] = unsafe []
         unsafe pem.withUnsafeBytes { raw in
             // SAFETY: the memory BIO reads `raw` only inside this closure and is freed in it.
@@ -62,6 +63,7 @@ extension TLSConfiguration {
         guard let first = names.first, days > 0 else {
             throw TLSError(.invalidConfiguration, reason: "a self-signed identity needs a name and a validity")
         }
+        _ = TLSMemory.installed  // before OpenSSL's first allocation
         let alternatives = names.map { TLSSession.isIPAddress($0) ? "IP:\($0)" : "DNS:\($0)" }.joined(separator: ",")
         var certificate: UnsafeMutablePointer<CChar>?
         var certificateLength = 0
