@@ -203,13 +203,54 @@ extension IntegrationTests {
             var configuration = certificates.server
             configuration.handshakeTimeout = .milliseconds(300)
             let server = try TestTLSServer(configuration: configuration)
-            // Random bytes instead of a ClientHello.
+            try await badClientsAndAGoodOne(server, round: 1)
+            await server.stop()
+        }
+
+        /// The same bad clients, round after round, leave no OpenSSL memory behind: once the
+        /// first round has made what OpenSSL keeps per thread and per context, the blocks
+        /// OpenSSL holds (`TLSMemory.liveBlocks`, counted in debug builds) come back to where
+        /// they were after each later round. (Descriptors: the suite's resource accounting.)
+        @Test(.enabled(if: TLSMemory.installed)) func badClientsLeaveNoOpenSSLMemoryBehind() async throws {
+            #if DEBUG
+            var configuration = certificates.server
+            configuration.handshakeTimeout = .milliseconds(300)
+            let server = try TestTLSServer(configuration: configuration)
+            try await badClientsAndAGoodOne(server, round: 1)
+            let baseline = await settledLiveBlocks()
+            for round in 2...4 { try await badClientsAndAGoodOne(server, round: round) }
+            let after = await settledLiveBlocks()
+            #expect(after <= baseline, "OpenSSL holds \(after) blocks after rounds 2-4, \(baseline) after round 1")
+            await server.stop()
+            #endif
+        }
+
+        /// `TLSMemory.liveBlocks` once it has not changed for 200 ms (sessions are freed when the
+        /// server's connection tasks end, a moment after the failures are counted).
+        private func settledLiveBlocks() async -> Int {
+            #if DEBUG
+            var last = TLSMemory.liveBlocks
+            var steady = 0
+            for _ in 0..<200 where steady < 4 {
+                try? await Task.sleep(for: .milliseconds(50))
+                let now = TLSMemory.liveBlocks
+                steady = now == last ? steady + 1 : 0
+                last = now
+            }
+            return last
+            #else
+            return 0
+            #endif
+        }
+
+        /// Random bytes instead of a ClientHello, a client that says nothing (a stalled handshake),
+        /// and one that resets mid-stream, while a good client is served; returns when the server
+        /// has counted the three failures of this round (`round` 1, 2, …).
+        private func badClientsAndAGoodOne(_ server: TestTLSServer, round: Int) async throws {
             let garbage = try await TCPConnection.connect(to: server.address)
             var random = SeededRandom(seed: 99)
             try await garbage.write(contentsOf: random.bytes(4096))
-            // A client that says nothing after connecting (a stalled handshake).
             let silent = try await TCPConnection.connect(to: server.address)
-            // A client that resets mid-stream.
             let victim = try await TLSConnection.connect(
                 to: server.address, serverName: "localhost", configuration: certificates.client)
             try await victim.write(contentsOf: [1, 2, 3])
@@ -226,12 +267,12 @@ extension IntegrationTests {
             try await good.close()
             let sawAll = await eventually(seconds: 10) {
                 let codes = server.failures.withLock { $0 }
-                return codes.contains(.handshakeFailed) && codes.contains(.handshakeTimedOut) && codes.count >= 3
+                return codes.filter { $0 == .handshakeFailed }.count >= round
+                    && codes.filter { $0 == .handshakeTimedOut }.count >= round && codes.count >= 3 * round
             }
-            #expect(sawAll, "failures seen: \(server.failures.withLock { $0 })")
+            #expect(sawAll, "round \(round): failures seen: \(server.failures.withLock { $0 })")
             try await garbage.close()
             try await silent.close()
-            await server.stop()
         }
 
         @Test func truncationIsReportedAndACloseNotifyIsAnEnd() async throws {

@@ -1,5 +1,6 @@
 internal import COpenSSL
 import Glibc
+import Synchronization
 
 /// OpenSSL's memory functions: small blocks recycled per thread.
 ///
@@ -32,6 +33,11 @@ enum TLSMemory {
     /// The header's class value for a block that is not cached.
     static let large = 0xFF
 
+    #if DEBUG
+    /// Blocks OpenSSL holds now (debug builds: the tests check that bad clients leave none behind).
+    static var liveBlocks: Int { liveBlockCount.load(ordering: .relaxed) }
+    #endif
+
     static func sizeClass(_ size: Int) -> Int {
         size <= 64 ? 0 : size <= 128 ? 1 : size <= 256 ? 2 : size <= 512 ? 3 : -1
     }
@@ -50,6 +56,18 @@ private nonisolated(unsafe) let shared: (key: pthread_key_t, lock: UnsafeMutable
     unsafe pthread_mutex_init(lock, nil)
     return unsafe (key, lock)
 }()
+#if DEBUG
+private let liveBlockCount = Atomic<Int>(0)
+#endif
+
+/// Counts a block handed to OpenSSL (+1) or given back (-1), in debug builds.
+@inline(__always)
+private func count(_ change: Int) {
+    #if DEBUG
+    liveBlockCount.add(change, ordering: .relaxed)
+    #endif
+}
+
 /// The first cache record (under the lock); records are never freed.
 private nonisolated(unsafe) var registry: UnsafeMutablePointer<Int>? = nil
 
@@ -133,6 +151,7 @@ private func allocate(_ size: Int, _ file: UnsafePointer<CChar>?, _ line: Int32)
         unsafe record[2 + 2 * sizeClass] = block.load(as: Int.self)
         unsafe record[3 + 2 * sizeClass] -= 1
         unsafe (block - headerSize).storeBytes(of: size, toByteOffset: 8, as: Int.self)
+        count(1)
         return unsafe block
     }
     let capacity = sizeClass >= 0 ? TLSMemory.capacity(ofClass: sizeClass) : size
@@ -140,12 +159,14 @@ private func allocate(_ size: Int, _ file: UnsafePointer<CChar>?, _ line: Int32)
     // SAFETY: `raw` has `headerSize + capacity` bytes: the header, then the caller's block.
     unsafe raw.storeBytes(of: sizeClass >= 0 ? sizeClass : TLSMemory.large, as: Int.self)
     unsafe raw.storeBytes(of: size, toByteOffset: 8, as: Int.self)
+    count(1)
     return unsafe raw + headerSize
 }
 
 /// OpenSSL's `free`.
 private func release(_ pointer: UnsafeMutableRawPointer?, _ file: UnsafePointer<CChar>?, _ line: Int32) {
     guard let pointer = unsafe pointer else { return }
+    count(-1)
     // SAFETY: `pointer` came from `allocate` or `reallocate` (OpenSSL frees only what it got
     // from these functions, installed before its first allocation): a header precedes it.
     let raw = unsafe pointer - headerSize
