@@ -37,7 +37,8 @@ public final class HTTPServer: @unchecked Sendable {
         public var maximumConnections: Int
         /// How long a client may take to send a whole request head, from its first byte.
         public var headerTimeout: Duration
-        /// How long a keep-alive connection may stay silent between requests.
+        /// How long a keep-alive connection may stay silent between requests, and how long one
+        /// send may wait for a client that does not read.
         public var idleTimeout: Duration
         /// The largest request body (discarded: GET and HEAD have no use for one); larger is 413.
         public var maximumBodyBytes: Int
@@ -198,6 +199,12 @@ public final class HTTPServer: @unchecked Sendable {
             slot, deadline: coarseMonotonicNanoseconds() + nanoseconds(configuration.headerTimeout), idle: false)
     }
     func setBusy(_ slot: Int) { connections.set(slot, deadline: 0, idle: false) }
+    /// A send starts: the client has the idle timeout to take it (the watchdog shuts the
+    /// connection down after that; the send fails and the session ends).
+    func setWriting(_ slot: Int) {
+        connections.set(
+            slot, deadline: coarseMonotonicNanoseconds() + nanoseconds(configuration.idleTimeout), idle: false)
+    }
 }
 
 /// CLOCK_MONOTONIC_COARSE in nanoseconds: a tick-resolution clock (a few ms), cheaper than

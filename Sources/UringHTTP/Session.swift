@@ -29,8 +29,6 @@ import Uring
         out = unsafe ResponseWriter(output)
     }
 
-    private var writeTimeout: Duration { server.configuration.idleTimeout }
-
     mutating func run() async {
         server.setReadingHead(slot)  // the header timeout runs from the accept
         while true {
@@ -133,12 +131,16 @@ import Uring
         }
     }
 
-    /// Sends what the writer holds. False if the connection failed.
+    /// Sends what the writer holds. False if the connection failed. A client that stops reading
+    /// is cut off by the watchdog once the send has waited the idle timeout (`setWriting`), not
+    /// by a timeout of the send's own: that would cost a linked timeout, a kernel timer armed and
+    /// cancelled, for every send.
     private mutating func flush() async -> Bool {
         guard out.count > 0 else { return true }
         let bytes = unsafe out.written
         out = unsafe ResponseWriter(output)
-        return unsafe await connection.sendAll(bytes, timeout: writeTimeout)
+        server.setWriting(slot)
+        return unsafe await connection.sendAll(bytes, timeout: nil)
     }
 
     /// Makes room for a response head (flushing earlier pipelined responses if needed).

@@ -291,6 +291,32 @@ extension IntegrationTests {
             try await connection.close()
         }
 
+        /// A client that asks for a large file and stops reading: once a send has waited the
+        /// idle timeout, the server cuts the connection off (its watchdog), so the client gets
+        /// the end of the stream long before the whole file.
+        @Test func aClientThatStopsReadingIsCutOffAfterTheIdleTimeout() async throws {
+            let server = try HTTPServerProcess(extra: ["--idle-timeout", "1"])
+            defer { #expect(server.stop() == 0) }
+            let connection = try await TCPConnection.connect(to: SocketAddress(host: "127.0.0.1", port: server.port))
+            try await connection.write(contentsOf: Array("GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n".utf8))
+            // Not reading while the server's send waits for room: well past the timeout.
+            try await Task.sleep(for: .seconds(3))
+            let started = ContinuousClock.now
+            var received = 0
+            var ended = false
+            while ContinuousClock.now - started < .seconds(20) {
+                guard let part = try? await connection.receive(upTo: 1 << 20, timeout: .seconds(20)), !part.isEmpty
+                else {
+                    ended = true  // the end of the stream, or a reset
+                    break
+                }
+                received += part.count
+            }
+            #expect(ended, "the server kept the connection")
+            #expect(received < server.big.count, "\(received) bytes of \(server.big.count) arrived before the end")
+            try await connection.close()
+        }
+
         @Test func connectionsBeyondTheLimitGetA503() async throws {
             let server = try HTTPServerProcess(extra: ["--max-connections", "2"])
             defer { #expect(server.stop() == 0) }
