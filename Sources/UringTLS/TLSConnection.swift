@@ -174,10 +174,17 @@ public final class TLSConnection: Sendable {
         if closing.withLock({ $0 }) { throw TLSError(.closed, reason: "the connection was shut down for writing") }
         var offset = 0
         while offset < bytes.count {
-            let step = unsafe session.write(UnsafeRawBufferPointer(rebasing: bytes[offset...]))
+            var step = unsafe session.write(UnsafeRawBufferPointer(rebasing: bytes[offset...]))
+            // A partial write ends after each record: more records go into the output buffer
+            // (room for four) until it is full or all is written, and one send takes them all.
+            while case .done(let count) = step, count > 0 {
+                offset += count
+                if offset == bytes.count { break }
+                step = unsafe session.write(UnsafeRawBufferPointer(rebasing: bytes[offset...]))
+            }
             try await session.flush(on: tcp, deadline: timeout.map { ContinuousClock.now + $0 })
             switch step {
-            case .done(let count): offset += count
+            case .done: continue  // counted above
             case .wantWrite: continue  // the output buffer was full: flushed, again
             case .wantRead:
                 // Only a renegotiation makes a write read, and renegotiation is off: reported,
