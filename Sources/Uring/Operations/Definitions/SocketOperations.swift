@@ -56,7 +56,10 @@ struct AcceptOperation: IOOperation {
 }
 
 /// One `send(2)` of up to `count` bytes, which never raises `SIGPIPE` (a closed peer is `EPIPE`).
-/// With `zeroCopy` the kernel pins the pages instead of copying them: two completions, the result
+/// `MSG_WAITALL`: on a stream socket io_uring sends the rest of a partial send itself (it waits
+/// for room and goes on) and completes once with the total, instead of handing every partial
+/// count back for another entry; the epoll driver's `send` ignores the flag and returns partial
+/// counts, which the caller's loop sends on from. With `zeroCopy` the kernel pins the pages instead of copying them: two completions, the result
 /// (with `IORING_CQE_F_MORE`), then a notification once the kernel has let go of the buffer.
 @safe struct SendOperation: IOOperation, @unchecked Sendable {
     // SAFETY (@safe): the pointers are lent by the awaiting caller, which stays suspended until the final completion
@@ -76,7 +79,7 @@ struct AcceptOperation: IOOperation {
         if zeroCopy {
             unsafe io_uring_prep_send_zc(sqe, fd, buffer, count, Int32(MSG_NOSIGNAL), 0)
         } else {
-            unsafe io_uring_prep_send(sqe, fd, buffer, count, Int32(MSG_NOSIGNAL))
+            unsafe io_uring_prep_send(sqe, fd, buffer, count, Int32(MSG_NOSIGNAL) | Int32(MSG_WAITALL))
         }
     }
 }
