@@ -4,6 +4,8 @@
 #
 #   Benchmarks/scripts/http-compare.sh [--rounds 3] [--seconds 5] [--hb PATH/TO/hb-hello] [--tls]
 #       [--settings hello,64k]   (a subset of the settings below)
+#       [--also NAME=PATH]       (another uring-http build, e.g. the one before a change, run as
+#                                 server NAME in the same rounds; repeatable)
 #
 # --tls: HTTPS (TLS 1.3, a P-256 certificate made with the openssl command, the same for both
 # servers; uring-http --tls-certificate/--tls-key, nginx `listen ... ssl`), with the settings
@@ -19,6 +21,7 @@ rounds=3
 seconds=5
 hb=""
 tls=0
+also=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --tls) tls=1; shift ;;
@@ -26,6 +29,7 @@ while [ $# -gt 0 ]; do
         --seconds) seconds=$2; shift 2 ;;
         --hb) hb=$2; shift 2 ;;
         --settings) only=$2; shift 2 ;;
+        --also) also+=("$2"); shift 2 ;;
         *) echo "unknown option $1" >&2; exit 64 ;;
     esac
 done
@@ -88,13 +92,15 @@ start_server() {  # name setting -> sets pid, url
                 hello|handshake) url="$scheme://127.0.0.1:$port/hello" ;;
                 *) url="$scheme://127.0.0.1:$port/$2.bin" ;;
             esac ;;
-        uring)
+        uring|also-*)
+            local binary="$uring"
+            [ "${1#also-}" != "$1" ] && binary="${also_paths[${1#also-}]}"
             case "$2" in
                 hello|handshake)
-                    taskset -c 0 "$uring" --hello --port $port "${tls_args[@]}" >/dev/null 2>&1 & pid=$!
+                    taskset -c 0 "$binary" --hello --port $port "${tls_args[@]}" >/dev/null 2>&1 & pid=$!
                     url="$scheme://127.0.0.1:$port/hello" ;;
                 *)
-                    taskset -c 0 "$uring" --root "$work/www" --port $port "${tls_args[@]}" >/dev/null 2>&1 & pid=$!
+                    taskset -c 0 "$binary" --root "$work/www" --port $port "${tls_args[@]}" >/dev/null 2>&1 & pid=$!
                     url="$scheme://127.0.0.1:$port/$2.bin" ;;
             esac ;;
         hummingbird)
@@ -115,6 +121,11 @@ start_server() {  # name setting -> sets pid, url
 }
 
 servers="nginx uring"
+declare -A also_paths=()
+for entry in "${also[@]}"; do
+    also_paths[${entry%%=*}]=${entry#*=}
+    servers="$servers also-${entry%%=*}"
+done
 [ -n "$hb" ] && servers="$servers hummingbird"
 settings="hello 4k"
 [ "$tls" = 1 ] && settings="hello 64k handshake"
