@@ -125,7 +125,7 @@ public final class TLSConnection: Sendable {
     ///   connection fails.
     public func read(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration? = nil) async throws(TLSError) -> Int
     {
-        try await handshake()
+        if try !handshakeDone() { try await handshake() }  // no async call once done
         if buffer.count == 0 { return 0 }
         await session.inputGate.acquire()
         defer { session.inputGate.release() }
@@ -168,7 +168,7 @@ public final class TLSConnection: Sendable {
 
     /// Encrypts and sends every byte of `bytes`; returns once all of it is handed to the kernel.
     public func write(_ bytes: UnsafeRawBufferPointer, timeout: Duration? = nil) async throws(TLSError) {
-        try await handshake()
+        if try !handshakeDone() { try await handshake() }  // no async call once done
         await session.outputGate.acquire()
         defer { session.outputGate.release() }
         if closing.withLock({ $0 }) { throw TLSError(.closed, reason: "the connection was shut down for writing") }
