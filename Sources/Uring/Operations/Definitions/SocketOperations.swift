@@ -59,8 +59,9 @@ struct AcceptOperation: IOOperation {
 /// `MSG_WAITALL`: on a stream socket io_uring sends the rest of a partial send itself (it waits
 /// for room and goes on) and completes once with the total, instead of handing every partial
 /// count back for another entry; the epoll driver's `send` ignores the flag and returns partial
-/// counts, which the caller's loop sends on from. (A send cancelled after partial progress
-/// completes with the count sent, which wins over the cancel, as any result does.)
+/// counts, which the caller's loop sends on from. (A write cancelled or timed out part-way has
+/// sent an unknown part of its bytes, with or without the flag: the connection's stream is then
+/// only fit for closing.)
 /// With `zeroCopy` the kernel pins the pages instead of copying them: two completions, the
 /// result (with `IORING_CQE_F_MORE`), then a notification once the kernel has let go of the
 /// buffer.
