@@ -308,6 +308,14 @@ import Synchronization
         return unsafe Unmanaged<RingExecutor>.fromOpaque(raw).takeUnretainedValue()
     }
 
+    /// The ring whose thread is the calling thread, unretained (no reference count traffic on
+    /// the hot path: a ring outlives its thread's loop).
+    @inline(__always)
+    static var currentUnretained: Unmanaged<RingExecutor>? {
+        guard let raw = unsafe pthread_getspecific(ringThreadKey) else { return nil }
+        return unsafe Unmanaged<RingExecutor>.fromOpaque(raw)
+    }
+
     /// This ring's bit in the process-wide descriptor masks (see DescriptorUse.swift).
     var useBit: UInt64 { 1 << UInt64(ringID & 63) }
 

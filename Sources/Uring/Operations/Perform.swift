@@ -21,9 +21,11 @@ extension RingExecutor {
     ///     is left of it).
     ///   - cancellable: False for operations that must run even in a cancelled task (closes):
     ///     neither a cancelled task nor a later cancellation stops them (a shutdown still does).
+    ///   - triedWithoutWaiting: The caller has made ``tryWithoutSuspending(_:cancellable:)``
+    ///     already, and it returned nil: it is not made again.
     @inline(__always)
     func perform<Operation: IOOperation>(
-        _ operation: Operation, timeout: Duration?, cancellable: Bool = true
+        _ operation: Operation, timeout: Duration?, cancellable: Bool = true, triedWithoutWaiting: Bool = false
     ) async -> OperationOutcome {
         // Alone on the ring (nothing else ready to run, nothing queued to batch with): a read
         // that the page cache can answer is made right here, with no suspension and no loop turn.
@@ -31,11 +33,28 @@ extension RingExecutor {
         if Operation.optionalOpcode, lacksOpcode(of: operation) {
             return await performOnWorker(operation, cancellable: cancellable)
         }
-        if Operation.triesWithoutWaiting, unsafe local.pointee.ready.isEmpty && driver.pointee.fresh.isEmpty,
-            !(cancellable && Task.isCancelled), let outcome = unsafe driver.pointee.tryWithoutWaiting(operation)
-        {
+        if !triedWithoutWaiting, let outcome = tryWithoutSuspending(operation, cancellable: cancellable) {
             return outcome
         }
+        return await performSuspending(operation, timeout: timeout, cancellable: cancellable)
+    }
+
+    /// The first step of `perform` for an operation that can be tried without waiting: made
+    /// right here when the ring is idle (nothing ready to run, nothing queued to batch with), else
+    /// nil. Synchronous, so `RingExecutor.submit` can call it without retaining the ring.
+    @inline(__always)
+    func tryWithoutSuspending<Operation: IOOperation>(_ operation: Operation, cancellable: Bool) -> OperationOutcome? {
+        guard Operation.triesWithoutWaiting, unsafe local.pointee.ready.isEmpty && driver.pointee.fresh.isEmpty,
+            !(cancellable && Task.isCancelled)
+        else { return nil }
+        return unsafe driver.pointee.tryWithoutWaiting(operation)
+    }
+
+    /// `perform` after the attempt without waiting (or without one): submit, suspend, retry.
+    @inline(__always)
+    func performSuspending<Operation: IOOperation>(
+        _ operation: Operation, timeout: Duration?, cancellable: Bool
+    ) async -> OperationOutcome {
         let outcome = await performOnce(operation, timeout: timeout, cancellable: cancellable)
         if case .failure(let errno) = outcome, errno == EINTR || errno == EAGAIN {
             let retried = await retry(operation, after: errno, timeout: timeout, cancellable: cancellable)

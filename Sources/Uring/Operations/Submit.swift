@@ -20,8 +20,20 @@ extension RingExecutor {
         // that live on a ring, take the slow path: the standard library would run the
         // cancellation handler's operation on the generic executor, which for them is elsewhere.
         let callerIsolation: (any Actor)? = #isolation
-        if callerIsolation == nil, let ring = RingExecutor.current {
-            return await ring.perform(operation, timeout: timeout, cancellable: cancellable)
+        if callerIsolation == nil, let unretained = unsafe RingExecutor.currentUnretained {
+            // An operation whose opcode may be missing is checked first, by `perform`.
+            let tries = Operation.triesWithoutWaiting && !Operation.optionalOpcode
+            // SAFETY: this is the ring's own thread, and a ring outlives its thread's loop, so the
+            // reference is valid for this synchronous attempt without a retain.
+            if tries,
+                let outcome = unsafe unretained._withUnsafeGuaranteedRef({
+                    $0.tryWithoutSuspending(operation, cancellable: cancellable)
+                })
+            {
+                return outcome
+            }
+            return await unsafe unretained.takeUnretainedValue().perform(
+                operation, timeout: timeout, cancellable: cancellable, triedWithoutWaiting: tries)
         }
         return try await submitOnSharedRing(operation, timeout: timeout, cancellable: cancellable)
     }
