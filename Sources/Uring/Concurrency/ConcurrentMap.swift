@@ -144,7 +144,7 @@ public struct ConcurrentMap<Input: Sendable, Output: Sendable>: AsyncSequence, S
         /// or taken by the producer and not started yet (`Slots.held`).
         @usableFromInline var credits: Int
         /// The producer, waiting for a credit.
-        @usableFromInline var producer: CheckedContinuation<Bool, Never>?
+        @usableFromInline var producer: Resumption<Bool>?
         /// Ordered: results by input position, and the next position to hand out.
         /// (At most `limit` positions are outstanding, so position % limit names a slot.)
         @usableFromInline var byIndex: [Result<Output, any Error>?]
@@ -157,7 +157,7 @@ public struct ConcurrentMap<Input: Sendable, Output: Sendable>: AsyncSequence, S
         @usableFromInline var inputError: (any Error)?
         @usableFromInline var handedOut = 0
         /// The consumer, waiting for a result.
-        @usableFromInline var consumer: CheckedContinuation<Result<Output?, any Error>, Never>?
+        @usableFromInline var consumer: Resumption<Result<Output?, any Error>>?
         @usableFromInline var consumerCancelled = false
         /// The iteration is over (end, failure, cancellation): nothing more starts.
         @usableFromInline var ended = false
@@ -188,7 +188,7 @@ public struct ConcurrentMap<Input: Sendable, Output: Sendable>: AsyncSequence, S
         if let ready { return try finishNext(ready) }
         if mustStart { start() }
         let outcome = await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<Result<Output?, any Error>, Never>) in
+            await Resumption.suspend { (continuation: Resumption<Result<Output?, any Error>>) in
                 let ready = state.withLock { state -> Result<Output?, any Error>? in
                     if let ready = take(&state) { return ready }
                     state.consumer = continuation
@@ -318,7 +318,7 @@ public struct ConcurrentMap<Input: Sendable, Output: Sendable>: AsyncSequence, S
             if taken > 0 {
                 slots.held = taken
             } else {
-                let granted = await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+                let granted = await Resumption.suspend { (continuation: Resumption<Bool>) in
                     let answer = state.withLock { state -> Bool? in
                         if state.ended { return false }
                         if state.credits > 0 {
@@ -364,7 +364,7 @@ public struct ConcurrentMap<Input: Sendable, Output: Sendable>: AsyncSequence, S
 
     @inlinable func deliver(_ index: Int, _ result: Result<Output, any Error>) {
         let resumed = state.withLock {
-            state -> (CheckedContinuation<Result<Output?, any Error>, Never>, Result<Output?, any Error>)? in
+            state -> (Resumption<Result<Output?, any Error>>, Result<Output?, any Error>)? in
             if map.ordered {
                 state.byIndex[index % state.byIndex.count] = result
             } else {
@@ -379,7 +379,7 @@ public struct ConcurrentMap<Input: Sendable, Output: Sendable>: AsyncSequence, S
 
     @inlinable func inputEnded(count: Int, error: (any Error)?) {
         let resumed = state.withLock {
-            state -> (CheckedContinuation<Result<Output?, any Error>, Never>, Result<Output?, any Error>)? in
+            state -> (Resumption<Result<Output?, any Error>>, Result<Output?, any Error>)? in
             state.inputCount = count
             state.inputError = error
             guard let consumer = state.consumer, let ready = take(&state) else { return nil }
