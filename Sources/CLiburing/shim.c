@@ -27,6 +27,12 @@ long cliburing_read_nowait(int fd, void *buffer, unsigned long count, long long 
     return result < 0 ? -errno : result;
 }
 
+long cliburing_send(int fd, const void *buffer, unsigned long count, int flags) {
+    // The system call itself, not glibc's send (a cancellation point: see cliburing_read_nowait).
+    long result = syscall(SYS_sendto, fd, buffer, count, flags, NULL, 0);
+    return result < 0 ? -errno : result;
+}
+
 long cliburing_write_nowait(int fd, const void *buffer, unsigned long count, long long offset) {
     struct iovec vector = {.iov_base = (void *)buffer, .iov_len = count};
     long result = syscall(SYS_pwritev2, fd, &vector, 1, (long)offset, 0L, RWF_NOWAIT);
@@ -86,7 +92,8 @@ long cliburing_recv_inq(int fd, void *buffer, unsigned long count, int flags, in
     } control;
     struct msghdr message = {
         .msg_iov = &vector, .msg_iovlen = 1, .msg_control = control.bytes, .msg_controllen = sizeof control.bytes};
-    ssize_t result = recvmsg(fd, &message, flags);
+    // The system call itself: glibc's recvmsg is a cancellation point (see cliburing_read_nowait).
+    long result = syscall(SYS_recvmsg, fd, &message, flags);
     if (result < 0) return -errno;
     *remaining = -1;
     for (struct cmsghdr *header = CMSG_FIRSTHDR(&message); header; header = CMSG_NXTHDR(&message, header)) {

@@ -41,6 +41,8 @@ int cliburing_accept4(int fd, struct sockaddr *address, socklen_t *length, int f
 int cliburing_renameat2(int from, const char *source, int to, const char *target, unsigned int flags);
 /// statx(2) into a struct statx.
 int cliburing_statx(int directory, const char *path, int flags, unsigned int mask, void *buffer);
+/// send(2) made as the system call itself (no cancellation point): the byte count or -errno.
+long cliburing_send(int fd, const void *buffer, unsigned long count, int flags);
 /// recvmsg(2) of one buffer that also reads the TCP_INQ control message: `*remaining` is the
 /// number of bytes still queued on the socket after this receive, or -1 when the socket did
 /// not say (TCP_INQ off, or not TCP).

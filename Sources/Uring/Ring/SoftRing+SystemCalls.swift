@@ -45,7 +45,8 @@ extension SoftRing {
             let received = unsafe receive(fd, address, length, flags)
             return (received == -Int(EWOULDBLOCK) ? -EAGAIN : Int32(truncatingIfNeeded: received), 0)
         case Self.op(IORING_OP_SEND), Self.op(IORING_OP_SEND_ZC):
-            rc = unsafe send(fd, address, length, flags)
+            let sent = unsafe cliburing_send(fd, address, UInt(length), flags)
+            return (sent == -Int(EWOULDBLOCK) ? -EAGAIN : Int32(truncatingIfNeeded: sent), 0)
         case Self.op(IORING_OP_SENDMSG):
             rc = unsafe sendmsg(fd, address?.assumingMemoryBound(to: msghdr.self), flags)
         case Self.op(IORING_OP_RECVMSG):
