@@ -121,7 +121,7 @@ func acceptLoop(_ listener: TCPListener, streams: Bool, handOffTo rings: RingGro
                 } else {
                     connection = try await listener.accept()
                 }
-                let serve: @Sendable () async -> Void = {
+                let serve: @Sendable @concurrent () async -> Void = {
                     streams ? await echoChunks(connection) : await echoCalls(connection)
                 }
                 if let rings {
@@ -171,8 +171,11 @@ do {
         let handOff = options.threads > 1 && !options.reusePort ? rings : nil
         var servers: [Task<Void, Never>] = []
         for (index, listener) in listeners.enumerated() {
+            // On the only ring, plain tasks run there anyway: no preference, which the runtime
+            // would otherwise look up under the task's status lock after every await.
+            let preference: RingExecutor? = rings.count == 1 ? nil : rings[index]
             servers.append(
-                Task(executorPreference: rings[index]) {
+                Task(executorPreference: preference) {
                     await acceptLoop(listener, streams: streams, handOffTo: handOff)
                 })
         }

@@ -138,7 +138,9 @@ do {
                 let secure = try tls.map { configuration throws(TLSError) in
                     try TLSListener(wrapping: listener, configuration: configuration)
                 }
-                group.addTask(executorPreference: rings[index]) {
+                // On the only ring, plain tasks run there anyway: no preference, which the
+                // runtime would otherwise look up under the task's status lock after every await.
+                group.addTask(executorPreference: ringCount == 1 ? nil : rings[index]) {
                     do {
                         if let secure {
                             try await server.run(on: secure)
