@@ -2,7 +2,7 @@
 # Compares uring-http with nginx (and Hummingbird 2, if built) under wrk on loopback: the server
 # pinned to CPU 0, wrk (one thread, 64 connections) pinned to CPU 1, rounds interleaved.
 #
-#   Benchmarks/scripts/http-compare.sh [--rounds 3] [--seconds 5] [--hb PATH/TO/hb-hello] [--tls]
+#   Benchmarks/scripts/http-compare.sh [--rounds 3] [--seconds 5] [--warmup 1] [--hb PATH/TO/hb-hello] [--tls]
 #       [--settings hello,64k]   (a subset of the settings below)
 #       [--also NAME=PATH]       (another uring-http build, e.g. the one before a change, run as
 #                                 server NAME in the same rounds; repeatable)
@@ -19,6 +19,7 @@
 set -euo pipefail
 rounds=3
 seconds=5
+warmup=1  # an unmeasured wrk run first, for every server alike (connections, caches, first-use costs)
 hb=""
 tls=0
 also=()
@@ -27,6 +28,7 @@ while [ $# -gt 0 ]; do
         --tls) tls=1; shift ;;
         --rounds) rounds=$2; shift 2 ;;
         --seconds) seconds=$2; shift 2 ;;
+        --warmup) warmup=$2; shift 2 ;;
         --hb) hb=$2; shift 2 ;;
         --settings) only=$2; shift 2 ;;
         --also) also+=("$2"); shift 2 ;;
@@ -137,6 +139,7 @@ for round in $(seq "$rounds"); do
             start_server "$server" "$setting"
             extra=()
             [ "$setting" = handshake ] && extra=(-H "Connection: close")
+            [ "$warmup" != 0 ] && taskset -c 1 wrk -t1 -c64 -d"${warmup}s" "${extra[@]}" "$url" >/dev/null 2>&1
             out=$(taskset -c 1 wrk -t1 -c64 -d"${seconds}s" "${extra[@]}" "$url" 2>&1)
             kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
             rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')

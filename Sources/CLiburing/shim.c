@@ -16,6 +16,8 @@
 #include <unistd.h>
 #include <sys/ioctl.h>
 #include <linux/fs.h>
+#include <linux/magic.h>
+#include <sys/vfs.h>
 #include "CLiburing.h"
 
 long cliburing_read_nowait(int fd, void *buffer, unsigned long count, long long offset) {
@@ -115,4 +117,26 @@ int cliburing_is_direct(int fd) {
     int flags = fcntl(fd, F_GETFL);
     if (flags < 0) return -errno;
     return (flags & O_DIRECT) != 0;
+}
+
+int cliburing_is_local_file_system(int fd) {
+    struct statfs info;
+    if (fstatfs(fd, &info) < 0) return -errno;
+    switch ((unsigned long)info.f_type) {
+    case EXT4_SUPER_MAGIC:  // ext2, ext3, ext4
+    case XFS_SUPER_MAGIC:
+    case BTRFS_SUPER_MAGIC:
+    case TMPFS_MAGIC:
+    case RAMFS_MAGIC:
+    case F2FS_SUPER_MAGIC:
+    case OVERLAYFS_SUPER_MAGIC:  // containers' root file systems (layers on local disks)
+    case SQUASHFS_MAGIC:
+    case MSDOS_SUPER_MAGIC:
+    case EXFAT_SUPER_MAGIC:
+    case 0xCA451A4E:  // bcachefs
+    case 0x2FC12FC1:  // zfs
+        return 1;
+    default:
+        return 0;
+    }
 }

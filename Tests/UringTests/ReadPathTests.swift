@@ -148,6 +148,51 @@ extension IntegrationTests {
             try await Task(executorPreference: ring) { try await direct.close() }.value
         }
 
+        /// The status of an open file on a local file system is made on the ring's thread, even
+        /// while other tasks are ready there (no submission, no worker); a pipe's (pipefs is not
+        /// on the list of local file systems) goes the asynchronous way. Both give the right
+        /// answer.
+        @Test func statusesOfOpenFilesAreMadeOnTheRingThread() async throws {
+            let dir = TemporaryDirectory()
+            defer { dir.cleanup() }
+            let path = dir.path + "/status"
+            let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+            try #require(fd >= 0)
+            try #require(ftruncate(fd, 12345) == 0)
+            var pipeEnds: [Int32] = [0, 0]
+            try #require(pipe(&pipeEnds) == 0)
+            defer { close(pipeEnds[1]) }
+            let file = File(descriptor: FileDescriptor(rawValue: fd))
+            let pipeRead = File(descriptor: FileDescriptor(rawValue: pipeEnds[0]))
+            let ring = try RingExecutor(name: "status-direct")
+            defer { ring.shutdown() }
+            let before = await ring.statistics()
+            let (sizes, pipeKind) = try await Task(executorPreference: ring) {
+                () async throws -> ([Int64], FileStatus.Kind) in
+                // Busy: other tasks are ready on the ring while the statuses are made.
+                try await withThrowingTaskGroup(of: Int64.self) { group in
+                    for _ in 0..<8 {
+                        group.addTask {
+                            await Task.yield()
+                            return try await file.status().size
+                        }
+                    }
+                    var sizes: [Int64] = []
+                    for try await size in group { sizes.append(size) }
+                    return (sizes, try await pipeRead.status().kind)
+                }
+            }.value
+            #expect(sizes == Array(repeating: 12345, count: 8), "the right size every time")
+            #expect(pipeKind == .fifo)
+            let after = await ring.statistics()
+            #expect(after.statusesWithoutWaiting - before.statusesWithoutWaiting == 8, "the file's, on the ring's thread")
+            #expect(
+                after.submitted - before.submitted + after.epoll.ranOnPool - before.epoll.ranOnPool >= 1,
+                "the pipe's, the asynchronous way")
+            try await Task(executorPreference: ring) { try await file.close() }.value
+            close(pipeEnds[0])
+        }
+
         /// Cancellation and deadlines on the asynchronous path: 64 reads of uncached blocks,
         /// cancelled at once, and 64 more with a deadline of a microsecond. Each ends with the
         /// right bytes or with `cancelled` / `timedOut` (never wrong data), and nothing is left in

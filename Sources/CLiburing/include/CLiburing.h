@@ -52,6 +52,10 @@ int cliburing_enable_inq(int fd);
 /// 1 when `fd` was opened with O_DIRECT (its RWF_NOWAIT reads and writes wait for the device),
 /// 0 when not, -errno when fcntl(2) fails.
 int cliburing_is_direct(int fd);
+/// 1 when `fd` is on a local file system (ext2/3/4, XFS, Btrfs, tmpfs, ramfs, F2FS, overlayfs,
+/// SquashFS, FAT, exFAT, bcachefs, ZFS), whose `statx` of a descriptor never waits for a
+/// device or a server; 0 for any other (NFS, CIFS, FUSE, …); -errno when `fstatfs` fails.
+int cliburing_is_local_file_system(int fd);
 /// epoll_pwait2(2) (a timespec timeout; -ENOSYS before Linux 5.11).
 int cliburing_epoll_wait(int epoll, struct epoll_event *events, int count, long long nanoseconds);
 static inline unsigned char cliburing_sqe_flag_buffer_select(void) { return IOSQE_BUFFER_SELECT; }

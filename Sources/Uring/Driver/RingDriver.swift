@@ -52,8 +52,8 @@ import Glibc
     let wakeFD: Int32
     let wakeBuffer: UnsafeMutablePointer<UInt64>
     var statistics = RingStatistics()
-    /// Per descriptor number: 0 unknown, 1 reads may be tried without waiting, 2 they may not
-    /// (`O_DIRECT`); see ``mayTryWithoutWaiting(_:)``.
+    /// Per descriptor number, what ``mayTryWithoutWaiting(_:isRead:)`` learnt (``TryMode`` bits;
+    /// 0: nothing yet).
     var readModes: [UInt8] = []
     #if DEBUG
     /// Test-only fault injection (see FaultInjection.swift).
@@ -195,11 +195,18 @@ import Glibc
         unsafe operation.encode(into: &sqe, timespec: &timespec)
         // Reads at the file position are not tried (nothing is counted or published for them).
         guard unsafe SoftRing.canTryWithoutWaiting(&sqe) else { return nil }
+        let isRead = unsafe SoftRing.isPositionedRead(&sqe)
         noteUse(fd)
         defer { noteEnd(fd) }
         if DescriptorUse.isClosing(fd) { return nil }
-        if !mayTryWithoutWaiting(fd) { return nil }
+        if !mayTryWithoutWaiting(fd, isRead: isRead) { return nil }
         let result = unsafe SoftRing.tryWithoutWaiting(&sqe)
+        guard isRead else {
+            // A status: the call's answer, whatever it is (`statx` of a descriptor does not wait).
+            if result == -EINTR { return nil }
+            statistics.statusesWithoutWaiting &+= 1
+            return result >= 0 ? .success(result) : .failure(-result)
+        }
         // A pipe or socket read with an offset (the kernel ring ignores the offset of a stream,
         // `preadv2` refuses it), or a file without `RWF_NOWAIT` support: queued, not counted.
         if result == -ESPIPE || result == -EOPNOTSUPP { return nil }
@@ -211,20 +218,46 @@ import Glibc
         return result >= 0 ? .success(result) : .failure(-result)
     }
 
-    /// Whether reads of `fd` may be tried on the ring's thread: not when it was opened with
-    /// `O_DIRECT`, whose `RWF_NOWAIT` reads still wait for the device. Learnt with one `fcntl`
-    /// per descriptor and remembered until a close of it visits this ring (`forgetReadMode`).
+    /// What is learnt about a descriptor before a call is tried on the ring's thread.
+    enum TryMode {
+        /// `O_DIRECT` was checked (one `fcntl`).
+        static let directKnown: UInt8 = 1
+        /// Opened with `O_DIRECT`: its `RWF_NOWAIT` reads still wait for the device.
+        static let direct: UInt8 = 2
+        /// The file system was checked (one `fstatfs`).
+        static let localKnown: UInt8 = 4
+        /// On a local file system, where `statx` of the descriptor reads the inode in memory (a
+        /// network or FUSE file system may ask its server).
+        static let local: UInt8 = 8
+    }
+
+    /// Whether a read (`isRead`) or a status of `fd` may be tried on the ring's thread. A read:
+    /// not when `fd` was opened with `O_DIRECT`. A status: only on a local file system. Learnt
+    /// with one `fcntl` or `fstatfs` per descriptor and remembered until a close of it visits
+    /// this ring (`forgetReadMode`).
     @inline(__always)
-    mutating func mayTryWithoutWaiting(_ fd: Int32) -> Bool {
+    mutating func mayTryWithoutWaiting(_ fd: Int32, isRead: Bool) -> Bool {
         let index = Int(fd)
-        if index < readModes.count, readModes[index] != 0 { return readModes[index] == 1 }
         if index >= readModes.count {
             readModes.append(contentsOf: repeatElement(0, count: max(index + 1, readModes.count * 2) - readModes.count))
         }
-        let direct = cliburing_is_direct(fd)
-        if direct < 0 { return false }  // not open (EBADF): queued, and nothing remembered
-        readModes[index] = direct == 0 ? 1 : 2
-        return direct == 0
+        var mode = readModes[index]
+        if isRead {
+            if mode & TryMode.directKnown == 0 {
+                let direct = cliburing_is_direct(fd)
+                if direct < 0 { return false }  // not open (EBADF): queued, and nothing remembered
+                mode |= TryMode.directKnown | (direct == 0 ? 0 : TryMode.direct)
+                readModes[index] = mode
+            }
+            return mode & TryMode.direct == 0
+        }
+        if mode & TryMode.localKnown == 0 {
+            let local = cliburing_is_local_file_system(fd)
+            if local < 0 { return false }
+            mode |= TryMode.localKnown | (local == 0 ? 0 : TryMode.local)
+            readModes[index] = mode
+        }
+        return mode & TryMode.local != 0
     }
 
     /// `fd` is being closed: what ``mayTryWithoutWaiting(_:)`` learnt about it no longer holds.

@@ -20,6 +20,10 @@ public struct RingStatistics: Sendable, Hashable {
     /// Such tries that found the data not in the page cache: the read then went the
     /// asynchronous way (the kernel ring, or the epoll driver's worker pool).
     public var readsThatWouldBlock: UInt64 = 0
+    /// Statuses of open descriptors (``File/status()``) made at once on the ring's thread: on a
+    /// local file system `statx` of a descriptor reads the inode in memory, while the kernel
+    /// ring would hand it to a worker thread (Docs/DESIGN.md, "Reads without waiting").
+    public var statusesWithoutWaiting: UInt64 = 0
     /// Operations whose opcode this kernel ring lacks (its opcode probe did not list it),
     /// made on the blocking pool instead: `ftruncate` before Linux 6.9, for example.
     public var operationsOnWorkers: UInt64 = 0

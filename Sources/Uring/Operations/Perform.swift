@@ -44,7 +44,8 @@ extension RingExecutor {
     /// nil. Synchronous, so `RingExecutor.submit` can call it without retaining the ring.
     @inline(__always)
     func tryWithoutSuspending<Operation: IOOperation>(_ operation: Operation, cancellable: Bool) -> OperationOutcome? {
-        guard Operation.triesWithoutWaiting, unsafe local.pointee.ready.isEmpty && driver.pointee.fresh.isEmpty,
+        guard Operation.triesWithoutWaiting,
+            unsafe Operation.triesWithoutWaitingWhenBusy || local.pointee.ready.isEmpty && driver.pointee.fresh.isEmpty,
             !(cancellable && Task.isCancelled)
         else { return nil }
         return unsafe driver.pointee.tryWithoutWaiting(operation)

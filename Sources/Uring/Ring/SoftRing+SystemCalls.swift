@@ -125,16 +125,42 @@ extension SoftRing {
         return received
     }
 
-    /// Whether `sqe` is an entry ``tryWithoutWaiting(_:)`` can make: a positioned read.
+    /// Whether `sqe` is an entry ``tryWithoutWaiting(_:)`` can make: a positioned read, or the
+    /// status of an open descriptor (`statx` with `AT_EMPTY_PATH` and an empty path).
     static func canTryWithoutWaiting(_ sqe: UnsafeMutablePointer<io_uring_sqe>) -> Bool {
+        unsafe isPositionedRead(sqe) || isDescriptorStatus(sqe)
+    }
+
+    /// Whether `sqe` is a read at an offset (not at the file position).
+    static func isPositionedRead(_ sqe: UnsafeMutablePointer<io_uring_sqe>) -> Bool {
         unsafe UInt32(sqe.pointee.opcode) == op(IORING_OP_READ) && sqe.pointee.off != UInt64.max
     }
+
+    /// Whether `sqe` is a `statx` of the descriptor itself (no path to resolve).
+    static func isDescriptorStatus(_ sqe: UnsafeMutablePointer<io_uring_sqe>) -> Bool {
+        guard unsafe UInt32(sqe.pointee.opcode) == op(IORING_OP_STATX), unsafe sqe.pointee.fd >= 0,
+            unsafe sqe.pointee.statx_flags & UInt32(Self.emptyPath) != 0,
+            let path = unsafe UnsafePointer<CChar>(bitPattern: UInt(sqe.pointee.addr))
+        else { return false }
+        return unsafe path.pointee == 0
+    }
+
+    /// `AT_EMPTY_PATH` (hidden by glibc without `_GNU_SOURCE`).
+    static let emptyPath: Int32 = 0x1000
+    /// `AT_STATX_DONT_SYNC`: a network file system answers from its cached attributes.
+    static let statusWithoutSync: Int32 = 0x4000
 
     /// The call of `sqe` made without blocking, on either driver (see
     /// `RingDriver.tryWithoutWaiting`): a positioned read with `RWF_NOWAIT`. Its result, or
     /// -errno (`-EAGAIN` when it would block).
     static func tryWithoutWaiting(_ sqe: UnsafeMutablePointer<io_uring_sqe>) -> Int32 {
         let address = unsafe UnsafeMutableRawPointer(bitPattern: UInt(sqe.pointee.addr))
+        if unsafe UInt32(sqe.pointee.opcode) == op(IORING_OP_STATX) {
+            let buffer = unsafe UnsafeMutableRawPointer(bitPattern: UInt(sqe.pointee.off))
+            let flags = unsafe Int32(bitPattern: sqe.pointee.statx_flags) | statusWithoutSync
+            return unsafe cliburing_statx(
+                sqe.pointee.fd, address?.assumingMemoryBound(to: CChar.self), flags, sqe.pointee.len, buffer)
+        }
         return unsafe Int32(
             truncatingIfNeeded: cliburing_read_nowait(
                 sqe.pointee.fd, address, UInt(sqe.pointee.len), Int64(bitPattern: sqe.pointee.off)))

@@ -15,6 +15,10 @@ import Glibc
 
     var name: IOError.Operation { .stat }
     static var retry: RetryPolicy { .resubmit }
+    /// The status of an open descriptor is made on the ring's thread (see
+    /// `RingDriver.tryWithoutWaiting`); a path is resolved on the kernel ring's workers.
+    static var triesWithoutWaiting: Bool { true }
+    static var triesWithoutWaitingWhenBusy: Bool { true }
     var descriptor: Int32 { directory }
 
     func encode(into sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>) {
