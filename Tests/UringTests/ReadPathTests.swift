@@ -185,7 +185,8 @@ extension IntegrationTests {
             #expect(sizes == Array(repeating: 12345, count: 8), "the right size every time")
             #expect(pipeKind == .fifo)
             let after = await ring.statistics()
-            #expect(after.statusesWithoutWaiting - before.statusesWithoutWaiting == 8, "the file's, on the ring's thread")
+            #expect(
+                after.statusesWithoutWaiting - before.statusesWithoutWaiting == 8, "the file's, on the ring's thread")
             #expect(
                 after.submitted - before.submitted + after.epoll.ranOnPool - before.epoll.ranOnPool >= 1,
                 "the pipe's, the asynchronous way")
