@@ -329,7 +329,8 @@ import Uring
         finishHead(keepAlive: keepAlive, minorVersion: head.minorVersion)
         if isHead || length == 0 { return true }
 
-        // The body: small ones go out with the head in one send; large ones stream in 64 KiB reads.
+        // The body: small ones go out with the head in one send (a 64 KiB file too); larger ones
+        // stream in reads of the buffer's size.
         var offset = Int64(start)
         var left = length
         while left > 0 {
