@@ -260,7 +260,7 @@ import Glibc
         return mode & TryMode.local != 0
     }
 
-    /// `fd` is being closed: what ``mayTryWithoutWaiting(_:)`` learnt about it no longer holds.
+    /// `fd` is being closed: what ``mayTryWithoutWaiting(_:isRead:)`` learnt about it no longer holds.
     @inline(__always)
     mutating func forgetReadMode(_ fd: Int32) {
         if Int(fd) < readModes.count { readModes[Int(fd)] = 0 }

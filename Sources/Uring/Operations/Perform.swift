@@ -40,8 +40,10 @@ extension RingExecutor {
     }
 
     /// The first step of `perform` for an operation that can be tried without waiting: made
-    /// right here when the ring is idle (nothing ready to run, nothing queued to batch with), else
-    /// nil. Synchronous, so `RingExecutor.submit` can call it without retaining the ring.
+    /// right here when the ring is idle (nothing ready to run, nothing queued to batch with), or
+    /// at any time for one that gains nothing from batching
+    /// (``IOOperation/triesWithoutWaitingWhenBusy``); else nil. Synchronous, so
+    /// `RingExecutor.submit` can call it without retaining the ring.
     @inline(__always)
     func tryWithoutSuspending<Operation: IOOperation>(_ operation: Operation, cancellable: Bool) -> OperationOutcome? {
         guard Operation.triesWithoutWaiting,

@@ -151,8 +151,9 @@ extension SoftRing {
     static let statusWithoutSync: Int32 = 0x4000
 
     /// The call of `sqe` made without blocking, on either driver (see
-    /// `RingDriver.tryWithoutWaiting`): a positioned read with `RWF_NOWAIT`. Its result, or
-    /// -errno (`-EAGAIN` when it would block).
+    /// `RingDriver.tryWithoutWaiting`): a positioned read with `RWF_NOWAIT`, or a `statx` of a
+    /// descriptor (with `AT_STATX_DONT_SYNC`; made only on local file systems, where it reads the
+    /// inode in memory). Its result, or -errno (`-EAGAIN` when a read would block).
     static func tryWithoutWaiting(_ sqe: UnsafeMutablePointer<io_uring_sqe>) -> Int32 {
         let address = unsafe UnsafeMutableRawPointer(bitPattern: UInt(sqe.pointee.addr))
         if unsafe UInt32(sqe.pointee.opcode) == op(IORING_OP_STATX) {
