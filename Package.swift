@@ -191,6 +191,7 @@ let package = Package(
                 "UringMetrics",
                 "UringTLS",
                 "COpenSSL",
+                "CLiburing",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),
