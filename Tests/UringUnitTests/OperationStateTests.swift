@@ -196,8 +196,9 @@ struct OperationStateTests {
 
     @Test func tableReusesSlotsWithNewGenerations() {
         var table = OperationTable(initialCount: 1)
+        var capacity = RingCapacity(limit: .max)
         let first = table.acquire()
-        table.slot(first.index).pointee.deferredByClose(capacity: &Self.unlimited)
+        table.slot(first.index).pointee.deferredByClose(capacity: &capacity)
         table.release(first)
         let second = table.acquire()
         let stale = table.slot(for: first)
@@ -210,10 +211,10 @@ struct OperationStateTests {
         #expect(active == 1)
     }
 
-    nonisolated(unsafe) static var unlimited = RingCapacity(limit: .max)
-
     @Test func tableGrowsByChunksAndKeepsAddressesStable() {
         var table = OperationTable(initialCount: 1)
+        // Each test its own: the tests run in parallel (a shared static was a data race).
+        var capacity = RingCapacity(limit: .max)
         let first = table.acquire()
         let address = table.slot(first.index)
         var ids = [first]
@@ -224,7 +225,7 @@ struct OperationStateTests {
         #expect(sameAddress)
         #expect(Set(ids.map(\.index)).count == ids.count)
         for id in ids {
-            table.slot(id.index).pointee.deferredByClose(capacity: &Self.unlimited)
+            table.slot(id.index).pointee.deferredByClose(capacity: &capacity)
             table.release(id)
         }
         let active = table.activeCount
