@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "UringServiceLifecycle", targets: ["UringServiceLifecycle"]),
         .library(name: "UringMetrics", targets: ["UringMetrics"]),
         .executable(name: "uring-http", targets: ["UringHTTPServer"]),
+        .executable(name: "uring-api", targets: ["UringAPI"]),
         .executable(name: "uring-tail", targets: ["UringTail"]),
     ],
     dependencies: [
@@ -19,6 +20,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.3.0"),
         .package(url: "https://github.com/ordo-one/malloc-interposer", from: "1.6.0"),
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.4.0"),
     ],
@@ -107,7 +109,10 @@ let package = Package(
         // A small, strict HTTP/1.1 static-file server on the runtime (request parser, files, ranges).
         .target(
             name: "UringHTTP",
-            dependencies: ["Uring", "UringTLS", .product(name: "SystemPackage", package: "swift-system")],
+            dependencies: [
+                "Uring", "UringTLS", .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+            ],
             path: "Sources/UringHTTP",
             swiftSettings: [
                 .swiftLanguageMode(.v6), .enableUpcomingFeature("NonisolatedNonsendingByDefault"),
@@ -121,6 +126,17 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Sources/Examples/HTTPServer",
+            swiftSettings: [.swiftLanguageMode(.v6), .enableUpcomingFeature("NonisolatedNonsendingByDefault")]
+        ),
+        // The handler API's example: a small JSON API with static files under /files/.
+        .executableTarget(
+            name: "UringAPI",
+            dependencies: [
+                "Uring", "UringHTTP", .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/Examples/APIServer",
             swiftSettings: [.swiftLanguageMode(.v6), .enableUpcomingFeature("NonisolatedNonsendingByDefault")]
         ),
         // A child process for the test of Uring.run, which must own the process's executors.
@@ -137,6 +153,12 @@ let package = Package(
             name: "uring-fuzz-http",
             dependencies: ["UringHTTP", "UringFuzzSupport"],
             path: "Tests/Fuzz/HTTPParser",
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
+        .executableTarget(
+            name: "uring-fuzz-chunked",
+            dependencies: ["UringHTTP", "UringFuzzSupport"],
+            path: "Tests/Fuzz/ChunkedBody",
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         .executableTarget(
@@ -183,15 +205,18 @@ let package = Package(
                 "UringDocSnippets",
                 "uring-run-check",
                 "uring-fuzz-http",
+                "uring-fuzz-chunked",
                 "uring-fuzz-address",
                 "UringEcho",
                 "UringHTTP",
                 "UringHTTPServer",
+                "UringAPI",
                 "UringServiceLifecycle",
                 "UringMetrics",
                 "UringTLS",
                 "COpenSSL",
                 "CLiburing",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),

@@ -1,11 +1,32 @@
 import Glibc
+import HTTPTypes
 import Synchronization
 import SystemPackage
 import Uring
 import UringTLS
 
-/// A static-file (or "hello") HTTP/1.1 server on swift-uring: one task per connection, files
-/// read with the ring's file API and sockets served by the ring's socket API, on the same ring.
+/// An HTTP/1.1 server on swift-uring: one task per connection, sockets served by the ring's
+/// socket API and files read with its file API, on the same ring. It runs request handlers on
+/// swift-http-types' `HTTPRequest` and `HTTPResponse`, or serves static files (or "hello") alone.
+///
+/// A handler (see ``run(on:handler:)-(TCPListener,_)``):
+///
+/// ```swift
+/// try Uring.run {
+///     let listener = try TCPListener.bind(to: SocketAddress("127.0.0.1:8080"))
+///     let server = HTTPServer(configuration: .init())
+///     try await server.run(on: listener) { request, body, responder in
+///         switch request.path {
+///         case "/hello":
+///             try await responder.respond(HTTPResponse(status: .ok), body: "Hello, World!")
+///         default:
+///             try await responder.respond(HTTPResponse(status: .notFound))
+///         }
+///     }
+/// }
+/// ```
+///
+/// Static files alone:
 ///
 /// ```swift
 /// try Uring.run {
@@ -40,15 +61,22 @@ public final class HTTPServer: @unchecked Sendable {
         /// How long a keep-alive connection may stay silent between requests, and how long one
         /// send may wait for a client that does not read.
         public var idleTimeout: Duration
-        /// The largest request body (discarded: GET and HEAD have no use for one); larger is 413.
+        /// The largest request body: a larger `Content-Length` is answered 413 before any handler
+        /// runs, and a chunked body throws ``HTTPServerError/Code/bodyTooLarge`` when it grows past it.
+        /// (Without a handler bodies are discarded: GET and HEAD have no use for one.)
         public var maximumBodyBytes: Int
-        /// Request-head limits (sizes and field count).
+        /// How long a handler may run, from its request's head to its return. Past it, its task is
+        /// cancelled and the connection closed (a response in progress is cut short).
+        public var requestTimeout: Duration
+        /// Request-head limits (sizes and field count). Handlers' servers always read bodies
+        /// (``RequestHeadParser/readsBodies``).
         public var parser: RequestHeadParser
 
         public init(
             root: FilePath? = nil, hello: Bool = false, maximumConnections: Int = 10_000,
             headerTimeout: Duration = .seconds(10), idleTimeout: Duration = .seconds(60),
-            maximumBodyBytes: Int = 1 << 20, parser: RequestHeadParser = RequestHeadParser()
+            maximumBodyBytes: Int = 1 << 20, requestTimeout: Duration = .seconds(60),
+            parser: RequestHeadParser = RequestHeadParser()
         ) {
             self.root = root
             self.hello = hello
@@ -56,11 +84,30 @@ public final class HTTPServer: @unchecked Sendable {
             self.headerTimeout = headerTimeout
             self.idleTimeout = idleTimeout
             self.maximumBodyBytes = maximumBodyBytes
+            self.requestTimeout = requestTimeout
             self.parser = parser
         }
     }
 
+    /// A request handler: it reads the request (and its body, if it wants it) and answers through
+    /// the responder. It runs in the connection's task, on the server's ring; requests of one
+    /// connection are handled one after the other (pipelined ones too, in order).
+    ///
+    /// A handler that throws before answering gets a 500 (a 413 or 400 for a body too large or
+    /// malformed) and its connection is closed; one that throws after starting a streamed
+    /// response has the connection closed, cutting the response short.
+    public typealias Handler = @Sendable (HTTPRequest, HTTPRequestBody, HTTPResponder) async throws -> Void
+
+    /// How requests are answered.
+    enum Mode: Sendable {
+        case hello
+        case files(FileHandler?)
+        case handler(Handler)
+    }
+
     public let configuration: Configuration
+    /// The parser as the mode needs it (handlers read bodies).
+    private(set) var parser: RequestHeadParser
     private let draining = Atomic<Bool>(false)
     private let connections = ConnectionTable()
     private let date = DateCache()
@@ -71,6 +118,7 @@ public final class HTTPServer: @unchecked Sendable {
 
     public init(configuration: Configuration) {
         self.configuration = configuration
+        parser = configuration.parser
     }
 
     /// Asks the server to stop: no new connections; idle connections are closed; requests in
@@ -86,7 +134,41 @@ public final class HTTPServer: @unchecked Sendable {
     /// - Throws: ``IOError`` when the root directory cannot be opened or accepting fails for
     ///   good (descriptor exhaustion is waited out, not thrown).
     public func run(on listener: TCPListener) async throws(IOError) {
-        try await serve(listener)
+        try await serve(listener, handler: nil)
+    }
+
+    /// Serves `listener` with `handler` until ``beginShutdown()`` and every connection has closed.
+    /// Closes the listener on return. The configuration's `root` and `hello` are not used: compose
+    /// a ``FileHandler`` for files.
+    ///
+    /// ```swift
+    /// let files = try await FileHandler(root: "/srv/www", prefix: "/static")
+    /// try await server.run(on: listener) { request, body, responder in
+    ///     switch request.path {
+    ///     case "/plaintext":
+    ///         try await responder.respond(
+    ///             HTTPResponse(status: .ok, headerFields: [.contentType: "text/plain"]), body: "Hello, World!")
+    ///     case "/echo" where request.method == .post:
+    ///         let writer = try await responder.start(HTTPResponse(status: .ok))
+    ///         for try await chunk in body { try await writer.write(chunk) }
+    ///         try await writer.finish()
+    ///     case _ where files.matches(request):
+    ///         try await files.handle(request, responder: responder)
+    ///     default:
+    ///         try await responder.respond(HTTPResponse(status: .notFound))
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// - Throws: ``IOError`` when accepting fails for good (descriptor exhaustion is waited out).
+    public func run(on listener: TCPListener, handler: @escaping Handler) async throws(IOError) {
+        try await serve(listener, handler: handler)
+    }
+
+    /// Serves HTTPS on `listener` with `handler`, as ``run(on:handler:)-(TCPListener,_)`` serves
+    /// HTTP; requests carry the `https` scheme.
+    public func run(on listener: TLSListener, handler: @escaping Handler) async throws(IOError) {
+        try await serve(listener, handler: handler)
     }
 
     /// Serves HTTPS on `listener` as ``run(on:)-(TCPListener)`` serves HTTP: each connection
@@ -101,15 +183,27 @@ public final class HTTPServer: @unchecked Sendable {
     /// try await HTTPServer(configuration: .init(root: "/srv/www")).run(on: listener)
     /// ```
     public func run(on listener: TLSListener) async throws(IOError) {
-        try await serve(listener)
+        try await serve(listener, handler: nil)
     }
 
-    private func serve<Listener: HTTPAcceptor>(_ listener: Listener) async throws(IOError) {
-        let root: File?
-        if let path = configuration.root, !configuration.hello {
-            root = try await File.open(path, options: .directory)
+    private func serve<Listener: HTTPAcceptor>(_ listener: Listener, handler: Handler?) async throws(IOError) {
+        let mode: Mode
+        var files: FileHandler?
+        if let handler {
+            parser.readsBodies = true
+            mode = .handler(handler)
+        } else if configuration.hello {
+            mode = .hello
         } else {
-            root = nil
+            if let path = configuration.root {
+                do throws(IOError) {
+                    files = try await FileHandler(root: path)
+                } catch {
+                    await listener.closeQuietly()
+                    throw error
+                }
+            }
+            mode = .files(files)
         }
         var failure: IOError?
         await withDiscardingTaskGroup { group in
@@ -136,12 +230,12 @@ public final class HTTPServer: @unchecked Sendable {
                     group.addTask { await self.refuse(connection) }
                     continue
                 }
-                group.addTask { await self.serve(connection, slot: slot, root: root) }
+                group.addTask { await self.serve(connection, slot: slot, mode: mode) }
             }
             connections.stopWatching()
         }
         await listener.closeQuietly()
-        if let root { try? await root.close() }
+        if let files { try? await files.close() }
         if let failure { throw failure }
     }
 
@@ -173,16 +267,20 @@ public final class HTTPServer: @unchecked Sendable {
         await connection.closeQuietly()
     }
 
-    private func serve<Connection: HTTPTransport>(_ connection: Connection, slot: Int, root: File?) async {
-        let input = UnsafeMutableRawBufferPointer.allocate(
-            byteCount: configuration.parser.maximumHeadBytes, alignment: 16)
+    private func serve<Connection: HTTPTransport>(_ connection: Connection, slot: Int, mode: Mode) async {
+        let input = UnsafeMutableRawBufferPointer.allocate(byteCount: parser.maximumHeadBytes, alignment: 16)
         let output = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.bufferSize, alignment: 4096)
         defer {
             unsafe input.deallocate()
             unsafe output.deallocate()
         }
-        var session = unsafe Session(
-            server: self, connection: connection, slot: slot, root: root, input: input, output: output)
+        if case .handler = mode {
+            // SAFETY: the table drops the task before this task ends (`remove` below, on the same
+            // ring as the watchdog that cancels through it).
+            unsafe withUnsafeCurrentTask { task in unsafe connections.setTask(slot, task) }
+        }
+        let session = unsafe Session(
+            server: self, connection: connection, slot: slot, mode: mode, input: input, output: output)
         await session.run()
         connections.remove(slot)
         await connection.closeQuietly()
@@ -202,6 +300,18 @@ public final class HTTPServer: @unchecked Sendable {
             slot, deadline: coarseMonotonicNanoseconds() + nanoseconds(configuration.headerTimeout), idle: false)
     }
     func setBusy(_ slot: Int) { connections.set(slot, deadline: 0, idle: false) }
+    /// A handler starts: it has the request timeout, after which its task is cancelled.
+    func setHandling(_ slot: Int) {
+        connections.set(
+            slot, deadline: coarseMonotonicNanoseconds() + nanoseconds(configuration.requestTimeout), idle: false,
+            cancels: true)
+    }
+    /// A handler returned: whether the request timeout had cut it off.
+    func endHandling(_ slot: Int) -> Bool {
+        let timedOut = connections.timedOut(slot)
+        setBusy(slot)
+        return timedOut
+    }
     /// A send starts: the client has the idle timeout to take it (the watchdog shuts the
     /// connection down after that; the send fails and the session ends).
     func setWriting(_ slot: Int) {
@@ -222,11 +332,20 @@ func coarseMonotonicNanoseconds() -> UInt64 {
 /// the server's tasks, on its ring; the slots are reused, so steady state allocates nothing.
 final class ConnectionTable: @unchecked Sendable {
     // @unchecked Sendable: one ring's tasks only (see HTTPServer).
-    private struct Entry {
+    @safe private struct Entry {
+        // SAFETY (@safe): `task` is only used (cancelled) while its connection's entry is in the
+        // table, and the connection's task removes the entry before it ends.
         var fd: Int32 = -1
         var deadline: UInt64 = 0
         var idle = false
         var shut = false
+        /// The deadline is a handler's: expiring cancels `task` too.
+        var cancels = false
+        var timedOut = false
+        /// The connection's task (handler servers only), valid until `remove`.
+        var task: UnsafeCurrentTask?
+
+        init(fd: Int32 = -1) { self.fd = fd }
     }
 
     private var entries: [Entry] = []
@@ -251,10 +370,17 @@ final class ConnectionTable: @unchecked Sendable {
         count -= 1
     }
 
-    func set(_ slot: Int, deadline: UInt64, idle: Bool) {
+    func set(_ slot: Int, deadline: UInt64, idle: Bool, cancels: Bool = false) {
         entries[slot].deadline = deadline
         entries[slot].idle = idle
+        entries[slot].cancels = cancels
     }
+
+    func setTask(_ slot: Int, _ task: UnsafeCurrentTask?) {
+        unsafe entries[slot].task = unsafe task
+    }
+
+    func timedOut(_ slot: Int) -> Bool { entries[slot].timedOut }
 
     func stopWatching() { watchingStopped = true }
 
@@ -265,6 +391,11 @@ final class ConnectionTable: @unchecked Sendable {
         where entries[i].fd >= 0 && !entries[i].shut && entries[i].deadline != 0 && entries[i].deadline < now {
             Glibc.shutdown(entries[i].fd, Int32(SHUT_RDWR))
             entries[i].shut = true
+            if entries[i].cancels {
+                entries[i].timedOut = true
+                // SAFETY: the task is the connection's, alive until it removes its entry (on this ring).
+                unsafe entries[i].task?.cancel()
+            }
         }
     }
 

@@ -9,14 +9,20 @@ public struct RequestHead: Sendable, Equatable {
     }
 
     public var method: Method = .other
+    /// The method token, as sent.
+    public var methodBytes: Range<Int> = 0..<0
     /// The request target (origin form: a path and an optional query), as sent.
     public var target: Range<Int> = 0..<0
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     public var minorVersion = 1
     /// Whether the connection stays open after the response (version default, `Connection`).
     public var keepAlive = true
-    /// The request body's length (`Content-Length`); 0 when absent.
+    /// The request body's length (`Content-Length`); 0 when absent or chunked.
     public var contentLength = 0
+    /// The body comes in the chunked transfer coding (only with ``RequestHeadParser/readsBodies``).
+    public var chunked = false
+    /// `Expect: 100-continue` (only with ``RequestHeadParser/readsBodies``).
+    public var expectsContinue = false
     public var hasHost = false
     public var range: Range<Int>?
     public var ifRange: Range<Int>?
@@ -37,8 +43,11 @@ public enum RequestHeadError: Error, Sendable, Equatable {
     case uriTooLong
     /// 431: the head is longer than the limit, or has too many fields.
     case headerFieldsTooLarge
-    /// 501: `Transfer-Encoding` (request bodies are only accepted with `Content-Length`).
+    /// 501: a `Transfer-Encoding` other than `chunked` (without ``RequestHeadParser/readsBodies``:
+    /// any `Transfer-Encoding`).
     case notImplemented
+    /// 417: an `Expect` other than `100-continue` (only with ``RequestHeadParser/readsBodies``).
+    case expectationFailed
     /// 505: an HTTP version other than 1.0 and 1.1.
     case versionNotSupported
 
@@ -48,6 +57,7 @@ public enum RequestHeadError: Error, Sendable, Equatable {
         case .uriTooLong: 414
         case .headerFieldsTooLarge: 431
         case .notImplemented: 501
+        case .expectationFailed: 417
         case .versionNotSupported: 505
         }
     }
@@ -56,16 +66,27 @@ public enum RequestHeadError: Error, Sendable, Equatable {
 /// A strict, bounded HTTP/1.1 request-head parser (RFC 9112). It looks at most `maximumHeadBytes`
 /// bytes, never allocates, and refuses what a lenient parser would guess at: bare LF or CR line
 /// ends, whitespace before a colon, obsolete line folding, control bytes in values, conflicting or
-/// malformed `Content-Length`, any `Transfer-Encoding`.
+/// malformed `Content-Length`, and (unless `readsBodies`) any `Transfer-Encoding`.
+///
+/// With `readsBodies` (the handler API's server), `Transfer-Encoding: chunked` is accepted, alone:
+/// together with `Content-Length`, twice, or in an HTTP/1.0 request it is a 400 (the classic
+/// request-smuggling vectors), and any other coding a 501; `Expect: 100-continue` is recorded, and
+/// any other expectation is a 417.
 public struct RequestHeadParser: Sendable {
     public var maximumHeadBytes: Int
     public var maximumRequestLineBytes: Int
     public var maximumFields: Int
+    /// Whether request bodies are read (chunked accepted, `Expect` honoured), or only discarded.
+    public var readsBodies: Bool
 
-    public init(maximumHeadBytes: Int = 16 * 1024, maximumRequestLineBytes: Int = 8 * 1024, maximumFields: Int = 100) {
+    public init(
+        maximumHeadBytes: Int = 16 * 1024, maximumRequestLineBytes: Int = 8 * 1024, maximumFields: Int = 100,
+        readsBodies: Bool = false
+    ) {
         self.maximumHeadBytes = maximumHeadBytes
         self.maximumRequestLineBytes = maximumRequestLineBytes
         self.maximumFields = maximumFields
+        self.readsBodies = readsBodies
     }
 
     /// Parses the head at the start of `bytes`.
@@ -92,6 +113,7 @@ public struct RequestHeadParser: Sendable {
         while i < lineEnd, unsafe isTokenByte(bytes[i]) { i += 1 }
         guard i > methodStart, i < lineEnd, unsafe bytes[i] == 32 else { throw .badRequest }
         head.method = unsafe method(bytes, methodStart, i)
+        head.methodBytes = methodStart..<i
         i += 1
         let targetStart = i
         while i < lineEnd, unsafe bytes[i] > 32, unsafe bytes[i] != 127 { i += 1 }
@@ -114,6 +136,7 @@ public struct RequestHeadParser: Sendable {
         var lineStart = lineEnd + 2
         var fields = 0
         var sawContentLength = false
+        var sawTransferEncoding = false
         var sawConnectionClose = false
         var sawConnectionKeepAlive = false
         while true {
@@ -169,7 +192,24 @@ public struct RequestHeadParser: Sendable {
                 sawContentLength = true
                 head.contentLength = length
             case 17 where unsafe equalsLowercase(bytes, nameStart, "transfer-encoding"):
-                throw .notImplemented
+                guard readsBodies else { throw .notImplemented }
+                // Only `chunked`, alone and once: a second field or a list is a 400 when it
+                // names chunked (chunked twice, or not last), a 501 otherwise (a coding we lack).
+                var tokens = 0
+                var chunked = false
+                unsafe scanTokens(bytes, value) { token in
+                    tokens += 1
+                    if unsafe token.count == 7 && equalsLowercase(bytes, token.lowerBound, "chunked") { chunked = true }
+                }
+                if sawTransferEncoding || (chunked && tokens > 1) { throw .badRequest }
+                guard chunked && tokens == 1 else { throw .notImplemented }
+                sawTransferEncoding = true
+                head.chunked = true
+            case 6 where unsafe readsBodies && equalsLowercase(bytes, nameStart, "expect"):
+                guard value.count == 12, unsafe equalsLowercase(bytes, value.lowerBound, "100-continue") else {
+                    throw .expectationFailed
+                }
+                head.expectsContinue = true
             case 17 where unsafe equalsLowercase(bytes, nameStart, "if-modified-since"):
                 head.ifModifiedSince = value
             default:
@@ -182,6 +222,8 @@ public struct RequestHeadParser: Sendable {
         } else if sawConnectionKeepAlive {
             head.keepAlive = true
         }
+        // Both framings, or chunked in HTTP/1.0: no reading of the body is safe (RFC 9112 §6.1).
+        if sawTransferEncoding && (sawContentLength || head.minorVersion == 0) { throw .badRequest }
         // HTTP/1.1 requires exactly one Host field (RFC 9112 §3.2).
         if head.minorVersion == 1 && !head.hasHost { throw .badRequest }
         return head

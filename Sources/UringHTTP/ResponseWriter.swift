@@ -1,3 +1,5 @@
+import Glibc
+
 /// Appends a response head (and small bodies) into a fixed buffer, allocating nothing. Every
 /// append reports overflow by leaving `overflowed` set; callers size the buffer so that a head
 /// always fits.
@@ -30,6 +32,42 @@
             unsafe (buffer.baseAddress! + count).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
         }
         count += bytes.count
+    }
+
+    /// Appends `bytes` (through their contiguous storage when they have one: a native string's
+    /// UTF-8 view, an array), or sets `overflowed` when they do not fit.
+    mutating func append<Bytes: Collection<UInt8>>(contentsOf bytes: Bytes) {
+        let n = bytes.count
+        guard n <= remaining else {
+            overflowed = true
+            return
+        }
+        let copied: Void? = bytes.withContiguousStorageIfAvailable { source in
+            unsafe append(UnsafeRawBufferPointer(source))
+        }
+        if copied == nil {
+            for byte in bytes {
+                unsafe buffer[count] = byte
+                count += 1
+            }
+        }
+    }
+
+    /// Inserts `text` at `offset` (moving what follows); false when it does not fit.
+    mutating func insert(_ text: StaticString, at offset: Int) -> Bool {
+        let n = text.utf8CodeUnitCount
+        guard n <= remaining, offset >= 0, offset <= count else { return false }
+        // SAFETY: offset + n + (count - offset) = count + n <= buffer.count, checked above;
+        // memmove handles the overlap.
+        unsafe memmove(buffer.baseAddress! + offset + n, buffer.baseAddress! + offset, count - offset)
+        unsafe (buffer.baseAddress! + offset).copyMemory(from: text.utf8Start, byteCount: n)
+        count += n
+        return true
+    }
+
+    /// Appends `text`'s UTF-8 bytes.
+    mutating func append(string text: String) {
+        append(contentsOf: text.utf8)
     }
 
     mutating func append(_ byte: UInt8) {
@@ -96,6 +134,7 @@
 
 func reasonPhrase(_ status: Int) -> StaticString {
     switch status {
+    case 100: "Continue"
     case 200: "OK"
     case 206: "Partial Content"
     case 301: "Moved Permanently"
@@ -108,6 +147,7 @@ func reasonPhrase(_ status: Int) -> StaticString {
     case 413: "Content Too Large"
     case 414: "URI Too Long"
     case 416: "Range Not Satisfiable"
+    case 417: "Expectation Failed"
     case 431: "Request Header Fields Too Large"
     case 500: "Internal Server Error"
     case 501: "Not Implemented"

@@ -1,98 +1,126 @@
 import Glibc
+import HTTPTypes
 import SystemPackage
 import Uring
 
+/// What a request's ``HTTPRequestBody`` and ``HTTPResponder`` call on their connection. A
+/// protocol, so those public types are not generic over the transport (TCP or TLS).
+protocol HTTPExchange: AnyObject {
+    func nextBodyChunk(_ request: UInt64, maximum: Int) async throws(HTTPServerError) -> [UInt8]?
+    func requestTrailers(_ request: UInt64) -> HTTPFields?
+    func respond<Body: Collection<UInt8>>(_ request: UInt64, _ response: HTTPResponse, body: Body)
+        async throws(HTTPServerError)
+    func startResponse(_ request: UInt64, _ response: HTTPResponse) async throws(HTTPServerError)
+    func writeBody<Body: Collection<UInt8>>(_ request: UInt64, _ bytes: Body) async throws(HTTPServerError)
+    func finishResponse(_ request: UInt64, trailers: HTTPFields?) async throws(HTTPServerError)
+    func serveFile(_ request: UInt64, _ files: FileHandler, _ httpRequest: HTTPRequest) async throws(HTTPServerError)
+}
+
 /// One connection's request loop: read into a fixed buffer, answer every complete request in it
-/// (pipelined responses go out together), keep the rest, repeat.
-@safe struct Session<Connection: HTTPTransport> {
-    // SAFETY (@safe): its buffers are allocated when the session starts and freed when its request loop ends; reads
-    // and writes stay within their counts.
+/// (pipelined responses go out together), keep the rest, repeat. A request is answered by the
+/// server's mode: "hello", the static files, or the handler; a handler reads the body through
+/// ``HTTPRequestBody`` (from the same input buffer) and answers through ``HTTPResponder`` (into
+/// the same output buffer).
+@safe final class Session<Connection: HTTPTransport>: HTTPExchange {
+    // SAFETY (@safe): its buffers are allocated when the session starts and freed when its
+    // request loop ends (after which no body or responder of it can reach them: they check the
+    // request number, and the loop has ended); reads and writes stay within their counts.
     let server: HTTPServer
     let connection: Connection
     let slot: Int
-    let root: File?
+    let mode: HTTPServer.Mode
     let input: UnsafeMutableRawBufferPointer
     let output: UnsafeMutableRawBufferPointer
-    private var used = 0
-    private var out: ResponseWriter
+    /// Input bytes held, and where the current request's head starts.
+    var used = 0
+    var consumed = 0
+    var out: ResponseWriter
+
+    // The current request.
+    var requestNumber: UInt64 = 0
+    var head = RequestHead()
+    /// The first body byte not read yet (an index into `input`).
+    var cursor = 0
+    var body = BodyState.none
+    var bodyBytes = 0
+    var continueSent = false
+    var response = ResponseState.notStarted
+    /// Where the current response's head starts in `out`, until it is sent.
+    var responseHeadAt: Int?
+    var keepAlive = true
+    var trailers: HTTPFields?
+    /// A scratch head for requests a handler hands to a ``FileHandler`` (allocated on first use).
+    var fileHead: UnsafeMutableRawBufferPointer?
+
+    enum BodyState {
+        case none
+        case length(Int)
+        case chunked(ChunkedBodyDecoder)
+        case failed(HTTPServerError)
+    }
+
+    enum ResponseState: Equatable {
+        case notStarted
+        /// A streamed response: its head is written; `declared` is its `Content-Length` if it had one.
+        case streaming(chunked: Bool, declared: Int?, sent: Int, bodyless: Bool)
+        case finished
+        /// The response cannot be completed: the connection closes after it.
+        case failed
+    }
+
+    /// What to do after a request.
+    enum Next {
+        case `continue`
+        case close
+        /// Close after reading (and dropping) what the client still sends: see `lingeringClose`.
+        case closeLingering
+    }
 
     init(
-        server: HTTPServer, connection: Connection, slot: Int, root: File?,
+        server: HTTPServer, connection: Connection, slot: Int, mode: HTTPServer.Mode,
         input: UnsafeMutableRawBufferPointer, output: UnsafeMutableRawBufferPointer
     ) {
         self.server = server
         self.connection = connection
         self.slot = slot
-        self.root = root
+        self.mode = mode
         unsafe self.input = unsafe input
         unsafe self.output = unsafe output
         out = unsafe ResponseWriter(output)
     }
 
-    mutating func run() async {
+    deinit {
+        if let fileHead = unsafe fileHead { unsafe fileHead.deallocate() }
+    }
+
+    func run() async {
         server.setReadingHead(slot)  // the header timeout runs from the accept
         while true {
-            var consumed = 0
-            var close = false
-            var refused = false
-            var bodyToDiscard = 0
-            while consumed < used {
+            if consumed < used {
                 let view = unsafe UnsafeRawBufferPointer(rebasing: input[consumed..<used])
-                let head: RequestHead
+                let parsed: RequestHead?
                 do throws(RequestHeadError) {
-                    guard let parsed = try unsafe server.configuration.parser.parse(view) else { break }
-                    head = parsed
+                    parsed = try unsafe server.parser.parse(view)
                 } catch {
                     // After the responses already gathered for earlier pipelined requests.
-                    guard await reserve(512) else { return }
-                    simpleResponse(error.status, keepAlive: false)
-                    close = true
-                    refused = true
-                    break
+                    await refuse(error.status)
+                    return
                 }
-                server.setBusy(slot)
-                if head.contentLength > server.configuration.maximumBodyBytes {
-                    guard await reserve(512) else { return }
-                    simpleResponse(413, keepAlive: false)
-                    close = true
-                    refused = true
-                    break
+                if let parsed {
+                    switch await handle(parsed) {
+                    case .continue: continue
+                    case .close:
+                        _ = await flush()
+                        return
+                    case .closeLingering:
+                        guard await flush() else { return }
+                        await lingeringClose()
+                        return
+                    }
                 }
-                let keepAlive = head.keepAlive && !server.isDraining
-                guard unsafe await respond(to: head, in: view, keepAlive: keepAlive) else {
-                    close = true
-                    break
-                }
-                let buffered = view.count - head.length
-                if head.contentLength > buffered {
-                    bodyToDiscard = head.contentLength - buffered
-                    consumed = used
-                } else {
-                    consumed += head.length + head.contentLength
-                }
-                if !keepAlive {
-                    close = true
-                    break
-                }
-                if bodyToDiscard > 0 { break }
             }
+            // Everything complete is answered: send it, keep the partial rest, read more.
             guard await flush() else { return }
-            if refused { await lingeringClose() }
-            if close { return }
-            if bodyToDiscard > 0 {
-                // GET and HEAD have no use for a body: read it and drop it.
-                used = 0
-                while bodyToDiscard > 0 {
-                    guard
-                        let n = unsafe await connection.receiveOnce(
-                            into: UnsafeMutableRawBufferPointer(rebasing: input[..<min(input.count, bodyToDiscard)]),
-                            timeout: nil),
-                        n > 0
-                    else { return }
-                    bodyToDiscard -= n
-                }
-                consumed = 0
-            }
             if consumed > 0 {
                 let rest = used - consumed
                 if rest > 0 {
@@ -100,6 +128,7 @@ import Uring
                     unsafe memmove(input.baseAddress!, input.baseAddress! + consumed, rest)
                 }
                 used = rest
+                consumed = 0
                 if used > 0 { server.setReadingHead(slot) }
             }
             if used == 0 {
@@ -114,6 +143,470 @@ import Uring
             used += n
         }
     }
+
+    /// Answers one parsed request, then reads past its body.
+    private func handle(_ parsed: RequestHead) async -> Next {
+        server.setBusy(slot)
+        requestNumber &+= 1
+        head = parsed
+        cursor = consumed + parsed.length
+        bodyBytes = 0
+        continueSent = false
+        response = .notStarted
+        responseHeadAt = nil
+        trailers = nil
+        if parsed.chunked {
+            body = .chunked(ChunkedBodyDecoder())
+        } else {
+            body = parsed.contentLength > 0 ? .length(parsed.contentLength) : .none
+        }
+        if parsed.contentLength > server.configuration.maximumBodyBytes {
+            guard await reserve(512) else { return .close }
+            simpleResponse(413, keepAlive: false)
+            return .closeLingering
+        }
+        keepAlive = parsed.keepAlive && !server.isDraining
+
+        let next: Next
+        switch mode {
+        case .hello:
+            next = await hello()
+        case .files(let files):
+            guard let files else {
+                guard await reserve(512) else { return .close }
+                simpleResponse(404, keepAlive: keepAlive, head: parsed.method == .head)
+                next = .continue
+                break
+            }
+            let view = unsafe UnsafeRawBufferPointer(rebasing: input[consumed..<consumed + parsed.length])
+            next = unsafe await serveFile(files, parsed, view, keepAlive: keepAlive) ? .continue : .close
+        case .handler(let handler):
+            next = await callHandler(handler)
+        }
+        requestNumber &+= 1  // the request's body and responder no longer reach this connection
+        if case .continue = next {} else { return next }
+        if !bodyFinished {
+            guard await discardBody() else { return .close }
+        }
+        consumed = cursor
+        return keepAlive ? .continue : .close
+    }
+
+    private var bodyFinished: Bool {
+        if case .none = body { return true }
+        return false
+    }
+
+    // MARK: - Hello
+
+    private func hello() async -> Next {
+        guard await reserve(1024) else { return .close }
+        switch head.method {
+        case .other:
+            simpleResponse(405, keepAlive: keepAlive, extra: "Allow: GET, HEAD\r\n")
+        case .get, .head:
+            unsafe out.statusLine(200, date: server.now())
+            out.append("Content-Type: text/plain\r\nContent-Length: 13\r\n")
+            finishHead(keepAlive: keepAlive, minorVersion: head.minorVersion)
+            if head.method == .get { out.append("Hello, World!") }
+        }
+        return .continue
+    }
+
+    // MARK: - Handlers
+
+    private func callHandler(_ handler: HTTPServer.Handler) async -> Next {
+        let request = makeRequest()
+        let number = requestNumber
+        server.setHandling(slot)
+        var failure: (any Error)?
+        do {
+            try await handler(request, HTTPRequestBody(self, number), HTTPResponder(self, number))
+        } catch {
+            failure = error
+        }
+        // Cut off by the request timeout: the task is cancelled and the socket shut down.
+        if server.endHandling(slot) { return .close }
+        switch response {
+        case .notStarted:
+            let httpError = failure as? HTTPServerError
+            if httpError?.code == .connection { return .close }
+            let status =
+                switch httpError?.code {
+                case .bodyTooLarge?: 413
+                case .malformedBody?: 400
+                default: 500
+                }
+            keepAlive = false
+            guard await reserve(512) else { return .close }
+            simpleResponse(status, keepAlive: false, head: head.method == .head)
+            return status == 500 && bodyFinished ? .close : .closeLingering
+        case .streaming:
+            if failure != nil { return .close }
+            do throws(HTTPServerError) {
+                try await finishResponse(number, trailers: nil)
+            } catch {
+                return .close
+            }
+            return .continue
+        case .finished:
+            if let failure = failure as? HTTPServerError, failure.code == .connection { return .close }
+            return .continue
+        case .failed:
+            return .close
+        }
+    }
+
+    /// The request as swift-http-types sees it: the method, `http`/`https`, the `Host` field as
+    /// the authority, the target as the path, and every other field in order.
+    private func makeRequest() -> HTTPRequest {
+        let view = unsafe UnsafeRawBufferPointer(rebasing: input[consumed..<consumed + head.length])
+        let method =
+            unsafe HTTPRequest.Method(String(decoding: view[head.methodBytes], as: UTF8.self)) ?? .get
+        let path = unsafe String(decoding: view[head.target], as: UTF8.self)
+        var authority: String?
+        var fields = HTTPFields()
+        // The head was validated by the parser: CRLF-ended lines of `name: value`.
+        var lineStart = head.target.upperBound
+        while lineStart + 1 < view.count, unsafe view[lineStart] != 13 || view[lineStart + 1] != 10 { lineStart += 1 }
+        lineStart += 2
+        while lineStart + 1 < view.count, unsafe view[lineStart] != 13 {
+            var end = lineStart
+            while unsafe view[end] != 13 { end += 1 }
+            var colon = lineStart
+            while unsafe view[colon] != 58 { colon += 1 }
+            var valueStart = colon + 1
+            while valueStart < end, unsafe view[valueStart] == 32 || view[valueStart] == 9 { valueStart += 1 }
+            var valueEnd = end
+            while valueEnd > valueStart, unsafe view[valueEnd - 1] == 32 || view[valueEnd - 1] == 9 { valueEnd -= 1 }
+            let value = unsafe view[valueStart..<valueEnd]
+            if colon - lineStart == 4, unsafe equalsLowercase(view, lineStart, "host") {
+                authority = unsafe String(decoding: value, as: UTF8.self)
+            } else if let name = unsafe HTTPField.Name(String(decoding: view[lineStart..<colon], as: UTF8.self)) {
+                unsafe fields.append(HTTPField(name: name, lenientValue: value))
+            }
+            lineStart = end + 2
+        }
+        return HTTPRequest(
+            method: method, scheme: Connection.scheme, authority: authority, path: path, headerFields: fields)
+    }
+
+    // MARK: - Request bodies
+
+    func nextBodyChunk(_ request: UInt64, maximum: Int) async throws(HTTPServerError) -> [UInt8]? {
+        guard request == requestNumber else { throw HTTPServerError(.requestEnded) }
+        guard let range = try await nextBodyRange(maximum: maximum) else { return nil }
+        return unsafe Array(UnsafeRawBufferPointer(rebasing: input[range]))
+    }
+
+    func requestTrailers(_ request: UInt64) -> HTTPFields? {
+        request == requestNumber ? trailers : nil
+    }
+
+    /// The next run of body bytes, as a range of `input` valid until the next call; nil at the end.
+    private func nextBodyRange(maximum: Int) async throws(HTTPServerError) -> Range<Int>? {
+        while true {
+            switch body {
+            case .none:
+                return nil
+            case .failed(let error):
+                throw error
+            case .length(let left):
+                if cursor < used {
+                    let n = min(left, used - cursor, maximum)
+                    let range = cursor..<cursor + n
+                    cursor += n
+                    bodyBytes += n
+                    body = n == left ? .none : .length(left - n)
+                    return range
+                }
+            case .chunked(var decoder):
+                if cursor < used {
+                    let view = unsafe UnsafeRawBufferPointer(
+                        rebasing: input[cursor..<cursor + min(used - cursor, maximum)])
+                    let start = cursor
+                    let found: (consumed: Int, output: ChunkedBodyDecoder.Output)
+                    do throws(ChunkedBodyDecoder.Failure) {
+                        found = try unsafe decoder.decode(view)
+                    } catch {
+                        try fail(.malformedBody)
+                    }
+                    cursor += found.consumed
+                    switch found.output {
+                    case .data(let range):
+                        body = .chunked(decoder)
+                        bodyBytes += range.count
+                        if bodyBytes > server.configuration.maximumBodyBytes { try fail(.bodyTooLarge) }
+                        return (start + range.lowerBound)..<(start + range.upperBound)
+                    case .needMore:
+                        body = .chunked(decoder)
+                    case .end:
+                        body = .none
+                        guard let fields = Self.trailerFields(decoder.trailerBytes) else {
+                            try fail(.malformedBody)
+                        }
+                        trailers = fields
+                        return nil
+                    }
+                    continue
+                }
+            }
+            try await fill()
+        }
+    }
+
+    private func fail(_ code: HTTPServerError.Code) throws(HTTPServerError) -> Never {
+        let error = HTTPServerError(code)
+        body = .failed(error)
+        throw error
+    }
+
+    /// Reads more of the body into `input` (all of it read so far: the head is gone after this).
+    /// Answers `Expect: 100-continue` first.
+    private func fill() async throws(HTTPServerError) {
+        // Before the final response's head has gone out (a handler may have started a streamed
+        // response and read the body next): the 100 goes before it.
+        if head.expectsContinue && !continueSent && head.minorVersion == 1
+            && (response == .notStarted || responseHeadAt != nil)
+        {
+            continueSent = true
+            let line: StaticString = "HTTP/1.1 100 Continue\r\n\r\n"
+            if let at = responseHeadAt {
+                // No room left to put it first (a nearly full batch): the client sends its body
+                // after its own wait for the 100, as it must when none comes.
+                _ = out.insert(line, at: at)
+            } else {
+                if out.remaining < 32 { guard await flush() else { try fail(.connection) } }
+                out.append(line)
+            }
+            guard await flush() else { try fail(.connection) }
+        }
+        continueSent = true
+        let rest = used - cursor
+        if rest > 0 {
+            // SAFETY: both ranges lie in `input`; memmove handles the overlap.
+            unsafe memmove(input.baseAddress!, input.baseAddress! + cursor, rest)
+        }
+        used = rest
+        cursor = 0
+        consumed = 0
+        guard
+            let n = unsafe await connection.receiveOnce(
+                into: UnsafeMutableRawBufferPointer(rebasing: input[used...]), timeout: nil), n > 0
+        else { try fail(.bodyTruncated) }
+        used += n
+    }
+
+    /// Reads and drops what is left of the body after the response. False: close instead (the
+    /// client was not told to send it, or it is malformed, too large or cut short).
+    private func discardBody() async -> Bool {
+        if head.expectsContinue && !continueSent {
+            // The client waits for a 100 that will not come: it sends no body.
+            keepAlive = false
+            return true
+        }
+        server.setWriting(slot)
+        while true {
+            do throws(HTTPServerError) {
+                guard try await nextBodyRange(maximum: .max) != nil else { return true }
+            } catch {
+                return false
+            }
+        }
+    }
+
+    /// A chunked body's trailer section as fields; nil when a line is not `name: value`.
+    static func trailerFields(_ bytes: [UInt8]) -> HTTPFields? {
+        var fields = HTTPFields()
+        for line in bytes.split(separator: 10) {
+            guard let colon = line.firstIndex(of: 58),
+                let name = HTTPField.Name(String(decoding: line[..<colon], as: UTF8.self))
+            else { return nil }
+            var value = line[(colon + 1)...]
+            while let first = value.first, first == 32 || first == 9 { value = value.dropFirst() }
+            while let last = value.last, last == 32 || last == 9 { value = value.dropLast() }
+            fields.append(HTTPField(name: name, lenientValue: value))
+        }
+        return fields
+    }
+
+    // MARK: - Responses from handlers
+
+    func respond<Body: Collection<UInt8>>(_ request: UInt64, _ response: HTTPResponse, body: Body)
+        async throws(HTTPServerError)
+    {
+        try check(request, expecting: .notStarted)
+        let bodyless = Self.isBodyless(response.status.code)
+        try await writeHead(response, length: bodyless ? nil : body.count, chunked: false)
+        self.response = .finished
+        guard !bodyless, head.method != .head, !body.isEmpty else { return }
+        try await send(body)
+    }
+
+    func startResponse(_ request: UInt64, _ response: HTTPResponse) async throws(HTTPServerError) {
+        try check(request, expecting: .notStarted)
+        let bodyless = Self.isBodyless(response.status.code)
+        let declared = response.headerFields[.contentLength].flatMap { Int($0) }.flatMap { $0 >= 0 ? $0 : nil }
+        // Without a length: chunked for HTTP/1.1, the end of the connection for HTTP/1.0.
+        let chunked = !bodyless && declared == nil && head.minorVersion == 1
+        if !bodyless && declared == nil && !chunked { keepAlive = false }
+        try await writeHead(response, length: bodyless ? nil : declared, chunked: chunked)
+        self.response = .streaming(chunked: chunked, declared: bodyless ? 0 : declared, sent: 0, bodyless: bodyless)
+    }
+
+    func writeBody<Body: Collection<UInt8>>(_ request: UInt64, _ bytes: Body) async throws(HTTPServerError) {
+        guard request == requestNumber else { throw HTTPServerError(.requestEnded) }
+        guard case .streaming(let chunked, let declared, let sent, let bodyless) = response else {
+            throw HTTPServerError(response == .notStarted ? .responseNotStarted : .responseAlreadyStarted)
+        }
+        if let declared, sent + bytes.count > declared, !bodyless {
+            response = .failed
+            throw HTTPServerError(.contentLengthMismatch)
+        }
+        response = .streaming(chunked: chunked, declared: declared, sent: sent + bytes.count, bodyless: bodyless)
+        guard !bodyless, head.method != .head, !bytes.isEmpty else { return }
+        if chunked {
+            if out.remaining < 24 { try await flushOrFail() }
+            out.append(hex: UInt64(bytes.count))
+            out.append("\r\n")
+            try await send(bytes)
+            if out.remaining < 2 { try await flushOrFail() }
+            out.append("\r\n")
+        } else {
+            try await send(bytes)
+        }
+        // A streamed body goes out as it is written.
+        try await flushOrFail()
+    }
+
+    func finishResponse(_ request: UInt64, trailers: HTTPFields?) async throws(HTTPServerError) {
+        guard request == requestNumber else { throw HTTPServerError(.requestEnded) }
+        guard case .streaming(let chunked, let declared, let sent, let bodyless) = response else {
+            throw HTTPServerError(response == .notStarted ? .responseNotStarted : .responseAlreadyStarted)
+        }
+        if let declared, sent != declared, !bodyless, head.method != .head {
+            response = .failed
+            throw HTTPServerError(.contentLengthMismatch)
+        }
+        response = .finished
+        guard chunked, head.method != .head else { return }
+        let mark = out.count
+        out.append("0\r\n")
+        if let trailers { appendFields(trailers, skippingFraming: true) }
+        out.append("\r\n")
+        if out.overflowed {
+            out = unsafe ResponseWriter(output, count: mark)
+            try await flushOrFail()
+            out.append("0\r\n")
+            if let trailers { appendFields(trailers, skippingFraming: true) }
+            out.append("\r\n")
+            if out.overflowed {
+                response = .failed
+                throw HTTPServerError(.responseHeadTooLarge)
+            }
+        }
+    }
+
+    func check(_ request: UInt64, expecting state: ResponseState) throws(HTTPServerError) {
+        guard request == requestNumber else { throw HTTPServerError(.requestEnded) }
+        guard response == state else { throw HTTPServerError(.responseAlreadyStarted) }
+    }
+
+    /// No body for these (RFC 9110 §6.4.1; 1xx are refused before).
+    private static func isBodyless(_ status: Int) -> Bool { status == 204 || status == 304 }
+
+    /// Writes a handler's response head: status line, its fields (but the framing ones, which the
+    /// server writes), `Server` and `Date` unless it has them, the framing, `Connection`.
+    private func writeHead(_ response: HTTPResponse, length: Int?, chunked: Bool) async throws(HTTPServerError) {
+        let status = response.status
+        guard status.code >= 200 else { throw HTTPServerError(.informationalStatus) }
+        for field in response.headerFields where field.name == .connection {
+            if field.value.lowercased().contains("close") { keepAlive = false }
+        }
+        if server.isDraining { keepAlive = false }
+        var flushed = false
+        while true {
+            let mark = out.count
+            out.append("HTTP/1.1 ")
+            out.append(decimal: status.code)
+            out.append(32)
+            out.append(string: status.reasonPhrase)
+            out.append("\r\n")
+            appendFields(response.headerFields, skippingFraming: true)
+            if response.headerFields[.server] == nil { out.append("Server: swift-uring\r\n") }
+            if response.headerFields[.date] == nil {
+                out.append("Date: ")
+                unsafe out.append(server.now())
+                out.append("\r\n")
+            }
+            if chunked {
+                out.append("Transfer-Encoding: chunked\r\n")
+            } else if let length {
+                out.append("Content-Length: ")
+                out.append(decimal: length)
+                out.append("\r\n")
+            }
+            finishHead(keepAlive: keepAlive, minorVersion: head.minorVersion)
+            guard out.overflowed else {
+                responseHeadAt = mark
+                return
+            }
+            out = unsafe ResponseWriter(output, count: mark)
+            guard !flushed, mark > 0 else {
+                self.response = .failed
+                throw HTTPServerError(.responseHeadTooLarge)
+            }
+            try await flushOrFail()
+            flushed = true
+        }
+    }
+
+    private func appendFields(_ fields: HTTPFields, skippingFraming: Bool) {
+        for field in fields {
+            if skippingFraming {
+                let name = field.name
+                if name == .contentLength || name == .transferEncoding || name == .connection { continue }
+            }
+            out.append(string: field.name.rawName)
+            out.append(": ")
+            unsafe field.withUnsafeBytesOfValue { unsafe out.append(contentsOf: $0) }
+            out.append("\r\n")
+        }
+    }
+
+    /// Puts `bytes` after what the writer holds: copied when they fit, else sent from an array
+    /// of them (the array itself when they are one).
+    private func send<Body: Collection<UInt8>>(_ bytes: Body) async throws(HTTPServerError) {
+        let count = bytes.count
+        if count <= out.remaining {
+            out.append(contentsOf: bytes)
+            return
+        }
+        try await flushOrFail()
+        if count <= out.remaining / 2 {
+            out.append(contentsOf: bytes)
+            return
+        }
+        let array = Array(bytes)
+        server.setWriting(slot)
+        // SAFETY: `array` is immutable and kept alive until the send has returned (the
+        // `withExtendedLifetime` below), so its storage stays where the pointer says.
+        let sent = unsafe await connection.sendAll(unsafe array.withUnsafeBytes { unsafe $0 }, timeout: nil)
+        withExtendedLifetime(array) {}
+        guard sent else {
+            response = .failed
+            throw HTTPServerError(.connection)
+        }
+    }
+
+    private func flushOrFail() async throws(HTTPServerError) {
+        guard await flush() else {
+            response = .failed
+            throw HTTPServerError(.connection)
+        }
+    }
+
+    // MARK: - Shared response pieces
 
     /// After refusing a request the client may still be sending it: closing with unread data
     /// would reset the connection and could destroy the error response before the client reads
@@ -131,12 +624,21 @@ import Uring
         }
     }
 
+    /// A refused request head: its error status after the responses gathered so far, then close.
+    private func refuse(_ status: Int) async {
+        guard await reserve(512) else { return }
+        simpleResponse(status, keepAlive: false)
+        guard await flush() else { return }
+        await lingeringClose()
+    }
+
     /// Sends what the writer holds. False if the connection failed. A client that stops reading
     /// is cut off by the watchdog once the send has waited the idle timeout (`setWriting`), not
     /// by a timeout of the send's own: that would cost a linked timeout, a kernel timer armed and
     /// cancelled, for every send.
-    private mutating func flush() async -> Bool {
+    func flush() async -> Bool {
         guard out.count > 0 else { return true }
+        responseHeadAt = nil
         let bytes = unsafe out.written
         out = unsafe ResponseWriter(output)
         server.setWriting(slot)
@@ -144,12 +646,12 @@ import Uring
     }
 
     /// Makes room for a response head (flushing earlier pipelined responses if needed).
-    private mutating func reserve(_ bytes: Int) async -> Bool {
+    func reserve(_ bytes: Int) async -> Bool {
         if out.remaining >= bytes { return true }
         return await flush()
     }
 
-    private mutating func finishHead(keepAlive: Bool, minorVersion: Int = 1) {
+    func finishHead(keepAlive: Bool, minorVersion: Int = 1) {
         if !keepAlive {
             out.append("Connection: close\r\n")
         } else if minorVersion == 0 {
@@ -161,8 +663,7 @@ import Uring
     /// A status with a one-line text body (headers only for HEAD is the caller's business: error
     /// bodies are always sent, since the request may not have been understood).
     /// The caller has reserved room (512 bytes is plenty).
-    private mutating func simpleResponse(_ status: Int, keepAlive: Bool, extra: StaticString? = nil, head: Bool = false)
-    {
+    func simpleResponse(_ status: Int, keepAlive: Bool, extra: StaticString? = nil, head: Bool = false) {
         let reason = reasonPhrase(status)
         unsafe out.statusLine(status, date: server.now())
         if let extra { out.append(extra) }
@@ -177,299 +678,4 @@ import Uring
             out.append(10)
         }
     }
-
-    /// Answers one request. False if the connection must close (it failed, or a body could not
-    /// be sent whole).
-    private mutating func respond(to head: RequestHead, in view: UnsafeRawBufferPointer, keepAlive: Bool) async -> Bool
-    {
-        guard await reserve(1024) else { return false }
-        switch head.method {
-        case .other:
-            simpleResponse(405, keepAlive: keepAlive, extra: "Allow: GET, HEAD\r\n")
-            return true
-        case .get, .head:
-            if server.configuration.hello {
-                unsafe out.statusLine(200, date: server.now())
-                out.append("Content-Type: text/plain\r\nContent-Length: 13\r\n")
-                finishHead(keepAlive: keepAlive, minorVersion: head.minorVersion)
-                if head.method == .get { out.append("Hello, World!") }
-                return true
-            }
-            return unsafe await serveFile(head, view, keepAlive: keepAlive)
-        }
-    }
-
-    // MARK: - Files
-
-    private mutating func serveFile(_ head: RequestHead, _ view: UnsafeRawBufferPointer, keepAlive: Bool) async -> Bool
-    {
-        let isHead = head.method == .head
-        guard let root else {
-            simpleResponse(404, keepAlive: keepAlive, head: isHead)
-            return true
-        }
-        let target = unsafe UnsafeRawBufferPointer(rebasing: view[head.target])
-        guard let (path, trailingSlash) = unsafe RequestPath.decode(target) else {
-            simpleResponse(400, keepAlive: keepAlive, head: isHead)
-            return true
-        }
-        var file: File
-        do throws(IOError) {
-            file = try await File.open(filePath(path), beneath: root)
-        } catch {
-            simpleResponse(status(for: error), keepAlive: keepAlive, head: isHead)
-            return true
-        }
-        var status: FileStatus
-        var name = path
-        do throws(IOError) {
-            status = try await file.status()
-            if status.kind == .directory {
-                if !trailingSlash && !path.isEmpty {
-                    try? await file.close()
-                    unsafe redirectToDirectory(target, keepAlive: keepAlive)
-                    return true
-                }
-                let directory = file
-                do throws(IOError) {
-                    file = try await File.open("index.html", beneath: directory)
-                } catch {
-                    try? await directory.close()
-                    throw error
-                }
-                try? await directory.close()
-                name = Array("index.html".utf8)
-                status = try await file.status()
-            }
-        } catch {
-            try? await file.close()
-            simpleResponse(self.status(for: error), keepAlive: keepAlive, head: isHead)
-            return true
-        }
-        guard status.kind == .regular else {
-            try? await file.close()
-            simpleResponse(403, keepAlive: keepAlive, head: isHead)
-            return true
-        }
-        let result = unsafe await send(file, status, name: name, head, view, keepAlive: keepAlive)
-        try? await file.close()
-        return result
-    }
-
-    /// Headers and body for an open regular file.
-    private mutating func send(
-        _ file: File, _ status: FileStatus, name: [UInt8], _ head: RequestHead, _ view: UnsafeRawBufferPointer,
-        keepAlive: Bool
-    ) async -> Bool {
-        let isHead = head.method == .head
-        let size = Int(status.size)
-        let mtime = status.modificationTime
-
-        // Validators.
-        var tag = (UInt64(0), UInt64(0), UInt64(0))
-        tag.0 = status.inode
-        tag.1 = UInt64(size)
-        tag.2 = UInt64(max(0, mtime.seconds)) &* 1_000_000_000 &+ UInt64(mtime.nanoseconds)
-        if let inm = head.ifNoneMatch {
-            if unsafe etagListMatches(UnsafeRawBufferPointer(rebasing: view[inm]), tag) {
-                notModified(tag, mtime: mtime, keepAlive: keepAlive)
-                return true
-            }
-        } else if let ims = head.ifModifiedSince,
-            let since = unsafe HTTPDate.parse(UnsafeRawBufferPointer(rebasing: view[ims])),
-            Int(mtime.seconds) <= since
-        {
-            notModified(tag, mtime: mtime, keepAlive: keepAlive)
-            return true
-        }
-
-        // Range.
-        var start = 0
-        var length = size
-        var partial = false
-        if let range = head.range {
-            var applies = true
-            if let ifRange = head.ifRange {
-                applies = unsafe etagEquals(UnsafeRawBufferPointer(rebasing: view[ifRange]), tag)
-            }
-            if applies {
-                switch unsafe parseRange(UnsafeRawBufferPointer(rebasing: view[range]), size: size) {
-                case .ignore: break
-                case .unsatisfiable:
-                    unsafe out.statusLine(416, date: server.now())
-                    out.append("Content-Range: bytes */")
-                    out.append(decimal: size)
-                    out.append("\r\nContent-Length: 0\r\n")
-                    finishHead(keepAlive: keepAlive, minorVersion: head.minorVersion)
-                    return true
-                case .range(let s, let l):
-                    start = s
-                    length = l
-                    partial = true
-                }
-            }
-        }
-
-        unsafe out.statusLine(partial ? 206 : 200, date: server.now())
-        out.append("Content-Type: ")
-        out.append(MediaTypes.forPath(name))
-        out.append("\r\nContent-Length: ")
-        out.append(decimal: length)
-        out.append("\r\nAccept-Ranges: bytes\r\n")
-        validators(tag, mtime: mtime)
-        if partial {
-            out.append("Content-Range: bytes ")
-            out.append(decimal: start)
-            out.append(45)
-            out.append(decimal: start + length - 1)
-            out.append(47)
-            out.append(decimal: size)
-            out.append("\r\n")
-        }
-        finishHead(keepAlive: keepAlive, minorVersion: head.minorVersion)
-        if isHead || length == 0 { return true }
-
-        // The body: small ones go out with the head in one send (a 64 KiB file too); larger ones
-        // stream in reads of the buffer's size.
-        var offset = Int64(start)
-        var left = length
-        while left > 0 {
-            if out.remaining == 0 { guard await flush() else { return false } }
-            let room = min(out.remaining, left)
-            let into = unsafe UnsafeMutableRawBufferPointer(rebasing: output[out.count..<out.count + room])
-            do throws(IOError) {
-                try unsafe await file.read(exactlyInto: into, at: offset)
-            } catch {
-                // Shorter than announced (truncated meanwhile) or unreadable: the head is gone,
-                // so the only honest thing left is to close.
-                return false
-            }
-            out = unsafe ResponseWriter(output, count: out.count + room)
-            offset += Int64(room)
-            left -= room
-            if left > 0 { guard await flush() else { return false } }
-        }
-        return true
-    }
-
-    private func filePath(_ bytes: [UInt8]) -> FilePath {
-        var c = bytes.map { CChar(bitPattern: $0) }
-        c.append(0)
-        return unsafe c.withUnsafeBufferPointer { unsafe FilePath(platformString: $0.baseAddress!) }
-    }
-
-    private func status(for error: IOError) -> Int {
-        switch error.errno {
-        case .noSuchFileOrDirectory?, .notDirectory?, .fileNameTooLong?: 404
-        case .improperLink?, .tooManySymbolicLinkLevels?, .permissionDenied?, .notPermitted?: 403
-        default: 500
-        }
-    }
-
-    private mutating func redirectToDirectory(_ target: UnsafeRawBufferPointer, keepAlive: Bool) {
-        var end = target.count
-        if let q = unsafe target.firstIndex(of: UInt8(ascii: "?")) { end = q }
-        unsafe out.statusLine(301, date: server.now())
-        out.append("Location: ")
-        unsafe out.append(UnsafeRawBufferPointer(rebasing: target[..<end]))
-        out.append("/\r\nContent-Length: 0\r\n")
-        finishHead(keepAlive: keepAlive)
-    }
-
-    private mutating func validators(_ tag: (UInt64, UInt64, UInt64), mtime: FileStatus.Timestamp) {
-        out.append("ETag: \"")
-        out.append(hex: tag.0)
-        out.append(45)
-        out.append(hex: tag.1)
-        out.append(45)
-        out.append(hex: tag.2)
-        out.append("\"\r\nLast-Modified: ")
-        out.append(httpDate: Int(mtime.seconds))
-        out.append("\r\n")
-    }
-
-    private mutating func notModified(_ tag: (UInt64, UInt64, UInt64), mtime: FileStatus.Timestamp, keepAlive: Bool) {
-        unsafe out.statusLine(304, date: server.now())
-        validators(tag, mtime: mtime)
-        finishHead(keepAlive: keepAlive)
-    }
-}
-
-// MARK: - Validators and ranges
-
-/// The entity-tag text of `tag`, as sent (without quotes).
-private func etagText(_ tag: (UInt64, UInt64, UInt64)) -> [UInt8] {
-    func hex(_ v: UInt64) -> [UInt8] { Array(String(v, radix: 16).utf8) }
-    return hex(tag.0) + [45] + hex(tag.1) + [45] + hex(tag.2)
-}
-
-/// `If-Range`: a strong comparison with one entity tag (a date there is treated as "no match").
-func etagEquals(_ value: UnsafeRawBufferPointer, _ tag: (UInt64, UInt64, UInt64)) -> Bool {
-    let text = etagText(tag)
-    return unsafe value.count == text.count + 2 && value.first == 34 && value.last == 34
-        && value[1..<value.count - 1].elementsEqual(text)
-}
-
-/// `If-None-Match`: `*`, or a list of entity tags compared weakly (a `W/` prefix is ignored).
-func etagListMatches(_ value: UnsafeRawBufferPointer, _ tag: (UInt64, UInt64, UInt64)) -> Bool {
-    let text = etagText(tag)
-    var matched = false
-    unsafe scanTokens(value, 0..<value.count) { token in
-        var t = unsafe UnsafeRawBufferPointer(rebasing: value[token])
-        if unsafe t.count == 1 && t[0] == UInt8(ascii: "*") {
-            matched = true
-            return
-        }
-        if unsafe t.count > 2 && t[0] == UInt8(ascii: "W") && t[1] == UInt8(ascii: "/") {
-            unsafe t = unsafe UnsafeRawBufferPointer(rebasing: t[2...])
-        }
-        if unsafe t.count == text.count + 2 && t.first == 34 && t.last == 34 && t[1..<t.count - 1].elementsEqual(text) {
-            matched = true
-        }
-    }
-    return matched
-}
-
-enum RangeResult: Equatable {
-    /// No usable single byte range (absent, malformed, several ranges, another unit): send the
-    /// whole representation.
-    case ignore
-    case unsatisfiable
-    case range(start: Int, length: Int)
-}
-
-/// One `bytes=` range (RFC 9110 §14.1.2): `a-b`, `a-` or `-n`.
-func parseRange(_ value: UnsafeRawBufferPointer, size: Int) -> RangeResult {
-    let prefix: [UInt8] = Array("bytes=".utf8)
-    guard value.count > prefix.count, unsafe value[..<prefix.count].elementsEqual(prefix) else { return .ignore }
-    let spec = unsafe UnsafeRawBufferPointer(rebasing: value[prefix.count...])
-    if unsafe spec.contains(44) { return .ignore }  // several ranges: serve the whole file instead
-    guard let dash = unsafe spec.firstIndex(of: 45) else { return .ignore }
-    func number(_ part: Slice<UnsafeRawBufferPointer>) -> Int? {
-        guard unsafe !part.isEmpty, unsafe part.count <= 18 else { return nil }
-        var n = 0
-        for index in unsafe part.indices {
-            let b = unsafe part[index]
-            guard isDigit(b) else { return nil }
-            n = n * 10 + Int(b - 48)
-        }
-        return n
-    }
-    let first = unsafe spec[..<dash]
-    let last = unsafe spec[(dash + 1)...]
-    if unsafe first.isEmpty {
-        guard let suffix = unsafe number(last) else { return .ignore }
-        if suffix == 0 || size == 0 { return .unsatisfiable }
-        let length = min(suffix, size)
-        return .range(start: size - length, length: length)
-    }
-    guard let start = unsafe number(first) else { return .ignore }
-    var end = size - 1
-    if unsafe !last.isEmpty {
-        guard let e = unsafe number(last) else { return .ignore }
-        if e < start { return .ignore }
-        end = min(e, size - 1)
-    }
-    if start >= size { return .unsatisfiable }
-    return .range(start: start, length: end - start + 1)
 }

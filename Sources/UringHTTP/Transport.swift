@@ -8,6 +8,8 @@ import UringTLS
 protocol HTTPTransport: Sendable {
     /// The TCP descriptor (the server's watchdog shuts it down on timeouts and shutdown).
     var rawDescriptor: Int32 { get }
+    /// `http` or `https`, for handlers' requests.
+    static var scheme: String { get }
     /// Reads at least one byte into `buffer`: the count, 0 at the end of the stream, nil when it failed.
     func receiveOnce(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration?) async -> Int?
     /// Sends all of `bytes`; false when it failed.
@@ -20,6 +22,7 @@ protocol HTTPTransport: Sendable {
 
 extension TCPConnection: HTTPTransport {
     var rawDescriptor: Int32 { descriptor.rawValue }
+    static var scheme: String { "http" }
 
     func receiveOnce(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration?) async -> Int? {
         try? await unsafe read(into: buffer, timeout: timeout)
@@ -36,6 +39,7 @@ extension TCPConnection: HTTPTransport {
 
 extension TLSConnection: HTTPTransport {
     var rawDescriptor: Int32 { tcp.descriptor.rawValue }
+    static var scheme: String { "https" }
 
     func receiveOnce(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration?) async -> Int? {
         try? await unsafe read(into: buffer, timeout: timeout)

@@ -2,6 +2,7 @@
 # Fuzzes one target with libFuzzer (plus AddressSanitizer) for a given time.
 #
 #   Tests/Fuzz/fuzz.sh http    [SECONDS] [libFuzzer flags…]   # HTTP request-head parser, paths, dates
+#   Tests/Fuzz/fuzz.sh chunked [SECONDS] [libFuzzer flags…]   # chunked request-body decoder
 #   Tests/Fuzz/fuzz.sh address [SECONDS] [libFuzzer flags…]   # SocketAddress parsing
 #
 # Builds into .build-fuzz/, grows a working corpus in .build-fuzz/corpus/TARGET (seeded from the
@@ -14,12 +15,12 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PATH="/opt/swift/usr/bin:$PATH"
 
-target=${1:?usage: Tests/Fuzz/fuzz.sh http|address [SECONDS] [libFuzzer flags...]}
+target=${1:?usage: Tests/Fuzz/fuzz.sh http|chunked|address [SECONDS] [libFuzzer flags...]}
 seconds=${2:-600}
 shift $(( $# >= 2 ? 2 : 1 ))
 case "$target" in
-    http | address) ;;
-    *) echo "unknown target '$target' (http or address)" >&2; exit 2 ;;
+    http | chunked | address) ;;
+    *) echo "unknown target '$target' (http, chunked or address)" >&2; exit 2 ;;
 esac
 
 swift build -c release --product "uring-fuzz-$target" --scratch-path .build-fuzz \

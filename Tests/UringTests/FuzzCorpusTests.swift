@@ -11,7 +11,7 @@ struct FuzzCorpusTests {
         return tests[..<tests.lastIndex(of: "/")!] + "/Fuzz/Corpus"
     }()
 
-    @Test("seed corpus replays cleanly", arguments: ["http", "address"])
+    @Test("seed corpus replays cleanly", arguments: ["http", "chunked", "address"])
     func replay(target: String) throws {
         let directory = Self.corpusRoot + "/" + target
         let (status, output) = try runChild(executableNextToTests("uring-fuzz-\(target)"), [directory])

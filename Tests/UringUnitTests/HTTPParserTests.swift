@@ -57,6 +57,35 @@ struct HTTPParserTests {
         #expect(throws: expected) { _ = try parseHead(text) }
     }
 
+    @Test func bodiesForHandlersChunkedAndExpect() throws {
+        let reading = RequestHeadParser(readsBodies: true)
+        let chunked = try #require(
+            try parseHead("POST /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: Chunked\r\n\r\n", reading))
+        #expect(chunked.chunked && chunked.contentLength == 0 && !chunked.expectsContinue)
+        #expect(chunked.methodBytes == 0..<4)
+        let expect = try #require(
+            try parseHead("PUT / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nExpect: 100-Continue\r\n\r\n", reading))
+        #expect(expect.expectsContinue && expect.contentLength == 5 && !expect.chunked)
+        // Without readsBodies, Expect is not looked at.
+        #expect(try parseHead("GET / HTTP/1.1\r\nHost: h\r\nExpect: nonsense\r\n\r\n")?.expectsContinue == false)
+    }
+
+    @Test(arguments: [
+        (
+            "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            RequestHeadError.badRequest
+        ),
+        ("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", .badRequest),
+        ("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", .badRequest),
+        ("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", .badRequest),
+        ("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n", .notImplemented),
+        ("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", .badRequest),
+        ("POST / HTTP/1.1\r\nHost: h\r\nExpect: 200-ok\r\n\r\n", .expectationFailed),
+    ])
+    func bodyFramingThatCouldBeReadTwoWaysIsRefused(_ text: String, _ expected: RequestHeadError) {
+        #expect(throws: expected) { _ = try parseHead(text, RequestHeadParser(readsBodies: true)) }
+    }
+
     @Test func aRequestLineThatCannotBecomeValidIsRefusedAtOnce() throws {
         #expect(throws: RequestHeadError.badRequest) { _ = try parseHead(String(repeating: "\u{7F}", count: 50)) }
         #expect(throws: RequestHeadError.badRequest) { _ = try parseHead("GET /a\u{1}b") }

@@ -1,0 +1,337 @@
+import Glibc
+import HTTPTypes
+import SystemPackage
+import Uring
+
+// Static files: what a ``FileHandler`` answers, written into the session's response buffer
+// (no allocation per request: the head is parsed in place, the body read into the buffer).
+extension Session {
+    /// A handler hands a request to a file handler: its method, path and the fields that matter
+    /// to files are written as a request head into a scratch buffer and parsed like one, so one
+    /// code path serves both (and a handler may rewrite the path first).
+    func serveFile(_ request: UInt64, _ files: FileHandler, _ httpRequest: HTTPRequest) async throws(HTTPServerError) {
+        try check(request, expecting: .notStarted)
+        let scratchSize = server.parser.maximumHeadBytes
+        let scratch: UnsafeMutableRawBufferPointer
+        if let existing = unsafe fileHead {
+            unsafe scratch = unsafe existing
+        } else {
+            unsafe scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: scratchSize, alignment: 16)
+            unsafe fileHead = unsafe scratch
+        }
+        var writer = unsafe ResponseWriter(scratch)
+        writer.append(httpRequest.method == .head ? "HEAD " : httpRequest.method == .get ? "GET " : "POST ")
+        writer.append(string: httpRequest.path ?? "/")
+        writer.append(" HTTP/1.1\r\nHost: h\r\n")
+        for name in [HTTPField.Name.range, .ifRange, .ifNoneMatch, .ifModifiedSince] {
+            for value in httpRequest.headerFields[values: name] {
+                writer.append(string: name.rawName)
+                writer.append(": ")
+                writer.append(string: value)
+                writer.append("\r\n")
+            }
+        }
+        writer.append("\r\n")
+        let parsed =
+            writer.overflowed ? nil : try? unsafe RequestHeadParser(maximumHeadBytes: scratchSize).parse(writer.written)
+        guard var fileRequest = parsed else {
+            guard await reserve(512) else { throw HTTPServerError(.connection) }
+            response = .finished
+            simpleResponse(400, keepAlive: keepAlive)
+            return
+        }
+        fileRequest.minorVersion = head.minorVersion
+        guard unsafe await serveFile(files, fileRequest, writer.written, keepAlive: keepAlive) else {
+            response = .failed
+            throw HTTPServerError(.connection)
+        }
+    }
+
+    /// Answers a GET or HEAD for a file under `files`' root from a parsed head (`view` holds its
+    /// bytes); other methods get a 405. False if the connection must close.
+    func serveFile(_ files: FileHandler, _ head: RequestHead, _ view: UnsafeRawBufferPointer, keepAlive: Bool)
+        async -> Bool
+    {
+        guard await reserve(1024) else { return false }
+        response = .finished
+        let isHead = head.method == .head
+        guard head.method != .other else {
+            simpleResponse(405, keepAlive: keepAlive, extra: "Allow: GET, HEAD\r\n")
+            return true
+        }
+        let root = files.directory
+        let fullTarget = unsafe UnsafeRawBufferPointer(rebasing: view[head.target])
+        // The part of the target under the handler's prefix (the whole target for "/").
+        guard let relative = unsafe files.relativeTarget(fullTarget) else {
+            simpleResponse(404, keepAlive: keepAlive, head: isHead)
+            return true
+        }
+        // The prefix alone (`/static`): its directory, by the slash-ended URL.
+        if relative.isEmpty {
+            unsafe redirectToDirectory(fullTarget, keepAlive: keepAlive)
+            return true
+        }
+        let target = unsafe UnsafeRawBufferPointer(rebasing: fullTarget[relative])
+        guard let (path, trailingSlash) = unsafe RequestPath.decode(target) else {
+            simpleResponse(400, keepAlive: keepAlive, head: isHead)
+            return true
+        }
+        var file: File
+        do throws(IOError) {
+            file = try await File.open(filePath(path), beneath: root)
+        } catch {
+            simpleResponse(status(for: error), keepAlive: keepAlive, head: isHead)
+            return true
+        }
+        var status: FileStatus
+        var name = path
+        do throws(IOError) {
+            status = try await file.status()
+            if status.kind == .directory {
+                if !trailingSlash && !path.isEmpty {
+                    try? await file.close()
+                    unsafe redirectToDirectory(fullTarget, keepAlive: keepAlive)
+                    return true
+                }
+                let directory = file
+                do throws(IOError) {
+                    file = try await File.open("index.html", beneath: directory)
+                } catch {
+                    try? await directory.close()
+                    throw error
+                }
+                try? await directory.close()
+                name = Array("index.html".utf8)
+                status = try await file.status()
+            }
+        } catch {
+            try? await file.close()
+            simpleResponse(self.status(for: error), keepAlive: keepAlive, head: isHead)
+            return true
+        }
+        guard status.kind == .regular else {
+            try? await file.close()
+            simpleResponse(403, keepAlive: keepAlive, head: isHead)
+            return true
+        }
+        let result = unsafe await sendFile(file, status, name: name, head, view, keepAlive: keepAlive)
+        try? await file.close()
+        return result
+    }
+
+    /// Headers and body for an open regular file.
+    private func sendFile(
+        _ file: File, _ status: FileStatus, name: [UInt8], _ head: RequestHead, _ view: UnsafeRawBufferPointer,
+        keepAlive: Bool
+    ) async -> Bool {
+        let isHead = head.method == .head
+        let size = Int(status.size)
+        let mtime = status.modificationTime
+
+        // Validators.
+        var tag = (UInt64(0), UInt64(0), UInt64(0))
+        tag.0 = status.inode
+        tag.1 = UInt64(size)
+        tag.2 = UInt64(max(0, mtime.seconds)) &* 1_000_000_000 &+ UInt64(mtime.nanoseconds)
+        if let inm = head.ifNoneMatch {
+            if unsafe etagListMatches(UnsafeRawBufferPointer(rebasing: view[inm]), tag) {
+                notModified(tag, mtime: mtime, keepAlive: keepAlive)
+                return true
+            }
+        } else if let ims = head.ifModifiedSince,
+            let since = unsafe HTTPDate.parse(UnsafeRawBufferPointer(rebasing: view[ims])),
+            Int(mtime.seconds) <= since
+        {
+            notModified(tag, mtime: mtime, keepAlive: keepAlive)
+            return true
+        }
+
+        // Range.
+        var start = 0
+        var length = size
+        var partial = false
+        if let range = head.range {
+            var applies = true
+            if let ifRange = head.ifRange {
+                applies = unsafe etagEquals(UnsafeRawBufferPointer(rebasing: view[ifRange]), tag)
+            }
+            if applies {
+                switch unsafe parseRange(UnsafeRawBufferPointer(rebasing: view[range]), size: size) {
+                case .ignore: break
+                case .unsatisfiable:
+                    unsafe out.statusLine(416, date: server.now())
+                    out.append("Content-Range: bytes */")
+                    out.append(decimal: size)
+                    out.append("\r\nContent-Length: 0\r\n")
+                    finishHead(keepAlive: keepAlive, minorVersion: head.minorVersion)
+                    return true
+                case .range(let s, let l):
+                    start = s
+                    length = l
+                    partial = true
+                }
+            }
+        }
+
+        unsafe out.statusLine(partial ? 206 : 200, date: server.now())
+        out.append("Content-Type: ")
+        out.append(MediaTypes.forPath(name))
+        out.append("\r\nContent-Length: ")
+        out.append(decimal: length)
+        out.append("\r\nAccept-Ranges: bytes\r\n")
+        validators(tag, mtime: mtime)
+        if partial {
+            out.append("Content-Range: bytes ")
+            out.append(decimal: start)
+            out.append(45)
+            out.append(decimal: start + length - 1)
+            out.append(47)
+            out.append(decimal: size)
+            out.append("\r\n")
+        }
+        finishHead(keepAlive: keepAlive, minorVersion: head.minorVersion)
+        if isHead || length == 0 { return true }
+
+        // The body: small ones go out with the head in one send (a 64 KiB file too); larger ones
+        // stream in reads of the buffer's size.
+        var offset = Int64(start)
+        var left = length
+        while left > 0 {
+            if out.remaining == 0 { guard await flush() else { return false } }
+            let room = min(out.remaining, left)
+            let into = unsafe UnsafeMutableRawBufferPointer(rebasing: output[out.count..<out.count + room])
+            do throws(IOError) {
+                try unsafe await file.read(exactlyInto: into, at: offset)
+            } catch {
+                // Shorter than announced (truncated meanwhile) or unreadable: the head is gone,
+                // so the only honest thing left is to close.
+                return false
+            }
+            out = unsafe ResponseWriter(output, count: out.count + room)
+            offset += Int64(room)
+            left -= room
+            if left > 0 { guard await flush() else { return false } }
+        }
+        return true
+    }
+
+    private func filePath(_ bytes: [UInt8]) -> FilePath {
+        var c = bytes.map { CChar(bitPattern: $0) }
+        c.append(0)
+        return unsafe c.withUnsafeBufferPointer { unsafe FilePath(platformString: $0.baseAddress!) }
+    }
+
+    private func status(for error: IOError) -> Int {
+        switch error.errno {
+        case .noSuchFileOrDirectory?, .notDirectory?, .fileNameTooLong?: 404
+        case .improperLink?, .tooManySymbolicLinkLevels?, .permissionDenied?, .notPermitted?: 403
+        default: 500
+        }
+    }
+
+    private func redirectToDirectory(_ target: UnsafeRawBufferPointer, keepAlive: Bool) {
+        var end = target.count
+        if let q = unsafe target.firstIndex(of: UInt8(ascii: "?")) { end = q }
+        unsafe out.statusLine(301, date: server.now())
+        out.append("Location: ")
+        unsafe out.append(UnsafeRawBufferPointer(rebasing: target[..<end]))
+        out.append("/\r\nContent-Length: 0\r\n")
+        finishHead(keepAlive: keepAlive)
+    }
+
+    private func validators(_ tag: (UInt64, UInt64, UInt64), mtime: FileStatus.Timestamp) {
+        out.append("ETag: \"")
+        out.append(hex: tag.0)
+        out.append(45)
+        out.append(hex: tag.1)
+        out.append(45)
+        out.append(hex: tag.2)
+        out.append("\"\r\nLast-Modified: ")
+        out.append(httpDate: Int(mtime.seconds))
+        out.append("\r\n")
+    }
+
+    private func notModified(_ tag: (UInt64, UInt64, UInt64), mtime: FileStatus.Timestamp, keepAlive: Bool) {
+        unsafe out.statusLine(304, date: server.now())
+        validators(tag, mtime: mtime)
+        finishHead(keepAlive: keepAlive)
+    }
+}
+// MARK: - Validators and ranges
+
+/// The entity-tag text of `tag`, as sent (without quotes).
+private func etagText(_ tag: (UInt64, UInt64, UInt64)) -> [UInt8] {
+    func hex(_ v: UInt64) -> [UInt8] { Array(String(v, radix: 16).utf8) }
+    return hex(tag.0) + [45] + hex(tag.1) + [45] + hex(tag.2)
+}
+
+/// `If-Range`: a strong comparison with one entity tag (a date there is treated as "no match").
+func etagEquals(_ value: UnsafeRawBufferPointer, _ tag: (UInt64, UInt64, UInt64)) -> Bool {
+    let text = etagText(tag)
+    return unsafe value.count == text.count + 2 && value.first == 34 && value.last == 34
+        && value[1..<value.count - 1].elementsEqual(text)
+}
+
+/// `If-None-Match`: `*`, or a list of entity tags compared weakly (a `W/` prefix is ignored).
+func etagListMatches(_ value: UnsafeRawBufferPointer, _ tag: (UInt64, UInt64, UInt64)) -> Bool {
+    let text = etagText(tag)
+    var matched = false
+    unsafe scanTokens(value, 0..<value.count) { token in
+        var t = unsafe UnsafeRawBufferPointer(rebasing: value[token])
+        if unsafe t.count == 1 && t[0] == UInt8(ascii: "*") {
+            matched = true
+            return
+        }
+        if unsafe t.count > 2 && t[0] == UInt8(ascii: "W") && t[1] == UInt8(ascii: "/") {
+            unsafe t = unsafe UnsafeRawBufferPointer(rebasing: t[2...])
+        }
+        if unsafe t.count == text.count + 2 && t.first == 34 && t.last == 34 && t[1..<t.count - 1].elementsEqual(text) {
+            matched = true
+        }
+    }
+    return matched
+}
+
+enum RangeResult: Equatable {
+    /// No usable single byte range (absent, malformed, several ranges, another unit): send the
+    /// whole representation.
+    case ignore
+    case unsatisfiable
+    case range(start: Int, length: Int)
+}
+
+/// One `bytes=` range (RFC 9110 §14.1.2): `a-b`, `a-` or `-n`.
+func parseRange(_ value: UnsafeRawBufferPointer, size: Int) -> RangeResult {
+    let prefix: [UInt8] = Array("bytes=".utf8)
+    guard value.count > prefix.count, unsafe value[..<prefix.count].elementsEqual(prefix) else { return .ignore }
+    let spec = unsafe UnsafeRawBufferPointer(rebasing: value[prefix.count...])
+    if unsafe spec.contains(44) { return .ignore }  // several ranges: serve the whole file instead
+    guard let dash = unsafe spec.firstIndex(of: 45) else { return .ignore }
+    func number(_ part: Slice<UnsafeRawBufferPointer>) -> Int? {
+        guard unsafe !part.isEmpty, unsafe part.count <= 18 else { return nil }
+        var n = 0
+        for index in unsafe part.indices {
+            let b = unsafe part[index]
+            guard isDigit(b) else { return nil }
+            n = n * 10 + Int(b - 48)
+        }
+        return n
+    }
+    let first = unsafe spec[..<dash]
+    let last = unsafe spec[(dash + 1)...]
+    if unsafe first.isEmpty {
+        guard let suffix = unsafe number(last) else { return .ignore }
+        if suffix == 0 || size == 0 { return .unsatisfiable }
+        let length = min(suffix, size)
+        return .range(start: size - length, length: length)
+    }
+    guard let start = unsafe number(first) else { return .ignore }
+    var end = size - 1
+    if unsafe !last.isEmpty {
+        guard let e = unsafe number(last) else { return .ignore }
+        if e < start { return .ignore }
+        end = min(e, size - 1)
+    }
+    if start >= size { return .unsatisfiable }
+    return .range(start: start, length: end - start + 1)
+}

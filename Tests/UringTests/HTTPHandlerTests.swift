@@ -1,0 +1,410 @@
+import Glibc
+import HTTPTypes
+import Synchronization
+import Testing
+import UringHTTP
+
+@testable import Uring
+
+/// An `HTTPServer` with a handler, on a ring of its own (the driver the suite runs on).
+final class HandlerTestServer: Sendable {
+    let ring: RingExecutor
+    let server: HTTPServer
+    let port: Int
+    let task: Task<Void, Never>
+
+    init(
+        configuration: HTTPServer.Configuration = .init(),
+        handler: @escaping HTTPServer.Handler
+    ) throws {
+        ring = try RingExecutor(name: "http-handler-test")
+        let listener = try TCPListener.bind(to: SocketAddress("127.0.0.1:0"))
+        port = try listener.localAddress.port!
+        let server = HTTPServer(configuration: configuration)
+        self.server = server
+        task = Task(executorPreference: ring) { try? await server.run(on: listener, handler: handler) }
+    }
+
+    var url: String { "http://127.0.0.1:\(port)" }
+
+    func stop() async {
+        server.beginShutdown()
+        await task.value
+        ring.shutdown()
+    }
+
+    /// Sends `request` on a new connection and returns everything until the server closes it
+    /// (or `timeout` passes without a byte).
+    func raw(_ request: [UInt8], timeout: Duration = .seconds(10)) async throws -> [UInt8] {
+        let connection = try await TCPConnection.connect(to: SocketAddress(host: "127.0.0.1", port: port))
+        defer { Task { try? await connection.close() } }
+        try await connection.write(contentsOf: request)
+        var response: [UInt8] = []
+        while true {
+            guard let part = try? await connection.receive(upTo: 65536, timeout: timeout), !part.isEmpty else {
+                break
+            }
+            response += part
+        }
+        return response
+    }
+}
+
+/// A running `uring-api` (the handler API's example) on a temporary root.
+final class APIServerProcess {
+    let child: SpawnedChild
+    let port: Int
+    let root: TemporaryDirectory
+
+    init(extra: [String] = []) throws {
+        root = TemporaryDirectory()
+        try HTTPServerProcess.write(root.path + "/index.html", Array("<h1>home</h1>\n".utf8))
+        var random = SeededRandom(seed: 17)
+        try HTTPServerProcess.write(root.path + "/4k.bin", random.bytes(4096))
+        child = try SpawnedChild(
+            executableNextToTests("uring-api"), ["--root", root.path, "--host", "127.0.0.1", "--port", "0"] + extra)
+        let banner = child.readLine()
+        guard banner.hasPrefix("uring-api listening on http://127.0.0.1:"),
+            let port = banner.split(separator: ":").dropFirst(2).first.flatMap({ Int($0.prefix { $0.isNumber }) })
+        else {
+            kill(child.pid, SIGKILL)
+            _ = child.wait()
+            throw ChildFailed(description: "unexpected banner: \(banner)")
+        }
+        self.port = port
+    }
+
+    var url: String { "http://127.0.0.1:\(port)" }
+
+    func stop() -> Int32 {
+        kill(child.pid, SIGTERM)
+        let status = child.wait()
+        root.cleanup()
+        return status
+    }
+}
+
+/// The bytes of a response's body after its head (no decoding).
+private func bodyOf(_ response: [UInt8]) -> [UInt8] {
+    guard let end = response.firstRange(of: Array("\r\n\r\n".utf8)) else { return [] }
+    return Array(response[end.upperBound...])
+}
+
+extension IntegrationTests {
+    @Suite("HTTP handlers")
+    struct HTTPHandlers {
+        // MARK: - The example, with real clients
+
+        @Test(.enabled(if: curlAvailable, "curl is not installed"))
+        func curlGetHeadPostEchoJSONAndFiles() throws {
+            let server = try APIServerProcess()
+            defer { #expect(server.stop() == 0) }
+            let url = server.url
+            #expect(try shell("curl -s \(url)/plaintext").1 == "Hello, World!")
+            let head = try shell("curl -sI \(url)/plaintext").1
+            #expect(head.hasPrefix("HTTP/1.1 200 OK"), "\(head)")
+            #expect(head.contains("Content-Length: 13") && head.contains("Content-Type: text/plain"), "\(head)")
+            #expect(try shell("curl -s \(url)/json").1 == #"{"message":"Hello, World!"}"#)
+            #expect(
+                try shell(#"curl -s -H 'Content-Type: application/json' -d '{"name":"Ada"}' \#(url)/json"#).1
+                    == #"{"message":"Hello, Ada!"}"#)
+            #expect(try shell("curl -s -o /dev/null -w '%{http_code}' -d 'nope' \(url)/json").1 == "400")
+            // POST with Content-Length, and chunked.
+            #expect(try shell("curl -s --data-binary 'some bytes' \(url)/echo").1 == "some bytes")
+            #expect(
+                try shell(
+                    "printf 'abc%.0s' $(seq 1 5000) | curl -s -H 'Transfer-Encoding: chunked' --data-binary @- \(url)/echo"
+                ).1
+                    == String(repeating: "abc", count: 5000))
+            // Expect: 100-continue is answered before the body is sent.
+            let expect = try shell(
+                "head -c 300000 /dev/zero | curl -sv -H 'Expect: 100-continue' --data-binary @- -o /dev/null -w 'got=%{size_download}' \(url)/echo 2>&1"
+            ).1
+            #expect(expect.contains("HTTP/1.1 100 Continue") && expect.contains("got=300000"), "\(expect.suffix(600))")
+            // Files under /files/, through the file handler.
+            #expect(try shell("curl -s \(url)/files/").1 == "<h1>home</h1>\n")
+            #expect(try shell("curl -s -r 100-199 \(url)/files/4k.bin | wc -c").1.trimmingSpaces == "100")
+            let redirect = try shell("curl -s -o /dev/null -w '%{http_code} %{redirect_url}' \(url)/files").1
+            #expect(redirect == "301 \(url)/files/", "\(redirect)")
+            #expect(try shell("curl -s -o /dev/null -w '%{http_code}' \(url)/files/../../etc/passwd").1 != "200")
+            #expect(try shell("curl -s -o /dev/null -w '%{http_code}' \(url)/nothing").1 == "404")
+            #expect(try shell("curl -s -o /dev/null -w '%{http_code}' -X DELETE \(url)/plaintext").1 == "405")
+        }
+
+        @Test(.enabled(if: curlAvailable, "curl is not installed"))
+        func aTenMebibyteStreamedUploadComesBackIdentical() throws {
+            let server = try APIServerProcess()
+            defer { #expect(server.stop() == 0) }
+            let file = server.root.path + "/upload.bin"
+            var random = SeededRandom(seed: 99)
+            try HTTPServerProcess.write(file, random.bytes(10 << 20))
+            for framing in ["", "-H 'Transfer-Encoding: chunked'"] {
+                let (status, output) = try shell(
+                    "curl -s \(framing) --data-binary @\(file) \(server.url)/echo | cmp - \(file) && echo same")
+                #expect(status == 0 && output == "same\n", "\(framing): \(output)")
+            }
+        }
+
+        @Test(.enabled(if: pythonAvailable, "python3 is not installed"))
+        func pythonHTTPClientKeepAliveChunkedUploadAndHead() throws {
+            let server = try APIServerProcess()
+            defer { #expect(server.stop() == 0) }
+            let script = """
+                import http.client, json, os, sys
+                c = http.client.HTTPConnection("127.0.0.1", \(server.port), timeout=20)
+                data = os.urandom(3 * 1024 * 1024 + 17)
+                def pieces():
+                    for i in range(0, len(data), 65536):
+                        yield data[i:i + 65536]
+                c.request("POST", "/echo", body=pieces())  # chunked: no length is known
+                r = c.getresponse(); body = r.read()
+                assert r.status == 200 and body == data, (r.status, len(body))
+                assert r.getheader("Transfer-Encoding") == "chunked"
+                c.request("POST", "/echo", body=data[:1000])  # Content-Length
+                r = c.getresponse(); assert r.read() == data[:1000]
+                c.request("GET", "/plaintext"); r = c.getresponse()
+                assert r.read() == b"Hello, World!" and r.getheader("Content-Type") == "text/plain"
+                c.request("HEAD", "/plaintext"); r = c.getresponse()
+                assert r.getheader("Content-Length") == "13" and r.read() == b""
+                c.request("GET", "/json"); r = c.getresponse()
+                assert json.loads(r.read()) == {"message": "Hello, World!"}
+                c.request("POST", "/json", body=json.dumps({"name": "Bo"}), headers={"Content-Type": "application/json"})
+                r = c.getresponse(); assert json.loads(r.read()) == {"message": "Hello, Bo!"}
+                c.request("GET", "/files/4k.bin"); r = c.getresponse(); assert len(r.read()) == 4096
+                print("python-ok")
+                """
+            let (status, output) = try runChild("/usr/bin/env", ["python3", "-c", script])
+            #expect(status == 0 && output.contains("python-ok"), "\(output)")
+        }
+
+        // MARK: - Handlers of the tests' own
+
+        @Test func streamedChunkedResponseWithTrailersAndRequestTrailers() async throws {
+            let server = try HandlerTestServer { request, body, responder in
+                var total = 0
+                for try await chunk in body { total += chunk.count }
+                let checksum = body.trailers?[HTTPField.Name("X-Checksum")!] ?? "none"
+                let writer = try await responder.start(HTTPResponse(status: .ok))
+                for index in 0..<3 { try await writer.write("part \(index);") }
+                try await writer.finish(trailers: [HTTPField.Name("X-Seen")!: "\(total) \(checksum)"])
+            }
+            let request = Array(
+                "POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Checksum: abc\r\n\r\n"
+                    .utf8)
+            let response = try await server.raw(request).text
+            #expect(response.hasPrefix("HTTP/1.1 200 OK\r\n") && response.contains("Transfer-Encoding: chunked\r\n"))
+            #expect(!response.contains("Content-Length"))
+            #expect(
+                response.hasSuffix(
+                    "\r\n\r\n7\r\npart 0;\r\n7\r\npart 1;\r\n7\r\npart 2;\r\n0\r\nX-Seen: 11 abc\r\n\r\n"),
+                "\(response)")
+            await server.stop()
+        }
+
+        @Test(.enabled(if: curlAvailable, "curl is not installed"))
+        func curlReadsAStreamedResponseOfUnknownLength() async throws {
+            let server = try HandlerTestServer { _, _, responder in
+                let writer = try await responder.start(
+                    HTTPResponse(status: .ok, headerFields: [.contentType: "text/plain"]))
+                for index in 0..<1000 { try await writer.write("line \(index)\n") }
+                try await writer.finish()
+            }
+            let expected = (0..<1000).map { "line \($0)\n" }.joined()
+            #expect(try shell("curl -s \(server.url)/").1 == expected)
+            // HTTP/1.0 has no chunked coding: the body ends with the connection.
+            let old = try await server.raw(Array("GET / HTTP/1.0\r\n\r\n".utf8)).text
+            #expect(old.hasPrefix("HTTP/1.1 200 OK") && old.contains("Connection: close") && !old.contains("chunked"))
+            #expect(old.hasSuffix(expected))
+            await server.stop()
+        }
+
+        @Test func aThousandPipelinedRequestsAreAnsweredInOrder() async throws {
+            let server = try HandlerTestServer { request, body, responder in
+                let sent = try await body.collect(upTo: 1024)
+                try await responder.respond(
+                    HTTPResponse(status: .ok), body: Array((request.path ?? "").utf8) + [58] + sent)
+            }
+            var pipeline: [UInt8] = []
+            for index in 0..<1000 {
+                if index % 3 == 0 {
+                    pipeline += Array("POST /\(index) HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc".utf8)
+                } else if index % 3 == 1 {
+                    pipeline += Array(
+                        "POST /\(index) HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nxy\r\n0\r\n\r\n"
+                            .utf8)
+                } else {
+                    pipeline += Array("GET /\(index) HTTP/1.1\r\nHost: t\r\n\r\n".utf8)
+                }
+            }
+            pipeline += Array("GET /last HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".utf8)
+            let response = try await server.raw(pipeline).text
+            var bodies: [String] = []
+            for part in response.split(separator: "HTTP/1.1 200 OK", omittingEmptySubsequences: false).dropFirst() {
+                bodies.append(String(part[part.firstRange(of: "\r\n\r\n")!.upperBound...]))
+            }
+            let expected =
+                (0..<1000).map { index in "/\(index):" + (index % 3 == 0 ? "abc" : index % 3 == 1 ? "xy" : "") }
+                + ["/last:"]
+            #expect(bodies == expected)
+            await server.stop()
+        }
+
+        @Test func aThrowingHandlerAnswers500AndTheNextConnectionIsServed() async throws {
+            struct Failure: Error {}
+            let server = try HandlerTestServer { request, _, responder in
+                if request.path == "/throw" { throw Failure() }
+                try await responder.respond(HTTPResponse(status: .ok), body: "fine")
+            }
+            let failed = try await server.raw(Array("GET /throw HTTP/1.1\r\nHost: t\r\n\r\n".utf8)).text
+            #expect(failed.hasPrefix("HTTP/1.1 500 Internal Server Error") && failed.contains("Connection: close"))
+            let next = try await server.raw(Array("GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".utf8))
+            #expect(bodyOf(next).text == "fine")
+            await server.stop()
+        }
+
+        @Test func aHandlerThatNeverReturnsIsCutOffByTheRequestTimeout() async throws {
+            let cancelled = Atomic<Int>(0)
+            let server = try HandlerTestServer(configuration: .init(requestTimeout: .milliseconds(300))) {
+                request, _, responder in
+                if request.path == "/sleep" {
+                    do {
+                        try await Task.sleep(for: .seconds(3600))
+                    } catch {
+                        cancelled.add(1, ordering: .relaxed)
+                        throw error
+                    }
+                }
+                try await responder.respond(HTTPResponse(status: .ok), body: "awake")
+            }
+            try await Task.sleep(for: .milliseconds(1))  // the test's own timers exist before counting
+            let descriptors = openDescriptorCount()
+            let before = openDescriptors()
+            let start = ContinuousClock.now
+            let cut = try await server.raw(Array("GET /sleep HTTP/1.1\r\nHost: t\r\n\r\n".utf8), timeout: .seconds(20))
+            let waited = ContinuousClock.now - start
+            #expect(!cut.text.hasPrefix("HTTP/1.1 200"), "\(cut.text)")
+            #expect(waited < .seconds(10), "the connection stayed open \(waited)")
+            #expect(await eventually { cancelled.load(ordering: .relaxed) == 1 })
+            let next = try await server.raw(Array("GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".utf8))
+            #expect(bodyOf(next).text == "awake")
+            #expect(
+                await eventually { openDescriptorCount() <= descriptors },
+                "\(openDescriptors().filter { before[$0.key] == nil })")
+            await server.stop()
+        }
+
+        @Test func respondingTwiceIsRefused() async throws {
+            let errors = Mutex<[HTTPServerError.Code]>([])
+            let server = try HandlerTestServer { _, _, responder in
+                try await responder.respond(HTTPResponse(status: .ok), body: "first")
+                do throws(HTTPServerError) {
+                    try await responder.respond(HTTPResponse(status: .ok), body: "second")
+                } catch {
+                    errors.withLock { $0.append(error.code) }
+                }
+                do throws(HTTPServerError) {
+                    _ = try await responder.start(HTTPResponse(status: .ok))
+                } catch {
+                    errors.withLock { $0.append(error.code) }
+                }
+            }
+            let response = try await server.raw(
+                Array("GET /keep HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".utf8))
+            #expect(bodyOf(response).text == "first")
+            #expect(errors.withLock { $0 } == [.responseAlreadyStarted, .responseAlreadyStarted])
+            await server.stop()
+        }
+
+        // MARK: - Bad input
+
+        @Test func smugglingVectorsOversizeAndMalformedBodiesGetTheirStatus() async throws {
+            let reached = Atomic<Int>(0)
+            let server = try HandlerTestServer(
+                configuration: .init(
+                    maximumBodyBytes: 1000,
+                    parser: RequestHeadParser(maximumHeadBytes: 4096, maximumRequestLineBytes: 1024))
+            ) { _, body, responder in
+                reached.add(1, ordering: .relaxed)
+                let bytes = try await body.collect(upTo: 1 << 20)
+                try await responder.respond(HTTPResponse(status: .ok), body: "\(bytes.count)")
+            }
+            let descriptors = openDescriptorCount()
+            let cases: [(String, String)] = [
+                ("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", "400"),
+                (
+                    "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                    "400"
+                ),
+                (
+                    "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n",
+                    "400"
+                ),
+                (
+                    "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                    "400"
+                ),
+                ("POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n", "400"),
+                ("POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n", "501"),
+                ("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "400"),
+                ("POST / HTTP/1.1\r\nHost: t\r\nExpect: something\r\n\r\n", "417"),
+                ("POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffff\r\n", "400"),
+                ("POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "400"),
+                ("POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n", "400"),
+                ("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1001\r\n\r\n", "413"),
+                (
+                    "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        + String(repeating: "64\r\n" + String(repeating: "x", count: 100) + "\r\n", count: 11), "413"
+                ),
+                ("GET /" + String(repeating: "a", count: 2000) + " HTTP/1.1\r\nHost: t\r\n\r\n", "414"),
+                ("GET / HTTP/1.1\r\nHost: t\r\nX: " + String(repeating: "b", count: 5000) + "\r\n\r\n", "431"),
+            ]
+            for (request, status) in cases {
+                let response = try await server.raw(Array(request.utf8)).text
+                #expect(response.hasPrefix("HTTP/1.1 \(status) "), "\(request.prefix(80)): \(response.prefix(60))")
+                #expect(response.contains("Connection: close"), "\(request.prefix(80))")
+            }
+            // Only the bodies that reached a handler: the malformed and oversize chunked ones.
+            #expect(reached.load(ordering: .relaxed) == 4)
+            // A well-formed request still works, and nothing was left open.
+            let good = try await server.raw(
+                Array("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello".utf8))
+            #expect(bodyOf(good).text == "5")
+            #expect(await eventually { openDescriptorCount() <= descriptors })
+            await server.stop()
+        }
+
+        @Test func aClientThatStopsMidBodyLeavesNothingBehind() async throws {
+            let outcomes = Mutex<[HTTPServerError.Code]>([])
+            let server = try HandlerTestServer { _, body, responder in
+                do throws(HTTPServerError) {
+                    _ = try await body.collect(upTo: 1 << 20)
+                } catch {
+                    outcomes.withLock { $0.append(error.code) }
+                    throw error
+                }
+                try await responder.respond(HTTPResponse(status: .ok))
+            }
+            let descriptors = openDescriptorCount()
+            for framing in ["Content-Length: 100000", "Transfer-Encoding: chunked"] {
+                let connection = try await TCPConnection.connect(
+                    to: SocketAddress(host: "127.0.0.1", port: server.port))
+                let partial = framing.hasPrefix("Content") ? "some of it" : "1000\r\nsome of it"
+                try await connection.write(
+                    contentsOf: Array("POST / HTTP/1.1\r\nHost: t\r\n\(framing)\r\n\r\n\(partial)".utf8))
+                try await Task.sleep(for: .milliseconds(50))
+                try await connection.close()
+            }
+            #expect(await eventually { outcomes.withLock { $0 } == [.bodyTruncated, .bodyTruncated] })
+            #expect(await eventually { openDescriptorCount() <= descriptors })
+            let good = try await server.raw(Array("GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".utf8))
+            #expect(good.text.hasPrefix("HTTP/1.1 200 OK"))
+            await server.stop()
+        }
+    }
+}
+
+extension String {
+    fileprivate var trimmingSpaces: String {
+        String(self.drop { $0 == " " || $0 == "\n" }.reversed().drop { $0 == " " || $0 == "\n" }.reversed())
+    }
+}
