@@ -71,6 +71,7 @@ let package = Package(
                 "UringHTTP",
                 "UringTLS",
                 .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "MallocInterposerSwift", package: "malloc-interposer"),
             ],
             path: "Benchmarks/UringBench",
@@ -184,7 +185,10 @@ let package = Package(
         ),
         .target(
             name: "UringDocSnippets",
-            dependencies: ["Uring", "UringTLS", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "Uring", "UringTLS", "UringHTTP", .product(name: "Logging", package: "swift-log"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+            ],
             path: "Tests/DocSnippets/Compiled",
             swiftSettings: [.swiftLanguageMode(.v6), .unsafeFlags(["-suppress-warnings"])],
             plugins: ["DocSnippets"]

@@ -7,9 +7,15 @@ import PackageDescription
 // the same by hand.
 let package = Package(
     name: "swift-uring-peers",
-    products: [.executable(name: "uring-peers", targets: ["UringPeers"])],
+    products: [
+        .executable(name: "uring-peers", targets: ["UringPeers"]),
+        // Hummingbird 2 with uring-api's endpoints, for Benchmarks/scripts/http-compare.sh --api
+        // (built by that script on first use; CI builds uring-peers only).
+        .executable(name: "uring-peers-http", targets: ["UringPeersHTTP"]),
+    ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
     ],
     targets: [
@@ -21,6 +27,12 @@ let package = Package(
             ],
             path: "Sources/UringPeers",
             swiftSettings: [.swiftLanguageMode(.v6)]
-        )
+        ),
+        .executableTarget(
+            name: "UringPeersHTTP",
+            dependencies: [.product(name: "Hummingbird", package: "hummingbird")],
+            path: "Sources/UringPeersHTTP",
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
     ]
 )

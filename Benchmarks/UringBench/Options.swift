@@ -35,9 +35,13 @@ let usage = """
                                   for the clients' sends (default automatic); --tls: over TLS 1.3
                                   (the line adds cpu_us_per_request: the process's CPU time,
                                   server and clients, per round trip)
-      http --connections N        uring-http's server (hello mode) and keep-alive clients in this
-                                  process; N connections (default 64); --tls: HTTPS (TLS 1.3,
-                                  a self-signed P-256 certificate made at start)
+      http --connections N        uring-http's server and keep-alive clients in this process; N
+                                  connections (default 64); --mode hello (default: the fused
+                                  "Hello, World!"), handler (the same through the handler API),
+                                  files (a 4 KiB file, the static server's FileHandler) or
+                                  handler-files (a handler handing the request to a FileHandler);
+                                  --tls: HTTPS (TLS 1.3, a self-signed P-256 certificate made at
+                                  start)
       handoff                     a task hopping between two idle rings: the cost of one
                                   cross-ring hand-off (SWIFT_URING_MSG_RING=0: eventfd wake-ups);
                                   --spin-us N: the rings spin N µs before sleeping (default 0)
@@ -94,6 +98,8 @@ struct Options {
     var peers = false
     /// http, echo: over TLS 1.3.
     var tls = false
+    /// http: what answers (hello, handler, files, handler-files).
+    var httpMode = HTTPBenchMode.hello
 }
 
 func fail(_ message: String) -> Never {
@@ -158,6 +164,12 @@ func parse(_ arguments: [String]) -> Options {
         case "--rounds": options.rounds = positiveInt(flag)
         case "--peers": options.peers = true
         case "--tls": options.tls = true
+        case "--mode":
+            let v = value(flag)
+            guard let mode = HTTPBenchMode(rawValue: v) else {
+                fail("--mode is hello, handler, files or handler-files, not '\(v)'")
+            }
+            options.httpMode = mode
         case "--size": options.block = positiveInt(flag)
         case "--no-baseline": options.baseline = false
         case "--no-floor": options.floor = false

@@ -1,12 +1,34 @@
 /// `Content-Type` from a file name's extension (lowercased); `application/octet-stream` otherwise.
 enum MediaTypes {
-    static func forPath(_ path: [UInt8]) -> StaticString {
-        guard let dot = path.lastIndex(of: UInt8(ascii: ".")), !path[dot...].contains(UInt8(ascii: "/")) else {
-            return "application/octet-stream"
+    static func forPath(_ path: some Collection<UInt8>) -> StaticString {
+        // The extension: after the last dot of the last segment, lowercased, at most 15 bytes
+        // (a small string: no allocation).
+        var ext: (UInt64, UInt64) = (0, 0)
+        var length = 0
+        var sawDot = false
+        var tooLong = false
+        for b in path {
+            if b == UInt8(ascii: "/") {
+                length = 0
+                sawDot = false
+                tooLong = false
+            } else if b == UInt8(ascii: ".") {
+                length = 0
+                sawDot = true
+                tooLong = false
+            } else if sawDot && !tooLong {
+                if length == 15 {
+                    tooLong = true
+                    continue
+                }
+                let lower = b >= 65 && b <= 90 ? b + 32 : b
+                unsafe withUnsafeMutableBytes(of: &ext) { unsafe $0[length] = lower }
+                length += 1
+            }
         }
-        var ext: [UInt8] = []
-        for b in path[(dot + 1)...] { ext.append(b >= 65 && b <= 90 ? b + 32 : b) }
-        switch String(decoding: ext, as: UTF8.self) {
+        guard sawDot && !tooLong else { return "application/octet-stream" }
+        let name = unsafe withUnsafeBytes(of: &ext) { unsafe String(decoding: $0[..<length], as: UTF8.self) }
+        switch name {
         case "html", "htm": return "text/html; charset=utf-8"
         case "css": return "text/css; charset=utf-8"
         case "js", "mjs": return "text/javascript; charset=utf-8"

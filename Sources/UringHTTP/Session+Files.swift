@@ -5,7 +5,18 @@ import Uring
 
 // Static files: what a ``FileHandler`` answers, written into the session's response buffer
 // (no allocation per request: the head is parsed in place, the body read into the buffer).
+/// The directory index's name.
+private let indexName = "index.html"
+
 extension Session {
+    /// The buffer request paths are decoded into (allocated on first use, as long as a head).
+    func decodedPathBuffer() -> UnsafeMutableRawBufferPointer {
+        if let existing = unsafe decodedPath { return unsafe existing }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: server.parser.maximumHeadBytes, alignment: 16)
+        unsafe decodedPath = unsafe buffer
+        return unsafe buffer
+    }
+
     /// A handler hands a request to a file handler: its method, path and the fields that matter
     /// to files are written as a request head into a scratch buffer and parsed like one, so one
     /// code path serves both (and a handler may rewrite the path first).
@@ -72,36 +83,39 @@ extension Session {
             return true
         }
         let target = unsafe UnsafeRawBufferPointer(rebasing: fullTarget[relative])
-        guard let (path, trailingSlash) = unsafe RequestPath.decode(target) else {
+        // Decoded into the session's path buffer (as long as a head: a target always fits).
+        let decoded = unsafe decodedPathBuffer()
+        guard let (count, trailingSlash) = unsafe RequestPath.decode(target, into: decoded) else {
             simpleResponse(400, keepAlive: keepAlive, head: isHead)
             return true
         }
+        let path = unsafe UnsafeRawBufferPointer(rebasing: decoded[..<count])
         var file: File
         do throws(IOError) {
-            file = try await File.open(filePath(path), beneath: root)
+            file = try unsafe await File.open(pathBytes: path, beneath: root)
         } catch {
             simpleResponse(status(for: error), keepAlive: keepAlive, head: isHead)
             return true
         }
         var status: FileStatus
-        var name = path
+        var index = false
         do throws(IOError) {
             status = try await file.status()
             if status.kind == .directory {
-                if !trailingSlash && !path.isEmpty {
+                if unsafe !trailingSlash && !path.isEmpty {
                     try? await file.close()
                     unsafe redirectToDirectory(fullTarget, keepAlive: keepAlive)
                     return true
                 }
                 let directory = file
                 do throws(IOError) {
-                    file = try await File.open("index.html", beneath: directory)
+                    file = try await File.open(pathBytes: indexName.utf8, beneath: directory)
                 } catch {
                     try? await directory.close()
                     throw error
                 }
                 try? await directory.close()
-                name = Array("index.html".utf8)
+                index = true
                 status = try await file.status()
             }
         } catch {
@@ -114,14 +128,15 @@ extension Session {
             simpleResponse(403, keepAlive: keepAlive, head: isHead)
             return true
         }
-        let result = unsafe await sendFile(file, status, name: name, head, view, keepAlive: keepAlive)
+        let type = unsafe index ? MediaTypes.forPath(indexName.utf8) : MediaTypes.forPath(path)
+        let result = unsafe await sendFile(file, status, type: type, head, view, keepAlive: keepAlive)
         try? await file.close()
         return result
     }
 
     /// Headers and body for an open regular file.
     private func sendFile(
-        _ file: File, _ status: FileStatus, name: [UInt8], _ head: RequestHead, _ view: UnsafeRawBufferPointer,
+        _ file: File, _ status: FileStatus, type: StaticString, _ head: RequestHead, _ view: UnsafeRawBufferPointer,
         keepAlive: Bool
     ) async -> Bool {
         let isHead = head.method == .head
@@ -175,7 +190,7 @@ extension Session {
 
         unsafe out.statusLine(partial ? 206 : 200, date: server.now())
         out.append("Content-Type: ")
-        out.append(MediaTypes.forPath(name))
+        out.append(type)
         out.append("\r\nContent-Length: ")
         out.append(decimal: length)
         out.append("\r\nAccept-Ranges: bytes\r\n")
@@ -213,12 +228,6 @@ extension Session {
             if left > 0 { guard await flush() else { return false } }
         }
         return true
-    }
-
-    private func filePath(_ bytes: [UInt8]) -> FilePath {
-        var c = bytes.map { CChar(bitPattern: $0) }
-        c.append(0)
-        return unsafe c.withUnsafeBufferPointer { unsafe FilePath(platformString: $0.baseAddress!) }
     }
 
     private func status(for error: IOError) -> Int {

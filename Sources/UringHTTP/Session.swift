@@ -51,6 +51,8 @@ protocol HTTPExchange: AnyObject {
     var trailers: HTTPFields?
     /// A scratch head for requests a handler hands to a ``FileHandler`` (allocated on first use).
     var fileHead: UnsafeMutableRawBufferPointer?
+    /// Where a file request's path is decoded (allocated on first use).
+    var decodedPath: UnsafeMutableRawBufferPointer?
 
     enum BodyState {
         case none
@@ -91,6 +93,7 @@ protocol HTTPExchange: AnyObject {
 
     deinit {
         if let fileHead = unsafe fileHead { unsafe fileHead.deallocate() }
+        if let decodedPath = unsafe decodedPath { unsafe decodedPath.deallocate() }
     }
 
     func run() async {
@@ -295,8 +298,34 @@ protocol HTTPExchange: AnyObject {
 
     func nextBodyChunk(_ request: UInt64, maximum: Int) async throws(HTTPServerError) -> [UInt8]? {
         guard request == requestNumber else { throw HTTPServerError(.requestEnded) }
+        // A long `Content-Length` body with nothing buffered: received straight into the chunk
+        // handed out, in receives of up to 256 KiB (no copy, and a quarter of the receives of
+        // the 16 KiB input buffer's).
+        if case .length(let left) = body, cursor == used, unsafe left > input.count, unsafe maximum > input.count {
+            return try await receiveBodyChunk(min(left, maximum, Self.largeBodyChunk))
+        }
         guard let range = try await nextBodyRange(maximum: maximum) else { return nil }
         return unsafe Array(UnsafeRawBufferPointer(rebasing: input[range]))
+    }
+
+    /// The largest chunk of a long `Content-Length` body received at once.
+    static var largeBodyChunk: Int { 256 * 1024 }
+
+    /// Receives up to `count` bytes of a `Content-Length` body into a new array (see `nextBodyChunk`).
+    private func receiveBodyChunk(_ count: Int) async throws(HTTPServerError) -> [UInt8] {
+        try await sendContinueIfExpected()
+        guard case .length(let left) = body else { return [] }
+        var chunk = unsafe [UInt8](unsafeUninitializedCapacity: count) { _, initialized in initialized = count }
+        // SAFETY: `chunk` is a local array, uniquely referenced and not touched until the receive
+        // has returned, so its storage stays where the pointer says; its bytes are UInt8 (any
+        // content is valid) and only the received ones are kept.
+        let storage = unsafe chunk.withUnsafeMutableBytes { unsafe $0 }
+        let received = unsafe await connection.receiveOnce(into: storage, timeout: nil)
+        guard let received, received > 0 else { try fail(.bodyTruncated) }
+        chunk.removeLast(count - received)
+        bodyBytes += received
+        body = received == left ? .none : .length(left - received)
+        return chunk
     }
 
     func requestTrailers(_ request: UInt64) -> HTTPFields? {
@@ -364,6 +393,24 @@ protocol HTTPExchange: AnyObject {
     /// Reads more of the body into `input` (all of it read so far: the head is gone after this).
     /// Answers `Expect: 100-continue` first.
     private func fill() async throws(HTTPServerError) {
+        try await sendContinueIfExpected()
+        let rest = used - cursor
+        if rest > 0 {
+            // SAFETY: both ranges lie in `input`; memmove handles the overlap.
+            unsafe memmove(input.baseAddress!, input.baseAddress! + cursor, rest)
+        }
+        used = rest
+        cursor = 0
+        consumed = 0
+        guard
+            let n = unsafe await connection.receiveOnce(
+                into: UnsafeMutableRawBufferPointer(rebasing: input[used...]), timeout: nil), n > 0
+        else { try fail(.bodyTruncated) }
+        used += n
+    }
+
+    /// Answers `Expect: 100-continue` before the body is first read from the connection.
+    private func sendContinueIfExpected() async throws(HTTPServerError) {
         // Before the final response's head has gone out (a handler may have started a streamed
         // response and read the body next): the 100 goes before it.
         if head.expectsContinue && !continueSent && head.minorVersion == 1
@@ -382,19 +429,6 @@ protocol HTTPExchange: AnyObject {
             guard await flush() else { try fail(.connection) }
         }
         continueSent = true
-        let rest = used - cursor
-        if rest > 0 {
-            // SAFETY: both ranges lie in `input`; memmove handles the overlap.
-            unsafe memmove(input.baseAddress!, input.baseAddress! + cursor, rest)
-        }
-        used = rest
-        cursor = 0
-        consumed = 0
-        guard
-            let n = unsafe await connection.receiveOnce(
-                into: UnsafeMutableRawBufferPointer(rebasing: input[used...]), timeout: nil), n > 0
-        else { try fail(.bodyTruncated) }
-        used += n
     }
 
     /// Reads and drops what is left of the body after the response. False: close instead (the

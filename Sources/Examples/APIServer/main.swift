@@ -75,6 +75,10 @@ let encoder = JSONEncoder()
 let decoder = JSONDecoder()
 let textPlain: HTTPFields = [.contentType: "text/plain"]
 let applicationJSON: HTTPFields = [.contentType: "application/json"]
+// Responses made once: an HTTPResponse boxes its status line, so making one per request costs
+// an allocation (swift-http-types' own).
+let plainOK = HTTPResponse(status: .ok, headerFields: textPlain)
+let jsonOK = HTTPResponse(status: .ok, headerFields: applicationJSON)
 
 /// The API: one handler, a switch on the path.
 @Sendable func handle(
@@ -82,10 +86,10 @@ let applicationJSON: HTTPFields = [.contentType: "application/json"]
 ) async throws {
     switch (request.method, request.path ?? "/") {
     case (.get, "/plaintext"), (.head, "/plaintext"):
-        try await responder.respond(HTTPResponse(status: .ok, headerFields: textPlain), body: "Hello, World!")
+        try await responder.respond(plainOK, body: "Hello, World!")
     case (.get, "/json"), (.head, "/json"):
         let json = try encoder.encode(Message(message: "Hello, World!"))
-        try await responder.respond(HTTPResponse(status: .ok, headerFields: applicationJSON), body: json)
+        try await responder.respond(jsonOK, body: json)
     case (.post, "/json"):
         let input = try await body.collect(upTo: 1 << 20)
         guard let greeting = try? decoder.decode(Greeting.self, from: Data(input)) else {
@@ -94,7 +98,7 @@ let applicationJSON: HTTPFields = [.contentType: "application/json"]
             return
         }
         let json = try encoder.encode(Message(message: "Hello, \(greeting.name)!"))
-        try await responder.respond(HTTPResponse(status: .ok, headerFields: applicationJSON), body: json)
+        try await responder.respond(jsonOK, body: json)
     case (.post, "/echo"):
         var fields: HTTPFields = [.contentType: request.headerFields[.contentType] ?? "application/octet-stream"]
         // A known length is kept (no chunking); otherwise the echo is chunked.

@@ -104,8 +104,29 @@ struct ClosingDescriptor {
     var closers = 1
     /// The cancel-by-descriptor is in the kernel.
     var cancelPending = false
-    /// Resumed once nothing on this ring uses the descriptor any more.
-    var waiters: [ClosingWaiter] = []
+    /// Resumed once nothing on this ring uses the descriptor any more: the first inline (one
+    /// close at a time is the common case, and then a close allocates nothing), others after it.
+    private var firstWaiter: ClosingWaiter?
+    private var moreWaiters: [ClosingWaiter] = []
+
+    init(fd: Int32, waiter: ClosingWaiter) {
+        self.fd = fd
+        firstWaiter = waiter
+    }
+
+    mutating func add(_ waiter: ClosingWaiter) {
+        if firstWaiter == nil { firstWaiter = waiter } else { moreWaiters.append(waiter) }
+    }
+
+    /// Resumes every waiter (from `ringID`'s thread) and forgets them.
+    mutating func resumeWaiters(fromRing ringID: UInt32) {
+        let first = firstWaiter
+        let more = moreWaiters
+        firstWaiter = nil
+        moreWaiters = []
+        first?.resume(fromRing: ringID, fd: fd)
+        for waiter in more { waiter.resume(fromRing: ringID, fd: fd) }
+    }
 }
 
 /// A close waiting for a ring to end what is pending on a descriptor: its continuation, and the

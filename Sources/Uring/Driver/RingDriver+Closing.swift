@@ -45,9 +45,9 @@ extension RingDriver {
     mutating func beginClosing(_ fd: Int32, waiter: ClosingWaiter) {
         if let i = closing.firstIndex(where: { $0.fd == fd }) {
             closing[i].closers += 1
-            closing[i].waiters.append(waiter)
+            closing[i].add(waiter)
         } else {
-            closing.append(ClosingDescriptor(fd: fd, waiters: [waiter]))
+            closing.append(ClosingDescriptor(fd: fd, waiter: waiter))
         }
         ring.descriptorClosing(fd)
         forgetReadMode(fd)
@@ -87,9 +87,7 @@ extension RingDriver {
         let b = DescriptorUse.bucket(fd)
         if unsafe Int(fd) < DescriptorUse.bucketCount && descriptorUse[b] > 0 && !stopping { return }
         if unsafe descriptorUse[b] == 0 { DescriptorUse.unmark(fd, bit: useBit) }
-        let waiters = closing[i].waiters
-        closing[i].waiters.removeAll()
-        for waiter in waiters { waiter.resume(fromRing: ringID, fd: fd) }
+        closing[i].resumeWaiters(fromRing: ringID)
     }
 
     /// The descriptor is closed: forget it. Ring thread.
@@ -97,14 +95,14 @@ extension RingDriver {
         guard let i = closing.firstIndex(where: { $0.fd == fd }) else { return }
         closing[i].closers -= 1
         if closing[i].closers > 0 { return }
-        let entry = closing.remove(at: i)
-        for waiter in entry.waiters { waiter.resume(fromRing: ringID, fd: fd) }  // only when the ring stopped first
+        var entry = closing.remove(at: i)
+        entry.resumeWaiters(fromRing: ringID)  // waiters are left only when the ring stopped first
     }
 
     /// On loop exit: nobody will complete the closings still waiting.
     mutating func resumeClosersAtExit() {
-        let entries = closing
+        var entries = closing
         closing.removeAll()
-        for entry in entries { for waiter in entry.waiters { waiter.resume(fromRing: ringID, fd: entry.fd) } }
+        for index in entries.indices { entries[index].resumeWaiters(fromRing: ringID) }
     }
 }

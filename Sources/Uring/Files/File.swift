@@ -103,15 +103,44 @@ public struct File: Sendable, Hashable {
     ) async throws(IOError) -> File {
         let cPath = try CPath(path.isEmpty ? "." : path, .open)
         defer { cPath.free() }
+        do throws(IOError) {
+            return try await open(cPath, beneath: directory, options: options)
+        } catch {
+            throw error.about(.path(path))
+        }
+    }
+
+    /// Opens the relative path whose bytes are `pathBytes` beneath `directory`, as
+    /// ``open(_:beneath:options:)`` does, without making a `FilePath` first: what a server that
+    /// decodes request paths into a buffer of its own uses (once warm, it allocates nothing).
+    ///
+    /// ```swift
+    /// let decoded: [UInt8] = Array("docs/index.html".utf8)
+    /// let page = try await File.open(pathBytes: decoded, beneath: root)
+    /// ```
+    ///
+    /// - Throws: ``IOError`` as ``open(_:beneath:options:)`` does; ``IOError/Code/invalidArgument``
+    ///   for a NUL byte in `pathBytes`, `ENAMETOOLONG` for `PATH_MAX` bytes or more.
+    public static func open(
+        pathBytes: some Collection<UInt8>, beneath directory: File, options: FileDescriptor.OpenOptions = []
+    ) async throws(IOError) -> File {
+        let cPath = pathBytes.isEmpty ? try CPath(".", .open) : try CPath(bytes: pathBytes, .open)
+        defer { cPath.free() }
+        do throws(IOError) {
+            return try await open(cPath, beneath: directory, options: options)
+        } catch {
+            throw error.about(.path(FilePath(String(decoding: pathBytes, as: UTF8.self))))
+        }
+    }
+
+    private static func open(
+        _ cPath: CPath, beneath directory: File, options: FileDescriptor.OpenOptions
+    ) async throws(IOError) -> File {
         // The kernel copies `how` when the entry is submitted, after this task suspended.
         let how = OpenBeneathOperation.ResolveStorage(options: options.rawValue)
         defer { how.free() }
         let open = unsafe OpenBeneathOperation(directory: directory.descriptor.rawValue, path: cPath.pointer, how: how)
-        do throws(IOError) {
-            return File(descriptor: FileDescriptor(rawValue: try await open.run()))
-        } catch {
-            throw error.about(.path(path))
-        }
+        return File(descriptor: FileDescriptor(rawValue: try await open.run()))
     }
 
     /// Opens the file at `path`, runs `body` with it, and closes it, whether `body` returns or
@@ -174,19 +203,54 @@ public struct File: Sendable, Hashable {
 }
 
 /// A NUL-terminated copy of a path that stays valid across suspension (the kernel reads it when
-/// the SQE is submitted, after the task has suspended).
+/// the SQE is submitted, after the task has suspended): in a ``ScratchBlocks`` block (no
+/// allocation once the free list is warm), or `strdup`'d when longer than a block.
 @safe struct CPath: @unchecked Sendable {
-    // SAFETY (@safe): `pointer` is a strdup'd copy owned by its creator, freed (once) after the last operation that
-    // reads it completed.
+    // SAFETY (@safe): `pointer` is a copy owned by its creator (a scratch block, or strdup'd), given back or freed
+    // (once) after the last operation that reads it completed.
     // @unchecked Sendable: an immutable, owned C string, freed by its creator after the last
     // operation that reads it has completed.
     let pointer: UnsafeMutablePointer<CChar>
+    private let pooled: Bool
 
     init(_ path: FilePath, _ operation: IOError.Operation) throws(IOError) {
-        let copy = unsafe path.withPlatformString { unsafe strdup($0) }
-        guard let copy = unsafe copy else { throw IOError.system(ENOMEM, operation) }
-        unsafe pointer = unsafe copy
+        let length = unsafe path.withPlatformString { unsafe strlen($0) }
+        if length < ScratchBlocks.size {
+            let block = unsafe ScratchBlocks.take()
+            // SAFETY: length + 1 <= ScratchBlocks.size bytes, copied with the NUL.
+            unsafe path.withPlatformString { unsafe block.copyMemory(from: $0, byteCount: length + 1) }
+            unsafe pointer = unsafe block.assumingMemoryBound(to: CChar.self)
+            pooled = true
+        } else {
+            let copy = unsafe path.withPlatformString { unsafe strdup($0) }
+            guard let copy = unsafe copy else { throw IOError.system(ENOMEM, operation) }
+            unsafe pointer = unsafe copy
+            pooled = false
+        }
     }
 
-    func free() { unsafe Glibc.free(pointer) }
+    /// The path whose bytes are `bytes` (no NUL among them).
+    ///
+    /// - Throws: `EINVAL` (``IOError/Code/invalidArgument``) for a NUL byte, `ENAMETOOLONG` for a
+    ///   path of `PATH_MAX` bytes or more.
+    init(bytes: some Collection<UInt8>, _ operation: IOError.Operation) throws(IOError) {
+        let count = bytes.count
+        guard count < ScratchBlocks.size else { throw IOError.system(ENAMETOOLONG, operation) }
+        guard !bytes.contains(0) else { throw IOError(.invalidArgument, errno: .invalidArgument, operation: operation) }
+        let block = unsafe ScratchBlocks.take()
+        let target = unsafe UnsafeMutableRawBufferPointer(start: block, count: ScratchBlocks.size)
+        // SAFETY: count + 1 <= ScratchBlocks.size bytes.
+        _ = unsafe target.initializeMemory(as: UInt8.self, from: bytes)
+        unsafe target[count] = 0
+        unsafe pointer = unsafe block.assumingMemoryBound(to: CChar.self)
+        pooled = true
+    }
+
+    func free() {
+        if pooled {
+            unsafe ScratchBlocks.give(UnsafeMutableRawPointer(pointer))
+        } else {
+            unsafe Glibc.free(pointer)
+        }
+    }
 }

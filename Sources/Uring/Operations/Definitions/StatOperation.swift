@@ -30,9 +30,10 @@ extension StatOperation {
     /// Runs a `statx` of `path` (relative to `directory`; nil: the descriptor itself, with
     /// `AT_EMPTY_PATH` in `flags`) and describes the result.
     static func status(directory: Int32, path: CPath?, flags: Int32) async throws(IOError) -> FileStatus {
-        // Lent to the ring for this call only: it returns after the final completion.
-        let buffer = UnsafeMutablePointer<statx>.allocate(capacity: 1)
-        defer { unsafe buffer.deallocate() }
+        // Lent to the ring for this call only: it returns after the final completion. A scratch
+        // block (a statx is 256 bytes): no allocation once the free list is warm.
+        let buffer = unsafe ScratchBlocks.take().bindMemory(to: statx.self, capacity: 1)
+        defer { unsafe ScratchBlocks.give(UnsafeMutableRawPointer(buffer)) }
         let empty: StaticString = ""
         let pathPointer =
             unsafe (path.map { unsafe UnsafePointer($0.pointer) }
