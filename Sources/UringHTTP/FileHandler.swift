@@ -52,8 +52,14 @@ public struct FileHandler: Sendable {
     /// Whether `request`'s path lies under ``prefix`` (`/static`, `/static/` or `/static/...`).
     public func matches(_ request: HTTPRequest) -> Bool {
         guard let path = request.path else { return false }
-        var utf8 = Array(path.utf8)
-        return unsafe utf8.withUnsafeMutableBytes { unsafe relativeTarget(UnsafeRawBufferPointer($0)) != nil }
+        // A native string's UTF-8 is contiguous: no copy.
+        if let matched = unsafe path.utf8.withContiguousStorageIfAvailable({
+            unsafe relativeTarget(UnsafeRawBufferPointer($0)) != nil
+        }) {
+            return matched
+        }
+        let utf8 = Array(path.utf8)
+        return unsafe utf8.withUnsafeBytes { unsafe relativeTarget($0) != nil }
     }
 
     /// Answers `request` with a file under the root (or a 404, 405, 304, 206, 416…). The request's

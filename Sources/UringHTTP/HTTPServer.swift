@@ -106,8 +106,6 @@ public final class HTTPServer: @unchecked Sendable {
     }
 
     public let configuration: Configuration
-    /// The parser as the mode needs it (handlers read bodies).
-    private(set) var parser: RequestHeadParser
     private let draining = Atomic<Bool>(false)
     private let connections = ConnectionTable()
     private let date = DateCache()
@@ -118,7 +116,6 @@ public final class HTTPServer: @unchecked Sendable {
 
     public init(configuration: Configuration) {
         self.configuration = configuration
-        parser = configuration.parser
     }
 
     /// Asks the server to stop: no new connections; idle connections are closed; requests in
@@ -189,8 +186,11 @@ public final class HTTPServer: @unchecked Sendable {
     private func serve<Listener: HTTPAcceptor>(_ listener: Listener, handler: Handler?) async throws(IOError) {
         let mode: Mode
         var files: FileHandler?
+        // Handlers read bodies (chunked, Expect); the static server only discards them.
+        var reading = configuration.parser
+        reading.readsBodies = handler != nil
+        let parser = reading
         if let handler {
-            parser.readsBodies = true
             mode = .handler(handler)
         } else if configuration.hello {
             mode = .hello
@@ -230,7 +230,7 @@ public final class HTTPServer: @unchecked Sendable {
                     group.addTask { await self.refuse(connection) }
                     continue
                 }
-                group.addTask { await self.serve(connection, slot: slot, mode: mode) }
+                group.addTask { await self.serve(connection, slot: slot, mode: mode, parser: parser) }
             }
             connections.stopWatching()
         }
@@ -267,7 +267,9 @@ public final class HTTPServer: @unchecked Sendable {
         await connection.closeQuietly()
     }
 
-    private func serve<Connection: HTTPTransport>(_ connection: Connection, slot: Int, mode: Mode) async {
+    private func serve<Connection: HTTPTransport>(
+        _ connection: Connection, slot: Int, mode: Mode, parser: RequestHeadParser
+    ) async {
         let input = UnsafeMutableRawBufferPointer.allocate(byteCount: parser.maximumHeadBytes, alignment: 16)
         let output = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.bufferSize, alignment: 4096)
         defer {
@@ -280,7 +282,7 @@ public final class HTTPServer: @unchecked Sendable {
             unsafe withUnsafeCurrentTask { task in unsafe connections.setTask(slot, task) }
         }
         let session = unsafe Session(
-            server: self, connection: connection, slot: slot, mode: mode, input: input, output: output)
+            server: self, connection: connection, slot: slot, mode: mode, parser: parser, input: input, output: output)
         await session.run()
         connections.remove(slot)
         await connection.closeQuietly()

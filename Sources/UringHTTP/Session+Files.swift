@@ -12,7 +12,7 @@ extension Session {
     /// The buffer request paths are decoded into (allocated on first use, as long as a head).
     func decodedPathBuffer() -> UnsafeMutableRawBufferPointer {
         if let existing = unsafe decodedPath { return unsafe existing }
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: server.parser.maximumHeadBytes, alignment: 16)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: parser.maximumHeadBytes, alignment: 16)
         unsafe decodedPath = unsafe buffer
         return unsafe buffer
     }
@@ -22,7 +22,7 @@ extension Session {
     /// code path serves both (and a handler may rewrite the path first).
     func serveFile(_ request: UInt64, _ files: FileHandler, _ httpRequest: HTTPRequest) async throws(HTTPServerError) {
         try check(request, expecting: .notStarted)
-        let scratchSize = server.parser.maximumHeadBytes
+        let scratchSize = parser.maximumHeadBytes
         let scratch: UnsafeMutableRawBufferPointer
         if let existing = unsafe fileHead {
             unsafe scratch = unsafe existing

@@ -29,6 +29,7 @@ protocol HTTPExchange: AnyObject {
     let connection: Connection
     let slot: Int
     let mode: HTTPServer.Mode
+    let parser: RequestHeadParser
     let input: UnsafeMutableRawBufferPointer
     let output: UnsafeMutableRawBufferPointer
     /// Input bytes held, and where the current request's head starts.
@@ -79,13 +80,14 @@ protocol HTTPExchange: AnyObject {
     }
 
     init(
-        server: HTTPServer, connection: Connection, slot: Int, mode: HTTPServer.Mode,
+        server: HTTPServer, connection: Connection, slot: Int, mode: HTTPServer.Mode, parser: RequestHeadParser,
         input: UnsafeMutableRawBufferPointer, output: UnsafeMutableRawBufferPointer
     ) {
         self.server = server
         self.connection = connection
         self.slot = slot
         self.mode = mode
+        self.parser = parser
         unsafe self.input = unsafe input
         unsafe self.output = unsafe output
         out = unsafe ResponseWriter(output)
@@ -103,7 +105,7 @@ protocol HTTPExchange: AnyObject {
                 let view = unsafe UnsafeRawBufferPointer(rebasing: input[consumed..<used])
                 let parsed: RequestHead?
                 do throws(RequestHeadError) {
-                    parsed = try unsafe server.parser.parse(view)
+                    parsed = try unsafe parser.parse(view)
                 } catch {
                     // After the responses already gathered for earlier pipelined requests.
                     await refuse(error.status)

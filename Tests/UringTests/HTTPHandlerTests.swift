@@ -91,10 +91,10 @@ private func bodyOf(_ response: [UInt8]) -> [UInt8] {
 }
 
 extension IntegrationTests {
-    @Suite("HTTP handlers")
-    struct HTTPHandlers {
-        // MARK: - The example, with real clients
-
+    /// `uring-api`, the handler API's example, with real clients (a process of its own: left out
+    /// of the sanitizer passes, like the other server processes).
+    @Suite("uring-api")
+    struct APIExampleProcess {
         @Test(.enabled(if: curlAvailable, "curl is not installed"))
         func curlGetHeadPostEchoJSONAndFiles() throws {
             let server = try APIServerProcess()
@@ -177,6 +177,11 @@ extension IntegrationTests {
             #expect(status == 0 && output.contains("python-ok"), "\(output)")
         }
 
+    }
+
+    /// Handlers of the tests' own, on a ring in this process.
+    @Suite("HTTP handlers")
+    struct HTTPHandlers {
         // MARK: - Handlers of the tests' own
 
         @Test func streamedChunkedResponseWithTrailersAndRequestTrailers() async throws {
