@@ -143,16 +143,10 @@ start_server() {  # name setting -> sets pid, url
                 json) url="$scheme://127.0.0.1:$port/json" ;;
                 *) url="$scheme://127.0.0.1:$port/$2.bin" ;;
             esac ;;
-        api)
-            taskset -c 0 "$api_binary" --root "$work/www" --port $port >/dev/null 2>&1 & pid=$!
-            case "$2" in
-                plaintext|pipelined) url="http://127.0.0.1:$port/plaintext" ;;
-                json) url="http://127.0.0.1:$port/json" ;;
-                echo1m) url="http://127.0.0.1:$port/echo" ;;
-                *) url="http://127.0.0.1:$port/files/$2.bin" ;;
-            esac ;;
-        hbapi)
-            taskset -c 0 "$hbapi" --root "$work/www" --port $port >/dev/null 2>&1 & pid=$!
+        api|hbapi)  # uring-api and its Hummingbird twin serve the same paths
+            local binary="$api_binary"
+            [ "$1" = hbapi ] && binary="$hbapi"
+            taskset -c 0 "$binary" --root "$work/www" --port $port >/dev/null 2>&1 & pid=$!
             case "$2" in
                 plaintext|pipelined) url="http://127.0.0.1:$port/plaintext" ;;
                 json) url="http://127.0.0.1:$port/json" ;;

@@ -36,17 +36,7 @@ final class HandlerTestServer: Sendable {
     /// Sends `request` on a new connection and returns everything until the server closes it
     /// (or `timeout` passes without a byte).
     func raw(_ request: [UInt8], timeout: Duration = .seconds(10)) async throws -> [UInt8] {
-        let connection = try await TCPConnection.connect(to: SocketAddress(host: "127.0.0.1", port: port))
-        defer { Task { try? await connection.close() } }
-        try await connection.write(contentsOf: request)
-        var response: [UInt8] = []
-        while true {
-            guard let part = try? await connection.receive(upTo: 65536, timeout: timeout), !part.isEmpty else {
-                break
-            }
-            response += part
-        }
-        return response
+        try await rawHTTPExchange(port: port, request, timeout: timeout)
     }
 }
 
