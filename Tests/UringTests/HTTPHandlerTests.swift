@@ -289,7 +289,7 @@ extension IntegrationTests {
         }
 
         @Test func respondingTwiceIsRefused() async throws {
-            let errors = Mutex<[HTTPServerError.Code]>([])
+            let errors = Lock<[HTTPServerError.Code]>([])
             let server = try HandlerTestServer { _, _, responder in
                 try await responder.respond(HTTPResponse(status: .ok), body: "first")
                 do throws(HTTPServerError) {
@@ -369,7 +369,7 @@ extension IntegrationTests {
         }
 
         @Test func aClientThatStopsMidBodyLeavesNothingBehind() async throws {
-            let outcomes = Mutex<[HTTPServerError.Code]>([])
+            let outcomes = Lock<[HTTPServerError.Code]>([])
             let server = try HandlerTestServer { _, body, responder in
                 do throws(HTTPServerError) {
                     _ = try await body.collect(upTo: 1 << 20)
