@@ -91,6 +91,7 @@ extension IntegrationTests {
             defer { #expect(server.stop() == 0) }
             let url = server.url
             #expect(try shell("curl -s \(url)/plaintext").1 == "Hello, World!")
+            #expect(try shell("curl -s '\(url)/plaintext?cache=no'").1 == "Hello, World!")
             let head = try shell("curl -sI \(url)/plaintext").1
             #expect(head.hasPrefix("HTTP/1.1 200 OK"), "\(head)")
             #expect(head.contains("Content-Length: 13") && head.contains("Content-Type: text/plain"), "\(head)")

@@ -84,7 +84,9 @@ let jsonOK = HTTPResponse(status: .ok, headerFields: applicationJSON)
 @Sendable func handle(
     _ request: HTTPRequest, _ body: HTTPRequestBody, _ responder: HTTPResponder, files: FileHandler
 ) async throws {
-    switch (request.method, request.path ?? "/") {
+    // Routed on the path without its query (`/plaintext?x=1` is `/plaintext`).
+    let path = (request.path ?? "/").prefix { $0 != "?" }
+    switch (request.method, path) {
     case (.get, "/plaintext"), (.head, "/plaintext"):
         try await responder.respond(plainOK, body: "Hello, World!")
     case (.get, "/json"), (.head, "/json"):
