@@ -1,8 +1,10 @@
 import Glibc
 import HTTPTypes
 import Synchronization
+import SystemPackage
 import Testing
 import UringHTTP
+import UringTLS
 
 @testable import Uring
 
@@ -309,6 +311,40 @@ extension IntegrationTests {
             #expect(bodyOf(response).text == "first")
             #expect(errors.withLock { $0 } == [.responseAlreadyStarted, .responseAlreadyStarted])
             await server.stop()
+        }
+
+        @Test func handlersServeHTTPSWithTheHTTPSScheme() async throws {
+            let ring = try RingExecutor(name: "https-handler-test")
+            let tls = try TLSListener.bind(
+                to: SocketAddress("127.0.0.1:0"), configuration: TestCertificates.shared.server)
+            let address = try tls.localAddress
+            let server = HTTPServer(configuration: .init())
+            let task = Task(executorPreference: ring) {
+                try? await server.run(on: tls) { request, body, responder in
+                    let sent = try await body.collect(upTo: 1 << 20)
+                    try await responder.respond(
+                        HTTPResponse(status: .ok),
+                        body: Array("\(request.scheme ?? "-") \(request.authority ?? "-") ".utf8) + sent)
+                }
+            }
+            let connection = try await TLSConnection.connect(
+                to: address, serverName: "localhost", configuration: TestCertificates.shared.client)
+            try await connection.write(
+                contentsOf: Array(
+                    "POST /x HTTP/1.1\r\nHost: secure\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n4\r\ntext\r\n0\r\n\r\n"
+                        .utf8))
+            var response: [UInt8] = []
+            while true {
+                let part = try await connection.receive(upTo: 65536)
+                if part.isEmpty { break }
+                response += part
+            }
+            try? await connection.close()
+            #expect(response.text.hasPrefix("HTTP/1.1 200 OK"), "\(response.text)")
+            #expect(bodyOf(response).text == "https secure text")
+            server.beginShutdown()
+            await task.value
+            ring.shutdown()
         }
 
         // MARK: - Bad input
