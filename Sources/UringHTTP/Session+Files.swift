@@ -3,11 +3,11 @@ import HTTPTypes
 import SystemPackage
 import Uring
 
-// Static files: what a ``FileHandler`` answers, written into the session's response buffer
-// (no allocation per request: the head is parsed in place, the body read into the buffer).
 /// The directory index's name.
 private let indexName = "index.html"
 
+// Static files: what a ``FileHandler`` answers, written into the session's response buffer
+// (no allocation per request: the head is parsed in place, the body read into the buffer).
 extension Session {
     /// The buffer request paths are decoded into (allocated on first use, as long as a head).
     func decodedPathBuffer() -> UnsafeMutableRawBufferPointer {
@@ -34,13 +34,15 @@ extension Session {
         writer.append(httpRequest.method == .head ? "HEAD " : httpRequest.method == .get ? "GET " : "POST ")
         writer.append(string: httpRequest.path ?? "/")
         writer.append(" HTTP/1.1\r\nHost: h\r\n")
-        for name in [HTTPField.Name.range, .ifRange, .ifNoneMatch, .ifModifiedSince] {
-            for value in httpRequest.headerFields[values: name] {
-                writer.append(string: name.rawName)
-                writer.append(": ")
-                writer.append(string: value)
-                writer.append("\r\n")
+        for field in httpRequest.headerFields {
+            let name = field.name
+            guard name == .range || name == .ifRange || name == .ifNoneMatch || name == .ifModifiedSince else {
+                continue
             }
+            writer.append(string: name.rawName)
+            writer.append(": ")
+            unsafe field.withUnsafeBytesOfValue { unsafe writer.append(contentsOf: $0) }
+            writer.append("\r\n")
         }
         writer.append("\r\n")
         let parsed =

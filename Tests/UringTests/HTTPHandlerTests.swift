@@ -117,6 +117,12 @@ extension IntegrationTests {
             // Files under /files/, through the file handler.
             #expect(try shell("curl -s \(url)/files/").1 == "<h1>home</h1>\n")
             #expect(try shell("curl -s -r 100-199 \(url)/files/4k.bin | wc -c").1.trimmingSpaces == "100")
+            // Conditional requests through the handler: the ETag it sent gets a 304.
+            let etag = try shell("curl -sI \(url)/files/4k.bin | tr -d '\\r' | sed -n 's/^ETag: //p'").1.trimmingSpaces
+            #expect(etag.hasPrefix("\""), "\(etag)")
+            #expect(
+                try shell("curl -s -o /dev/null -w '%{http_code}' -H 'If-None-Match: \(etag)' \(url)/files/4k.bin").1
+                    == "304")
             let redirect = try shell("curl -s -o /dev/null -w '%{http_code} %{redirect_url}' \(url)/files").1
             #expect(redirect == "301 \(url)/files/", "\(redirect)")
             #expect(try shell("curl -s -o /dev/null -w '%{http_code}' \(url)/files/../../etc/passwd").1 != "200")
