@@ -42,7 +42,8 @@ public struct HTTPServerError: Error, Sendable, Hashable, CustomStringConvertibl
 
     /// Why the call failed.
     public var code: Code
-    /// The socket error behind a ``Code/connection`` or ``Code/bodyTruncated`` failure.
+    /// The socket error behind a ``Code/connection`` or ``Code/bodyTruncated`` failure (with its
+    /// errno); nil when the client ended the stream cleanly, or TLS failed above the socket.
     public var underlying: IOError?
 
     public init(_ code: Code, underlying: IOError? = nil) {

@@ -322,8 +322,13 @@ protocol HTTPExchange: AnyObject {
         // has returned, so its storage stays where the pointer says; its bytes are UInt8 (any
         // content is valid) and only the received ones are kept.
         let storage = unsafe chunk.withUnsafeMutableBytes { unsafe $0 }
-        let received = unsafe await connection.receiveOnce(into: storage, timeout: nil)
-        guard let received, received > 0 else { try fail(.bodyTruncated) }
+        let received: Int
+        do throws(TransportFailure) {
+            received = try await unsafe connection.receive(into: storage, timeout: nil)
+        } catch {
+            try fail(.bodyTruncated, error.socketError)
+        }
+        guard received > 0 else { try fail(.bodyTruncated) }
         chunk.removeLast(count - received)
         bodyBytes += received
         body = received == left ? .none : .length(left - received)
@@ -386,8 +391,8 @@ protocol HTTPExchange: AnyObject {
         }
     }
 
-    private func fail(_ code: HTTPServerError.Code) throws(HTTPServerError) -> Never {
-        let error = HTTPServerError(code)
+    private func fail(_ code: HTTPServerError.Code, _ socketError: IOError? = nil) throws(HTTPServerError) -> Never {
+        let error = HTTPServerError(code, underlying: socketError)
         body = .failed(error)
         throw error
     }
@@ -404,10 +409,14 @@ protocol HTTPExchange: AnyObject {
         used = rest
         cursor = 0
         consumed = 0
-        guard
-            let n = unsafe await connection.receiveOnce(
-                into: UnsafeMutableRawBufferPointer(rebasing: input[used...]), timeout: nil), n > 0
-        else { try fail(.bodyTruncated) }
+        let n: Int
+        do throws(TransportFailure) {
+            n = try await unsafe connection.receive(
+                into: UnsafeMutableRawBufferPointer(rebasing: input[used...]), timeout: nil)
+        } catch {
+            try fail(.bodyTruncated, error.socketError)
+        }
+        guard n > 0 else { try fail(.bodyTruncated) }
         used += n
     }
 
@@ -425,10 +434,10 @@ protocol HTTPExchange: AnyObject {
                 // after its own wait for the 100, as it must when none comes.
                 _ = out.insert(line, at: at)
             } else {
-                if out.remaining < 32 { guard await flush() else { try fail(.connection) } }
+                if out.remaining < 32 { try await flushOrFail() }
                 out.append(line)
             }
-            guard await flush() else { try fail(.connection) }
+            try await flushOrFail()
         }
         continueSent = true
     }
@@ -556,9 +565,6 @@ protocol HTTPExchange: AnyObject {
     private func writeHead(_ response: HTTPResponse, length: Int?, chunked: Bool) async throws(HTTPServerError) {
         let status = response.status
         guard status.code >= 200 else { throw HTTPServerError(.informationalStatus) }
-        for field in response.headerFields where field.name == .connection {
-            if field.value.lowercased().contains("close") { keepAlive = false }
-        }
         if server.isDraining { keepAlive = false }
         var flushed = false
         while true {
@@ -568,9 +574,12 @@ protocol HTTPExchange: AnyObject {
             out.append(32)
             out.append(string: status.reasonPhrase)
             out.append("\r\n")
-            appendFields(response.headerFields, skippingFraming: true)
-            if response.headerFields[.server] == nil { out.append("Server: swift-uring\r\n") }
-            if response.headerFields[.date] == nil {
+            // One pass over the handler's fields: written (but the framing ones), and what the
+            // server must add or honour noted on the way.
+            let seen = appendFields(response.headerFields, skippingFraming: true)
+            if seen.connectionClose { keepAlive = false }
+            if !seen.server { out.append("Server: swift-uring\r\n") }
+            if !seen.date {
                 out.append("Date: ")
                 unsafe out.append(server.now())
                 out.append("\r\n")
@@ -597,10 +606,19 @@ protocol HTTPExchange: AnyObject {
         }
     }
 
-    private func appendFields(_ fields: HTTPFields, skippingFraming: Bool) {
+    /// Writes `fields` (without `Content-Length`, `Transfer-Encoding` and `Connection` when
+    /// `skippingFraming`); says whether they had `Server`, `Date`, and a `Connection` with `close`.
+    @discardableResult
+    private func appendFields(_ fields: HTTPFields, skippingFraming: Bool) -> (
+        server: Bool, date: Bool, connectionClose: Bool
+    ) {
+        var seen = (server: false, date: false, connectionClose: false)
         for field in fields {
+            let name = field.name
+            if name == .server { seen.server = true }
+            if name == .date { seen.date = true }
+            if name == .connection, field.value.lowercased().contains("close") { seen.connectionClose = true }
             if skippingFraming {
-                let name = field.name
                 if name == .contentLength || name == .transferEncoding || name == .connection { continue }
             }
             out.append(string: field.name.rawName)
@@ -608,6 +626,7 @@ protocol HTTPExchange: AnyObject {
             unsafe field.withUnsafeBytesOfValue { unsafe out.append(contentsOf: $0) }
             out.append("\r\n")
         }
+        return seen
     }
 
     /// Puts `bytes` after what the writer holds: copied when they fit, else sent from an array
@@ -627,18 +646,25 @@ protocol HTTPExchange: AnyObject {
         server.setWriting(slot)
         // SAFETY: `array` is immutable and kept alive until the send has returned (the
         // `withExtendedLifetime` below), so its storage stays where the pointer says.
-        let sent = unsafe await connection.sendAll(unsafe array.withUnsafeBytes { unsafe $0 }, timeout: nil)
+        var failure: TransportFailure?
+        do throws(TransportFailure) {
+            try await unsafe connection.send(unsafe array.withUnsafeBytes { unsafe $0 }, timeout: nil)
+        } catch {
+            failure = error
+        }
         withExtendedLifetime(array) {}
-        guard sent else {
+        if let failure {
             response = .failed
-            throw HTTPServerError(.connection)
+            throw HTTPServerError(.connection, underlying: failure.socketError)
         }
     }
 
     private func flushOrFail() async throws(HTTPServerError) {
-        guard await flush() else {
+        do throws(TransportFailure) {
+            try await flushThrowing()
+        } catch {
             response = .failed
-            throw HTTPServerError(.connection)
+            throw HTTPServerError(.connection, underlying: error.socketError)
         }
     }
 
@@ -673,12 +699,17 @@ protocol HTTPExchange: AnyObject {
     /// by a timeout of the send's own: that would cost a linked timeout, a kernel timer armed and
     /// cancelled, for every send.
     func flush() async -> Bool {
-        guard out.count > 0 else { return true }
+        (try? await flushThrowing()) != nil
+    }
+
+    /// ``flush()``, with the transport's failure.
+    private func flushThrowing() async throws(TransportFailure) {
+        guard out.count > 0 else { return }
         responseHeadAt = nil
         let bytes = unsafe out.written
         out = unsafe ResponseWriter(output)
         server.setWriting(slot)
-        return unsafe await connection.sendAll(bytes, timeout: nil)
+        try await unsafe connection.send(bytes, timeout: nil)
     }
 
     /// Makes room for a response head (flushing earlier pipelined responses if needed).

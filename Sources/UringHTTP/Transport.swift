@@ -3,6 +3,12 @@ import SystemPackage
 import Uring
 import UringTLS
 
+/// A receive or send that failed: the socket's error, when the socket failed (a TLS protocol
+/// failure has none).
+struct TransportFailure: Error {
+    var socketError: IOError?
+}
+
 /// What the server needs of a connection: plain TCP, or TLS over it. `Session` is generic over
 /// it, so each kind is specialized and neither pays for the other.
 protocol HTTPTransport: Sendable {
@@ -10,26 +16,46 @@ protocol HTTPTransport: Sendable {
     var rawDescriptor: Int32 { get }
     /// `http` or `https`, for handlers' requests.
     static var scheme: String { get }
-    /// Reads at least one byte into `buffer`: the count, 0 at the end of the stream, nil when it failed.
-    func receiveOnce(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration?) async -> Int?
-    /// Sends all of `bytes`; false when it failed.
-    func sendAll(_ bytes: UnsafeRawBufferPointer, timeout: Duration?) async -> Bool
+    /// Reads at least one byte into `buffer`: the count, 0 at the end of the stream.
+    func receive(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration?) async throws(TransportFailure) -> Int
+    /// Sends all of `bytes`.
+    func send(_ bytes: UnsafeRawBufferPointer, timeout: Duration?) async throws(TransportFailure)
     /// Ends the sending side (for TLS, a close_notify first).
     func endSending() async
     /// Closes (for TLS, with a close_notify when the handshake was done).
     func closeQuietly() async
 }
 
+extension HTTPTransport {
+    /// ``receive(into:timeout:)`` where the reason of a failure does not matter: nil.
+    func receiveOnce(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration?) async -> Int? {
+        try? await unsafe receive(into: buffer, timeout: timeout)
+    }
+
+    /// ``send(_:timeout:)`` where the reason of a failure does not matter: false.
+    func sendAll(_ bytes: UnsafeRawBufferPointer, timeout: Duration?) async -> Bool {
+        (try? await unsafe send(bytes, timeout: timeout)) != nil
+    }
+}
+
 extension TCPConnection: HTTPTransport {
     var rawDescriptor: Int32 { descriptor.rawValue }
     static var scheme: String { "http" }
 
-    func receiveOnce(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration?) async -> Int? {
-        try? await unsafe read(into: buffer, timeout: timeout)
+    func receive(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration?) async throws(TransportFailure) -> Int {
+        do throws(IOError) {
+            return try await unsafe read(into: buffer, timeout: timeout)
+        } catch {
+            throw TransportFailure(socketError: error)
+        }
     }
 
-    func sendAll(_ bytes: UnsafeRawBufferPointer, timeout: Duration?) async -> Bool {
-        (try? await unsafe write(bytes, timeout: timeout)) != nil
+    func send(_ bytes: UnsafeRawBufferPointer, timeout: Duration?) async throws(TransportFailure) {
+        do throws(IOError) {
+            try await unsafe write(bytes, timeout: timeout)
+        } catch {
+            throw TransportFailure(socketError: error)
+        }
     }
 
     func endSending() async { try? await shutdown(.write) }
@@ -41,12 +67,20 @@ extension TLSConnection: HTTPTransport {
     var rawDescriptor: Int32 { tcp.descriptor.rawValue }
     static var scheme: String { "https" }
 
-    func receiveOnce(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration?) async -> Int? {
-        try? await unsafe read(into: buffer, timeout: timeout)
+    func receive(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration?) async throws(TransportFailure) -> Int {
+        do throws(TLSError) {
+            return try await unsafe read(into: buffer, timeout: timeout)
+        } catch {
+            throw TransportFailure(socketError: error.transport)
+        }
     }
 
-    func sendAll(_ bytes: UnsafeRawBufferPointer, timeout: Duration?) async -> Bool {
-        (try? await unsafe write(bytes, timeout: timeout)) != nil
+    func send(_ bytes: UnsafeRawBufferPointer, timeout: Duration?) async throws(TransportFailure) {
+        do throws(TLSError) {
+            try await unsafe write(bytes, timeout: timeout)
+        } catch {
+            throw TransportFailure(socketError: error.transport)
+        }
     }
 
     func endSending() async { try? await shutdownWriting() }
