@@ -197,6 +197,13 @@ extension IntegrationTests {
                     .utf8)
             let response = try await server.raw(request).text
             #expect(response.hasPrefix("HTTP/1.1 200 OK\r\n") && response.contains("Transfer-Encoding: chunked\r\n"))
+            if curlAvailable {
+                // curl sends the chunked upload with its trailer and prints the raw chunked answer.
+                let (status, text) = try shell(
+                    "printf 'hello world' | curl -s --raw -H 'Transfer-Encoding: chunked' -H 'Trailer: X-Checksum' --data-binary @- \(server.url)/up"
+                )
+                #expect(status == 0 && text.hasSuffix("0\r\nX-Seen: 11 none\r\n\r\n"), "\(text)")
+            }
             #expect(!response.contains("Content-Length"))
             #expect(
                 response.hasSuffix(
@@ -261,6 +268,9 @@ extension IntegrationTests {
             }
             let failed = try await server.raw(Array("GET /throw HTTP/1.1\r\nHost: t\r\n\r\n".utf8)).text
             #expect(failed.hasPrefix("HTTP/1.1 500 Internal Server Error") && failed.contains("Connection: close"))
+            if curlAvailable {
+                #expect(try shell("curl -s -o /dev/null -w '%{http_code}' \(server.url)/throw").1 == "500")
+            }
             let next = try await server.raw(Array("GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".utf8))
             #expect(bodyOf(next).text == "fine")
             await server.stop()
@@ -289,6 +299,11 @@ extension IntegrationTests {
             #expect(!cut.text.hasPrefix("HTTP/1.1 200"), "\(cut.text)")
             #expect(waited < .seconds(10), "the connection stayed open \(waited)")
             #expect(await eventually { cancelled.load(ordering: .relaxed) == 1 })
+            if curlAvailable {
+                // curl sees the connection end without a response ("Empty reply from server": 52).
+                #expect(try shell("curl -s -o /dev/null \(server.url)/sleep; echo $?").1 == "52\n")
+                #expect(await eventually { cancelled.load(ordering: .relaxed) == 2 })
+            }
             let next = try await server.raw(Array("GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".utf8))
             #expect(bodyOf(next).text == "awake")
             #expect(
@@ -413,15 +428,18 @@ extension IntegrationTests {
 
         @Test func aClientThatStopsMidBodyLeavesNothingBehind() async throws {
             let outcomes = Lock<[HTTPServerError.Code]>([])
+            let socketErrors = Lock<[Errno?]>([])
             let server = try HandlerTestServer { _, body, responder in
                 do throws(HTTPServerError) {
                     _ = try await body.collect(upTo: 1 << 20)
                 } catch {
                     outcomes.withLock { $0.append(error.code) }
+                    socketErrors.withLock { $0.append(error.underlying?.errno) }
                     throw error
                 }
                 try await responder.respond(HTTPResponse(status: .ok))
             }
+            try await Task.sleep(for: .milliseconds(1))  // the test's own timers exist before counting
             let descriptors = openDescriptorCount()
             for framing in ["Content-Length: 100000", "Transfer-Encoding: chunked"] {
                 let connection = try await TCPConnection.connect(
@@ -433,6 +451,27 @@ extension IntegrationTests {
                 try await connection.close()
             }
             #expect(await eventually { outcomes.withLock { $0 } == [.bodyTruncated, .bodyTruncated] })
+            // A client that resets mid-body: the error carries the socket's errno.
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = in_port_t(UInt16(server.port).bigEndian)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
+            }
+            #expect(connected == 0)
+            let partial = Array("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\nsome".utf8)
+            _ = partial.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, 0) }
+            try await Task.sleep(for: .milliseconds(50))
+            var reset = linger(l_onoff: 1, l_linger: 0)  // close with a RST
+            setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, socklen_t(MemoryLayout<linger>.size))
+            Glibc.close(fd)
+            #expect(await eventually { outcomes.withLock { $0.count } == 3 })
+            #expect(outcomes.withLock { $0.last } == .bodyTruncated)
+            #expect(socketErrors.withLock { $0 } == [nil, nil, .connectionReset], "clean ends have no socket error")
             #expect(await eventually { openDescriptorCount() <= descriptors })
             let good = try await server.raw(Array("GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".utf8))
             #expect(good.text.hasPrefix("HTTP/1.1 200 OK"))
