@@ -9,8 +9,8 @@ let package = Package(
     name: "swift-uring-peers",
     products: [
         .executable(name: "uring-peers", targets: ["UringPeers"]),
-        // Hummingbird 2 with uring-api's endpoints, for Benchmarks/scripts/http-compare.sh --api
-        // (built by that script on first use; CI builds uring-peers only).
+        // Hummingbird 2 with uring-api's endpoints: the HTTP peer of `uring-bench` and of
+        // Benchmarks/scripts/http-compare.sh --api.
         .executable(name: "uring-peers-http", targets: ["UringPeersHTTP"]),
     ],
     dependencies: [
@@ -23,6 +23,8 @@ let package = Package(
             name: "UringPeers",
             dependencies: [
                 .product(name: "_NIOFileSystem", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
             path: "Sources/UringPeers",

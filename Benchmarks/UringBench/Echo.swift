@@ -4,8 +4,12 @@ import UringTLS
 
 /// The benchmarks' echo server: on `ring`, one task per connection from `listener.connections`,
 /// each sending every chunk of `connection.chunks` straight back. Cancel the task to stop it.
-/// `live`, if given, counts the connections accepted and not yet closed.
-func startEchoServer(_ listener: TCPListener, on ring: RingExecutor, live: Gauge? = nil) -> Task<Void, Never> {
+/// `live`, if given, counts the connections accepted and not yet closed; `acceptedCount`, all
+/// accepted; `echoed`, the bytes sent back.
+func startEchoServer(
+    _ listener: TCPListener, on ring: RingExecutor, live: Gauge? = nil, acceptedCount: Gauge? = nil,
+    echoed: Gauge? = nil
+) -> Task<Void, Never> {
     Task(executorPreference: ring) {
         await withDiscardingTaskGroup { group in
             var accepted = listener.connections.makeAsyncIterator()
@@ -21,9 +25,13 @@ func startEchoServer(_ listener: TCPListener, on ring: RingExecutor, live: Gauge
                     break  // cancelled: the benchmark is over
                 }
                 live?.value.add(1, ordering: .relaxed)
+                acceptedCount?.value.add(1, ordering: .relaxed)
                 group.addTask(executorPreference: ring) {
                     do {
-                        for try await chunk in connection.chunks { try await connection.write(chunk) }
+                        for try await chunk in connection.chunks {
+                            try await connection.write(chunk)
+                            echoed?.value.add(chunk.count, ordering: .relaxed)
+                        }
                     } catch {}
                     try? await connection.close()
                     live?.value.subtract(1, ordering: .relaxed)

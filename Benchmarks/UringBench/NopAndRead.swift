@@ -42,6 +42,14 @@ func runRead(pattern: String, block: Int, concurrency: Int, options: Options) as
         ] + (options.executor == .group ? [("rings", "\(groupRings)")] : [])
     let uringFile = File(descriptor: FileDescriptor(rawValue: file.fd))
     let size = file.size
+    if options.system == "pread" {
+        return [
+            measurePread(
+                scenario: "read", fields: fields, threads: options.baselineThreads, fd: file.fd, block: block,
+                fileSize: file.size, sequential: sequential, seconds: options.seconds, warmup: options.warmup,
+                sampleEvery: 8)
+        ]
+    }
     var results = [
         try await measureOnRing(
             scenario: "read", mode: options.executor, fields: fields, concurrency: concurrency, block: block,

@@ -4,8 +4,22 @@ import Uring
 // The command line: usage, options and their parsing.
 
 let usage = """
-    usage: uring-bench [nop|floor|read|list|copy|map|echo|idle|http|handoff|soak] [options]
-      (no scenario)               run the whole suite and print a table
+    usage: uring-bench [nop|floor|read|list|copy|map|echo|idle|http|handoff|soak|serve|core] [options]
+      (no scenario)               the comparison: swift-uring against blocking pread, Foundation's
+                                  FileHandle and NIOFileSystem (4 KiB random reads, 1 and 32 in
+                                  flight; 128 KiB sequential), SwiftNIO echo servers (a
+                                  ChannelHandler, NIOAsyncChannel; 1 x 64 B, 64 x 64 B, 64 x 4 KiB)
+                                  and Hummingbird 2 (HTTP GET /plaintext, 64 connections); each
+                                  system in a process of its own on one CPU, this target's load
+                                  generator on another; interleaved rounds, medians and min-max,
+                                  ratios to swift-uring, CPU per request, noise warnings. The
+                                  peers (Benchmarks/Peers) are built on first use.
+                                  --report DIR: also an HTML page with SVG charts and the JSON of
+                                  every figure; --rounds R (default 3); --seconds S per run
+                                  (default 2); --systems a,b (swift-uring is always in);
+                                  --workloads a,b; --no-peers (swift-uring and pread only)
+      core                        swift-uring alone in this process: no-op, read and echo rates
+                                  against blocking pread, as one table (under two minutes)
       nop  --concurrency N        awaited no-ops from N tasks on one ring (default 64); the line
                                   also gives the floor at the same concurrency (floor_ops_per_sec,
                                   ratio_to_floor)
@@ -28,6 +42,18 @@ let usage = """
                                   mapConcurrently over N no-op transforms (default 100,000) at
                                   L at once (default 64), in order, against a hand-written task
                                   group; alternated R times (default 5); medians per element
+      echo --target HOST:PORT     the load generator against any echo server: --connections N
+                                  (default 64), --size B (default 64), --pipeline D messages in
+                                  flight per connection (default 1), --seconds S; every byte
+                                  checked; p50/p90/p99/p99.9 latency; --server-pid PID adds the
+                                  server's CPU time per request
+      http --target URL           the load generator against any HTTP/1.1 server (http://HOST:PORT/PATH):
+                                  keep-alive GETs, --connections N, --pipeline D, --seconds S;
+                                  every response's status and body checked against the first
+      serve echo|http --port P    swift-uring's side alone (--host H, default 127.0.0.1; --port 0
+                                  picks one), until SIGINT/SIGTERM: the echo server, or the HTTP
+                                  handler API answering GET /plaintext; for wrk or a user's own
+                                  load test
       echo --connections N --size B
                                   loopback TCP echo: a server ring and a client ring in this
                                   process; N connections (default 64) each send B bytes (default
@@ -100,12 +126,34 @@ struct Options {
     var tls = false
     /// http: what answers (hello, handler, files, handler-files).
     var httpMode = HTTPBenchMode.hello
+    /// echo, http: an external server to load (`--target`).
+    var target: String?
+    /// echo, http with a target: requests in flight per connection.
+    var pipeline = 1
+    /// echo, http with a target: the server's process, whose CPU time is measured too.
+    var serverPID: pid_t?
+    /// read: only one side (swift-uring or pread).
+    var system: String?
+    /// serve: echo or http, and where.
+    var serveKind = "echo"
+    var host = "127.0.0.1"
+    var port = 0
+    /// The comparison suite's settings.
+    var comparison = ComparisonSettings()
 }
 
 func fail(_ message: String) -> Never {
     var stderr = StandardError()
     print("uring-bench: \(message)\n\(usage)", to: &stderr)
     exit(64)
+}
+
+/// Ends the run for a reason that is not the command line's (a server that does not answer, a
+/// failed peer): the message alone, exit status 1.
+func abortRun(_ message: String) -> Never {
+    var stderr = StandardError()
+    print("uring-bench: \(message)", to: &stderr)
+    exit(1)
 }
 
 struct StandardError: TextOutputStream {
@@ -119,14 +167,28 @@ func parse(_ arguments: [String]) -> Options {
     var rest = arguments[...]
     if let first = rest.first, !first.hasPrefix("-") {
         guard
-            ["nop", "floor", "read", "list", "copy", "map", "echo", "idle", "http", "handoff", "soak", "soak-server"]
-                .contains(
-                    first)
+            [
+                "nop", "floor", "read", "list", "copy", "map", "echo", "idle", "http", "handoff", "soak", "soak-server",
+                "serve", "core",
+            ].contains(first)
         else {
             fail("unknown scenario '\(first)'")
         }
         options.scenario = first
         rest = rest.dropFirst()
+        if first == "serve" {
+            guard let kind = rest.popFirst(), kind == "echo" || kind == "http" else {
+                fail("serve wants echo or http: uring-bench serve echo|http --port P")
+            }
+            options.serveKind = kind
+        }
+    }
+    func list(_ flag: String, allowed: [String]) -> Set<String> {
+        let names = Set(value(flag).split(separator: ",").map(String.init))
+        for name in names where !allowed.contains(name) {
+            fail("\(flag): unknown '\(name)' (\(allowed.joined(separator: ", ")))")
+        }
+        return names
     }
     func value(_ flag: String) -> String {
         guard let v = rest.popFirst() else { fail("\(flag) needs a value") }
@@ -150,7 +212,35 @@ func parse(_ arguments: [String]) -> Options {
         case "--seconds":
             options.seconds = positiveDouble(flag)
             options.secondsGiven = true
-        case "--warmup": options.warmup = positiveDouble(flag, allowZero: true)
+            options.comparison.seconds = options.seconds
+        case "--warmup":
+            options.warmup = positiveDouble(flag, allowZero: true)
+            options.comparison.warmup = options.warmup
+        case "--target": options.target = value(flag)
+        case "--pipeline":
+            options.pipeline = positiveInt(flag)
+            if options.pipeline > 1024 { fail("--pipeline is at most 1024") }
+        case "--server-pid":
+            let text = value(flag)
+            guard let pid = Int32(text), pid > 0 else { fail("--server-pid wants a process id, not '\(text)'") }
+            options.serverPID = pid
+        case "--system":
+            let v = value(flag)
+            guard v == "swift-uring" || v == "pread" else { fail("--system is swift-uring or pread, not '\(v)'") }
+            options.system = v
+        case "--host": options.host = value(flag)
+        case "--port":
+            let text = value(flag)
+            guard let port = Int(text), (0...65535).contains(port) else {
+                fail("--port wants 0 to 65535, not '\(text)'")
+            }
+            options.port = port
+        case "--report": options.comparison.reportDirectory = value(flag)
+        case "--systems":
+            options.comparison.systems = list(
+                flag, allowed: Workload.Group.allSystems)
+        case "--workloads": options.comparison.workloads = list(flag, allowed: Workload.all.map(\.id))
+        case "--no-peers": options.comparison.systems = ["swift-uring", "pread"]
         case "--path": options.path = value(flag)
         case "--pattern":
             let p = value(flag)
@@ -161,7 +251,9 @@ func parse(_ arguments: [String]) -> Options {
         case "--entries": options.entries = positiveInt(flag)
         case "--status": options.listStatus = true
         case "--size-mib": options.copyMiB = positiveInt(flag)
-        case "--rounds": options.rounds = positiveInt(flag)
+        case "--rounds":
+            options.rounds = positiveInt(flag)
+            options.comparison.rounds = options.rounds!
         case "--peers": options.peers = true
         case "--tls": options.tls = true
         case "--mode":
@@ -200,6 +292,10 @@ func parse(_ arguments: [String]) -> Options {
         }
     }
     if let c = options.concurrency, c > 100_000 { fail("--concurrency is at most 100000") }
+    if options.target != nil, options.scenario != "echo", options.scenario != "http" {
+        fail("--target goes with echo or http")
+    }
+    if options.scenario == nil, !options.secondsGiven { options.comparison.seconds = 2 }
     if let b = options.block, b > 64 << 20 { fail("--block is at most 64 MiB") }
     return options
 }

@@ -15,26 +15,28 @@ enum Peers {
         return parts.joined(separator: "/") + "/Peers"
     }
 
-    /// The `uring-peers` executable, built (release) by `swift build` the first time it is asked
-    /// for. Exits with a clear message when it cannot be built.
-    static func executable() -> String {
+    /// A peer executable (`uring-peers`, or `uring-peers-http` for Hummingbird), built (release) by
+    /// `swift build` the first time one is asked for: the whole package, so that one build serves
+    /// every later run. Exits with a clear message when it cannot be built.
+    static func executable(_ product: String = "uring-peers") -> String {
         let directory = packageDirectory
-        let binary = directory + "/.build/release/uring-peers"
+        let binary = directory + "/.build/release/" + product
         if access(binary, X_OK) == 0 { return binary }
         guard access(directory + "/Package.swift", R_OK) == 0 else {
-            fail("the peers' package is not at \(directory) (set SWIFT_URING_PEERS_PACKAGE)")
+            abortRun("the peers' package is not at \(directory) (set SWIFT_URING_PEERS_PACKAGE)")
         }
         var stderr = StandardError()
         print(
-            "uring-bench: building the peers in \(directory) (first use: SwiftNIO, a few minutes)…",
+            "uring-bench: building the peers in \(directory) (first use: SwiftNIO and Hummingbird, about"
+                + " 5 minutes here; not counted in the run's time)…",
             to: &stderr)
         let swift = swiftCommand()
         let status = spawnAndWait(
-            swift, [swift, "build", "-c", "release", "--package-path", directory, "--product", "uring-peers"],
+            swift, [swift, "build", "-c", "release", "--package-path", directory],
             captureOutput: false
         ).status
         guard status == 0, access(binary, X_OK) == 0 else {
-            fail("building the peers failed (swift build exited with \(status)); see the output above")
+            abortRun("building the peers failed (swift build exited with \(status)); see the output above")
         }
         print("uring-bench: the peers are built", to: &stderr)
         return binary
@@ -53,27 +55,41 @@ enum Peers {
     static func run(_ arguments: [String]) -> [String: String] {
         let binary = executable()
         let (status, output) = spawnAndWait(binary, ["uring-peers"] + arguments, captureOutput: true)
-        guard status == 0, let line = output.split(separator: "\n").last(where: { $0.contains("=") }) else {
-            fail("the peer '\(arguments.joined(separator: " "))' failed (status \(status)): \(output)")
-        }
-        var pairs: [String: String] = [:]
-        for pair in line.split(separator: " ") {
-            guard let equals = pair.firstIndex(of: "=") else { continue }
-            pairs[String(pair[..<equals])] = String(pair[pair.index(after: equals)...])
+        guard status == 0, let pairs = resultPairs(output) else {
+            abortRun("the peer '\(arguments.joined(separator: " "))' failed (status \(status)): \(output)")
         }
         return pairs
     }
 }
 
+/// The `key=value` pairs of the last result line in `output` (nil when there is none).
+func resultPairs(_ output: String) -> [String: String]? {
+    guard let line = output.split(separator: "\n").last(where: { $0.contains("=") }) else { return nil }
+    var pairs: [String: String] = [:]
+    for pair in line.split(separator: " ") {
+        guard let equals = pair.firstIndex(of: "=") else { continue }
+        pairs[String(pair[..<equals])] = String(pair[pair.index(after: equals)...])
+    }
+    return pairs
+}
+
 /// Starts `path` with `argv` and waits for it; its standard output is returned when captured
 /// (otherwise it goes to this process's standard error, as build output should).
 func spawnAndWait(_ path: String, _ argv: [String], captureOutput: Bool) -> (status: Int32, output: String) {
+    let result = spawnMeasured(path, argv, captureOutput: captureOutput)
+    return (result.status, result.output)
+}
+
+/// `spawnAndWait`, and the CPU time (user and system, all threads) the child used, from `wait4`.
+func spawnMeasured(_ path: String, _ argv: [String], captureOutput: Bool)
+    -> (status: Int32, output: String, cpuSeconds: Double)
+{
     var pipeEnds: [Int32] = [-1, -1]
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
     if captureOutput {
-        guard pipe(&pipeEnds) == 0 else { fail("pipe: errno \(errno)") }
+        guard pipe(&pipeEnds) == 0 else { abortRun("pipe: errno \(errno)") }
         for end in pipeEnds { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }  // only the dup2'd copy reaches the child
         posix_spawn_file_actions_adddup2(&actions, pipeEnds[1], 1)
     } else {
@@ -86,7 +102,7 @@ func spawnAndWait(_ path: String, _ argv: [String], captureOutput: Bool) -> (sta
     if captureOutput { close(pipeEnds[1]) }
     guard rc == 0 else {
         if captureOutput { close(pipeEnds[0]) }
-        fail("cannot start \(path): \(String(cString: strerror(rc)))")
+        abortRun("cannot start \(path): \(String(cString: strerror(rc)))")
     }
     var output: [UInt8] = []
     if captureOutput {
@@ -99,8 +115,18 @@ func spawnAndWait(_ path: String, _ argv: [String], captureOutput: Bool) -> (sta
         }
         close(pipeEnds[0])
     }
+    let (status, cpu) = reap(pid)
+    return (status, String(decoding: output, as: UTF8.self), cpu)
+}
+
+/// Waits for child `pid`: its exit status (128 + the signal if a signal ended it) and its CPU time.
+func reap(_ pid: pid_t) -> (status: Int32, cpuSeconds: Double) {
     var status: Int32 = 0
-    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    var usage = rusage()
+    while wait4(pid, &status, 0, &usage) < 0 && errno == EINTR {}
     let exitStatus = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
-    return (exitStatus, String(decoding: output, as: UTF8.self))
+    let cpu =
+        Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6 + Double(usage.ru_stime.tv_sec)
+        + Double(usage.ru_stime.tv_usec) / 1e6
+    return (exitStatus, cpu)
 }

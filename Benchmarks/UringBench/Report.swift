@@ -25,6 +25,9 @@ func machineLine(_ m: Measurement, baseline: Measurement?) -> String {
     // Extra keys, after the contracted ones.
     if let executor = m.fields.first(where: { $0.0 == "executor" }) { parts.append("executor=\(executor.1)") }
     if let rings = m.fields.first(where: { $0.0 == "rings" }) { parts.append("rings=\(rings.1)") }
+    if let cpu = m.cpuSeconds {
+        parts.append("cpu_us_per_op=\(format(cpu * 1e6 / Double(max(m.ops, 1)), decimals: 3))")
+    }
     if let floor = m.floorOpsPerSecond {
         parts.append("floor_ops_per_sec=\(format(floor, decimals: 0))")
         parts.append("ratio_to_floor=\(format(m.opsPerSecond / max(floor, 1), decimals: 3))")
@@ -73,20 +76,7 @@ func machineDescription() -> String {
     var uts = utsname()
     uname(&uts)
     let kernel = withUnsafeBytes(of: uts.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-    var cpu = "unknown CPU"
-    if let f = fopen("/proc/cpuinfo", "r") {
-        defer { fclose(f) }
-        var line: UnsafeMutablePointer<CChar>? = nil
-        var capacity = 0
-        while getline(&line, &capacity, f) > 0 {
-            let text = String(cString: line!)
-            if text.hasPrefix("model name") {
-                cpu = text.split(separator: ":", maxSplits: 1).last.map { $0.trimmingCharacters() } ?? cpu
-                break
-            }
-        }
-        free(line)
-    }
+    let cpu = cpuModelName()
     let cores = sysconf(Int32(_SC_NPROCESSORS_ONLN))
     #if compiler(>=6.3)
     let swift = "Swift 6.3+"

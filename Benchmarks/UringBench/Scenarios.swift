@@ -97,11 +97,13 @@ func measureOnRing(
         print("ring statistics (\(scenario), \(mode), cumulative): \(stats)", to: &stderr)
     }
     _ = before
-    return Measurement(
+    var measurement = Measurement(
         scenario: scenario,
         engine: mode == .global ? "swift-uring" : mode == .group ? "swift-uring/group" : "swift-uring/pref",
         fields: fields,
         concurrency: concurrency, block: block, seconds: elapsed, ops: ops, histogram: histogram, mallocs: mallocs)
+    measurement.cpuSeconds = controller.cpuSeconds
+    return measurement
 }
 
 /// Times the measured window on a plain thread: warm-up, start counting allocations, open the
@@ -114,6 +116,10 @@ final class Controller: @unchecked Sendable {
     var mallocs: Int?
     /// The process's CPU time (user and system, all threads) in the measured window, seconds.
     var cpuSeconds = 0.0
+    /// Another process (a server under load) whose CPU time in the window is measured too.
+    var watchedPID: pid_t?
+    /// `watchedPID`'s CPU time in the window, seconds (nil without one, or when it cannot be read).
+    var watchedCPUSeconds: Double?
     private var thread = pthread_t()
 
     init(phase: Phase, warmup: Double, seconds: Double) {
@@ -135,6 +141,7 @@ final class Controller: @unchecked Sendable {
 
     private func run() {
         sleepBlocking(warmup)
+        let watchedStarted = watchedPID.flatMap(processCPUSeconds(of:))
         Allocations.start()
         let cpuStarted = processCPUSeconds()
         let started = nowNanoseconds()
@@ -143,6 +150,9 @@ final class Controller: @unchecked Sendable {
         phase.set(Phase.stop)
         elapsed = Double(nowNanoseconds() - started) / 1e9
         cpuSeconds = processCPUSeconds() - cpuStarted
+        if let watchedStarted, let watchedEnded = watchedPID.flatMap(processCPUSeconds(of:)) {
+            watchedCPUSeconds = watchedEnded - watchedStarted
+        }
         mallocs = Allocations.stop()
     }
 
@@ -158,6 +168,23 @@ func processCPUSeconds() -> Double {
     var time = timespec()
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &time)
     return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
+}
+
+/// Another process's CPU time (user and system, all its threads), from `/proc/PID/stat`; nil when
+/// it cannot be read. Clock-tick resolution (10 ms here).
+func processCPUSeconds(of pid: pid_t) -> Double? {
+    guard let file = fopen("/proc/\(pid)/stat", "r") else { return nil }
+    defer { fclose(file) }
+    var line = [CChar](repeating: 0, count: 1024)
+    guard fgets(&line, 1024, file) != nil else { return nil }
+    let text = line.withUnsafeBufferPointer {
+        String(decoding: UnsafeRawBufferPointer($0).prefix { $0 != 0 }, as: UTF8.self)
+    }
+    // The fields after the command's closing parenthesis: state is field 3; utime, stime 14, 15.
+    guard let close = text.lastIndex(of: ")") else { return nil }
+    let fields = text[text.index(after: close)...].split(separator: " ")
+    guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
+    return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
 }
 
 /// The same-run baseline: blocking `pread` loops on `threads` plain threads.
@@ -225,19 +252,23 @@ func measurePread(
     }
     sleepBlocking(warmup)
     Allocations.start()
+    let cpuStarted = processCPUSeconds()
     let started = nowNanoseconds()
     phase.set(Phase.measure)
     sleepBlocking(seconds)
     phase.set(Phase.stop)
     let elapsed = Double(nowNanoseconds() - started) / 1e9
+    let cpuSeconds = processCPUSeconds() - cpuStarted
     let mallocs = Allocations.stop()
     for tid in tids { pthread_join(tid, nil) }
     var histogram = Histogram()
     for worker in workers { histogram.merge(worker.histogram) }
-    return Measurement(
+    var measurement = Measurement(
         scenario: scenario, engine: "pread x\(threads) thread" + (threads == 1 ? "" : "s"), fields: fields,
         concurrency: threads, block: block, seconds: elapsed, ops: workers.reduce(0) { $0 + $1.ops },
         histogram: histogram, mallocs: mallocs)
+    measurement.cpuSeconds = cpuSeconds
+    return measurement
 }
 
 /// Offsets for one worker: uniformly random block-aligned offsets, or a sequential walk through

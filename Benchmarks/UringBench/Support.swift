@@ -73,6 +73,8 @@ struct Measurement {
     var mallocs: Int?
     /// nop: the floor's ops/s at the same concurrency (see `runFloor`).
     var floorOpsPerSecond: Double? = nil
+    /// This process's CPU time in the measured window, seconds (where the scenario measures it).
+    var cpuSeconds: Double? = nil
 
     var opsPerSecond: Double { Double(ops) / seconds }
     var mebibytesPerSecond: Double? { block.map { Double($0) * opsPerSecond / 1_048_576 } }

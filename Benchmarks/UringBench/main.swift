@@ -4,7 +4,10 @@ import Uring
 
 // uring-bench: swift-uring's benchmark target. See Docs/Benchmarks.md for the method.
 //
-//   uring-bench                      the whole suite, as a table (under two minutes)
+//   uring-bench [--report DIR]       the comparison with the peers, as a table (and a report)
+//   uring-bench core                 swift-uring alone against pread, as a table (under two minutes)
+//   uring-bench echo|http --target … the load generator against any server
+//   uring-bench serve echo|http --port P
 //   uring-bench nop  [--concurrency N] [--seconds S]
 //   uring-bench floor [--concurrency N] [--seconds S]
 //   uring-bench read [--path P] [--pattern random|sequential] [--block B] [--concurrency N] [--seconds S]
@@ -67,13 +70,39 @@ func benchmarkMain(_ options: Options) async throws {
         let block = options.block ?? (options.pattern == "random" ? 4096 : 128 * 1024)
         let results = try await runRead(
             pattern: options.pattern, block: block, concurrency: options.concurrency ?? 32, options: options)
-        emit(machineLine(results[0], baseline: results.count > 1 ? results[1] : nil))
+        if let system = options.system {
+            emit(machineLine(results[0], baseline: nil) + " system=\(system)")
+        } else {
+            emit(machineLine(results[0], baseline: results.count > 1 ? results[1] : nil))
+        }
     case "list":
         for line in try await runList(entries: options.entries, options: options) { emit(line) }
     case "copy":
         emit(try await runCopy(options: options))
     case "map":
         emit(try await runMap(options: options))
+    case "echo" where options.target != nil:
+        guard let target = Target.parseEndpoint(options.target!) else {
+            fail("--target wants HOST:PORT, not '\(options.target!)'")
+        }
+        let result = try await runEchoTarget(
+            target, connections: options.concurrency ?? 64, size: options.block ?? 64, pipeline: options.pipeline,
+            options: options)
+        emit(targetLine(result))
+        if result.verifyErrors + result.connectionErrors > 0 { exitStatus = 1 }
+    case "http" where options.target != nil:
+        if options.target!.hasPrefix("https://") {
+            fail("https:// targets are not supported: the load generator speaks HTTP/1.1 over TCP")
+        }
+        guard let target = Target.parseURL(options.target!) else {
+            fail("--target wants http://HOST[:PORT][/PATH], not '\(options.target!)'")
+        }
+        let result = try await runHTTPTarget(
+            target, connections: options.concurrency ?? 64, pipeline: options.pipeline, options: options)
+        emit(targetLine(result))
+        if result.verifyErrors + result.connectionErrors > 0 { exitStatus = 1 }
+    case "serve":
+        try await runServe(kind: options.serveKind, host: options.host, port: options.port)
     case "echo":
         let size = options.block ?? 64
         let result = try await runEcho(connections: options.concurrency ?? 64, size: size, options: options)
@@ -93,41 +122,15 @@ func benchmarkMain(_ options: Options) async throws {
     case "soak-server":
         raiseDescriptorLimit()
         try await serveSoak()
+    case "core":
+        try await runCore(options)
     default:
-        print("swift-uring benchmark suite: \(machineDescription()); backend=\(runningBackend)")
-        print(
-            "each run: \(format(options.warmup, decimals: 1)) s warm-up, \(format(options.seconds, decimals: 1)) s measured;"
-                + " swift-uring = plain tasks under Uring.run, swift-uring/pref = Task(executorPreference:);"
-                + " baseline: blocking pread on \(options.baselineThreads) plain thread(s)")
-        print("")
-        var rows: [(Measurement, Measurement?)] = []
-        var nopBaseline: Measurement?
-        for (n, mode) in [(1, ExecutorMode.global), (64, .global), (64, .preference)] {
-            var o = options
-            o.executor = mode
-            o.baseline = options.baseline && nopBaseline == nil
-            let r = try await runNop(concurrency: n, options: o)
-            if r.count > 1 { nopBaseline = r[1] }
-            rows.append((r[0], nopBaseline))
-        }
-        if let nopBaseline { rows.append((nopBaseline, nil)) }
-        for (pattern, block) in [("random", 4096), ("sequential", 128 * 1024)] {
-            var baseline: Measurement?
-            for (n, mode) in [(1, ExecutorMode.global), (32, .global), (32, .preference)] {
-                if pattern == "sequential" && mode == .preference { continue }
-                var o = options
-                o.executor = mode
-                o.baseline = options.baseline && baseline == nil
-                let r = try await runRead(pattern: pattern, block: block, concurrency: n, options: o)
-                if r.count > 1 { baseline = r[1] }
-                rows.append((r[0], baseline))
-            }
-            if let baseline { rows.append((baseline, nil)) }
-        }
-        rows.append((try await runEcho(connections: 64, size: 64, options: options), nil))
-        printTable(rows)
+        try await runComparison(options.comparison, options: options)
     }
 }
+
+/// 1 when a load generator run saw errors.
+nonisolated(unsafe) var exitStatus: Int32 = 0
 
 do {
     try Uring.run { try await benchmarkMain(options) }
@@ -136,3 +139,4 @@ do {
     print("uring-bench: \(error)", to: &stderr)
     exit(1)
 }
+exit(exitStatus)
