@@ -90,10 +90,12 @@ func noiseWarnings(_ figures: [Figure], summaries: [Summary], rounds: Int) -> [S
     if rounds >= 2 {
         let spread = summaries.filter { $0.median > 0 && ($0.maximum - $0.minimum) / $0.median > 0.2 }
         if !spread.isEmpty {
+            let named = spread.prefix(3).map { "\($0.system) on \($0.workload.id)" }.joined(separator: ", ")
             warnings.append(
-                "rounds differ by more than 20 % for "
-                    + spread.map { "\($0.system) on \($0.workload.id)" }.joined(separator: ", ")
-                    + ": take more rounds (--rounds) on a quieter machine")
+                "rounds differ by more than 20 % in \(spread.count) of \(summaries.count) figures (\(named)"
+                    + (spread.count > 3 ? ", …" : "") + "): the machine's speed drifted; the paired ratios"
+                    + " (each round's figures against swift-uring's in the same round) drift less. More rounds"
+                    + " (--rounds) on a quieter machine narrow it")
         }
     } else {
         warnings.append("one round: no spread to judge the noise by (--rounds 3 or more)")

@@ -98,7 +98,9 @@ func spawnMeasured(_ path: String, _ argv: [String], captureOutput: Bool)
     var arguments = argv.map { strdup($0) } + [nil]
     defer { for pointer in arguments { free(pointer) } }
     var pid = pid_t()
-    let rc = posix_spawn(&pid, path, &actions, nil, &arguments, environ)
+    var attributes = cleanSpawnAttributes()
+    defer { posix_spawnattr_destroy(&attributes) }
+    let rc = posix_spawn(&pid, path, &actions, &attributes, &arguments, environ)
     if captureOutput { close(pipeEnds[1]) }
     guard rc == 0 else {
         if captureOutput { close(pipeEnds[0]) }
@@ -117,6 +119,22 @@ func spawnMeasured(_ path: String, _ argv: [String], captureOutput: Bool)
     }
     let (status, cpu) = reap(pid)
     return (status, String(decoding: output, as: UTF8.self), cpu)
+}
+
+/// Spawn attributes for a child that starts clean: no blocked signals and default dispositions
+/// (ring threads block some signals, and a server must stop on SIGTERM). Destroy after use.
+func cleanSpawnAttributes() -> posix_spawnattr_t {
+    var attributes = posix_spawnattr_t()
+    posix_spawnattr_init(&attributes)
+    var none = sigset_t()
+    sigemptyset(&none)
+    posix_spawnattr_setsigmask(&attributes, &none)
+    var defaults = sigset_t()
+    sigemptyset(&defaults)
+    for signal in [SIGTERM, SIGINT, SIGHUP, SIGPIPE, SIGCHLD] { sigaddset(&defaults, signal) }
+    posix_spawnattr_setsigdefault(&attributes, &defaults)
+    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+    return attributes
 }
 
 /// Waits for child `pid`: its exit status (128 + the signal if a signal ended it) and its CPU time.

@@ -22,7 +22,9 @@ final class ServerProcess {
         var arguments = argv.map { strdup($0) } + [nil]
         defer { for pointer in arguments { free(pointer) } }
         var child = pid_t()
-        let rc = posix_spawn(&child, argv[0], &actions, nil, &arguments, environ)
+        var attributes = cleanSpawnAttributes()
+        defer { posix_spawnattr_destroy(&attributes) }
+        let rc = posix_spawn(&child, argv[0], &actions, &attributes, &arguments, environ)
         close(fd)
         guard rc == 0 else { abortRun("cannot start \(argv[0]): \(String(cString: strerror(rc)))") }
         pid = child
