@@ -210,6 +210,8 @@ func runComparison(_ settings: ComparisonSettings, options: Options) async throw
                             "\(workload.concurrency)",
                         ]
                     load += common + ["--server-pid", "\(server.pid)"]
+                    // Unpinned on one CPU, the load generator must not spin on the server's core.
+                    if pinning.client == nil { load += ["--spin-us", "0"] }
                     figures.append(
                         measureLoad(
                             Pinning.command(load, on: pinning.client), server: server,

@@ -128,6 +128,11 @@ struct ComparisonReport {
                 "Each system ran on CPU \($0), the load generator (uring-bench's, the same for every system) on CPU \(pinning.client!)."
             } ?? "The processes were not pinned."
         page += " The run took \(format(runSeconds, decimals: 0)) s.</p>\n"
+        page += "<p>swift-uring ran on its <strong>\(escape(machine.backend))</strong> driver"
+        page +=
+            machine.backend == "epoll"
+            ? " (epoll and a worker pool: io_uring is denied here, or SWIFT_URING_BACKEND chose it).</p>\n"
+            : " (ring set up with \(escape(machine.ringSetup))).</p>\n"
         page += "<p>Command: <code>\(escape(command))</code></p>\n"
         if !warnings.isEmpty {
             page += "<div class=\"warn\"><strong>Warnings</strong><ul>\n"

@@ -7,7 +7,8 @@ import Uring
 /// includes waking a sleeping ring: with `IORING_OP_MSG_RING` from the sending ring (default), or
 /// through the target's eventfd (`SWIFT_URING_MSG_RING=0`).
 func runHandoff(options: Options) async throws -> String {
-    let group = try RingGroup(count: 2, name: "bench-handoff", spinBeforeSleep: .microseconds(options.spinMicroseconds))
+    let group = try RingGroup(
+        count: 2, name: "bench-handoff", spinBeforeSleep: .microseconds((options.spinMicroseconds ?? 0)))
     let a = group[0]
     let b = group[1]
     let seconds = options.seconds
@@ -42,6 +43,6 @@ func runHandoff(options: Options) async throws -> String {
         "handoffs_per_sec=\(format(Double(count * 2) / seconds, decimals: 0))",
         "p50_us=\(format(histogram.quantile(0.50) / 1000, decimals: 3))",
         "p99_us=\(format(histogram.quantile(0.99) / 1000, decimals: 3))",
-        "wake=" + (messages > 0 ? "msg_ring" : "eventfd"), "spin_us=\(options.spinMicroseconds)",
+        "wake=" + (messages > 0 ? "msg_ring" : "eventfd"), "spin_us=\((options.spinMicroseconds ?? 0))",
     ].joined(separator: " ")
 }

@@ -91,11 +91,13 @@ private func connectAll(_ target: Target, count: Int) async throws -> [TCPConnec
 }
 
 /// The ring the load generator's connections run on: a thread of its own, which spins
-/// `--spin-us` µs before it sleeps (busy-polling trades CPU for a load generator that answers
-/// a completion at once; the C harness's echo-load has `--spin` for the same reason).
+/// `--spin-us` µs before it sleeps (busy-polling trades CPU for a load generator that answers a
+/// completion at once; the C harness's echo-load has `--spin` for the same reason). By default
+/// 50 µs on a machine with two CPUs or more (a load generator gets a core of its own), none on one
+/// CPU (spinning there would take the server's time).
 private func loadRing(_ options: Options) throws -> RingExecutor {
-    try RingExecutor(
-        entries: 4096, name: "uring-bench-load", spinBeforeSleep: .microseconds(options.spinMicroseconds))
+    let spin = options.spinMicroseconds ?? (sysconf(Int32(_SC_NPROCESSORS_ONLN)) >= 2 ? 50 : 0)
+    return try RingExecutor(entries: 4096, name: "uring-bench-load", spinBeforeSleep: .microseconds(spin))
 }
 
 /// Per connection: requests completed in every phase, measured ones, their latencies, errors.

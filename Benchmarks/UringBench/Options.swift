@@ -46,7 +46,8 @@ let usage = """
                                   (default 64), --size B (default 64), --pipeline D messages in
                                   flight per connection (default 1), --seconds S; every byte
                                   checked; p50/p90/p99/p99.9 latency; --server-pid PID adds the
-                                  server's CPU time per request
+                                  server's CPU time per request; --spin-us N: its ring spins N µs
+                                  before sleeping (default 50 with two CPUs or more, else 0)
       http --target URL           the load generator against any HTTP/1.1 server (http://HOST:PORT/PATH):
                                   keep-alive GETs, --connections N, --pipeline D, --seconds S;
                                   every response's status and body checked against the first
@@ -102,7 +103,9 @@ struct Options {
     var concurrency: Int?
     var seconds = 3.0
     var secondsGiven = false
-    var spinMicroseconds = 0
+    /// handoff: the rings' spin before sleeping; echo/http --target: the load generator's ring's
+    /// (nil: 50 µs when this process may use two CPUs or more, else 0).
+    var spinMicroseconds: Int?
     var warmup = 0.5
     var path: String?
     var pattern = "random"

@@ -206,7 +206,9 @@ private func unusedPort() throws -> Int {
     address.sin_addr.s_addr = inet_addr("127.0.0.1")
     var length = socklen_t(MemoryLayout<sockaddr_in>.size)
     let rc = withUnsafeMutablePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 ? getsockname(fd, $0, &length) : -1 }
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            bind(fd, $0, length) == 0 ? getsockname(fd, $0, &length) : -1
+        }
     }
     guard rc == 0 else { throw ChildFailed(description: "cannot bind a loopback port") }
     return Int(UInt16(bigEndian: address.sin_port))

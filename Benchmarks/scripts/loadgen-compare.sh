@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Is uring-bench's load generator the bottleneck? (issue 18) It and the harness's C load generator
+# (echo-load, an epoll client, with and without --spin) load the harness's C reference echo server
+# (ref-echo-uring, liburing, multishot receive into a buffer ring) in turn: the server on CPU 0, the
+# load generator on CPU 1, one core each, rounds interleaved with the order rotating. Prints each
+# run, then the medians, the median of the per-round ratios uring-bench / echo-load, and how busy
+# each load generator kept the server (its CPU time over the window, % of one core: a load
+# generator that is not the bottleneck keeps it near 100 %).
+#
+#   Benchmarks/scripts/loadgen-compare.sh [--harness DIR] [--rounds 5] [--seconds 3] [--warmup 1]
+#       [--settings 1x64,64x64,64x4096] [--bin PATH/TO/uring-bench]
+#
+# DIR holds echo-load.c and ref-echo-uring.c (default: ../shared/bench beside the repository);
+# they are compiled with gcc into a temporary directory. The harness is not part of this
+# repository: this script only runs it.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+harness=../shared/bench
+rounds=5
+seconds=3
+warmup=1
+settings=1x64,64x64,64x4096
+bin=.build/release/uring-bench
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --harness) harness=$2; shift 2 ;;
+        --rounds) rounds=$2; shift 2 ;;
+        --seconds) seconds=$2; shift 2 ;;
+        --warmup) warmup=$2; shift 2 ;;
+        --settings) settings=$2; shift 2 ;;
+        --bin) bin=$2; shift 2 ;;
+        *) sed -n '2,14p' "$0" >&2; exit 64 ;;
+    esac
+done
+[ -x "$bin" ] || { echo "build it first: swift build -c release --product uring-bench" >&2; exit 1; }
+for source in echo-load.c ref-echo-uring.c; do
+    [ -r "$harness/$source" ] || { echo "no $harness/$source (use --harness DIR)" >&2; exit 1; }
+done
+work=$(mktemp -d)
+server_pid=""
+cleanup() { [ -z "$server_pid" ] || kill "$server_pid" 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+gcc -O2 -o "$work/echo-load" "$harness/echo-load.c"
+gcc -O2 -o "$work/ref-echo-uring" "$harness/ref-echo-uring.c" -luring
+port=$((20000 + RANDOM % 20000))
+taskset -c 0 "$work/ref-echo-uring" --port "$port" > "$work/server.log" 2>&1 &
+server_pid=$!
+for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
+
+field() { tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p" | head -1; }
+results="$work/results"
+: > "$results"
+IFS=, read -r -a sets <<<"$settings"
+loaders=(echo-load echo-load-spin uring-bench)
+for round in $(seq "$rounds"); do
+    for setting in "${sets[@]}"; do
+        conns=${setting%x*}
+        size=${setting#*x}
+        shift_by=$(( (round - 1) % 3 ))
+        order=("${loaders[@]:$shift_by}" "${loaders[@]:0:$shift_by}")
+        for loader in "${order[@]}"; do
+            case $loader in
+                echo-load|echo-load-spin)
+                    spin=""; [ "$loader" = echo-load-spin ] && spin=--spin
+                    line=$(taskset -c 1 "$work/echo-load" --port "$port" --conns "$conns" --size "$size" \
+                        --seconds "$seconds" --warmup "$warmup" --server-pid "$server_pid" $spin)
+                    rate=$(field rps "$line"); errors=$(field verify_errors "$line")
+                    busy=$(field server_cpu_pct "$line") ;;
+                uring-bench)
+                    line=$(taskset -c 1 "$bin" echo --target "127.0.0.1:$port" --connections "$conns" \
+                        --size "$size" --seconds "$seconds" --warmup "$warmup" --server-pid "$server_pid")
+                    rate=$(field requests_per_sec "$line"); errors=$(field verify_errors "$line")
+                    busy=$(python3 -c "print(round($(field server_cpu_us_per_request "$line") * $rate / 1e4, 1))") ;;
+            esac
+            echo "round=$round setting=$setting loader=$loader rate=$rate server_busy_pct=$busy verify_errors=$errors"
+            echo "$round $setting $loader $rate $busy" >> "$results"
+        done
+    done
+done
+
+python3 - "$results" <<'PY'
+import statistics, sys
+rows = [line.split() for line in open(sys.argv[1])]
+rate = {(r, s, l): float(v) for r, s, l, v, _ in rows}
+busy = {(r, s, l): float(b) for r, s, l, _, b in rows}
+settings = sorted({s for _, s, _ in rate}, key=lambda s: [int(x) for x in s.split("x")])
+rounds = sorted({r for r, _, _ in rate})
+print("\nsetting    echo-load    echo-load --spin  uring-bench   ratio to echo-load (min-max)  to --spin (min-max)")
+for s in settings:
+    med = {l: statistics.median(rate[(r, s, l)] for r in rounds) for l in ("echo-load", "echo-load-spin", "uring-bench")}
+    a = [rate[(r, s, "uring-bench")] / rate[(r, s, "echo-load")] for r in rounds]
+    b = [rate[(r, s, "uring-bench")] / rate[(r, s, "echo-load-spin")] for r in rounds]
+    print(f"{s:<10} {med['echo-load']:>10.0f} {med['echo-load-spin']:>16.0f} {med['uring-bench']:>12.0f}"
+          f"   {statistics.median(a):.3f}x ({min(a):.2f}-{max(a):.2f})            {statistics.median(b):.3f}x ({min(b):.2f}-{max(b):.2f})")
+    load = {l: statistics.median(busy[(r, s, l)] for r in rounds) for l in ("echo-load", "echo-load-spin", "uring-bench")}
+    print(f"           server busy: {load['echo-load']:.0f} %, {load['echo-load-spin']:.0f} %, {load['uring-bench']:.0f} %")
+    print(f"scenario=loadgen-compare setting={s} rounds={len(rounds)} echo_load_rps={med['echo-load']:.0f}"
+          f" echo_load_spin_rps={med['echo-load-spin']:.0f} uring_bench_rps={med['uring-bench']:.0f}"
+          f" ratio_to_echo_load={statistics.median(a):.3f} ratio_to_echo_load_spin={statistics.median(b):.3f}"
+          f" server_busy_pct_echo_load={load['echo-load']:.0f} server_busy_pct_echo_load_spin={load['echo-load-spin']:.0f}"
+          f" server_busy_pct_uring_bench={load['uring-bench']:.0f}")
+PY
