@@ -70,6 +70,7 @@ let package = Package(
                 "Uring",
                 "UringHTTP",
                 "UringTLS",
+                "CLiburing",  // <sys/epoll.h>, for the load generator's epoll engine
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "MallocInterposerSwift", package: "malloc-interposer"),

@@ -96,12 +96,17 @@ private func connectAll(_ target: Target, count: Int) async throws -> [TCPConnec
 /// 50 µs on a machine with two CPUs or more (a load generator gets a core of its own), none on one
 /// CPU (spinning there would take the server's time).
 private func loadRing(_ options: Options) throws -> RingExecutor {
-    let spin = options.spinMicroseconds ?? (sysconf(Int32(_SC_NPROCESSORS_ONLN)) >= 2 ? 50 : 0)
-    return try RingExecutor(entries: 4096, name: "uring-bench-load", spinBeforeSleep: .microseconds(spin))
+    try RingExecutor(
+        entries: 4096, name: "uring-bench-load", spinBeforeSleep: .microseconds(spinMicroseconds(options)))
+}
+
+/// `--spin-us`, or 50 on a machine with two CPUs or more, else 0.
+func spinMicroseconds(_ options: Options) -> Int {
+    options.spinMicroseconds ?? (sysconf(Int32(_SC_NPROCESSORS_ONLN)) >= 2 ? 50 : 0)
 }
 
 /// Per connection: requests completed in every phase, measured ones, their latencies, errors.
-private struct ClientTally: Sendable {
+struct ClientTally: Sendable {
     var total = 0
     var measured = 0
     var histogram = Histogram()
@@ -110,7 +115,7 @@ private struct ClientTally: Sendable {
 }
 
 /// Sums the clients' tallies into a result.
-private func collect(
+func collect(
     _ tallies: [ClientTally], scenario: String, fields: [(String, String)], connections: Int, controller: Controller
 ) -> LoadResult {
     var total = ClientTally()
@@ -138,21 +143,56 @@ private func collect(
 
 /// `uring-bench echo --target`: `connections` connections each send `pipeline` messages of `size`
 /// bytes, wait for all of their echo, compare it byte for byte with what was sent, and repeat.
-/// Every connection and every message carries a different pattern (a window into the
-/// connection's random bytes that moves by one per message), so a reordered, truncated, duplicated
-/// or crossed echo is a verify error. A message's latency is from its batch's send to its last byte.
+/// Every connection and every message carries a different pattern (a window into the connection's
+/// random bytes that moves by one per message), so a reordered, truncated, duplicated or crossed
+/// echo is a verify error. A message's latency is from its batch's send to its last byte. The
+/// connections are driven by `--engine` (``LoadEngine``); at the end, the bytes the server sent on
+/// them, as the kernel counted them, must equal what the completed exchanges account for.
 func runEchoTarget(_ target: Target, connections: Int, size: Int, pipeline: Int, options: Options) async throws
     -> LoadResult
 {
     let clients = try await connectAll(target, count: connections)
     defer { for connection in clients { Task { try? await connection.close() } } }
-    let ring = try loadRing(options)
-    defer { ring.shutdown() }
     let phase = Phase()
     let controller = Controller(phase: phase, warmup: options.warmup, seconds: options.seconds)
     controller.watchedPID = options.serverPID
+    let tallies =
+        options.loadEngine == .epoll
+        ? runEchoTargetEpoll(
+            target, connections: clients, size: size, pipeline: pipeline, spin: spinMicroseconds(options) > 0,
+            phase: phase, controller: controller)
+        : try await ringEchoLoad(clients, size: size, pipeline: pipeline, phase: phase, controller: controller, options)
+    var result = collect(
+        tallies, scenario: "echo",
+        fields: [
+            ("target", "\(target.host):\(target.port)"), ("size", "\(size)"), ("pipeline", "\(pipeline)"),
+            ("engine", options.loadEngine.rawValue),
+        ],
+        connections: connections, controller: controller)
+    // What the server sent, by the kernel's count, against what the exchanges account for.
+    let received = clients.map { tcpBytesReceived($0.descriptor.rawValue) }
+    if !received.contains(nil) {
+        result.serverSentBytes = received.reduce(0) { $0 + $1! }
+        result.expectedBytes = UInt64(result.totalRequests * size)
+        if result.serverSentBytes != result.expectedBytes, result.connectionErrors == 0 {
+            result.verifyErrors += 1
+            result.measurement.fields = result.measurement.fields.map {
+                $0.0 == "errors" ? ("errors", "\(result.verifyErrors + result.connectionErrors)") : $0
+            }
+        }
+    }
+    return result
+}
+
+/// The echo load as tasks on a ring of its own (`--engine ring`): a task per connection writes its
+/// batch and reads the echo through the connection's multishot receive.
+private func ringEchoLoad(
+    _ clients: [TCPConnection], size: Int, pipeline: Int, phase: Phase, controller: Controller, _ options: Options
+) async throws -> [ClientTally] {
+    let ring = try loadRing(options)
+    defer { ring.shutdown() }
     let batch = size * pipeline
-    let tallies = try await withThrowingTaskGroup(of: ClientTally.self) { group in
+    return try await withThrowingTaskGroup(of: ClientTally.self) { group in
         for (index, connection) in clients.enumerated() {
             group.addTask(executorPreference: ring) {
                 var random = UInt64(truncatingIfNeeded: index &* 7919 &+ 17) &* 0x9E37_79B9_7F4A_7C15
@@ -223,23 +263,6 @@ func runEchoTarget(_ target: Target, connections: Int, size: Int, pipeline: Int,
         for try await tally in group { all.append(tally) }
         return all
     }
-    var result = collect(
-        tallies, scenario: "echo",
-        fields: [("target", "\(target.host):\(target.port)"), ("size", "\(size)"), ("pipeline", "\(pipeline)")],
-        connections: connections, controller: controller)
-    // What the server sent, by the kernel's count, against what the exchanges account for.
-    let received = clients.map { tcpBytesReceived($0.descriptor.rawValue) }
-    if !received.contains(nil) {
-        result.serverSentBytes = received.reduce(0) { $0 + $1! }
-        result.expectedBytes = UInt64(result.totalRequests * size)
-        if result.serverSentBytes != result.expectedBytes, result.connectionErrors == 0 {
-            result.verifyErrors += 1
-            result.measurement.fields = result.measurement.fields.map {
-                $0.0 == "errors" ? ("errors", "\(result.verifyErrors + result.connectionErrors)") : $0
-            }
-        }
-    }
-    return result
 }
 
 /// `uring-bench http --target`: `connections` keep-alive connections each send `pipeline` GET
@@ -361,6 +384,7 @@ func targetLine(_ result: LoadResult) -> String {
     parts.append("connection_errors=\(result.connectionErrors)")
     parts.append("total_requests=\(result.totalRequests)")
     if m.scenario == "http" { parts.append("body_bytes=\(field("body_bytes"))") }
+    if m.scenario == "echo" { parts.append("engine=\(field("engine"))") }
     if let sent = result.serverSentBytes, let expected = result.expectedBytes {
         parts.append("server_sent_bytes=\(sent)")
         parts.append("expected_bytes=\(expected)")

@@ -46,8 +46,11 @@ let usage = """
                                   (default 64), --size B (default 64), --pipeline D messages in
                                   flight per connection (default 1), --seconds S; every byte
                                   checked; p50/p90/p99/p99.9 latency; --server-pid PID adds the
-                                  server's CPU time per request; --spin-us N: its ring spins N µs
-                                  before sleeping (default 50 with two CPUs or more, else 0)
+                                  server's CPU time per request; --engine epoll (default: one
+                                  thread, epoll, non-blocking send/recv, the cheapest client) or
+                                  ring (a task per connection on a swift-uring ring); --spin-us N:
+                                  busy-poll (epoll) or spin N µs before sleeping (ring); default 50
+                                  with two CPUs or more, else 0
       http --target URL           the load generator against any HTTP/1.1 server (http://HOST:PORT/PATH):
                                   keep-alive GETs, --connections N, --pipeline D, --seconds S;
                                   every response's status and body checked against the first
@@ -143,6 +146,16 @@ struct Options {
     var port = 0
     /// The comparison suite's settings.
     var comparison = ComparisonSettings()
+    /// echo --target: what drives the connections.
+    var loadEngine = LoadEngine.epoll
+}
+
+/// What drives the echo load generator's connections.
+enum LoadEngine: String {
+    /// One plain thread, epoll and non-blocking send/recv: the cheapest client (the default).
+    case epoll
+    /// Tasks on a swift-uring ring of its own, one per connection.
+    case ring
 }
 
 func fail(_ message: String) -> Never {
@@ -239,6 +252,10 @@ func parse(_ arguments: [String]) -> Options {
             }
             options.port = port
         case "--report": options.comparison.reportDirectory = value(flag)
+        case "--engine":
+            let v = value(flag)
+            guard let engine = LoadEngine(rawValue: v) else { fail("--engine is epoll or ring, not '\(v)'") }
+            options.loadEngine = engine
         case "--systems":
             options.comparison.systems = list(
                 flag, allowed: Workload.Group.allSystems)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Is uring-bench's load generator the bottleneck? (issue 18) It and the harness's C load generator
+# Is uring-bench's load generator the bottleneck? (issue 18) It (its default epoll engine, and its
+# ring engine: a task per connection on a swift-uring ring) and the harness's C load generator
 # (echo-load, an epoll client, with and without --spin) load the harness's C reference echo server
 # (ref-echo-uring, liburing, multishot receive into a buffer ring) in turn: the server on CPU 0, the
 # load generator on CPU 1, one core each, rounds interleaved with the order rotating. Prints each
@@ -52,12 +53,12 @@ field() { tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p" | head -1; }
 results="$work/results"
 : > "$results"
 IFS=, read -r -a sets <<<"$settings"
-loaders=(echo-load echo-load-spin uring-bench)
+loaders=(echo-load echo-load-spin uring-bench uring-bench-ring)
 for round in $(seq "$rounds"); do
     for setting in "${sets[@]}"; do
         conns=${setting%x*}
         size=${setting#*x}
-        shift_by=$(( (round - 1) % 3 ))
+        shift_by=$(( (round - 1) % 4 ))
         order=("${loaders[@]:$shift_by}" "${loaders[@]:0:$shift_by}")
         for loader in "${order[@]}"; do
             case $loader in
@@ -67,9 +68,11 @@ for round in $(seq "$rounds"); do
                         --seconds "$seconds" --warmup "$warmup" --server-pid "$server_pid" $spin)
                     rate=$(field rps "$line"); errors=$(field verify_errors "$line")
                     busy=$(field server_cpu_pct "$line") ;;
-                uring-bench)
+                uring-bench|uring-bench-ring)
+                    engine=epoll; [ "$loader" = uring-bench-ring ] && engine=ring
                     line=$(taskset -c 1 "$bin" echo --target "127.0.0.1:$port" --connections "$conns" \
-                        --size "$size" --seconds "$seconds" --warmup "$warmup" --server-pid "$server_pid")
+                        --size "$size" --seconds "$seconds" --warmup "$warmup" --server-pid "$server_pid" \
+                        --engine "$engine")
                     rate=$(field requests_per_sec "$line"); errors=$(field verify_errors "$line")
                     busy=$(python3 -c "print(round($(field server_cpu_us_per_request "$line") * $rate / 1e4, 1))") ;;
             esac
@@ -86,18 +89,21 @@ rate = {(r, s, l): float(v) for r, s, l, v, _ in rows}
 busy = {(r, s, l): float(b) for r, s, l, _, b in rows}
 settings = sorted({s for _, s, _ in rate}, key=lambda s: [int(x) for x in s.split("x")])
 rounds = sorted({r for r, _, _ in rate})
-print("\nsetting    echo-load    echo-load --spin  uring-bench   ratio to echo-load (min-max)  to --spin (min-max)")
+names = ("echo-load", "echo-load-spin", "uring-bench", "uring-bench-ring")
+print("\nmedian requests/s, server busy %, and uring-bench's per-round ratios (median, min-max)")
 for s in settings:
-    med = {l: statistics.median(rate[(r, s, l)] for r in rounds) for l in ("echo-load", "echo-load-spin", "uring-bench")}
-    a = [rate[(r, s, "uring-bench")] / rate[(r, s, "echo-load")] for r in rounds]
-    b = [rate[(r, s, "uring-bench")] / rate[(r, s, "echo-load-spin")] for r in rounds]
-    print(f"{s:<10} {med['echo-load']:>10.0f} {med['echo-load-spin']:>16.0f} {med['uring-bench']:>12.0f}"
-          f"   {statistics.median(a):.3f}x ({min(a):.2f}-{max(a):.2f})            {statistics.median(b):.3f}x ({min(b):.2f}-{max(b):.2f})")
-    load = {l: statistics.median(busy[(r, s, l)] for r in rounds) for l in ("echo-load", "echo-load-spin", "uring-bench")}
-    print(f"           server busy: {load['echo-load']:.0f} %, {load['echo-load-spin']:.0f} %, {load['uring-bench']:.0f} %")
-    print(f"scenario=loadgen-compare setting={s} rounds={len(rounds)} echo_load_rps={med['echo-load']:.0f}"
-          f" echo_load_spin_rps={med['echo-load-spin']:.0f} uring_bench_rps={med['uring-bench']:.0f}"
-          f" ratio_to_echo_load={statistics.median(a):.3f} ratio_to_echo_load_spin={statistics.median(b):.3f}"
-          f" server_busy_pct_echo_load={load['echo-load']:.0f} server_busy_pct_echo_load_spin={load['echo-load-spin']:.0f}"
-          f" server_busy_pct_uring_bench={load['uring-bench']:.0f}")
+    med = {l: statistics.median(rate[(r, s, l)] for r in rounds) for l in names}
+    load = {l: statistics.median(busy[(r, s, l)] for r in rounds) for l in names}
+    def ratio(a, b):
+        values = [rate[(r, s, a)] / rate[(r, s, b)] for r in rounds]
+        return statistics.median(values), min(values), max(values)
+    print(f"{s}: " + ", ".join(f"{l} {med[l]:.0f} ({load[l]:.0f} %)" for l in names))
+    for a, b in (("uring-bench", "echo-load"), ("uring-bench", "echo-load-spin"), ("uring-bench-ring", "echo-load-spin")):
+        m, lo, hi = ratio(a, b)
+        print(f"    {a} / {b}: {m:.3f}x ({lo:.2f}-{hi:.2f})")
+    print(f"scenario=loadgen-compare setting={s} rounds={len(rounds)}"
+          + "".join(f" {l.replace('-', '_')}_rps={med[l]:.0f} {l.replace('-', '_')}_server_busy_pct={load[l]:.0f}" for l in names)
+          + f" ratio_to_echo_load={ratio('uring-bench', 'echo-load')[0]:.3f}"
+          + f" ratio_to_echo_load_spin={ratio('uring-bench', 'echo-load-spin')[0]:.3f}"
+          + f" ring_ratio_to_echo_load_spin={ratio('uring-bench-ring', 'echo-load-spin')[0]:.3f}")
 PY

@@ -62,13 +62,15 @@ private let compilerAvailable = access("/usr/bin/cc", X_OK) == 0
 extension IntegrationTests {
     @Suite("uring-bench load generator")
     struct LoadGenerator {
-        @Test func echoTargetChecksEveryByteAndAgreesWithTheServersCount() throws {
+        @Test(arguments: ["epoll", "ring"])
+        func echoTargetChecksEveryByteAndAgreesWithTheServersCount(engine: String) throws {
             let server = try BenchServer("echo")
             let (status, output) = try runChild(
                 bench,
                 [
                     "echo", "--target", "127.0.0.1:\(server.port)", "--connections", "8", "--size", "100",
                     "--pipeline", "4", "--seconds", "1", "--warmup", "0.2", "--server-pid", "\(server.child.pid)",
+                    "--engine", engine,
                 ])
             let (served, serverStatus) = server.stop()
             let line = resultLine(output, "scenario=echo")
@@ -81,6 +83,7 @@ extension IntegrationTests {
             #expect(served["kind"] == "echo" && served["connections"] == "8", "\(served)")
             #expect(Int(served["bytes"] ?? "") == total * 100, "server \(served), load generator \(line)")
             #expect(line["server_sent_bytes"] == line["expected_bytes"], "\(line)")
+            #expect(line["engine"] == engine, "\(line)")
             for key in ["p50_us", "p90_us", "p99_us", "p999_us", "server_cpu_us_per_request", "requests_per_sec"] {
                 #expect(line[key].flatMap(Double.init) != nil, "\(key) in \(line)")
             }
@@ -122,12 +125,15 @@ extension IntegrationTests {
                 _ = server.wait()
             }
             try waitUntilAccepting(port)
-            for (connections, size, pipeline) in [(1, 64, 1), (16, 4096, 2)] {
+            for (connections, size, pipeline, engine) in [
+                (1, 64, 1, "epoll"), (16, 4096, 2, "epoll"), (16, 4096, 2, "ring"),
+            ] {
                 let (status, output) = try runChild(
                     bench,
                     [
                         "echo", "--target", "127.0.0.1:\(port)", "--connections", "\(connections)", "--size",
-                        "\(size)", "--pipeline", "\(pipeline)", "--seconds", "0.5", "--warmup", "0.1",
+                        "\(size)", "--pipeline", "\(pipeline)", "--seconds", "0.5", "--warmup", "0.1", "--engine",
+                        engine,
                     ])
                 let line = resultLine(output, "scenario=echo")
                 #expect(status == 0, "\(output)")
