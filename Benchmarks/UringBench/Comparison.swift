@@ -116,15 +116,16 @@ struct Pinning {
 func runComparison(_ settings: ComparisonSettings, options: Options) async throws {
     let began = nowNanoseconds()
     var stderr = StandardError()
-    let machine = await MachineInfo.current()
-    let pinning = Pinning(allowed: machine.allowedCPUs)
+    let allowed = readAllowedCPUs()
+    let pinning = Pinning(allowed: allowed)
     var warnings: [String] = []
     if pinning.server == nil {
         warnings.append(
-            machine.allowedCPUs.count < 2
+            allowed.count < 2
                 ? "one CPU: every process shares it, unpinned; the ratios mean less"
                 : "taskset is missing: processes are not pinned")
     }
+    stopServersOnInterrupt()
     let workloads = Workload.all.filter { settings.workloads?.contains($0.id) ?? true }
     if workloads.isEmpty { fail("no workload selected (see --workloads)") }
     func systems(_ group: Workload.Group) -> [String] {
@@ -143,7 +144,7 @@ func runComparison(_ settings: ComparisonSettings, options: Options) async throw
         close(file.fd)
         testFile = options.path ?? "/tmp/uring-bench/testfile"
     }
-    let machineWithPeers = await MachineInfo.current()  // the peers' versions, now that they are built
+    let machine = await MachineInfo.current()  // after the build: the peers' versions are known
     let runStarted = nowNanoseconds()
     print(
         "swift-uring comparison: \(settings.rounds) interleaved round(s), \(format(settings.warmup, decimals: 1)) s"
@@ -234,7 +235,7 @@ func runComparison(_ settings: ComparisonSettings, options: Options) async throw
         to: &stderr)
     if let directory = settings.reportDirectory {
         let report = ComparisonReport(
-            command: CommandLine.arguments.joined(separator: " "), machine: machineWithPeers, pinning: pinning,
+            command: CommandLine.arguments.joined(separator: " "), machine: machine, pinning: pinning,
             settings: settings, workloads: workloads, systems: systems, figures: figures, summaries: summaries,
             warnings: warnings, runSeconds: runSeconds)
         let path = try report.write(to: directory)
@@ -292,9 +293,11 @@ private func measureLoad(
     let serverAfter = processCPUSeconds(of: server.pid) ?? serverBefore
     let after = CPUSample.now()
     guard let pairs = resultPairs(output), let rate = pairs["requests_per_sec"].flatMap(Double.init) else {
+        let log = server.logTail()
+        server.stop()
         abortRun(
             "the load generator failed against \(system) on \(workload.id) (status \(status)):"
-                + " \(argv.joined(separator: " "))\n\(output)\n\(server.logTail())")
+                + " \(argv.joined(separator: " "))\n\(output)\n\(log)")
     }
     let errors = Int(pairs["errors"] ?? "0") ?? 0
     if status != 0 || errors > 0 {

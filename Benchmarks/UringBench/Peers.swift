@@ -21,14 +21,14 @@ enum Peers {
     static func executable(_ product: String = "uring-peers") -> String {
         let directory = packageDirectory
         let binary = directory + "/.build/release/" + product
-        if access(binary, X_OK) == 0 { return binary }
+        if access(binary, X_OK) == 0, modificationTime(binary) >= newestSource(directory) { return binary }
         guard access(directory + "/Package.swift", R_OK) == 0 else {
             abortRun("the peers' package is not at \(directory) (set SWIFT_URING_PEERS_PACKAGE)")
         }
         var stderr = StandardError()
         print(
-            "uring-bench: building the peers in \(directory) (first use: SwiftNIO and Hummingbird, about"
-                + " 5 minutes here; not counted in the run's time)…",
+            "uring-bench: building the peers in \(directory) (first use, or their sources changed: SwiftNIO"
+                + " and Hummingbird take about 5 minutes here the first time; not counted in the run's time)…",
             to: &stderr)
         let swift = swiftCommand()
         let status = spawnAndWait(
@@ -38,8 +38,33 @@ enum Peers {
         guard status == 0, access(binary, X_OK) == 0 else {
             abortRun("building the peers failed (swift build exited with \(status)); see the output above")
         }
+        // An up-to-date build may leave the binary as it was: mark it current, or every run rebuilds.
+        _ = utime(binary, nil)
         print("uring-bench: the peers are built", to: &stderr)
         return binary
+    }
+
+    /// The newest modification time of the package's manifest and sources (0 when unreadable).
+    private static func newestSource(_ directory: String) -> Double {
+        var newest = modificationTime(directory + "/Package.swift")
+        func walk(_ path: String) {
+            guard let handle = opendir(path) else { return }
+            defer { closedir(handle) }
+            while let entry = readdir(handle) {
+                let name = withUnsafeBytes(of: entry.pointee.d_name) {
+                    String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
+                }
+                if name.hasPrefix(".") { continue }
+                let child = path + "/" + name
+                if Int32(entry.pointee.d_type) == DT_DIR {
+                    walk(child)
+                } else {
+                    newest = max(newest, modificationTime(child))
+                }
+            }
+        }
+        walk(directory + "/Sources")
+        return newest
     }
 
     /// `swift` from PATH, or the toolchain's under /opt/swift.
@@ -135,6 +160,13 @@ func cleanSpawnAttributes() -> posix_spawnattr_t {
     posix_spawnattr_setsigdefault(&attributes, &defaults)
     posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
     return attributes
+}
+
+/// A file's modification time in seconds since the epoch (0 when it cannot be read).
+func modificationTime(_ path: String) -> Double {
+    var status = stat()
+    guard stat(path, &status) == 0 else { return 0 }
+    return Double(status.st_mtim.tv_sec) + Double(status.st_mtim.tv_nsec) / 1e9
 }
 
 /// Waits for child `pid`: its exit status (128 + the signal if a signal ended it) and its CPU time.

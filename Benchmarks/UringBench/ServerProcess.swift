@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 
 /// A server under test, in a process of its own: started, waited for until its port accepts,
 /// stopped with SIGTERM (SIGKILL after 5 s). Its output goes to a log file, shown when it fails.
@@ -49,6 +50,7 @@ final class ServerProcess {
         defer { unlink(log) }
         guard !stopped else { return }
         stopped = true
+        liveServer.store(0, ordering: .releasing)
         kill(pid, SIGTERM)
         let deadline = nowNanoseconds() + 5_000_000_000
         var status: Int32 = 0
@@ -79,6 +81,21 @@ final class ServerProcess {
         }
         return "server output:\n" + lines.joined()
     }
+}
+
+/// The server process running now (0: none), for the interrupt handler.
+private let liveServer = Atomic<pid_t>(0)
+
+/// On SIGINT or SIGTERM, the comparison kills the server it started before it exits, so that
+/// no server outlives an interrupted run.
+func stopServersOnInterrupt() {
+    let handler: @convention(c) (Int32) -> Void = { signal in
+        let pid = liveServer.load(ordering: .acquiring)
+        if pid > 0 { kill(pid, SIGKILL) }
+        _exit(128 + signal)
+    }
+    signal(SIGINT, handler)
+    signal(SIGTERM, handler)
 }
 
 /// Whether something accepts TCP connections on 127.0.0.1:`port`.

@@ -10,6 +10,7 @@
 #
 #   Benchmarks/scripts/loadgen-compare.sh [--harness DIR] [--rounds 5] [--seconds 3] [--warmup 1]
 #       [--settings 1x64,64x64,64x4096] [--bin PATH/TO/uring-bench]
+#       [--loaders echo-load,echo-load-spin,uring-bench,uring-bench-ring]
 #
 # DIR holds echo-load.c and ref-echo-uring.c (default: ../shared/bench beside the repository);
 # they are compiled with gcc into a temporary directory. The harness is not part of this
@@ -23,6 +24,7 @@ seconds=3
 warmup=1
 settings=1x64,64x64,64x4096
 bin=.build/release/uring-bench
+loader_list=echo-load,echo-load-spin,uring-bench,uring-bench-ring
 while [ $# -gt 0 ]; do
     case "$1" in
         --harness) harness=$2; shift 2 ;;
@@ -31,7 +33,8 @@ while [ $# -gt 0 ]; do
         --warmup) warmup=$2; shift 2 ;;
         --settings) settings=$2; shift 2 ;;
         --bin) bin=$2; shift 2 ;;
-        *) sed -n '2,14p' "$0" >&2; exit 64 ;;
+        --loaders) loader_list=$2; shift 2 ;;
+        *) sed -n '2,17p' "$0" >&2; exit 64 ;;
     esac
 done
 [ -x "$bin" ] || { echo "build it first: swift build -c release --product uring-bench" >&2; exit 1; }
@@ -53,12 +56,12 @@ field() { tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p" | head -1; }
 results="$work/results"
 : > "$results"
 IFS=, read -r -a sets <<<"$settings"
-loaders=(echo-load echo-load-spin uring-bench uring-bench-ring)
+IFS=, read -r -a loaders <<<"$loader_list"
 for round in $(seq "$rounds"); do
     for setting in "${sets[@]}"; do
         conns=${setting%x*}
         size=${setting#*x}
-        shift_by=$(( (round - 1) % 4 ))
+        shift_by=$(( (round - 1) % ${#loaders[@]} ))
         order=("${loaders[@]:$shift_by}" "${loaders[@]:0:$shift_by}")
         for loader in "${order[@]}"; do
             case $loader in
@@ -89,7 +92,7 @@ rate = {(r, s, l): float(v) for r, s, l, v, _ in rows}
 busy = {(r, s, l): float(b) for r, s, l, _, b in rows}
 settings = sorted({s for _, s, _ in rate}, key=lambda s: [int(x) for x in s.split("x")])
 rounds = sorted({r for r, _, _ in rate})
-names = ("echo-load", "echo-load-spin", "uring-bench", "uring-bench-ring")
+names = tuple(l for l in ("echo-load", "echo-load-spin", "uring-bench", "uring-bench-ring") if any(k[2] == l for k in rate))
 print("\nmedian requests/s, server busy %, and uring-bench's per-round ratios (median, min-max)")
 for s in settings:
     med = {l: statistics.median(rate[(r, s, l)] for r in rounds) for l in names}
@@ -98,12 +101,14 @@ for s in settings:
         values = [rate[(r, s, a)] / rate[(r, s, b)] for r in rounds]
         return statistics.median(values), min(values), max(values)
     print(f"{s}: " + ", ".join(f"{l} {med[l]:.0f} ({load[l]:.0f} %)" for l in names))
-    for a, b in (("uring-bench", "echo-load"), ("uring-bench", "echo-load-spin"), ("uring-bench-ring", "echo-load-spin")):
+    pairs = [(a, b, key) for a, b, key in (("uring-bench", "echo-load", "ratio_to_echo_load"),
+                                           ("uring-bench", "echo-load-spin", "ratio_to_echo_load_spin"),
+                                           ("uring-bench-ring", "echo-load-spin", "ring_ratio_to_echo_load_spin"))
+             if a in names and b in names]
+    for a, b, _ in pairs:
         m, lo, hi = ratio(a, b)
         print(f"    {a} / {b}: {m:.3f}x ({lo:.2f}-{hi:.2f})")
     print(f"scenario=loadgen-compare setting={s} rounds={len(rounds)}"
           + "".join(f" {l.replace('-', '_')}_rps={med[l]:.0f} {l.replace('-', '_')}_server_busy_pct={load[l]:.0f}" for l in names)
-          + f" ratio_to_echo_load={ratio('uring-bench', 'echo-load')[0]:.3f}"
-          + f" ratio_to_echo_load_spin={ratio('uring-bench', 'echo-load-spin')[0]:.3f}"
-          + f" ring_ratio_to_echo_load_spin={ratio('uring-bench-ring', 'echo-load-spin')[0]:.3f}")
+          + "".join(f" {key}={ratio(a, b)[0]:.3f}" for a, b, key in pairs))
 PY
