@@ -10,8 +10,7 @@ import Uring
 /// compares it with what it sent, and starts its next batch once the whole echo is back. With
 /// `spin` it polls (`epoll_wait` with a zero timeout) instead of sleeping.
 func runEchoTargetEpoll(
-    _ target: Target, connections: [TCPConnection], size: Int, pipeline: Int, spin: Bool, phase: Phase,
-    controller: Controller
+    connections: [TCPConnection], size: Int, pipeline: Int, spin: Bool, phase: Phase, controller: Controller
 ) -> [ClientTally] {
     final class Connection {
         let fd: Int32
@@ -59,7 +58,8 @@ func runEchoTargetEpoll(
         _ = epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &event)
         states.append(state)
     }
-    func fail(_ state: Connection) {
+    /// The connection failed: counted, and left out from now on.
+    func drop(_ state: Connection) {
         state.tally.connectionErrors += 1
         state.open = false
         var none = epoll_event()
@@ -82,7 +82,7 @@ func runEchoTargetEpoll(
                 }
                 return
             }
-            fail(state)
+            drop(state)
             return
         }
         if !state.writable {
@@ -139,7 +139,7 @@ func runEchoTargetEpoll(
             let n = recv(state.fd, scratch.baseAddress!, batch - state.received, 0)
             if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) { continue }
             if n <= 0 {
-                fail(state)
+                drop(state)
                 busy -= 1
                 continue
             }

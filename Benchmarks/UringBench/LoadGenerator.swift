@@ -159,7 +159,7 @@ func runEchoTarget(_ target: Target, connections: Int, size: Int, pipeline: Int,
     let tallies =
         options.loadEngine == .epoll
         ? runEchoTargetEpoll(
-            target, connections: clients, size: size, pipeline: pipeline, spin: spinMicroseconds(options) > 0,
+            connections: clients, size: size, pipeline: pipeline, spin: spinMicroseconds(options) > 0,
             phase: phase, controller: controller)
         : try await ringEchoLoad(clients, size: size, pipeline: pipeline, phase: phase, controller: controller, options)
     var result = collect(

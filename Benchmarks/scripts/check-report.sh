@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Checks `uring-bench --report` (issue 18): a short run of the whole comparison (1 round of 1 s
+# Checks `uring-bench --report` (issue 18): a short run of the whole comparison (1 round of 0.5 s
 # runs) must write an HTML page with one SVG chart per workload, each with a bar group for every
 # system, and JSON that parses with every workload and system present and no errors; the page's
 # embedded JSON must be report.json's. With --browser (or when chromium is installed), the page is
@@ -27,7 +27,7 @@ done
 dir=${keep:-$(mktemp -d)}
 mkdir -p "$dir"
 [ -n "$keep" ] || trap 'rm -rf "$dir"' EXIT
-"$bin" --report "$dir" --rounds 1 --seconds 1 --warmup 0.2 > "$dir/stdout.txt"
+"$bin" --report "$dir" --rounds 1 --seconds 0.5 --warmup 0.1 > "$dir/stdout.txt"
 cat "$dir/stdout.txt"
 
 python3 - "$dir" <<'PY'
@@ -102,9 +102,11 @@ if [ "$browser" = auto ]; then
     if command -v chromium >/dev/null; then browser=yes; else browser=no; fi
 fi
 if [ "$browser" = yes ]; then
-    # Headless chromium renders the page; the screenshot must hold swift-uring's orange
-    # (#e8590c) and the peers' blue (#4c6ef5) bars.
-    timeout 120 chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1000,6000 \
+    # Headless chromium renders the page (at half scale: the check below decodes the PNG in
+    # Python); the screenshot must hold swift-uring's orange (#e8590c) and the peers' blue
+    # (#4c6ef5) bars.
+    timeout 120 chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --force-device-scale-factor=0.5 \
+        --window-size=1000,6000 \
         --screenshot="$dir/page.png" "file://$(cd "$dir" && pwd)/report.html" > "$dir/chromium.log" 2>&1 || {
         cat "$dir/chromium.log"
         echo "check-report: chromium could not render the page" >&2
