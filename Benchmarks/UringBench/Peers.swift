@@ -20,7 +20,7 @@ enum Peers {
     /// every later run. Exits with a clear message when it cannot be built.
     static func executable(_ product: String = "uring-peers") -> String {
         let directory = packageDirectory
-        let binary = directory + "/.build/release/" + product
+        let binary = directory + "/.build/\(configuration)/" + product
         if access(binary, X_OK) == 0, modificationTime(binary) >= newestSource(directory) { return binary }
         guard access(directory + "/Package.swift", R_OK) == 0 else {
             abortRun("the peers' package is not at \(directory) (set SWIFT_URING_PEERS_PACKAGE)")
@@ -32,7 +32,7 @@ enum Peers {
             to: &stderr)
         let swift = swiftCommand()
         let status = spawnAndWait(
-            swift, [swift, "build", "-c", "release", "--package-path", directory],
+            swift, [swift, "build", "-c", configuration, "--package-path", directory],
             captureOutput: false
         ).status
         guard status == 0, access(binary, X_OK) == 0 else {
@@ -42,6 +42,12 @@ enum Peers {
         _ = utime(binary, nil)
         print("uring-bench: the peers are built", to: &stderr)
         return binary
+    }
+
+    /// How the peers are built: release, or `SWIFT_URING_PEERS_CONFIGURATION=debug` (CI, which
+    /// checks the report's structure and not the figures, and builds debug a minute faster).
+    static var configuration: String {
+        getenv("SWIFT_URING_PEERS_CONFIGURATION").map { String(cString: $0) } == "debug" ? "debug" : "release"
     }
 
     /// The newest modification time of the package's manifest and sources (0 when unreadable).
