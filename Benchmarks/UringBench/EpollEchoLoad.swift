@@ -58,9 +58,14 @@ func runEchoTargetEpoll(
         _ = epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &event)
         states.append(state)
     }
-    /// The connection failed: counted, and left out from now on.
-    func drop(_ state: Connection) {
+    /// The connection failed in `operation` (errno as it was, or 0: the peer closed): counted,
+    /// with why, and left out from now on.
+    func drop(_ state: Connection, _ operation: String, errno code: Int32) {
         state.tally.connectionErrors += 1
+        state.tally.failure =
+            code == 0
+            ? "\(operation): the server closed the connection"
+            : "\(operation): \(String(cString: strerror(code))) (errno \(code))"
         state.open = false
         var none = epoll_event()
         _ = epoll_ctl(epoll, EPOLL_CTL_DEL, state.fd, &none)
@@ -82,7 +87,7 @@ func runEchoTargetEpoll(
                 }
                 return
             }
-            drop(state)
+            drop(state, "send", errno: errno)
             return
         }
         if !state.writable {
@@ -139,7 +144,7 @@ func runEchoTargetEpoll(
             let n = recv(state.fd, scratch.baseAddress!, batch - state.received, 0)
             if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) { continue }
             if n <= 0 {
-                drop(state)
+                drop(state, "receive", errno: n == 0 ? 0 : errno)
                 busy -= 1
                 continue
             }
@@ -160,6 +165,7 @@ func runEchoTargetEpoll(
     }
     for state in states where state.open && state.received < batch && state.sent > 0 && phase.current == Phase.stop {
         state.tally.connectionErrors += 1  // its echo never came back
+        state.tally.failure = "no echo within 5 s of the end"
     }
     for connection in connections {
         let fd = connection.descriptor.rawValue

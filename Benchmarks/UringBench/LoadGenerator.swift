@@ -112,9 +112,11 @@ struct ClientTally: Sendable {
     var histogram = Histogram()
     var verifyErrors = 0
     var connectionErrors = 0
+    /// Why the connection failed (the operation and errno), when it did.
+    var failure: String?
 }
 
-/// Sums the clients' tallies into a result.
+/// Sums the clients' tallies into a result; says why the first failed connection failed.
 func collect(
     _ tallies: [ClientTally], scenario: String, fields: [(String, String)], connections: Int, controller: Controller
 ) -> LoadResult {
@@ -125,6 +127,11 @@ func collect(
         total.histogram.merge(tally.histogram)
         total.verifyErrors += tally.verifyErrors
         total.connectionErrors += tally.connectionErrors
+        if total.failure == nil { total.failure = tally.failure }
+    }
+    if let failure = total.failure {
+        var stderr = StandardError()
+        print("uring-bench: \(total.connectionErrors) connection(s) failed; the first: \(failure)", to: &stderr)
     }
     let (elapsed, mallocs) = controller.join()
     var measurement = Measurement(
@@ -246,6 +253,7 @@ private func ringEchoLoad(
                         }
                     } catch {
                         tally.connectionErrors += 1
+                        tally.failure = "\(error)"
                         break
                     }
                     if mismatched {
@@ -348,6 +356,7 @@ func runHTTPTarget(_ target: Target, connections: Int, pipeline: Int, options: O
                         if start != end { tally.verifyErrors += 1 }  // bytes nobody asked for
                     } catch {
                         tally.connectionErrors += 1
+                        tally.failure = "\(error)"
                         break exchanges
                     }
                 }
