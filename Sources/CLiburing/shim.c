@@ -2,6 +2,8 @@
 // under _GNU_SOURCE (preadv2, pwritev2) or not at all (openat2), for the epoll driver.
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/socket.h>
@@ -33,6 +35,38 @@ long cliburing_send(int fd, const void *buffer, unsigned long count, int flags) 
     // The system call itself, not glibc's send (a cancellation point: see cliburing_read_nowait).
     long result = syscall(SYS_sendto, fd, buffer, count, flags, NULL, 0);
     return result < 0 ? -errno : result;
+}
+
+long long cliburing_cached_pages(int fd, long long offset, long long length) {
+#ifndef __NR_cachestat
+#define __NR_cachestat 451
+#endif
+    // struct cachestat_range and struct cachestat (linux/mman.h, 6.5), spelled out for older headers.
+    struct { unsigned long long off, len; } range = {(unsigned long long)offset, (unsigned long long)length};
+    struct { unsigned long long cache, dirty, writeback, evicted, recently_evicted; } status = {0};
+    long result = syscall(__NR_cachestat, fd, &range, &status, 0);
+    return result < 0 ? -errno : (long long)status.cache;
+}
+
+long cliburing_sendfile(int out_fd, int in_fd, long long offset, unsigned long count) {
+    // sendfile has no MSG_NOSIGNAL: a peer that has gone raises SIGPIPE, which would end the
+    // process. So SIGPIPE is blocked for the call, and one it raised is taken back before the
+    // thread's mask is restored (unless the mask blocked it already: then it stays pending, as
+    // for any call of the caller's own). The call may send part of the bytes and then meet the
+    // error (it returns the part, and the signal was raised): so anything short of `count` looks.
+    sigset_t pipe_only, old;
+    sigemptyset(&pipe_only);
+    sigaddset(&pipe_only, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_only, &old);
+    off_t position = (off_t)offset;
+    long result = syscall(SYS_sendfile, out_fd, in_fd, &position, count);
+    int error = errno;
+    if ((result < 0 || (unsigned long)result < count) && !sigismember(&old, SIGPIPE)) {
+        struct timespec zero = {0, 0};
+        while (sigtimedwait(&pipe_only, NULL, &zero) < 0 && errno == EINTR) {}
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return result < 0 ? -error : result;
 }
 
 long cliburing_write_nowait(int fd, const void *buffer, unsigned long count, long long offset) {

@@ -43,6 +43,12 @@ int cliburing_renameat2(int from, const char *source, int to, const char *target
 int cliburing_statx(int directory, const char *path, int flags, unsigned int mask, void *buffer);
 /// send(2) made as the system call itself (no cancellation point): the byte count or -errno.
 long cliburing_send(int fd, const void *buffer, unsigned long count, int flags);
+/// cachestat(2) (Linux 6.5): how many of the pages of [offset, offset + length) are in the page
+/// cache, or -errno (-ENOSYS before 6.5; no glibc wrapper).
+long long cliburing_cached_pages(int fd, long long offset, long long length);
+/// sendfile(2) of count bytes of in_fd at offset into out_fd: bytes sent, or -errno (-EPIPE,
+/// never SIGPIPE, when the peer has gone).
+long cliburing_sendfile(int out_fd, int in_fd, long long offset, unsigned long count);
 /// recvmsg(2) of one buffer that also reads the TCP_INQ control message: `*remaining` is the
 /// number of bytes still queued on the socket after this receive, or -1 when the socket did
 /// not say (TCP_INQ off, or not TCP).

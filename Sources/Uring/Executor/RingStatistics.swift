@@ -24,6 +24,9 @@ public struct RingStatistics: Sendable, Hashable {
     /// local file system `statx` of a descriptor reads the inode in memory, while the kernel
     /// ring would hand it to a worker thread (Docs/DESIGN.md, "Reads without waiting").
     public var statusesWithoutWaiting: UInt64 = 0
+    /// `sendfile(2)` calls made on the ring's thread for page-cached file ranges (bytes sent
+    /// from the page cache into a socket without a copy through user space).
+    public var filesSentWithoutCopy: UInt64 = 0
     /// Operations whose opcode this kernel ring lacks (its opcode probe did not list it),
     /// made on the blocking pool instead: `ftruncate` before Linux 6.9, for example.
     public var operationsOnWorkers: UInt64 = 0
