@@ -137,6 +137,10 @@ extension Session {
     }
 
     /// Headers and body for an open regular file.
+    /// Bodies from this size on are sent from the page cache (`sendfile(2)`) rather than read
+    /// into the response buffer: below it, the one send of head and body costs less.
+    static var sendFileThreshold: Int { 16 * 1024 }
+
     private func sendFile(
         _ file: File, _ status: FileStatus, type: StaticString, _ head: RequestHead, _ view: UnsafeRawBufferPointer,
         keepAlive: Bool
@@ -209,10 +213,18 @@ extension Session {
         finishHead(keepAlive: keepAlive, minorVersion: head.minorVersion)
         if isHead || length == 0 { return true }
 
-        // The body: small ones go out with the head in one send (a 64 KiB file too); larger ones
-        // stream in reads of the buffer's size.
+        // The body: a small one goes out with the head in one send; a larger one goes from the
+        // page cache into the socket (`sendfile(2)`) while it is cached, and what is not cached
+        // (or on TLS) streams in reads of the buffer's size.
         var offset = Int64(start)
         var left = length
+        if length >= Self.sendFileThreshold {
+            guard await flushWithoutWaiting(more: true) else { return false }
+            server.setWriting(slot)
+            guard let sent = try? await connection.sendCachedFile(file, at: offset, count: left) else { return false }
+            offset += Int64(sent)
+            left -= sent
+        }
         while left > 0 {
             if out.remaining == 0 { guard await flush() else { return false } }
             let room = min(out.remaining, left)

@@ -702,6 +702,24 @@ protocol HTTPExchange: AnyObject {
         (try? await flushThrowing()) != nil
     }
 
+    /// ``flush()`` made first without waiting (`more`: a body follows at once): what the socket
+    /// takes now goes in one system call, and only a rest is sent the awaited way.
+    func flushWithoutWaiting(more: Bool) async -> Bool {
+        guard out.count > 0 else { return true }
+        let bytes = unsafe out.written
+        let went = unsafe connection.sendWithoutWaiting(bytes, more: more)
+        if went == bytes.count {
+            responseHeadAt = nil
+            out = unsafe ResponseWriter(output)
+            return true
+        }
+        responseHeadAt = nil
+        out = unsafe ResponseWriter(output)
+        server.setWriting(slot)
+        return (try? await unsafe connection.send(UnsafeRawBufferPointer(rebasing: bytes[went...]), timeout: nil))
+            != nil
+    }
+
     /// ``flush()``, with the transport's failure.
     private func flushThrowing() async throws(TransportFailure) {
         guard out.count > 0 else { return }

@@ -20,6 +20,13 @@ protocol HTTPTransport: Sendable {
     func receive(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration?) async throws(TransportFailure) -> Int
     /// Sends all of `bytes`.
     func send(_ bytes: UnsafeRawBufferPointer, timeout: Duration?) async throws(TransportFailure)
+    /// Sends bytes of `file` from `offset` straight from the page cache (`sendfile(2)`) while
+    /// they are cached: how many went (fewer than `count`, maybe 0, when the rest is not cached
+    /// or the transport cannot; the caller then copies the rest).
+    func sendCachedFile(_ file: File, at offset: Int64, count: Int) async throws(TransportFailure) -> Int
+    /// Sends what of `bytes` the socket takes now without waiting (a file's head: `more`
+    /// follows): how many bytes went, maybe 0.
+    func sendWithoutWaiting(_ bytes: UnsafeRawBufferPointer, more: Bool) -> Int
     /// Ends the sending side (for TLS, a close_notify first).
     func endSending() async
     /// Closes (for TLS, with a close_notify when the handshake was done).
@@ -58,6 +65,18 @@ extension TCPConnection: HTTPTransport {
         }
     }
 
+    func sendCachedFile(_ file: File, at offset: Int64, count: Int) async throws(TransportFailure) -> Int {
+        do throws(IOError) {
+            return try await writeCached(file, at: offset, count: count, timeout: nil)
+        } catch {
+            throw TransportFailure(socketError: error)
+        }
+    }
+
+    func sendWithoutWaiting(_ bytes: UnsafeRawBufferPointer, more: Bool) -> Int {
+        unsafe writeWithoutWaiting(bytes, more: more)
+    }
+
     func endSending() async { try? await shutdown(.write) }
 
     func closeQuietly() async { try? await close() }
@@ -82,6 +101,11 @@ extension TLSConnection: HTTPTransport {
             throw TransportFailure(socketError: error.transport)
         }
     }
+
+    /// TLS encrypts every byte in user space: nothing to send from the page cache.
+    func sendCachedFile(_ file: File, at offset: Int64, count: Int) async throws(TransportFailure) -> Int { 0 }
+
+    func sendWithoutWaiting(_ bytes: UnsafeRawBufferPointer, more: Bool) -> Int { 0 }
 
     func endSending() async { try? await shutdownWriting() }
 
