@@ -68,8 +68,8 @@ work=$(mktemp -d /tmp/http-compare.XXXXXX)
 mkdir -p "$work/www" "$work/nginx"
 head -c 4096 /dev/urandom > "$work/www/4k.bin"
 head -c 65536 /dev/urandom > "$work/www/64k.bin"
+head -c 1048576 /dev/urandom > "$work/www/1m.bin"
 if [ "$api" = 1 ]; then
-    head -c 1048576 /dev/urandom > "$work/www/1m.bin"
     head -c 268435456 /dev/urandom > "$work/www/256m.bin"
     head -c 1048576 /dev/urandom > "$work/body-1m.bin"
     cat > "$work/pipeline.lua" <<'LUA'
