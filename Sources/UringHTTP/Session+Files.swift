@@ -213,12 +213,13 @@ extension Session {
         finishHead(keepAlive: keepAlive, minorVersion: head.minorVersion)
         if isHead || length == 0 { return true }
 
-        // The body: a small one goes out with the head in one send; a larger one goes from the
-        // page cache into the socket (`sendfile(2)`) while it is cached, and what is not cached
-        // (or on TLS) streams in reads of the buffer's size.
+        // The body: a small one goes out with the head in one send; on plain TCP a larger one
+        // goes from the page cache into the socket (`sendfile(2)`) while it is cached; what is
+        // not cached, and every body on TLS, streams in reads of the buffer's size (a 64 KiB one
+        // still with its head).
         var offset = Int64(start)
         var left = length
-        if length >= Self.sendFileThreshold {
+        if Connection.sendsFromPageCache && length >= Self.sendFileThreshold {
             guard await flushWithoutWaiting(more: true) else { return false }
             server.setWriting(slot)
             guard let sent = try? await connection.sendCachedFile(file, at: offset, count: left) else { return false }

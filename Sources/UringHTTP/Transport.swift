@@ -20,6 +20,9 @@ protocol HTTPTransport: Sendable {
     func receive(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration?) async throws(TransportFailure) -> Int
     /// Sends all of `bytes`.
     func send(_ bytes: UnsafeRawBufferPointer, timeout: Duration?) async throws(TransportFailure)
+    /// Whether ``sendCachedFile(_:at:count:)`` can send anything (plain TCP; TLS encrypts every
+    /// byte in user space).
+    static var sendsFromPageCache: Bool { get }
     /// Sends bytes of `file` from `offset` straight from the page cache (`sendfile(2)`) while
     /// they are cached: how many went (fewer than `count`, maybe 0, when the rest is not cached
     /// or the transport cannot; the caller then copies the rest).
@@ -48,6 +51,7 @@ extension HTTPTransport {
 extension TCPConnection: HTTPTransport {
     var rawDescriptor: Int32 { descriptor.rawValue }
     static var scheme: String { "http" }
+    static var sendsFromPageCache: Bool { true }
 
     func receive(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration?) async throws(TransportFailure) -> Int {
         do throws(IOError) {
@@ -85,6 +89,7 @@ extension TCPConnection: HTTPTransport {
 extension TLSConnection: HTTPTransport {
     var rawDescriptor: Int32 { tcp.descriptor.rawValue }
     static var scheme: String { "https" }
+    static var sendsFromPageCache: Bool { false }
 
     func receive(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration?) async throws(TransportFailure) -> Int {
         do throws(TLSError) {
