@@ -136,11 +136,11 @@ extension Session {
         return result
     }
 
-    /// Headers and body for an open regular file.
     /// Bodies from this size on are sent from the page cache (`sendfile(2)`) rather than read
     /// into the response buffer: below it, the one send of head and body costs less.
     static var sendFileThreshold: Int { 16 * 1024 }
 
+    /// Headers and body for an open regular file.
     private func sendFile(
         _ file: File, _ status: FileStatus, type: StaticString, _ head: RequestHead, _ view: UnsafeRawBufferPointer,
         keepAlive: Bool

@@ -3,7 +3,7 @@ import Glibc
 import Synchronization
 
 // Sending a file's page-cached bytes straight from the page cache into a socket (`sendfile(2)`),
-// made on the ring's thread without waiting, on either driver (Docs/DESIGN.md §5.0.1.2).
+// made on the ring's thread without waiting, on either driver (Docs/DESIGN.md §8.2).
 
 /// What one attempt of ``RingDriver/sendFileWithoutWaiting(socket:file:offset:count:)`` did.
 enum SendFileAttempt: Equatable {

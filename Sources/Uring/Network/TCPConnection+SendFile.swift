@@ -14,7 +14,9 @@ extension TCPConnection {
     /// Each step sends what the socket takes without waiting, then waits until it is writable
     /// again; `timeout` bounds each wait (and each read and write of the copying path). The
     /// bytes are read when they are sent: a file changed meanwhile sends what it then holds, as
-    /// with `sendfile(2)`.
+    /// with `sendfile(2)`. `sendfile` is made on the ring's thread, so it needs nonisolated code
+    /// running on a ring (a task started there, as servers' connection tasks are); called from
+    /// an actor or the main actor, every byte is copied.
     ///
     /// - Throws: ``IOError`` for ``IOError/Operation/send`` when the socket fails, or
     ///   ``IOError/Operation/read`` when the file does (``IOError/Code/unexpectedEndOfFile``
