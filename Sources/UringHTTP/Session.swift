@@ -708,13 +708,9 @@ protocol HTTPExchange: AnyObject {
         guard out.count > 0 else { return true }
         let bytes = unsafe out.written
         let went = unsafe connection.sendWithoutWaiting(bytes, more: more)
-        if went == bytes.count {
-            responseHeadAt = nil
-            out = unsafe ResponseWriter(output)
-            return true
-        }
         responseHeadAt = nil
         out = unsafe ResponseWriter(output)
+        if went == bytes.count { return true }
         server.setWriting(slot)
         return (try? await unsafe connection.send(UnsafeRawBufferPointer(rebasing: bytes[went...]), timeout: nil))
             != nil

@@ -56,7 +56,8 @@ extension RingDriver {
         guard cached >= pages else { return .declined }
         let flags = fcntl(socket, F_GETFL)
         guard flags >= 0 else { return .failed(Glibc.errno) }
-        if flags & O_NONBLOCK == 0 { _ = fcntl(socket, F_SETFL, flags | O_NONBLOCK) }
+        // A socket that cannot be made non-blocking would let sendfile wait: not made then.
+        if flags & O_NONBLOCK == 0, fcntl(socket, F_SETFL, flags | O_NONBLOCK) != 0 { return .failed(Glibc.errno) }
         var result = cliburing_sendfile(socket, file, offset, UInt(count))
         if result == -Int(EINTR) { result = cliburing_sendfile(socket, file, offset, UInt(count)) }
         if flags & O_NONBLOCK == 0 { _ = fcntl(socket, F_SETFL, flags) }
