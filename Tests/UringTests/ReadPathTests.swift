@@ -198,6 +198,77 @@ extension IntegrationTests {
             close(pipeEnds[0])
         }
 
+        /// Files opened beneath a directory take the directory's file system: 16 files opened
+        /// there and asked for their status cost one `fstatfs` (the directory's, on its first
+        /// use), not one each, and their statuses are still right and made the way the file
+        /// system allows. A path that climbs out is still refused (`EXDEV`), and a subdirectory
+        /// works as well.
+        @Test func filesOpenedBeneathADirectoryShareItsFileSystemCheck() async throws {
+            let dir = TemporaryDirectory()
+            defer { dir.cleanup() }
+            #expect(mkdir(dir.path + "/sub", 0o700) == 0)
+            for index in 0..<16 {
+                let path = dir.path + (index % 2 == 0 ? "/f\(index)" : "/sub/f\(index)")
+                let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
+                try #require(fd >= 0)
+                try #require(ftruncate(fd, off_t(100 + index)) == 0)
+                close(fd)
+            }
+            let ring = try RingExecutor(name: "beneath-fs")
+            defer { ring.shutdown() }
+            let local = Self.isLocal(dir.path)
+            let (sizes, escape, checks, withoutWaiting) = try await Task(executorPreference: ring) {
+                () async throws -> ([Int64], IOError?, UInt64, UInt64) in
+                let root = try await File.open(FilePath(dir.path), options: .directory)
+                let before = await ring.statistics()
+                var sizes: [Int64] = []
+                for index in 0..<16 {
+                    let name = index % 2 == 0 ? "f\(index)" : "sub/f\(index)"
+                    let file = try await File.open(FilePath(name), beneath: root)
+                    sizes.append(try await file.status().size)
+                    try await file.close()
+                }
+                var escape: IOError?
+                do throws(IOError) {
+                    let outside = try await File.open("../", beneath: root)
+                    try await outside.close()
+                } catch {
+                    escape = error
+                }
+                let after = await ring.statistics()
+                try await root.close()
+                return (
+                    sizes, escape, after.fileSystemChecks - before.fileSystemChecks,
+                    after.statusesWithoutWaiting - before.statusesWithoutWaiting
+                )
+            }.value
+            #expect(sizes == (0..<16).map { Int64(100 + $0) }, "each file's own size")
+            #expect(escape?.errno == .improperLink, "a path out of the directory is refused")
+            #expect(checks == 1, "one fstatfs for the directory, none per file")
+            #expect(withoutWaiting == (local ? 16 : 0), "statuses on the ring's thread where the file system allows")
+        }
+
+        /// A path beneath a directory that crosses a mount point (`/` to `/proc`) still opens (the
+        /// first attempt, confined to the directory's mount, says `EXDEV`; the second is not), and
+        /// the file is known by its own file system, not the directory's.
+        @Test func aPathAcrossAMountPointStillOpensBeneathItsDirectory() async throws {
+            let ring = try RingExecutor(name: "beneath-mount")
+            defer { ring.shutdown() }
+            let (text, checks) = try await Task(executorPreference: ring) { () async throws -> (String, UInt64) in
+                let root = try await File.open("/", options: .directory)
+                let before = await ring.statistics()
+                let file = try await File.open("proc/version", beneath: root)
+                _ = try await file.status()
+                let bytes = try await file.read(upTo: 256, at: 0)
+                try await file.close()
+                let after = await ring.statistics()
+                try await root.close()
+                return (String(decoding: bytes, as: UTF8.self), after.fileSystemChecks - before.fileSystemChecks)
+            }.value
+            #expect(text.hasPrefix("Linux"), "the file's own bytes")
+            #expect(checks == 1, "its own file system checked, once")
+        }
+
         /// Whether `path` is on a file system the runtime treats as local (its own check).
         static func isLocal(_ path: String) -> Bool {
             let fd = open(path, O_RDONLY | O_CLOEXEC)

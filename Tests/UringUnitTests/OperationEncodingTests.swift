@@ -55,8 +55,13 @@ struct OperationEncodingTests {
         #expect(sqe.open_flags == UInt32(bitPattern: O_RDONLY | O_CLOEXEC))
         #expect(OpenOperation(path: path, flags: 0, mode: 0).descriptor == AT_FDCWD)
 
-        let how = OpenBeneathOperation.ResolveStorage(options: 0)
+        let how = OpenBeneathOperation.ResolveStorage(options: 0, sameMount: false)
         defer { how.free() }
+        let sameMount = OpenBeneathOperation.ResolveStorage(options: 0, sameMount: true)
+        defer { sameMount.free() }
+        let (confined, _) = encoded(OpenBeneathOperation(directory: 9, path: path, how: sameMount))
+        let confinedHow = UnsafeRawPointer(bitPattern: UInt(confined.off))!.assumingMemoryBound(to: open_how.self)
+        #expect(confinedHow.pointee.resolve == UInt64(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV))
         let (beneath, _) = encoded(OpenBeneathOperation(directory: 9, path: path, how: how))
         #expect(beneath.opcode == UInt8(IORING_OP_OPENAT2.rawValue))
         #expect(beneath.fd == 9 && beneath.addr == address(path))

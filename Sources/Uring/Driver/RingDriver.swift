@@ -252,12 +252,48 @@ import Glibc
             return mode & TryMode.direct == 0
         }
         if mode & TryMode.localKnown == 0 {
-            let local = cliburing_is_local_file_system(fd)
-            if local < 0 { return false }
-            mode |= TryMode.localKnown | (local == 0 ? 0 : TryMode.local)
-            readModes[index] = mode
+            guard let learnt = learnFileSystem(fd) else { return false }
+            mode = learnt
         }
         return mode & TryMode.local != 0
+    }
+
+    /// Learns (one `fstatfs`) whether `fd` is on a local file system, remembers it with the
+    /// rest of `fd`'s mode and returns that mode; nil when `fd` is not open (nothing remembered).
+    /// `readModes` already has room for `fd`.
+    @inline(never)
+    mutating func learnFileSystem(_ fd: Int32) -> UInt8? {
+        let local = cliburing_is_local_file_system(fd)
+        statistics.fileSystemChecks &+= 1
+        if local < 0 { return nil }
+        let mode = readModes[Int(fd)] | TryMode.localKnown | (local == 0 ? 0 : TryMode.local)
+        readModes[Int(fd)] = mode
+        return mode
+    }
+
+    /// `opened` was just opened beneath `directory` without crossing a mount point
+    /// (`RESOLVE_NO_XDEV`): it is on `directory`'s file system, so what is known about that
+    /// (learnt once per directory, and remembered until the directory is closed) holds for it
+    /// too, and a status of `opened` needs no `fstatfs` of its own. Everything else about
+    /// `opened` starts unknown.
+    mutating func inheritFileSystem(from directory: Int32, to opened: Int32) {
+        guard directory >= 0, opened >= 0 else { return }
+        let needed = Int(max(directory, opened))
+        if needed >= readModes.count {
+            readModes.append(
+                contentsOf: repeatElement(0, count: max(needed + 1, readModes.count * 2) - readModes.count))
+        }
+        var mode = readModes[Int(directory)]
+        if mode & TryMode.localKnown == 0 {
+            // The directory's number is published as in use for the check, so a close of it on
+            // another ring cannot free the number (and let it be reused) under the `fstatfs`.
+            noteUse(directory)
+            defer { noteEnd(directory) }
+            if DescriptorUse.isClosing(directory) { return }
+            guard let learnt = learnFileSystem(directory) else { return }
+            mode = learnt
+        }
+        readModes[Int(opened)] = mode & (TryMode.localKnown | TryMode.local)
     }
 
     /// `fd` is being closed: what ``mayTryWithoutWaiting(_:isRead:)`` learnt about it no longer holds.

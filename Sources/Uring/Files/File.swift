@@ -136,11 +136,28 @@ public struct File: Sendable, Hashable {
     private static func open(
         _ cPath: CPath, beneath directory: File, options: FileDescriptor.OpenOptions
     ) async throws(IOError) -> File {
+        // First without crossing a mount point: then the file is on the directory's file system,
+        // and the ring knows what that is without asking per file (whether a `statx` of it may
+        // be made on the ring's thread). A path that crosses one (`EXDEV`) is opened again
+        // without the restriction; a path that leaves the directory fails both ways, as it must.
+        let directoryFD = directory.descriptor.rawValue
+        do throws(IOError) {
+            let fd = try await open(cPath, beneath: directoryFD, options: options, sameMount: true)
+            OpenBeneathOperation.openedOnSameMount(fd, beneath: directoryFD)
+            return File(descriptor: FileDescriptor(rawValue: fd))
+        } catch  where error.errno == .improperLink {
+            let fd = try await open(cPath, beneath: directoryFD, options: options, sameMount: false)
+            return File(descriptor: FileDescriptor(rawValue: fd))
+        }
+    }
+
+    private static func open(
+        _ cPath: CPath, beneath directory: Int32, options: FileDescriptor.OpenOptions, sameMount: Bool
+    ) async throws(IOError) -> Int32 {
         // The kernel copies `how` when the entry is submitted, after this task suspended.
-        let how = OpenBeneathOperation.ResolveStorage(options: options.rawValue)
+        let how = OpenBeneathOperation.ResolveStorage(options: options.rawValue, sameMount: sameMount)
         defer { how.free() }
-        let open = unsafe OpenBeneathOperation(directory: directory.descriptor.rawValue, path: cPath.pointer, how: how)
-        return File(descriptor: FileDescriptor(rawValue: try await open.run()))
+        return try await unsafe OpenBeneathOperation(directory: directory, path: cPath.pointer, how: how).run()
     }
 
     /// Opens the file at `path`, runs `body` with it, and closes it, whether `body` returns or

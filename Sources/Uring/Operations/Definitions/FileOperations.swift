@@ -87,14 +87,17 @@ import Glibc
         // @unchecked Sendable: owned by one call; see OpenBeneathOperation.
         fileprivate let pointer: UnsafeMutablePointer<open_how>
 
-        /// Read-only opening with `options` (raw `O_*` flags), confined beneath the directory.
-        init(options: Int32) {
+        /// Read-only opening with `options` (raw `O_*` flags), confined beneath the directory;
+        /// with `sameMount`, also without crossing a mount point (`RESOLVE_NO_XDEV`: `EXDEV`
+        /// if the path does).
+        init(options: Int32, sameMount: Bool) {
             // A scratch block (an open_how is 24 bytes): no allocation once the free list is warm.
             unsafe pointer = unsafe ScratchBlocks.take().bindMemory(to: open_how.self, capacity: 1)
             unsafe pointer.initialize(
                 to: open_how(
                     flags: UInt64(UInt32(bitPattern: O_RDONLY | options | O_CLOEXEC)), mode: 0,
-                    resolve: UInt64(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)))
+                    resolve: UInt64(
+                        RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | (sameMount ? RESOLVE_NO_XDEV : 0))))
         }
 
         func free() {
@@ -109,6 +112,21 @@ import Glibc
 
     func encode(into sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>) {
         unsafe io_uring_prep_openat2(sqe, directory, path, how.pointer)
+    }
+
+    /// `opened` came from an open beneath `directory` that crossed no mount point: the current
+    /// ring takes `directory`'s file system for it
+    /// (``RingDriver/inheritFileSystem(from:to:)``). Nothing when the caller is not nonisolated
+    /// code on a ring's thread (the first status of `opened` then learns it itself).
+    static func openedOnSameMount(
+        _ opened: Int32, beneath directory: Int32, isolation: isolated (any Actor)? = #isolation
+    ) {
+        guard isolation == nil, let unretained = unsafe RingExecutor.currentUnretained else { return }
+        // SAFETY: this is the ring's own thread, and a ring outlives its thread's loop, so the reference is valid for
+        // this synchronous call without a retain; the driver is only touched on this thread.
+        unsafe unretained._withUnsafeGuaranteedRef {
+            unsafe $0.driver.pointee.inheritFileSystem(from: directory, to: opened)
+        }
     }
 }
 
