@@ -153,6 +153,8 @@ int cliburing_is_direct(int fd) {
     return (flags & O_DIRECT) != 0;
 }
 
+int cliburing_flags_have_direct(int flags) { return (flags & O_DIRECT) != 0; }
+
 int cliburing_is_local_file_system(int fd) {
     struct statfs info;
     if (fstatfs(fd, &info) < 0) return -errno;

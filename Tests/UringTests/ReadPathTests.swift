@@ -199,9 +199,9 @@ extension IntegrationTests {
         }
 
         /// Files opened beneath a directory take the directory's file system: 16 files opened
-        /// there and asked for their status cost one `fstatfs` (the directory's, on its first
-        /// use), not one each, and their statuses are still right and made the way the file
-        /// system allows. A path that climbs out is still refused (`EXDEV`), and a subdirectory
+        /// there, asked for their status and read cost one `fstatfs` (the directory's, on its
+        /// first use) and no `fcntl` (their flags are known), not one of each per file; their
+        /// statuses are still right and made the way the file system allows. A path that climbs out is still refused (`EXDEV`), and a subdirectory
         /// works as well.
         @Test func filesOpenedBeneathADirectoryShareItsFileSystemCheck() async throws {
             let dir = TemporaryDirectory()
@@ -226,6 +226,7 @@ extension IntegrationTests {
                     let name = index % 2 == 0 ? "f\(index)" : "sub/f\(index)"
                     let file = try await File.open(FilePath(name), beneath: root)
                     sizes.append(try await file.status().size)
+                    #expect(try await file.read(upTo: 1, at: 0) == [0])
                     try await file.close()
                 }
                 var escape: IOError?
@@ -238,19 +239,20 @@ extension IntegrationTests {
                 let after = await ring.statistics()
                 try await root.close()
                 return (
-                    sizes, escape, after.fileSystemChecks - before.fileSystemChecks,
+                    sizes, escape, after.descriptorChecks - before.descriptorChecks,
                     after.statusesWithoutWaiting - before.statusesWithoutWaiting
                 )
             }.value
             #expect(sizes == (0..<16).map { Int64(100 + $0) }, "each file's own size")
             #expect(escape?.errno == .improperLink, "a path out of the directory is refused")
-            #expect(checks == 1, "one fstatfs for the directory, none per file")
+            #expect(checks == 1, "one fstatfs for the directory, nothing per file")
             #expect(withoutWaiting == (local ? 16 : 0), "statuses on the ring's thread where the file system allows")
         }
 
         /// A path beneath a directory that crosses a mount point (`/` to `/proc`) still opens (the
         /// first attempt, confined to the directory's mount, says `EXDEV`; the second is not), and
-        /// the file is known by its own file system, not the directory's.
+        /// the file is known by its own file system, not the directory's (one `fstatfs` for its
+        /// status; its read needs no `fcntl`).
         @Test func aPathAcrossAMountPointStillOpensBeneathItsDirectory() async throws {
             let ring = try RingExecutor(name: "beneath-mount")
             defer { ring.shutdown() }
@@ -263,7 +265,7 @@ extension IntegrationTests {
                 try await file.close()
                 let after = await ring.statistics()
                 try await root.close()
-                return (String(decoding: bytes, as: UTF8.self), after.fileSystemChecks - before.fileSystemChecks)
+                return (String(decoding: bytes, as: UTF8.self), after.descriptorChecks - before.descriptorChecks)
             }.value
             #expect(text.hasPrefix("Linux"), "the file's own bytes")
             #expect(checks == 1, "its own file system checked, once")

@@ -58,6 +58,9 @@ int cliburing_enable_inq(int fd);
 /// 1 when `fd` was opened with O_DIRECT (its RWF_NOWAIT reads and writes wait for the device),
 /// 0 when not, -errno when fcntl(2) fails.
 int cliburing_is_direct(int fd);
+/// 1 when open(2) `flags` include O_DIRECT (a flag the Swift overlay does not export; its value
+/// differs between architectures), else 0.
+int cliburing_flags_have_direct(int flags);
 /// 1 when `fd` is on a local file system (ext2/3/4, XFS, Btrfs, tmpfs, ramfs, F2FS, overlayfs,
 /// SquashFS, FAT, exFAT, bcachefs, ZFS), whose `statx` of a descriptor never waits for a
 /// device or a server; 0 for any other (NFS, CIFS, FUSE, …); -errno when `fstatfs` fails.

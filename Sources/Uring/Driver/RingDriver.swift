@@ -245,6 +245,7 @@ import Glibc
         if isRead {
             if mode & TryMode.directKnown == 0 {
                 let direct = cliburing_is_direct(fd)
+                statistics.descriptorChecks &+= 1
                 if direct < 0 { return false }  // not open (EBADF): queued, and nothing remembered
                 mode |= TryMode.directKnown | (direct == 0 ? 0 : TryMode.direct)
                 readModes[index] = mode
@@ -264,36 +265,41 @@ import Glibc
     @inline(never)
     mutating func learnFileSystem(_ fd: Int32) -> UInt8? {
         let local = cliburing_is_local_file_system(fd)
-        statistics.fileSystemChecks &+= 1
+        statistics.descriptorChecks &+= 1
         if local < 0 { return nil }
         let mode = readModes[Int(fd)] | TryMode.localKnown | (local == 0 ? 0 : TryMode.local)
         readModes[Int(fd)] = mode
         return mode
     }
 
-    /// `opened` was just opened beneath `directory` without crossing a mount point
-    /// (`RESOLVE_NO_XDEV`): it is on `directory`'s file system, so what is known about that
-    /// (learnt once per directory, and remembered until the directory is closed) holds for it
-    /// too, and a status of `opened` needs no `fstatfs` of its own. Everything else about
-    /// `opened` starts unknown.
-    mutating func inheritFileSystem(from directory: Int32, to opened: Int32) {
-        guard directory >= 0, opened >= 0 else { return }
-        let needed = Int(max(directory, opened))
+    /// `opened` was just opened with `flags`: whether it is `O_DIRECT` is known without an
+    /// `fcntl`. With `directory`, it was opened beneath that directory without crossing a mount
+    /// point (`RESOLVE_NO_XDEV`), so it is on the directory's file system: what is known about
+    /// that (learnt once per directory, and remembered until the directory is closed) holds for
+    /// it too, and its first status needs no `fstatfs` of its own. What was remembered about an
+    /// earlier descriptor with the same number is replaced.
+    mutating func noteOpened(_ opened: Int32, flags: Int32, onFileSystemOf directory: Int32?) {
+        guard opened >= 0 else { return }
+        let needed = Int(max(directory ?? 0, opened))
         if needed >= readModes.count {
             readModes.append(
                 contentsOf: repeatElement(0, count: max(needed + 1, readModes.count * 2) - readModes.count))
         }
-        var mode = readModes[Int(directory)]
-        if mode & TryMode.localKnown == 0 {
-            // The directory's number is published as in use for the check, so a close of it on
-            // another ring cannot free the number (and let it be reused) under the `fstatfs`.
-            noteUse(directory)
-            defer { noteEnd(directory) }
-            if DescriptorUse.isClosing(directory) { return }
-            guard let learnt = learnFileSystem(directory) else { return }
-            mode = learnt
+        var mode = TryMode.directKnown | (cliburing_flags_have_direct(flags) == 0 ? 0 : TryMode.direct)
+        if let directory, directory >= 0 {
+            var directoryMode = readModes[Int(directory)]
+            if directoryMode & TryMode.localKnown == 0 {
+                // The directory's number is published as in use for the check, so a close of it
+                // on another ring cannot free the number (and let it be reused) under the `fstatfs`.
+                noteUse(directory)
+                defer { noteEnd(directory) }
+                if !DescriptorUse.isClosing(directory), let learnt = learnFileSystem(directory) {
+                    directoryMode = learnt
+                }
+            }
+            mode |= directoryMode & (TryMode.localKnown | TryMode.local)
         }
-        readModes[Int(opened)] = mode & (TryMode.localKnown | TryMode.local)
+        readModes[Int(opened)] = mode
     }
 
     /// `fd` is being closed: what ``mayTryWithoutWaiting(_:isRead:)`` learnt about it no longer holds.

@@ -24,11 +24,12 @@ public struct RingStatistics: Sendable, Hashable {
     /// local file system `statx` of a descriptor reads the inode in memory, while the kernel
     /// ring would hand it to a worker thread (Docs/DESIGN.md, "Reads without waiting").
     public var statusesWithoutWaiting: UInt64 = 0
-    /// `fstatfs(2)` calls made to learn whether a descriptor is on a local file system (before
-    /// its first status on the ring's thread): one per descriptor, except for files opened
-    /// beneath a directory (``File/open(_:beneath:options:)``), which take their directory's
-    /// answer.
-    public var fileSystemChecks: UInt64 = 0
+    /// System calls made to learn how a descriptor may be used on the ring's thread: an `fcntl`
+    /// before its first read (`O_DIRECT`?), an `fstatfs` before its first status (a local file
+    /// system?). None for files opened by ``File/open(_:_:options:permissions:)`` (their flags
+    /// are known) and no `fstatfs` for files opened beneath a directory
+    /// (``File/open(_:beneath:options:)``: the directory's answer, learnt once, holds for them).
+    public var descriptorChecks: UInt64 = 0
     /// `sendfile(2)` calls made on the ring's thread for page-cached file ranges (bytes sent
     /// from the page cache into a socket without a copy through user space).
     public var filesSentWithoutCopy: UInt64 = 0

@@ -78,7 +78,9 @@ public struct File: Sendable, Hashable {
             let createMode = mode_t(
                 (permissions ?? (options.contains(.create) ? [.ownerReadWrite, .groupRead, .otherRead] : [])).rawValue)
             let open = unsafe OpenOperation(path: cPath.pointer, flags: flags, mode: createMode)
-            return File(descriptor: FileDescriptor(rawValue: try await open.run()))
+            let fd = try await open.run()
+            OpenOperation.noteOpened(fd, flags: flags)
+            return File(descriptor: FileDescriptor(rawValue: fd))
         } catch {
             throw error.about(.path(path))
         }
@@ -143,10 +145,11 @@ public struct File: Sendable, Hashable {
         let directoryFD = directory.descriptor.rawValue
         do throws(IOError) {
             let fd = try await open(cPath, beneath: directoryFD, options: options, sameMount: true)
-            OpenBeneathOperation.openedOnSameMount(fd, beneath: directoryFD)
+            OpenOperation.noteOpened(fd, flags: options.rawValue, onFileSystemOf: directoryFD)
             return File(descriptor: FileDescriptor(rawValue: fd))
         } catch  where error.errno == .improperLink {
             let fd = try await open(cPath, beneath: directoryFD, options: options, sameMount: false)
+            OpenOperation.noteOpened(fd, flags: options.rawValue)
             return File(descriptor: FileDescriptor(rawValue: fd))
         }
     }

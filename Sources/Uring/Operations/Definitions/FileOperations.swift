@@ -67,6 +67,23 @@ import Glibc
     func encode(into sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>) {
         unsafe io_uring_prep_openat(sqe, directory, path, flags, mode)
     }
+
+    /// `opened` was just opened with `flags` (and with `directory`, beneath it without crossing
+    /// a mount point): the current ring remembers what that says about it
+    /// (``RingDriver/noteOpened(_:flags:onFileSystemOf:)``), so its first read or status asks
+    /// the kernel less. Nothing when the caller is not nonisolated code on a ring's thread (the
+    /// first read or status then learns it).
+    static func noteOpened(
+        _ opened: Int32, flags: Int32, onFileSystemOf directory: Int32? = nil,
+        isolation: isolated (any Actor)? = #isolation
+    ) {
+        guard isolation == nil, let unretained = unsafe RingExecutor.currentUnretained else { return }
+        // SAFETY: this is the ring's own thread, and a ring outlives its thread's loop, so the reference is valid for
+        // this synchronous call without a retain; the driver is only touched on this thread.
+        unsafe unretained._withUnsafeGuaranteedRef {
+            unsafe $0.driver.pointee.noteOpened(opened, flags: flags, onFileSystemOf: directory)
+        }
+    }
 }
 
 /// `openat2(2)` for reading, confined beneath `directory` (`RESOLVE_BENEATH`,
@@ -114,20 +131,6 @@ import Glibc
         unsafe io_uring_prep_openat2(sqe, directory, path, how.pointer)
     }
 
-    /// `opened` came from an open beneath `directory` that crossed no mount point: the current
-    /// ring takes `directory`'s file system for it
-    /// (``RingDriver/inheritFileSystem(from:to:)``). Nothing when the caller is not nonisolated
-    /// code on a ring's thread (the first status of `opened` then learns it itself).
-    static func openedOnSameMount(
-        _ opened: Int32, beneath directory: Int32, isolation: isolated (any Actor)? = #isolation
-    ) {
-        guard isolation == nil, let unretained = unsafe RingExecutor.currentUnretained else { return }
-        // SAFETY: this is the ring's own thread, and a ring outlives its thread's loop, so the reference is valid for
-        // this synchronous call without a retain; the driver is only touched on this thread.
-        unsafe unretained._withUnsafeGuaranteedRef {
-            unsafe $0.driver.pointee.inheritFileSystem(from: directory, to: opened)
-        }
-    }
 }
 
 /// `close(2)`. Never retried: the descriptor is released whatever close returns.
