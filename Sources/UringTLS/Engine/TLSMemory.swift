@@ -45,17 +45,27 @@ enum TLSMemory {
     static func capacity(ofClass sizeClass: Int) -> Int { 64 << sizeClass }
 }
 
-/// The thread-specific key of the caches, and the lock of the list of every cache record; nil
-/// when no key was left (`PTHREAD_KEYS_MAX`): then nothing is installed.
-private nonisolated(unsafe) let shared: (key: pthread_key_t, lock: UnsafeMutablePointer<pthread_mutex_t>)? = {
+/// The thread-specific key of the caches, and the lock of the list of every cache record: set
+/// once by `install()` before OpenSSL can call the functions, read-only afterwards (other
+/// threads see them through `installed`, which every entry point of the engine reads first). Plain
+/// statically initialized storage, not a lazy global, so each allocation reads them directly
+/// (no `swift_once`). `sharedLock` stays nil when no key was left (`PTHREAD_KEYS_MAX`): then
+/// nothing is installed.
+private nonisolated(unsafe) var sharedKey: pthread_key_t = 0
+private nonisolated(unsafe) var sharedLock: UnsafeMutablePointer<pthread_mutex_t>? = nil
+
+/// Creates the key and the lock (`install()`, once); false when no key is left.
+@unsafe private func makeShared() -> Bool {
     var key = pthread_key_t()
-    guard unsafe pthread_key_create(&key, releaseCache) == 0 else { return nil }
+    guard unsafe pthread_key_create(&key, releaseCache) == 0 else { return false }
     let lock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     // SAFETY: `lock` is allocated above and never freed (it lives as long as the process).
     unsafe lock.initialize(to: pthread_mutex_t())
     unsafe pthread_mutex_init(lock, nil)
-    return unsafe (key, lock)
-}()
+    unsafe sharedKey = key
+    unsafe sharedLock = lock
+    return true
+}
 #if DEBUG
 private let liveBlockCount = Atomic<Int>(0)
 #endif
@@ -84,7 +94,7 @@ extension TLSMemory {
         if let choice = unsafe getenv("SWIFT_URING_TLS_MEMORY"), unsafe String(cString: choice) == "system" {
             return false
         }
-        guard unsafe shared != nil else { return false }
+        guard unsafe makeShared() else { return false }
         return unsafe CRYPTO_set_mem_functions(allocate, reallocate, release) == 1
     }
 }
@@ -93,7 +103,8 @@ extension TLSMemory {
 /// thread has none.
 @unsafe private func currentCache(create: Bool) -> UnsafeMutablePointer<Int>? {
     // SAFETY: the key's value is only ever a record of the registry, owned by this thread.
-    guard let (key, lock) = unsafe shared else { return nil }
+    guard let lock = unsafe sharedLock else { return nil }
+    let key = unsafe sharedKey
     if let value = unsafe pthread_getspecific(key) { return unsafe value.assumingMemoryBound(to: Int.self) }
     guard create else { return nil }
     unsafe pthread_mutex_lock(lock)
@@ -134,7 +145,7 @@ private func releaseCache(_ value: UnsafeMutableRawPointer?) {
         unsafe record[2 + 2 * sizeClass] = 0
         unsafe record[3 + 2 * sizeClass] = 0
     }
-    guard let lock = unsafe shared?.lock else { return }
+    guard let lock = unsafe sharedLock else { return }
     unsafe pthread_mutex_lock(lock)
     unsafe record[1] = 0
     unsafe pthread_mutex_unlock(lock)
