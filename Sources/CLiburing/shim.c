@@ -99,6 +99,26 @@ int cliburing_openat2(int directory, const char *path, void *how, unsigned long 
     return result < 0 ? -errno : (int)result;
 }
 
+int cliburing_open_cached(int directory, const char *path, unsigned long long flags, unsigned long long resolve) {
+#ifndef RESOLVE_CACHED
+#define RESOLVE_CACHED 0x20
+#endif
+    // What the kernel ring does before it hands an open to a worker: every path component from
+    // the lookup cache (EAGAIN if anything must be read or revalidated), and O_NONBLOCK for the
+    // call so that opening a FIFO or a device does not wait; the flag is taken off again after.
+    if (flags & (O_CREAT | O_TRUNC | O_TMPFILE)) return -EAGAIN;  // RESOLVE_CACHED refuses these
+    int path_only = (flags & O_PATH) != 0;  // openat2 takes no O_NONBLOCK with O_PATH (nor needs it)
+    struct open_how how = {
+        .flags = flags | (path_only ? 0 : O_NONBLOCK), .mode = 0, .resolve = resolve | RESOLVE_CACHED};
+    long fd = syscall(SYS_openat2, directory, path, &how, sizeof how);
+    if (fd < 0) return -errno;
+    if (!path_only && !(flags & O_NONBLOCK) && fcntl((int)fd, F_SETFL, (int)flags) < 0) {
+        close((int)fd);  // nobody knows this descriptor yet
+        return -EAGAIN;   // the pool opens it the ordinary way
+    }
+    return (int)fd;
+}
+
 int cliburing_accept4(int fd, struct sockaddr *address, socklen_t *length, int flags) {
     int result = accept4(fd, address, length, flags);
     return result < 0 ? -errno : result;

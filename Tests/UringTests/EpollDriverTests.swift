@@ -52,6 +52,53 @@ extension IntegrationTests {
             close(fds[1])
         }
 
+        /// Opens whose path is in the kernel's lookup cache are made on the ring's thread (with
+        /// `RESOLVE_CACHED`), as the kernel ring makes them, not on the worker pool: 8 opens by
+        /// path and 8 beneath a directory, each read and closed, and nothing runs on the pool; a
+        /// creating open still goes there. The files' bytes are right, and a path that does not
+        /// exist or leaves the directory fails as before.
+        @Test func cachedOpensAreMadeOnTheRingThread() async throws {
+            let dir = TemporaryDirectory()
+            defer { dir.cleanup() }
+            let path = dir.path + "/cached"
+            let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
+            try #require(fd >= 0)
+            try #require(write(fd, "cached", 6) == 6)
+            close(fd)
+            let ring = try RingExecutor(name: "epoll-open", backend: .epoll)
+            defer { ring.shutdown() }
+            let (contents, missing, escape, pooled, created) = try await Task(executorPreference: ring) {
+                () async throws -> ([String], IOError?, IOError?, UInt64, UInt64) in
+                let root = try await File.open(FilePath(dir.path), options: .directory)
+                let before = await ring.statistics().epoll.ranOnPool
+                var contents: [String] = []
+                for index in 0..<16 {
+                    let file =
+                        index % 2 == 0
+                        ? try await File.open(FilePath(path)) : try await File.open("cached", beneath: root)
+                    contents.append(String(decoding: try await file.read(upTo: 64, at: 0), as: UTF8.self))
+                    try await file.close()
+                }
+                let pooled = await ring.statistics().epoll.ranOnPool - before
+                // (A name never looked up is not in the lookup cache: these may take the pool.)
+                var missing: IOError?
+                do throws(IOError) { _ = try await File.open(FilePath(dir.path + "/absent")) } catch { missing = error }
+                var escape: IOError?
+                do throws(IOError) { _ = try await File.open("../", beneath: root) } catch { escape = error }
+                let beforeCreate = await ring.statistics().epoll.ranOnPool
+                let made = try await File.open(FilePath(dir.path + "/made"), .writeOnly, options: .create)
+                try await made.close()
+                let created = await ring.statistics().epoll.ranOnPool - beforeCreate
+                try await root.close()
+                return (contents, missing, escape, pooled, created)
+            }.value
+            #expect(contents == Array(repeating: "cached", count: 16))
+            #expect(missing?.errno == .noSuchFileOrDirectory)
+            #expect(escape?.errno == .improperLink)
+            #expect(pooled == 0, "cached opens, reads and closes: nothing on the pool")
+            #expect(created == 1, "a creating open on the pool")
+        }
+
         /// The driver chosen in code, for a whole group: every ring runs it, and says so.
         @Test func aGroupAskedForEpollRunsOnIt() async throws {
             let group = try RingGroup(count: 2, name: "epoll-group", backend: .epoll)
@@ -86,9 +133,10 @@ extension IntegrationTests {
 
         /// A worker-pool job that has started cannot be interrupted: cancelling its task makes
         /// the task wait for the worker, and the result it completed with is returned (a
-        /// descriptor is never dropped). The job here is an open(2) of a FIFO, which blocks in
-        /// the worker until a writer opens it. If the cancel came while the job was still
-        /// queued, the job never runs.
+        /// descriptor is never dropped). The job here is a creating open(2) of an existing FIFO
+        /// (a creating open always runs on the pool; `O_CREAT` opens the FIFO that is there), which
+        /// blocks in the worker until a writer opens it. If the cancel came while the job was
+        /// still queued, the job never runs.
         @Test func aStartedPoolJobIsWaitedFor() async throws {
             let ring = try RingExecutor(name: "epoll-pool-cancel", backend: .epoll)
             defer { ring.shutdown() }
@@ -100,7 +148,7 @@ extension IntegrationTests {
             let task = Task(executorPreference: ring) { () async -> Result<File, IOError> in
                 defer { returned.store(true, ordering: .releasing) }
                 do throws(IOError) {
-                    return .success(try await File.open(FilePath(fifo)))
+                    return .success(try await File.open(FilePath(fifo), .readOnly, options: .create))
                 } catch {
                     return .failure(error)
                 }

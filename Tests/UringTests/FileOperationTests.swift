@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 import SystemPackage
 import Testing
 
@@ -7,6 +8,48 @@ import Testing
 extension IntegrationTests {
     @Suite("File operations")
     struct FileOperations {
+        /// Opening a FIFO for reading does not wait for a writer, on either driver (the kernel
+        /// ring makes an open with `O_NONBLOCK` first, and so does the epoll driver on the ring's
+        /// thread), and the descriptor is blocking, as asked. Should an open wait, writers come
+        /// after 10 s, so the test fails instead of hanging.
+        @Test func aFIFOOpensWithoutWaitingForAWriter() async throws {
+            let dir = TemporaryDirectory()
+            defer { dir.cleanup() }
+            let path = dir.path + "/fifo"
+            try #require(mkfifo(path, 0o600) == 0)
+            final class Progress: Sendable {
+                let opened = Atomic<Int>(0)
+                let writerCame = Atomic<Bool>(false)
+            }
+            let progress = Progress()
+            let helper = Task.detached {
+                // After 10 s without both opens, a writer comes every 10 ms (a non-blocking open,
+                // which fails while no reader waits): a waiting open ends, and the test fails.
+                var ticks = 0
+                while progress.opened.load(ordering: .acquiring) < 2 {
+                    try? await Task.sleep(for: .milliseconds(10))
+                    ticks += 1
+                    guard ticks >= 1000 else { continue }
+                    progress.writerCame.store(true, ordering: .releasing)
+                    let writer = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC)
+                    if writer >= 0 { close(writer) }
+                }
+            }
+            let root = try await File.open(FilePath(dir.path), options: .directory)
+            let byPath = try await File.open(FilePath(path))
+            progress.opened.add(1, ordering: .releasing)
+            let beneath = try await File.open("fifo", beneath: root)
+            progress.opened.add(1, ordering: .releasing)
+            await helper.value
+            let writerCame = progress.writerCame.load(ordering: .acquiring)
+            #expect(!writerCame, "opened without a writer")
+            for fifo in [byPath, beneath] {
+                #expect(fcntl(fifo.descriptor.rawValue, F_GETFL) & O_NONBLOCK == 0, "blocking, as asked")
+                try await fifo.close()
+            }
+            try await root.close()
+        }
+
         @Test func truncateShrinksAndGrowsWithZeros() async throws {
             let dir = TemporaryDirectory()
             defer { dir.cleanup() }

@@ -35,6 +35,11 @@ long cliburing_read_nowait(int fd, void *buffer, unsigned long count, long long 
 long cliburing_write_nowait(int fd, const void *buffer, unsigned long count, long long offset);
 /// openat2(2) (no glibc wrapper).
 int cliburing_openat2(int directory, const char *path, void *how, unsigned long size);
+/// openat2(2) of `path` with `flags` and `resolve` that never waits: RESOLVE_CACHED (every path
+/// component from the kernel's lookup cache) and O_NONBLOCK for the call (cleared after unless
+/// asked for). The descriptor, or -EAGAIN when the open would have to wait or create a file,
+/// or -errno.
+int cliburing_open_cached(int directory, const char *path, unsigned long long flags, unsigned long long resolve);
 /// accept4(2).
 int cliburing_accept4(int fd, struct sockaddr *address, socklen_t *length, int flags);
 /// renameat2(2).

@@ -1,5 +1,6 @@
 internal import CLiburing
 import Glibc
+import Synchronization
 
 // How the epoll driver runs each submission entry: at once, after readiness, on the pool, or
 // when a timer expires; and how requests end (completion, cancel, deadline).
@@ -67,7 +68,9 @@ extension SoftRing {
             unsafe issueSocketCall(sqe, events: EPOLLIN.rawValue, linked: linked)
         case Self.op(IORING_OP_SEND), Self.op(IORING_OP_SEND_ZC), Self.op(IORING_OP_SENDMSG):
             unsafe issueSocketCall(sqe, events: EPOLLOUT.rawValue, linked: linked)
-        case Self.op(IORING_OP_OPENAT), Self.op(IORING_OP_OPENAT2), Self.op(IORING_OP_STATX),
+        case Self.op(IORING_OP_OPENAT), Self.op(IORING_OP_OPENAT2):
+            unsafe issueOpen(sqe, linked: linked)
+        case Self.op(IORING_OP_STATX),
             Self.op(IORING_OP_FSYNC), Self.op(IORING_OP_UNLINKAT), Self.op(IORING_OP_RENAMEAT),
             Self.op(IORING_OP_MKDIRAT), Self.op(IORING_OP_FALLOCATE), Self.op(IORING_OP_LINKAT),
             Self.op(IORING_OP_SYMLINKAT), UInt32(TruncateOperation.opcode):
@@ -159,6 +162,46 @@ extension SoftRing {
             unsafe complete(sqe, Int32(truncatingIfNeeded: result), linked: linked)
         }
     }
+
+    /// An open: made at once on the ring's thread when it cannot wait, as the kernel ring makes
+    /// it before it hands an open to a worker (`cliburing_open_cached`: every path component
+    /// from the kernel's lookup cache, `O_NONBLOCK` for the call so that a FIFO or device open
+    /// does not wait); otherwise (something to read from the disk, a creating open, a kernel
+    /// before 5.12 without `RESOLVE_CACHED`) on the pool, where it may wait.
+    mutating func issueOpen(_ sqe: UnsafeMutablePointer<io_uring_sqe>, linked: UnsafeMutablePointer<io_uring_sqe>?) {
+        guard Self.cachedOpensWork.load(ordering: .relaxed) else { return unsafe startOnPool(sqe, linked: linked) }
+        let flags: UInt64
+        let resolve: UInt64
+        if unsafe UInt32(sqe.pointee.opcode) == Self.op(IORING_OP_OPENAT) {
+            flags = unsafe UInt64(sqe.pointee.open_flags)
+            resolve = 0
+        } else {
+            // SAFETY: an OPENAT2 entry's `off` is the address of its `open_how`, which the
+            // submitting task keeps valid until the final completion (it is suspended).
+            guard unsafe sqe.pointee.len == UInt32(MemoryLayout<open_how>.size),
+                let how = unsafe UnsafePointer<open_how>(bitPattern: UInt(sqe.pointee.off))
+            else { return unsafe startOnPool(sqe, linked: linked) }
+            flags = unsafe how.pointee.flags
+            resolve = unsafe how.pointee.resolve
+        }
+        let path = unsafe UnsafePointer<CChar>(bitPattern: UInt(sqe.pointee.addr))
+        let result = unsafe cliburing_open_cached(sqe.pointee.fd, path, flags, resolve)
+        switch result {
+        case -EAGAIN, -EINTR, -ECHILD:
+            unsafe startOnPool(sqe, linked: linked)  // it would wait: the pool makes it
+        case -EINVAL, -ENOSYS, -E2BIG:
+            // A kernel without `openat2` or `RESOLVE_CACHED` (or flags it refuses there): the
+            // pool answers, with the call the entry names; no more tries without `openat2`.
+            if result == -ENOSYS { Self.cachedOpensWork.store(false, ordering: .relaxed) }
+            unsafe startOnPool(sqe, linked: linked)
+        default:
+            unsafe complete(sqe, result, linked: linked)  // the descriptor, or the open's own error
+        }
+    }
+
+    /// Whether `openat2` exists here (Linux 5.6; a seccomp filter may refuse it): cleared by
+    /// the first `ENOSYS`.
+    static let cachedOpensWork = Atomic<Bool>(true)
 
     /// Whether `fd` was opened with `O_DIRECT`: one `fcntl` per descriptor, remembered in its
     /// entry until it is closed or forgotten.
