@@ -130,7 +130,6 @@ import Glibc
     func encode(into sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>) {
         unsafe io_uring_prep_openat2(sqe, directory, path, how.pointer)
     }
-
 }
 
 /// `close(2)`. Never retried: the descriptor is released whatever close returns.
