@@ -106,7 +106,8 @@ int cliburing_open_cached(int directory, const char *path, unsigned long long fl
     // What the kernel ring does before it hands an open to a worker: every path component from
     // the lookup cache (EAGAIN if anything must be read or revalidated), and O_NONBLOCK for the
     // call so that opening a FIFO or a device does not wait; the flag is taken off again after.
-    if (flags & (O_CREAT | O_TRUNC | O_TMPFILE)) return -EAGAIN;  // RESOLVE_CACHED refuses these
+    // RESOLVE_CACHED refuses creating opens. O_TMPFILE includes O_DIRECTORY's bit: test all of it.
+    if ((flags & (O_CREAT | O_TRUNC)) || (flags & O_TMPFILE) == O_TMPFILE) return -EAGAIN;
     int path_only = (flags & O_PATH) != 0;  // openat2 takes no O_NONBLOCK with O_PATH (nor needs it)
     struct open_how how = {
         .flags = flags | (path_only ? 0 : O_NONBLOCK), .mode = 0, .resolve = resolve | RESOLVE_CACHED};

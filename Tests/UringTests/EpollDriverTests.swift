@@ -54,7 +54,8 @@ extension IntegrationTests {
 
         /// Opens whose path is in the kernel's lookup cache are made on the ring's thread (with
         /// `RESOLVE_CACHED`), as the kernel ring makes them, not on the worker pool: 8 opens by
-        /// path and 8 beneath a directory, each read and closed, and nothing runs on the pool; a
+        /// path and 8 beneath a directory, each read and closed, and 4 opens of a directory, and
+        /// nothing runs on the pool; a
         /// creating open still goes there. The files' bytes are right, and a path that does not
         /// exist or leaves the directory fails as before.
         @Test func cachedOpensAreMadeOnTheRingThread() async throws {
@@ -78,6 +79,10 @@ extension IntegrationTests {
                         ? try await File.open(FilePath(path)) : try await File.open("cached", beneath: root)
                     contents.append(String(decoding: try await file.read(upTo: 64, at: 0), as: UTF8.self))
                     try await file.close()
+                }
+                for _ in 0..<4 {  // directories too (`O_DIRECTORY` is a bit of `O_TMPFILE`, not one)
+                    let directory = try await File.open(FilePath(dir.path), options: .directory)
+                    try await directory.close()
                 }
                 let pooled = await ring.statistics().epoll.ranOnPool - before
                 // (A name never looked up is not in the lookup cache: these may take the pool.)
