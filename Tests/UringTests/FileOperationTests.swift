@@ -26,7 +26,7 @@ extension IntegrationTests {
                 // After 10 s without both opens, a writer comes every 10 ms (a non-blocking open,
                 // which fails while no reader waits): a waiting open ends, and the test fails.
                 var ticks = 0
-                while progress.opened.load(ordering: .acquiring) < 2 {
+                while progress.opened.load(ordering: .acquiring) < 2 && !Task.isCancelled {
                     try? await Task.sleep(for: .milliseconds(10))
                     ticks += 1
                     guard ticks >= 1000 else { continue }
@@ -35,6 +35,7 @@ extension IntegrationTests {
                     if writer >= 0 { close(writer) }
                 }
             }
+            defer { helper.cancel() }  // (if an open throws, the helper stops too)
             let root = try await File.open(FilePath(dir.path), options: .directory)
             let byPath = try await File.open(FilePath(path))
             progress.opened.add(1, ordering: .releasing)
