@@ -6,8 +6,10 @@
 # reads it first. Prints each round, then per server the medians and the medians of its
 # per-round ratios to the server named before it and to the first.
 #
-#   Benchmarks/scripts/server-cpu-ab.sh [--rounds 7] [--seconds 2] [--connections 64] [--cpu 1]
+#   Benchmarks/scripts/server-cpu-ab.sh [--rounds 7] [--seconds 2] [--connections 64] [--cpu 1] [--tls]
 #       NAME=PORT:PATH NAME=PORT:PATH ...
+#
+# --tls: the servers speak HTTPS (wrk does not check certificates).
 #
 # Example (two builds of uring-http, each started on CPU 0 first):
 #   taskset -c 0 .build/release/uring-http --port 8081 --root /tmp/www &
@@ -19,6 +21,7 @@ rounds=7
 seconds=2
 connections=64
 cpu=1
+scheme=http
 servers=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -26,11 +29,12 @@ while [ $# -gt 0 ]; do
         --seconds) seconds=$2; shift 2 ;;
         --connections) connections=$2; shift 2 ;;
         --cpu) cpu=$2; shift 2 ;;
+        --tls) scheme=https; shift ;;
         *=*:*) servers+=("$1"); shift ;;
-        *) sed -n '2,16p' "$0" >&2; exit 64 ;;
+        *) sed -n "2,19p" "$0" >&2; exit 64 ;;
     esac
 done
-[ ${#servers[@]} -ge 1 ] || { sed -n '2,16p' "$0" >&2; exit 64; }
+[ ${#servers[@]} -ge 1 ] || { sed -n "2,19p" "$0" >&2; exit 64; }
 command -v wrk > /dev/null || { echo "wrk is needed (apt-get install wrk)" >&2; exit 1; }
 
 # The CPU time (clock ticks) of the process listening on port $1.
@@ -45,7 +49,7 @@ for round in $(seq "$rounds"); do
         name=${spec%%=*}; rest=${spec#*=}; port=${rest%%:*}; path=${rest#*:}
         pid=$(pid_of "$port")
         [ -n "$pid" ] || { echo "nothing listens on port $port" >&2; exit 1; }
-        url="http://127.0.0.1:$port$path"
+        url="$scheme://127.0.0.1:$port$path"
         taskset -c "$cpu" wrk -t1 -c"$connections" -d1s "$url" > /dev/null  # warm-up
         before=$(ticks "$pid")
         out=$(taskset -c "$cpu" wrk -t1 -c"$connections" -d"${seconds}s" "$url")
