@@ -33,6 +33,7 @@ int curing_tls_version_1_2(void) { return TLS1_2_VERSION; }
 int curing_tls_version_1_3(void) { return TLS1_3_VERSION; }
 long curing_tls_mode_partial_write(void) { return SSL_MODE_ENABLE_PARTIAL_WRITE; }
 long curing_tls_mode_moving_buffer(void) { return SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER; }
+long curing_tls_mode_release_buffers(void) { return SSL_MODE_RELEASE_BUFFERS; }
 unsigned long long curing_tls_option_no_renegotiation(void) { return SSL_OP_NO_RENEGOTIATION; }
 unsigned long long curing_tls_option_ignore_unexpected_eof(void) { return SSL_OP_IGNORE_UNEXPECTED_EOF; }
 

@@ -132,7 +132,7 @@ public final class TLSConnection: Sendable {
         let deadline = timeout.map { ContinuousClock.now + $0 }
         while true {
             let step = unsafe session.read(into: buffer)
-            if unsafe session.pendingOutput() != nil {
+            if session.hasPendingOutput {
                 // A reply that the read produced (a key update's): sent before going on.
                 await session.outputGate.acquire()
                 defer { session.outputGate.release() }

@@ -70,6 +70,38 @@ extension IntegrationTests {
             for block in blocks { CRYPTO_free(block, nil, 0) }
         }
 
+        /// OpenSSL's record buffers (17–19 KiB; OpenSSL frees them whenever a session is idle) and
+        /// the transport's output buffers come back from the thread's cache like small blocks, so
+        /// one session after another on a thread copies through the same warm memory; a thread
+        /// keeps at most `bufferCacheLimit` of them, and sizes between the classes are not cached.
+        @Test(.enabled(if: pooled)) func recordAndOutputBuffersAreReusedWithinABound() throws {
+            for (size, sizeClass) in [(17_000, 4), (18_800, 4), (TLSTransport.outputCapacity, 5)] {
+                let first = try #require(CRYPTO_malloc(size, nil, 0))
+                #expect(TLSMemory.sizeClass(ofBlock: first) == sizeClass, "\(size) bytes: a cached class")
+                CRYPTO_free(first, nil, 0)
+                let second = try #require(CRYPTO_malloc(size, nil, 0))
+                #expect(second == first, "\(size) bytes: the cached buffer came back")
+                CRYPTO_free(second, nil, 0)
+            }
+            for size in [4_000, 16_384, 40_000, 100_000] {
+                let block = try #require(CRYPTO_malloc(size, nil, 0))
+                #expect(TLSMemory.sizeClass(ofBlock: block) == TLSMemory.large, "\(size) bytes: no class, malloc")
+                CRYPTO_free(block, nil, 0)
+            }
+            var blocks: [UnsafeMutableRawPointer] = []
+            for _ in 0..<(TLSMemory.bufferCacheLimit + 20) {
+                blocks.append(try #require(CRYPTO_malloc(18_000, nil, 0)))
+            }
+            let freed = Set(blocks)
+            for block in blocks { CRYPTO_free(block, nil, 0) }
+            blocks.removeAll()
+            for _ in 0..<(TLSMemory.bufferCacheLimit + 20) {
+                blocks.append(try #require(CRYPTO_malloc(18_000, nil, 0)))
+            }
+            #expect(blocks.filter { freed.contains($0) }.count >= TLSMemory.bufferCacheLimit)
+            for block in blocks { CRYPTO_free(block, nil, 0) }
+        }
+
         /// Blocks allocated on one thread and freed on others, while those threads allocate too, and
         /// then the threads end (their caches are freed: the leak checker of the sanitizer pass
         /// sees every block either cached, reachable, or returned).

@@ -27,6 +27,7 @@ int curing_tls_version_1_3(void);
 /// The modes and options the engine sets (macros).
 long curing_tls_mode_partial_write(void);
 long curing_tls_mode_moving_buffer(void);
+long curing_tls_mode_release_buffers(void);
 unsigned long long curing_tls_option_no_renegotiation(void);
 unsigned long long curing_tls_option_ignore_unexpected_eof(void);
 /// The reason of the oldest error in OpenSSL's queue for this thread, written into `buffer`

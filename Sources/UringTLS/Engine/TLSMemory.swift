@@ -2,7 +2,7 @@ internal import COpenSSL
 import Glibc
 import Synchronization
 
-/// OpenSSL's memory functions: small blocks recycled per thread.
+/// OpenSSL's memory functions: small blocks and record buffers recycled per thread.
 ///
 /// OpenSSL 3.0 allocates and frees small blocks for every TLS record it writes or reads: the
 /// `WPACKET` sub-packet (40 bytes) it builds each record header and its additional data with,
@@ -10,7 +10,12 @@ import Synchronization
 /// (`CRYPTO_set_mem_functions`) before OpenSSL's first allocation: a freed block of up to
 /// 512 bytes goes to a cache of the freeing thread (at most 256 blocks per size class) and the
 /// next allocation of its class on that thread takes it back, so in a steady state OpenSSL no
-/// longer calls `malloc`. Larger blocks go straight to `malloc`, `realloc` and `free`.
+/// longer calls `malloc`. Two more classes hold buffers: OpenSSL's record buffers (more than
+/// 16 KiB, up to 32 KiB; released whenever a session is idle, `SSL_MODE_RELEASE_BUFFERS`) and
+/// the ciphertext buffers of ``TLSTransport`` (up to ``bufferClassCapacity``); a thread keeps
+/// at most ``bufferCacheLimit`` of each, so the sessions of one ring share a few buffers that
+/// stay in the core's cache instead of a cold set per connection. Other sizes go straight to
+/// `malloc`, `realloc` and `free`.
 ///
 /// Each block carries a 16-byte header: its size class (or "large") and the size asked for.
 /// A thread's cache is freed block by block when the thread ends (a thread-specific key's
@@ -26,10 +31,15 @@ enum TLSMemory {
     /// first call into OpenSSL (every entry point of the engine reads it).
     static let installed: Bool = unsafe install()
 
-    /// Size classes: blocks of 64, 128, 256 and 512 bytes.
-    static let classCount = 4
-    /// The most blocks a thread keeps per class.
+    /// Size classes: blocks of 64, 128, 256 and 512 bytes, then buffers of 32 KiB (record
+    /// buffers) and of ``bufferClassCapacity`` (the transport's output).
+    static let classCount = 6
+    /// The most small blocks a thread keeps per class.
     static let cacheLimit = 256
+    /// The most buffers a thread keeps per buffer class (2 MiB and 3.4 MiB at most).
+    static let bufferCacheLimit = 48
+    /// The largest block of the last class: four TLS records and their overhead, rounded up.
+    static let bufferClassCapacity = 69_632
     /// The header's class value for a block that is not cached.
     static let large = 0xFF
 
@@ -38,11 +48,33 @@ enum TLSMemory {
     static var liveBlocks: Int { liveBlockCount.load(ordering: .relaxed) }
     #endif
 
+    /// The class of a block of `size` bytes, or -1 (no class: `malloc` and `free`). Only sizes
+    /// close to a buffer class's capacity fall into it, so no block wastes more than half of it.
     static func sizeClass(_ size: Int) -> Int {
-        size <= 64 ? 0 : size <= 128 ? 1 : size <= 256 ? 2 : size <= 512 ? 3 : -1
+        if size <= 512 { return size <= 64 ? 0 : size <= 128 ? 1 : size <= 256 ? 2 : 3 }
+        if size > 16_384 && size <= 32_768 { return 4 }
+        if size > 65_536 && size <= bufferClassCapacity { return 5 }
+        return -1
     }
 
-    static func capacity(ofClass sizeClass: Int) -> Int { 64 << sizeClass }
+    static func capacity(ofClass sizeClass: Int) -> Int {
+        sizeClass < 4 ? 64 << sizeClass : sizeClass == 4 ? 32_768 : bufferClassCapacity
+    }
+
+    static func cacheLimit(ofClass sizeClass: Int) -> Int { sizeClass < 4 ? cacheLimit : bufferCacheLimit }
+
+    /// A block of `size` bytes from this thread's cache (or `malloc`), for the engine's own
+    /// buffers: freed with ``releaseBlock(_:)``, on any thread. Nil when memory is exhausted.
+    static func allocateBlock(_ size: Int) -> UnsafeMutableRawPointer? { unsafe allocate(size, nil, 0) }
+
+    /// Gives back a block of ``allocateBlock(_:)``.
+    static func releaseBlock(_ block: UnsafeMutableRawPointer) { unsafe release(block, nil, 0) }
+
+    /// The class a live block of these functions was given (its header), or ``large``.
+    static func sizeClass(ofBlock block: UnsafeMutableRawPointer) -> Int {
+        // SAFETY: the caller passes a live block of `allocate`, which a header precedes.
+        unsafe (block - headerSize).load(as: Int.self)
+    }
 }
 
 /// The thread-specific key of the caches, and the lock of the list of every cache record: set
@@ -183,7 +215,7 @@ private func release(_ pointer: UnsafeMutableRawPointer?, _ file: UnsafePointer<
     let raw = unsafe pointer - headerSize
     let sizeClass = unsafe raw.load(as: Int.self)
     if sizeClass < TLSMemory.classCount, let record = unsafe currentCache(create: false),
-        unsafe record[3 + 2 * sizeClass] < TLSMemory.cacheLimit
+        unsafe record[3 + 2 * sizeClass] < TLSMemory.cacheLimit(ofClass: sizeClass)
     {
         unsafe pointer.storeBytes(of: record[2 + 2 * sizeClass], as: Int.self)
         unsafe record[2 + 2 * sizeClass] = Int(bitPattern: pointer)

@@ -1,6 +1,6 @@
 import Uring
 
-// The session's I/O on its TCP connection: ciphertext received straight into the BIO pair's
+// The session's I/O on its TCP connection: ciphertext received straight into the transport's
 // input buffer and sent straight from its output buffer.
 
 extension TLSSession {

@@ -2,28 +2,23 @@ internal import COpenSSL
 import Glibc
 import Uring
 
-/// One connection's OpenSSL state: an `SSL` whose records go through a BIO pair, so that every
-/// byte still moves through the ring: the connection receives straight into the pair's input
-/// buffer and sends straight from its output buffer (no copy of ciphertext in Swift), and both
-/// buffers are allocated once per connection and reused.
+/// One connection's OpenSSL state: an `SSL` whose records go through a ``TLSTransport`` BIO, so
+/// that every byte still moves through the ring: the connection receives straight into the
+/// transport's input buffer and sends straight from its output buffer (no copy of ciphertext in
+/// Swift), and the output buffer is lent per flight from the thread's cache.
 ///
 /// Every OpenSSL call is made with `lock` held; the I/O is made without it. Tasks take the
 /// input gate to receive and the output gate to send (a handshake takes both, input first), so
 /// one task may read while another writes, as on a ``TCPConnection``.
 @safe final class TLSSession: @unchecked Sendable {
-    // SAFETY (@safe): `ssl` and `network` are created in init and freed in deinit; the pointers handed out by
-    // `pendingOutput` and `inputSpace` point into the pair's buffers, which live as long as the session, and are used
-    // only by the holder of the output or input gate, which alone consumes or commits them.
-    // @unchecked Sendable: OpenSSL state is touched only with `lock` held; the gates order the I/O.
-    /// Bytes of the pair's output buffer: four full records, so that a 64 KiB write leaves in one
-    /// send. The input buffer holds two (a receive takes up to 32 KiB). 99 KiB per connection in
-    /// all, allocated once.
-    static let outputBufferSize = 4 * (16_384 + 256)
-    static let inputBufferSize = 2 * (16_384 + 256)
+    // SAFETY (@safe): `ssl` and `transport` are created in init and freed in deinit (the `SSL`, and its BIO, first);
+    // the pointers handed out by `pendingOutput` and `inputSpace` point into the transport's buffers, which stay put
+    // until the holder of the output or input gate, which alone consumes or commits them, does so.
+    // @unchecked Sendable: OpenSSL and transport state is touched only with `lock` held; the gates order the I/O.
 
     private let ssl: OpaquePointer
-    /// The pair's end that the connection reads ciphertext from and writes ciphertext into.
-    private let network: OpaquePointer
+    /// The ciphertext buffers (the BIO's data).
+    private let transport: UnsafeMutablePointer<TLSTransport>
     let context: TLSContext
     /// Held for every OpenSSL call. (A byte of state, not `()`: ThreadSanitizer takes the accesses
     /// to an empty state for races on the lock object itself.)
@@ -44,17 +39,22 @@ import Uring
         guard let ssl = unsafe SSL_new(context.context) else {
             throw TLSEngine.error(.invalidConfiguration, "cannot create an SSL session")
         }
-        var inside: OpaquePointer?
-        var outside: OpaquePointer?
-        guard unsafe BIO_new_bio_pair(&inside, Self.outputBufferSize, &outside, Self.inputBufferSize) == 1,
-            let inside = unsafe inside, let outside = unsafe outside
-        else {
+        guard let method = unsafe TLSTransport.method, let bio = unsafe BIO_new(method) else {
             unsafe SSL_free(ssl)
-            throw TLSEngine.error(.invalidConfiguration, "cannot create a BIO pair")
+            throw TLSEngine.error(.invalidConfiguration, "cannot create the session's BIO")
         }
-        unsafe SSL_set_bio(ssl, inside, inside)  // the session owns `inside` from here
+        guard let input = unsafe TLSMemory.allocateBlock(TLSTransport.inputCapacity) else {
+            unsafe BIO_free(bio)
+            unsafe SSL_free(ssl)
+            throw TLSError(.invalidConfiguration, reason: "out of memory for a TLS session")
+        }
+        let transport = UnsafeMutablePointer<TLSTransport>.allocate(capacity: 1)
+        unsafe transport.initialize(to: TLSTransport(input: input))
+        // SAFETY: the transport outlives the BIO: deinit frees the SSL (and the BIO with it) first.
+        unsafe BIO_set_data(bio, transport)
+        unsafe SSL_set_bio(ssl, bio, bio)  // the session owns the BIO from here
         unsafe self.ssl = ssl
-        unsafe network = outside
+        unsafe self.transport = transport
         switch context.configuration.role {
         case .client:
             unsafe SSL_set_connect_state(ssl)
@@ -92,7 +92,10 @@ import Uring
 
     deinit {
         unsafe SSL_free(ssl)
-        unsafe BIO_free(network)
+        unsafe transport.pointee.releaseOutput()
+        unsafe TLSMemory.releaseBlock(transport.pointee.input)
+        unsafe transport.deinitialize(count: 1)
+        unsafe transport.deallocate()
     }
 
     // MARK: - OpenSSL calls (each under the lock)
@@ -163,42 +166,31 @@ import Uring
         }
     }
 
-    // MARK: - The pair's buffers
+    // MARK: - The transport's buffers
 
-    /// Ciphertext waiting to be sent (a contiguous part of it), or nil when there is none.
+    /// Ciphertext waiting to be sent, or nil when there is none.
     func pendingOutput() -> UnsafeRawBufferPointer? {
-        unsafe lock.withLock { _ in
-            var pointer: UnsafeMutablePointer<CChar>?
-            let count = unsafe BIO_nread0(network, &pointer)
-            guard count > 0, let pointer = unsafe pointer else { return nil }
-            return unsafe UnsafeRawBufferPointer(start: pointer, count: Int(count))
-        }
+        unsafe lock.withLock { _ in unsafe transport.pointee.pendingOutput() }
+    }
+
+    /// Whether ciphertext waits to be sent.
+    var hasPendingOutput: Bool {
+        lock.withLock { _ in unsafe transport.pointee.pendingOutput() != nil }
     }
 
     /// Marks `count` bytes of ``pendingOutput()`` as sent.
     func consumeOutput(_ count: Int) {
-        lock.withLock { _ in
-            var pointer: UnsafeMutablePointer<CChar>?
-            _ = unsafe BIO_nread(network, &pointer, Int32(count))
-        }
+        lock.withLock { _ in unsafe transport.pointee.consumeOutput(count) }
     }
 
-    /// Free room for received ciphertext (a contiguous part of it), or nil when the buffer is full.
+    /// Free room for received ciphertext, or nil when the buffer is full.
     func inputSpace() -> UnsafeMutableRawBufferPointer? {
-        unsafe lock.withLock { _ in
-            var pointer: UnsafeMutablePointer<CChar>?
-            let count = unsafe BIO_nwrite0(network, &pointer)
-            guard count > 0, let pointer = unsafe pointer else { return nil }
-            return unsafe UnsafeMutableRawBufferPointer(start: pointer, count: Int(count))
-        }
+        unsafe lock.withLock { _ in unsafe transport.pointee.inputSpace() }
     }
 
     /// Hands `count` received bytes written into ``inputSpace()`` to OpenSSL.
     func commitInput(_ count: Int) {
-        lock.withLock { _ in
-            var pointer: UnsafeMutablePointer<CChar>?
-            _ = unsafe BIO_nwrite(network, &pointer, Int32(count))
-        }
+        lock.withLock { _ in unsafe transport.pointee.commitInput(count) }
     }
 
     // MARK: - What was negotiated
