@@ -109,9 +109,9 @@ public final class HTTPServer: @unchecked Sendable {
     private let draining = Atomic<Bool>(false)
     private let connections = ConnectionTable()
     private let date = DateCache()
-    /// Each connection's response buffer: a 64 KiB body and its head (a few hundred bytes), so
-    /// that a 64 KiB file leaves with one read and one send (over TLS: five records that fit the
-    /// session's output buffer, one send).
+    /// A response buffer: a 64 KiB body and its head (a few hundred bytes), so that a 64 KiB file
+    /// leaves with one read and one send (over TLS: five records that fit the session's output
+    /// buffer, one send). Lent to a connection while it answers (`ResponseBuffers`).
     static let bufferSize = 64 * 1024 + 1024
 
     public init(configuration: Configuration) {
@@ -271,11 +271,8 @@ public final class HTTPServer: @unchecked Sendable {
         _ connection: Connection, slot: Int, mode: Mode, parser: RequestHeadParser
     ) async {
         let input = UnsafeMutableRawBufferPointer.allocate(byteCount: parser.maximumHeadBytes, alignment: 16)
-        let output = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.bufferSize, alignment: 4096)
-        defer {
-            unsafe input.deallocate()
-            unsafe output.deallocate()
-        }
+        defer { unsafe input.deallocate() }
+        let output = unsafe ResponseBuffers.take()  // the session gives it back (and may swap it) as it goes
         if case .handler = mode {
             // SAFETY: the table drops the task before this task ends (`remove` below, on the same
             // ring as the watchdog that cancels through it).
@@ -284,6 +281,7 @@ public final class HTTPServer: @unchecked Sendable {
         let session = unsafe Session(
             server: self, connection: connection, slot: slot, mode: mode, parser: parser, input: input, output: output)
         await session.run()
+        session.giveBackOutput()
         connections.remove(slot)
         await connection.closeQuietly()
     }

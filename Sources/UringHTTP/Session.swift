@@ -22,16 +22,21 @@ protocol HTTPExchange: AnyObject {
 /// ``HTTPRequestBody`` (from the same input buffer) and answers through ``HTTPResponder`` (into
 /// the same output buffer).
 @safe final class Session<Connection: HTTPTransport>: HTTPExchange {
-    // SAFETY (@safe): its buffers are allocated when the session starts and freed when its
-    // request loop ends (after which no body or responder of it can reach them: they check the
-    // request number, and the loop has ended); reads and writes stay within their counts.
+    // SAFETY (@safe): its input buffer is allocated when the session starts and freed when its
+    // request loop ends; its response buffer is taken then too, given back (`ResponseBuffers`)
+    // only while the loop waits for the client with nothing written in it, and taken again before
+    // anything is (no body or responder of the session can reach either buffer outside a request:
+    // they check the request number); reads and writes stay within their counts.
     let server: HTTPServer
     let connection: Connection
     let slot: Int
     let mode: HTTPServer.Mode
     let parser: RequestHeadParser
     let input: UnsafeMutableRawBufferPointer
-    let output: UnsafeMutableRawBufferPointer
+    /// The response buffer, from `ResponseBuffers`; given back while the session waits for the
+    /// client (`holdsOutput` false).
+    private(set) var output: UnsafeMutableRawBufferPointer
+    private var holdsOutput = true
     /// Input bytes held, and where the current request's head starts.
     var used = 0
     var consumed = 0
@@ -140,13 +145,32 @@ protocol HTTPExchange: AnyObject {
                 if server.isDraining { return }
                 server.setIdle(slot)
             }
+            // Nothing to send while the client is awaited: the response buffer goes back to the
+            // thread's cache, for the sessions answering meanwhile.
+            giveBackOutput()
             guard
                 let n = unsafe await connection.receiveOnce(
                     into: UnsafeMutableRawBufferPointer(rebasing: input[used...]), timeout: nil), n > 0
             else { return }
+            takeOutput()
             if used == 0 { server.setReadingHead(slot) }
             used += n
         }
+    }
+
+    /// Gives the response buffer back to the thread's cache (once; nothing is written in it).
+    func giveBackOutput() {
+        guard holdsOutput else { return }
+        holdsOutput = false
+        unsafe ResponseBuffers.giveBack(output)
+    }
+
+    /// Takes a response buffer again after ``giveBackOutput()``.
+    private func takeOutput() {
+        guard !holdsOutput else { return }
+        unsafe output = ResponseBuffers.take()
+        holdsOutput = true
+        out = unsafe ResponseWriter(output)
     }
 
     /// Answers one parsed request, then reads past its body.
