@@ -36,8 +36,9 @@ enum TLSMemory {
     static let classCount = 6
     /// The most small blocks a thread keeps per class.
     static let cacheLimit = 256
-    /// The most buffers a thread keeps per buffer class (2 MiB and 3.4 MiB at most).
-    static let bufferCacheLimit = 48
+    /// The most buffers a thread keeps per buffer class (4 MiB and 8.5 MiB at most): as many as
+    /// its sessions hold at once under load, so a steady state allocates none.
+    static let bufferCacheLimit = 128
     /// The largest block of the last class: four TLS records and their overhead, rounded up.
     static let bufferClassCapacity = 69_632
     /// The header's class value for a block that is not cached.
