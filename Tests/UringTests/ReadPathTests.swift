@@ -198,6 +198,52 @@ extension IntegrationTests {
             close(pipeEnds[0])
         }
 
+        /// On a busy ring (other tasks ready, reads queued in this turn) a large read of cached
+        /// data is still made at once by the awaiting task (its copy dwarfs a system call of its
+        /// own, and the bytes land warm in the buffer the caller uses next), while small reads
+        /// wait to be submitted together. Every read returns the right bytes.
+        @Test func largeReadsAreMadeAtOnceEvenOnABusyRing() async throws {
+            let dir = TemporaryDirectory()
+            defer { dir.cleanup() }
+            var random = SeededRandom(seed: 32)
+            let data = random.bytes(1 << 20)
+            let path = dir.path + "/cached"
+            let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+            try #require(fd >= 0)
+            try #require(data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } == data.count)
+            let file = File(descriptor: FileDescriptor(rawValue: fd))
+            let ring = try RingExecutor(name: "large-reads")
+            defer { ring.shutdown() }
+            // 8 tasks that become ready together, each reading `size` bytes at its own offset.
+            func readTogether(size: Int) async throws -> (tried: UInt64, right: Bool) {
+                let before = await ring.statistics()
+                let right = try await Task(executorPreference: ring) { () async throws -> Bool in
+                    try await withThrowingTaskGroup(of: Bool.self) { group in
+                        for index in 0..<8 {
+                            group.addTask {
+                                await Task.yield()
+                                let offset = index * 100_000
+                                let bytes = try await file.read(upTo: size, at: Int64(offset))
+                                return bytes[...] == data[offset..<offset + size]
+                            }
+                        }
+                        var all = true
+                        for try await right in group { all = all && right }
+                        return all
+                    }
+                }.value
+                let after = await ring.statistics()
+                return (after.readsWithoutWaiting - before.readsWithoutWaiting, right)
+            }
+            let large = try await readTogether(size: Int(ReadOperation.largeRead))
+            #expect(large.right, "the right bytes")
+            #expect(large.tried == 8, "each large read made at once, busy or not")
+            let small = try await readTogether(size: 4096)
+            #expect(small.right, "the right bytes")
+            #expect(small.tried <= 1, "small reads on a busy ring wait for the batch")
+            try await Task(executorPreference: ring) { try await file.close() }.value
+        }
+
         /// Files opened beneath a directory take the directory's file system: 16 files opened
         /// there, asked for their status and read cost one `fstatfs` (the directory's, on its
         /// first use) and no `fcntl` (their flags are known), not one of each per file; their

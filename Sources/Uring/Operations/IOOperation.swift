@@ -30,10 +30,10 @@ protocol IOOperation: Sendable {
     /// or says it would block). A default of false is provided.
     static var triesWithoutWaiting: Bool { get }
     /// Whether that try is made even when other work is ready on the ring (true for a status of
-    /// a descriptor, which the kernel ring would hand to a worker thread: nothing is gained by
-    /// batching it). False (the default): only when the ring is idle, so that busy rings submit
-    /// their reads together.
-    static var triesWithoutWaitingWhenBusy: Bool { get }
+    /// a descriptor, which the kernel ring would hand to a worker thread, and for a large read:
+    /// nothing is gained by batching either). False (the default): only when the ring is idle,
+    /// so that busy rings submit their small reads together.
+    var triesWithoutWaitingWhenBusy: Bool { get }
     /// Whether the operation's opcode is younger than the oldest kernel the runtime runs on
     /// (6.0), so that a kernel ring may lack it: then the same entry runs on the blocking pool
     /// (`RingExecutor.performOnWorker`), where the epoll driver's system-call code makes it.
@@ -47,7 +47,7 @@ protocol IOOperation: Sendable {
 
 extension IOOperation {
     static var triesWithoutWaiting: Bool { false }
-    static var triesWithoutWaitingWhenBusy: Bool { false }
+    var triesWithoutWaitingWhenBusy: Bool { false }
     static var optionalOpcode: Bool { false }
 }
 

@@ -47,7 +47,7 @@ extension RingExecutor {
     @inline(__always)
     func tryWithoutSuspending<Operation: IOOperation>(_ operation: Operation, cancellable: Bool) -> OperationOutcome? {
         guard Operation.triesWithoutWaiting,
-            unsafe Operation.triesWithoutWaitingWhenBusy || local.pointee.ready.isEmpty && driver.pointee.fresh.isEmpty,
+            unsafe operation.triesWithoutWaitingWhenBusy || local.pointee.ready.isEmpty && driver.pointee.fresh.isEmpty,
             !(cancellable && Task.isCancelled)
         else { return nil }
         return unsafe driver.pointee.tryWithoutWaiting(operation)

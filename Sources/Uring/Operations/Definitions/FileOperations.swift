@@ -18,6 +18,12 @@ import Glibc
     var name: IOError.Operation { .read }
     static var retry: RetryPolicy { .readable }
     static var triesWithoutWaiting: Bool { true }
+    /// A read of at least ``largeRead`` bytes is tried at once even on a busy ring: its copy
+    /// costs far more than a system call of its own, and made right away it lands in a buffer
+    /// the caller is about to use, warm in the core's cache. Smaller reads wait for the turn's
+    /// batch.
+    var triesWithoutWaitingWhenBusy: Bool { count >= Self.largeRead }
+    static let largeRead: UInt32 = 32 * 1024
     var descriptor: Int32 { fd }
 
     @inline(__always)

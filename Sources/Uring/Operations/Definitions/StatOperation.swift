@@ -18,7 +18,7 @@ import Glibc
     /// The status of an open descriptor is made on the ring's thread (see
     /// `RingDriver.tryWithoutWaiting`); a path is resolved on the kernel ring's workers.
     static var triesWithoutWaiting: Bool { true }
-    static var triesWithoutWaitingWhenBusy: Bool { true }
+    var triesWithoutWaitingWhenBusy: Bool { true }
     var descriptor: Int32 { directory }
 
     func encode(into sqe: UnsafeMutablePointer<io_uring_sqe>, timespec: UnsafeMutablePointer<__kernel_timespec>) {
