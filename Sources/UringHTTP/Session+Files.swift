@@ -93,12 +93,18 @@ extension Session {
         }
         let path = unsafe UnsafeRawBufferPointer(rebasing: decoded[..<count])
         var file: File
+        // Not held across the open while nothing is written in it: the response buffer taken
+        // after it is the one given back last on this thread, warm (`ResponseBuffers`).
+        let lend = out.count == 0
+        if lend { giveBackOutput() }
         do throws(IOError) {
             file = try unsafe await File.open(pathBytes: path, beneath: root)
         } catch {
+            if lend { takeOutput() }
             simpleResponse(status(for: error), keepAlive: keepAlive, head: isHead)
             return true
         }
+        if lend { takeOutput() }
         var status: FileStatus
         var index = false
         do throws(IOError) {
@@ -132,7 +138,10 @@ extension Session {
         }
         let type = unsafe index ? MediaTypes.forPath(indexName.utf8) : MediaTypes.forPath(path)
         let result = unsafe await sendFile(file, status, type: type, head, view, keepAlive: keepAlive)
+        let lendAgain = out.count == 0
+        if lendAgain { giveBackOutput() }
         try? await file.close()
+        if lendAgain { takeOutput() }
         return result
     }
 
@@ -242,6 +251,9 @@ extension Session {
             left -= room
             if left > 0 { guard await flush() else { return false } }
         }
+        // A large body leaves now, read a moment ago and warm in the core's cache, rather than
+        // after the file's close (small ones wait to go out with pipelined responses).
+        if length >= Self.sendFileThreshold { guard await flush() else { return false } }
         return true
     }
 

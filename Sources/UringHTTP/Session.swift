@@ -166,7 +166,7 @@ protocol HTTPExchange: AnyObject {
     }
 
     /// Takes a response buffer again after ``giveBackOutput()``.
-    private func takeOutput() {
+    func takeOutput() {
         guard !holdsOutput else { return }
         unsafe output = ResponseBuffers.take()
         holdsOutput = true
