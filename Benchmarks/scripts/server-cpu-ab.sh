@@ -7,9 +7,11 @@
 # per-round ratios to the server named before it and to the first.
 #
 #   Benchmarks/scripts/server-cpu-ab.sh [--rounds 7] [--seconds 2] [--connections 64] [--cpu 1] [--tls]
-#       NAME=PORT:PATH NAME=PORT:PATH ...
+#       [--close] NAME=PORT:PATH NAME=PORT:PATH ...
 #
-# --tls: the servers speak HTTPS (wrk does not check certificates).
+# --tls: the servers speak HTTPS (wrk does not check certificates). --close: a new connection per
+# request (`Connection: close`; with --tls, a full handshake per request). A server must be one
+# process (nginx: `master_process off;`): the first process listening on the port is measured.
 #
 # Example (two builds of uring-http, each started on CPU 0 first):
 #   taskset -c 0 .build/release/uring-http --port 8081 --root /tmp/www &
@@ -22,6 +24,7 @@ seconds=2
 connections=64
 cpu=1
 scheme=http
+headers=()
 servers=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -30,11 +33,12 @@ while [ $# -gt 0 ]; do
         --connections) connections=$2; shift 2 ;;
         --cpu) cpu=$2; shift 2 ;;
         --tls) scheme=https; shift ;;
+        --close) headers=(-H "Connection: close"); shift ;;
         *=*:*) servers+=("$1"); shift ;;
-        *) sed -n "2,19p" "$0" >&2; exit 64 ;;
+        *) sed -n "2,22p" "$0" >&2; exit 64 ;;
     esac
 done
-[ ${#servers[@]} -ge 1 ] || { sed -n "2,19p" "$0" >&2; exit 64; }
+[ ${#servers[@]} -ge 1 ] || { sed -n "2,22p" "$0" >&2; exit 64; }
 command -v wrk > /dev/null || { echo "wrk is needed (apt-get install wrk)" >&2; exit 1; }
 
 # The CPU time (clock ticks) of the process listening on port $1.
@@ -50,9 +54,9 @@ for round in $(seq "$rounds"); do
         pid=$(pid_of "$port")
         [ -n "$pid" ] || { echo "nothing listens on port $port" >&2; exit 1; }
         url="$scheme://127.0.0.1:$port$path"
-        taskset -c "$cpu" wrk -t1 -c"$connections" -d1s "$url" > /dev/null  # warm-up
+        taskset -c "$cpu" wrk -t1 -c"$connections" -d1s "${headers[@]}" "$url" > /dev/null  # warm-up
         before=$(ticks "$pid")
-        out=$(taskset -c "$cpu" wrk -t1 -c"$connections" -d"${seconds}s" "$url")
+        out=$(taskset -c "$cpu" wrk -t1 -c"$connections" -d"${seconds}s" "${headers[@]}" "$url")
         after=$(ticks "$pid")
         requests=$(awk '/requests in/{print $1}' <<<"$out")
         rate=$(awk '/Requests\/sec/{print $2}' <<<"$out")
