@@ -14,7 +14,7 @@ extension TLSSession {
             // warm in the core's cache and the output buffer can go back to be reused by the next
             // session; only a rest (the socket's buffer full) is sent the awaited way, through the
             // ring. A cancelled task sends nothing more.
-            if !Task.isCancelled {
+            if pending.count >= Self.sentAtOnce, !Task.isCancelled {
                 let went = unsafe connection.writeWithoutWaiting(pending, more: false)
                 if went > 0 {
                     consumeOutput(went)
@@ -31,6 +31,10 @@ extension TLSSession {
             consumeOutput(pending.count)
         }
     }
+
+    /// The smallest flight offered to the socket without waiting: a smaller one gains little from
+    /// its warmth and goes out with the turn's other sends, through the ring.
+    static let sentAtOnce = 16 * 1024
 
     /// Receives once into the input buffer. False at the end of the stream. The caller holds the
     /// input gate.
