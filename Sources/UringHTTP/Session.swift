@@ -24,17 +24,18 @@ protocol HTTPExchange: AnyObject {
 @safe final class Session<Connection: HTTPTransport>: HTTPExchange {
     // SAFETY (@safe): its input buffer is allocated when the session starts and freed when its
     // request loop ends; its response buffer is taken then too, given back (`ResponseBuffers`)
-    // only while the loop waits for the client with nothing written in it, and taken again before
-    // anything is (no body or responder of the session can reach either buffer outside a request:
-    // they check the request number); reads and writes stay within their counts.
+    // only while nothing is written in it and the session awaits the client or a file's open or
+    // close, and taken again (with a fresh `out`) before anything is written (no body or
+    // responder of the session can reach either buffer outside a request: they check the request
+    // number); reads and writes stay within their counts.
     let server: HTTPServer
     let connection: Connection
     let slot: Int
     let mode: HTTPServer.Mode
     let parser: RequestHeadParser
     let input: UnsafeMutableRawBufferPointer
-    /// The response buffer, from `ResponseBuffers`; given back while the session waits for the
-    /// client (`holdsOutput` false).
+    /// The response buffer, from `ResponseBuffers`; given back while nothing is written in it and
+    /// the session waits (for the client, or a file's open or close: `holdsOutput` false).
     private(set) var output: UnsafeMutableRawBufferPointer
     private var holdsOutput = true
     /// Input bytes held, and where the current request's head starts.

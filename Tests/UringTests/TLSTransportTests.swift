@@ -24,6 +24,8 @@ extension IntegrationTests {
         @Test func theOutputBufferIsLentOnlyWhileCiphertextWaits() throws {
             try Self.withTransport { transport in
                 #expect(transport.output == nil && transport.pendingOutput() == nil)
+                let nothing = transport.write(UnsafeRawBufferPointer(start: nil, count: 0))
+                #expect(nothing == 0 && transport.output == nil, "no buffer taken for an empty write")
                 let record = [UInt8]((0..<16_640).map { UInt8(truncatingIfNeeded: $0 &* 7) })
                 var total = 0
                 while true {

@@ -90,8 +90,9 @@ import Glibc
             inputStart = 0
             inputEnd = 0
         } else if inputEnd == Self.inputCapacity && inputStart > 0 {
-            // SAFETY: both ranges lie in the buffer; no receive is in flight (the caller holds the input gate).
-            unsafe (input).copyMemory(from: input + inputStart, byteCount: inputEnd - inputStart)
+            // SAFETY: both ranges lie in the buffer (memmove: they may overlap); no receive is in flight (the caller
+            // holds the input gate).
+            unsafe memmove(input, input + inputStart, inputEnd - inputStart)
             inputEnd -= inputStart
             inputStart = 0
         }
@@ -109,6 +110,7 @@ import Glibc
     /// Copies what fits of a record into the output buffer: the count, 0 when it is full.
     /// Nil when no buffer could be allocated.
     mutating func write(_ bytes: UnsafeRawBufferPointer) -> Int? {
+        if unsafe bytes.isEmpty { return 0 }  // no buffer for nothing (it would wait, unsent, for the next flight)
         if unsafe output == nil {
             guard let block = unsafe TLSMemory.allocateBlock(Self.outputCapacity) else { return nil }
             unsafe output = block
