@@ -121,7 +121,7 @@ protocol HTTPExchange: AnyObject {
                     switch await handle(parsed) {
                     case .continue: continue
                     case .close:
-                        _ = await flush()
+                        _ = await flushLast()
                         return
                     case .closeLingering:
                         guard await flush() else { return }
@@ -725,6 +725,17 @@ protocol HTTPExchange: AnyObject {
     /// cancelled, for every send.
     func flush() async -> Bool {
         (try? await flushThrowing()) != nil
+    }
+
+    /// ``flush()`` of the connection's last response: the server closes the connection next
+    /// (over TLS, its close_notify goes in the same send).
+    func flushLast() async -> Bool {
+        guard out.count > 0 else { return true }
+        responseHeadAt = nil
+        let bytes = unsafe out.written
+        out = unsafe ResponseWriter(output)
+        server.setWriting(slot)
+        return (try? await unsafe connection.sendLast(bytes)) != nil
     }
 
     /// ``flush()`` made first without waiting (`more`: a body follows at once): what the socket

@@ -30,6 +30,9 @@ protocol HTTPTransport: Sendable {
     /// Sends what of `bytes` the socket takes now without waiting (a file's head: `more`
     /// follows): how many bytes went, maybe 0.
     func sendWithoutWaiting(_ bytes: UnsafeRawBufferPointer, more: Bool) -> Int
+    /// Sends all of `bytes`, the last the server sends before it closes the connection (for TLS,
+    /// the close_notify goes in the same send).
+    func sendLast(_ bytes: UnsafeRawBufferPointer) async throws(TransportFailure)
     /// Ends the sending side (for TLS, a close_notify first).
     func endSending() async
     /// Closes (for TLS, with a close_notify when the handshake was done).
@@ -81,6 +84,10 @@ extension TCPConnection: HTTPTransport {
         unsafe writeWithoutWaiting(bytes, more: more)
     }
 
+    func sendLast(_ bytes: UnsafeRawBufferPointer) async throws(TransportFailure) {
+        try await unsafe send(bytes, timeout: nil)
+    }
+
     func endSending() async { try? await shutdown(.write) }
 
     func closeQuietly() async { try? await close() }
@@ -111,6 +118,14 @@ extension TLSConnection: HTTPTransport {
     func sendCachedFile(_ file: File, at offset: Int64, count: Int) async throws(TransportFailure) -> Int { 0 }
 
     func sendWithoutWaiting(_ bytes: UnsafeRawBufferPointer, more: Bool) -> Int { 0 }
+
+    func sendLast(_ bytes: UnsafeRawBufferPointer) async throws(TransportFailure) {
+        do throws(TLSError) {
+            try await unsafe writeLast(bytes)
+        } catch {
+            throw TransportFailure(socketError: error.transport)
+        }
+    }
 
     func endSending() async { try? await shutdownWriting() }
 

@@ -84,6 +84,12 @@ public final class TLSConnection: Sendable {
         do throws(TLSError) {
             while true {
                 let step = session.handshake()
+                if case .done = step, session.completedFlightCanWait {
+                    // A TLS 1.3 server's session tickets: they go out with the first response (or
+                    // before a read that has to wait), not in a send of their own.
+                    handshakeState.withLock { $0 = .done }
+                    return
+                }
                 // Whatever the step produced goes out first (an alert too, when it failed).
                 try await session.flush(on: tcp, deadline: deadline, handshaking: true)
                 switch step {
@@ -132,8 +138,12 @@ public final class TLSConnection: Sendable {
         let deadline = timeout.map { ContinuousClock.now + $0 }
         while true {
             let step = unsafe session.read(into: buffer)
+            if case .done(let count) = step {
+                // Ciphertext waiting to be sent (a TLS 1.3 server's session tickets, a key
+                // update's reply) goes with the next write, or below before a read that waits.
+                return count
+            }
             if session.hasPendingOutput {
-                // A reply that the read produced (a key update's): sent before going on.
                 await session.outputGate.acquire()
                 defer { session.outputGate.release() }
                 try await session.flush(on: tcp, deadline: nil)
@@ -171,6 +181,25 @@ public final class TLSConnection: Sendable {
         if try !handshakeDone() { try await handshake() }  // no async call once done
         await session.outputGate.acquire()
         defer { session.outputGate.release() }
+        try await unsafe send(bytes, timeout: timeout, ending: false)
+    }
+
+    /// Encrypts and sends `bytes`, the last this side sends: the close_notify goes in the same
+    /// send as their last record when it fits (a server's final response and its close_notify in
+    /// one segment). Later writes fail with ``TLSError/Code/closed``; ``close()`` then only
+    /// closes the descriptor. Unlike ``shutdownWriting()``, the TCP connection is not shut down:
+    /// the caller closes it next.
+    package func writeLast(_ bytes: UnsafeRawBufferPointer, timeout: Duration? = nil) async throws(TLSError) {
+        if try !handshakeDone() { try await handshake() }  // no async call once done
+        await session.outputGate.acquire()
+        defer { session.outputGate.release() }
+        try await unsafe send(bytes, timeout: timeout, ending: true)
+        try await endSending(shutdownTCP: false)  // queued above unless it did not fit: then now
+    }
+
+    /// ``write(_:timeout:)``'s records; `ending`: the close_notify after the last one, when the
+    /// output buffer has room for it. The caller holds the output gate.
+    private func send(_ bytes: UnsafeRawBufferPointer, timeout: Duration?, ending: Bool) async throws(TLSError) {
         if closing.withLock({ $0 }) { throw TLSError(.closed, reason: "the connection was shut down for writing") }
         var offset = 0
         while offset < bytes.count {
@@ -181,6 +210,9 @@ public final class TLSConnection: Sendable {
                 offset += count
                 if offset == bytes.count { break }
                 step = unsafe session.write(UnsafeRawBufferPointer(rebasing: bytes[offset...]))
+            }
+            if ending, offset == bytes.count, case .done = step, session.queueCloseNotifyIfRoom() {
+                closing.withLock { $0 = true }
             }
             try await session.flush(on: tcp, deadline: timeout.map { ContinuousClock.now + $0 })
             switch step {
@@ -214,22 +246,28 @@ public final class TLSConnection: Sendable {
     public func shutdownWriting() async throws(TLSError) {
         await session.outputGate.acquire()
         defer { session.outputGate.release() }
-        try await endSending()
+        try await endSending(shutdownTCP: true)
     }
 
-    /// The close_notify (once the handshake is done) and the TCP shutdown, once; the caller
-    /// holds the output gate.
-    private func endSending() async throws(TLSError) {
+    /// The close_notify (once the handshake is done) and, with `shutdownTCP`, the TCP shutdown,
+    /// once; the caller holds the output gate. (Before a close, no shutdown: the close ends the
+    /// stream as well, and saves a system call per connection.)
+    private func endSending(shutdownTCP: Bool) async throws(TLSError) {
         let already = closing.withLock { state in
             defer { state = true }
             return state
         }
         if already { return }
         if case .done = handshakeState.withLock({ $0 }) {
-            session.queueCloseNotify()
+            if !session.queueCloseNotifyIfRoom() {
+                // What waits fills the output buffer: it goes first, then the close_notify.
+                try await session.flush(on: tcp, deadline: .now + Self.closeNotifyTimeout)
+                session.queueCloseNotify()
+            }
             // Bounded: a peer that reads nothing must not hold a close forever.
             try await session.flush(on: tcp, deadline: .now + Self.closeNotifyTimeout)
         }
+        guard shutdownTCP else { return }
         do {
             try await tcp.shutdown(.write)
         } catch {
@@ -243,7 +281,7 @@ public final class TLSConnection: Sendable {
     /// that write (and any read) with an error, as on a ``TCPConnection``.
     public func close() async throws(TLSError) {
         if case .done = handshakeState.withLock({ $0 }), session.outputGate.tryAcquire() {
-            try? await endSending()
+            try? await endSending(shutdownTCP: false)
             session.outputGate.release()
         }
         do {

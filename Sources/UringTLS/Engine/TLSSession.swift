@@ -138,6 +138,27 @@ import Uring
         }
     }
 
+    /// Queues a close_notify after what waits to be sent, if the output buffer has room for the
+    /// whole alert record (a partly written alert would stay half in OpenSSL): false, and nothing
+    /// queued, when it has not (send what waits first, then ``queueCloseNotify()``).
+    func queueCloseNotifyIfRoom() -> Bool {
+        lock.withLock { _ in
+            guard unsafe transport.pointee.outputRoom >= TLSTransport.alertRoom else { return false }
+            if unsafe SSL_get_shutdown(ssl) & SSL_SENT_SHUTDOWN == 0 { _ = unsafe SSL_shutdown(ssl) }
+            _ = TLSEngine.takeError()
+            return true
+        }
+    }
+
+    /// Whether what a completed handshake leaves to send may wait for the next write, or for a
+    /// read that has to wait for the peer: true on a TLS 1.3 server, where that is only its
+    /// session tickets, which the client does not wait for. (A TLS 1.2 server's last flight and a
+    /// client's Finished complete the peer's handshake: they go at once.)
+    var completedFlightCanWait: Bool {
+        guard case .server = context.configuration.role else { return false }
+        return lock.withLock { _ in unsafe SSL_version(ssl) == TLS1_3_VERSION }
+    }
+
     /// Whether the peer's close_notify has arrived.
     var receivedCloseNotify: Bool {
         lock.withLock { _ in unsafe SSL_get_shutdown(ssl) & SSL_RECEIVED_SHUTDOWN != 0 }

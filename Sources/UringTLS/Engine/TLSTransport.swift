@@ -70,6 +70,13 @@ import Glibc
 
     /// Marks `count` bytes of ``pendingOutput()`` as sent; the buffer goes back to the cache when
     /// nothing is left in it.
+    /// Room left in the output buffer (all of it while none is lent).
+    var outputRoom: Int { Self.outputCapacity - outputEnd }
+
+    /// Room for a whole alert record at any version and cipher (TLS 1.2 CBC with SHA-384 is the
+    /// largest: a 5-byte header, an explicit IV, a MAC and padding around 2 bytes).
+    static let alertRoom = 96
+
     mutating func consumeOutput(_ count: Int) {
         outputStart = min(outputStart + count, outputEnd)
         if outputStart == outputEnd { releaseOutput() }
