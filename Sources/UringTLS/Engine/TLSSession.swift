@@ -156,7 +156,7 @@ import Uring
     /// client's Finished complete the peer's handshake: they go at once.)
     var completedFlightCanWait: Bool {
         guard case .server = context.configuration.role else { return false }
-        return lock.withLock { _ in unsafe SSL_version(ssl) == TLS1_3_VERSION }
+        return version == .tlsv13
     }
 
     /// Whether the peer's close_notify has arrived.
