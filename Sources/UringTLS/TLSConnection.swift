@@ -1,3 +1,4 @@
+import Synchronization
 import Uring
 
 /// A TLS connection over a ``TCPConnection``: the same verbs (read, write, half-close, close),
@@ -23,7 +24,10 @@ public final class TLSConnection: Sendable {
     public let tcp: TCPConnection
     let session: TLSSession
     private let handshakeState = Lock(HandshakeState.pending)
-    private let closing = Lock(false)
+    /// Set (once) with `handshakeState` becoming `.done`: reads and writes check it without the lock.
+    private let shookHands = Atomic<Bool>(false)
+    /// Whether this side has ended sending (close_notify queued or sent).
+    private let closing = Atomic<Bool>(false)
 
     enum HandshakeState {
         case pending
@@ -87,14 +91,14 @@ public final class TLSConnection: Sendable {
                 if case .done = step, session.completedFlightCanWait {
                     // A TLS 1.3 server's session tickets: they go out with the first response (or
                     // before a read that has to wait), not in a send of their own.
-                    handshakeState.withLock { $0 = .done }
+                    markHandshakeDone()
                     return
                 }
                 // Whatever the step produced goes out first (an alert too, when it failed).
                 try await session.flush(on: tcp, deadline: deadline, handshaking: true)
                 switch step {
                 case .done:
-                    handshakeState.withLock { $0 = .done }
+                    markHandshakeDone()
                     return
                 case .wantRead:
                     guard try await session.fill(from: tcp, deadline: deadline, handshaking: true) else {
@@ -114,7 +118,13 @@ public final class TLSConnection: Sendable {
         }
     }
 
+    private func markHandshakeDone() {
+        handshakeState.withLock { $0 = .done }
+        shookHands.store(true, ordering: .releasing)
+    }
+
     private func handshakeDone() throws(TLSError) -> Bool {
+        if shookHands.load(ordering: .acquiring) { return true }
         switch handshakeState.withLock({ $0 }) {
         case .done: return true
         case .pending: return false
@@ -200,7 +210,9 @@ public final class TLSConnection: Sendable {
     /// ``write(_:timeout:)``'s records; `ending`: the close_notify after the last one, when the
     /// output buffer has room for it. The caller holds the output gate.
     private func send(_ bytes: UnsafeRawBufferPointer, timeout: Duration?, ending: Bool) async throws(TLSError) {
-        if closing.withLock({ $0 }) { throw TLSError(.closed, reason: "the connection was shut down for writing") }
+        if closing.load(ordering: .relaxed) {
+            throw TLSError(.closed, reason: "the connection was shut down for writing")
+        }
         var offset = 0
         while offset < bytes.count {
             var step = unsafe session.write(UnsafeRawBufferPointer(rebasing: bytes[offset...]))
@@ -212,7 +224,7 @@ public final class TLSConnection: Sendable {
                 step = unsafe session.write(UnsafeRawBufferPointer(rebasing: bytes[offset...]))
             }
             if ending, offset == bytes.count, case .done = step, session.queueCloseNotifyIfRoom() {
-                closing.withLock { $0 = true }
+                closing.store(true, ordering: .relaxed)
             }
             try await session.flush(on: tcp, deadline: timeout.map { ContinuousClock.now + $0 })
             switch step {
@@ -253,12 +265,8 @@ public final class TLSConnection: Sendable {
     /// once; the caller holds the output gate. (Before a close, no shutdown: the close ends the
     /// stream as well, and saves a system call per connection.)
     private func endSending(shutdownTCP: Bool) async throws(TLSError) {
-        let already = closing.withLock { state in
-            defer { state = true }
-            return state
-        }
-        if already { return }
-        if case .done = handshakeState.withLock({ $0 }) {
+        if closing.exchange(true, ordering: .relaxed) { return }
+        if shookHands.load(ordering: .acquiring) {
             if !session.queueCloseNotifyIfRoom() {
                 // What waits fills the output buffer: it goes first, then the close_notify.
                 try await session.flush(on: tcp, deadline: .now + Self.closeNotifyTimeout)
@@ -280,7 +288,7 @@ public final class TLSConnection: Sendable {
     /// I/O: while a write is in progress, the close_notify is skipped and the TCP close ends
     /// that write (and any read) with an error, as on a ``TCPConnection``.
     public func close() async throws(TLSError) {
-        if case .done = handshakeState.withLock({ $0 }), session.outputGate.tryAcquire() {
+        if shookHands.load(ordering: .acquiring), session.outputGate.tryAcquire() {
             try? await endSending(shutdownTCP: false)
             session.outputGate.release()
         }
@@ -295,7 +303,7 @@ public final class TLSConnection: Sendable {
     public var applicationProtocol: String? { session.applicationProtocol }
     /// The negotiated version (nil before the handshake).
     public var version: TLSVersion? {
-        if case .done = handshakeState.withLock({ $0 }) { return session.version }
+        if shookHands.load(ordering: .acquiring) { return session.version }
         return nil
     }
     /// The peer's certificate (DER), when it sent one.

@@ -9,7 +9,8 @@ extension TLSSession {
     func flush(on connection: TCPConnection, deadline: ContinuousClock.Instant?, handshaking: Bool = false)
         async throws(TLSError)
     {
-        while let pending = unsafe pendingOutput() {
+        var next = unsafe pendingOutput()
+        while let pending = unsafe next {
             // What the socket takes now goes at once, on this thread, while the ciphertext is still
             // warm in the core's cache and the output buffer can go back to be reused by the next
             // session; only a rest (the socket's buffer full) is sent the awaited way, through the
@@ -17,7 +18,7 @@ extension TLSSession {
             if pending.count >= Self.sentAtOnce, !Task.isCancelled {
                 let went = unsafe connection.writeWithoutWaiting(pending, more: false)
                 if went > 0 {
-                    consumeOutput(went)
+                    unsafe next = consumeOutput(went)
                     continue
                 }
             }
@@ -28,7 +29,7 @@ extension TLSSession {
             } catch {
                 throw Self.transportError(error, handshaking: handshaking)
             }
-            consumeOutput(pending.count)
+            unsafe next = consumeOutput(pending.count)
         }
     }
 

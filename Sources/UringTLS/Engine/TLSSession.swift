@@ -1,5 +1,6 @@
 internal import COpenSSL
 import Glibc
+import Synchronization
 import Uring
 
 /// One connection's OpenSSL state: an `SSL` whose records go through a ``TLSTransport`` BIO, so
@@ -199,9 +200,13 @@ import Uring
         lock.withLock { _ in unsafe transport.pointee.pendingOutput() != nil }
     }
 
-    /// Marks `count` bytes of ``pendingOutput()`` as sent.
-    func consumeOutput(_ count: Int) {
-        lock.withLock { _ in unsafe transport.pointee.consumeOutput(count) }
+    /// Marks `count` bytes of ``pendingOutput()`` as sent: what still waits, or nil.
+    @discardableResult
+    func consumeOutput(_ count: Int) -> UnsafeRawBufferPointer? {
+        unsafe lock.withLock { _ in
+            unsafe transport.pointee.consumeOutput(count)
+            return unsafe transport.pointee.pendingOutput()
+        }
     }
 
     /// Free room for received ciphertext, or nil when the buffer is full.
@@ -245,54 +250,69 @@ import Uring
 
 /// A first-come, first-served async lock: the holder of a connection's input or output side.
 /// Waiters are not cancellable: the holder's I/O is, and it lets go when it ends.
+///
+/// Taking a free gate and giving back one nobody waits for are one atomic compare-and-swap each
+/// (a read and a write per request take and give back two gates); only a gate with waiters takes
+/// the lock of their queue.
 final class AsyncGate: Sendable {
-    private struct State {
-        var held = false
+    /// 0: free; 1: held; 2: held, and waiters queued. It becomes 2 only in the same critical
+    /// section that queues a waiter, and leaves 2 only in the one that takes the last waiter out,
+    /// so a holder that fails to swap 1 for 0 always finds a waiter to hand the gate to.
+    private let word = Atomic<Int>(0)
+    private struct Queue {
         var waiters: [CheckedContinuation<Void, Never>] = []
         var head = 0
     }
-    private let state = Lock(State())
+    private let queue = Lock(Queue())
 
     func acquire() async {
-        let free = state.withLock { state -> Bool in
-            if state.held { return false }
-            state.held = true
-            return true
-        }
-        if free { return }
+        if tryAcquire() { return }
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let now = state.withLock { state -> Bool in
-                if !state.held {
-                    state.held = true
-                    return true
+            let now = queue.withLock { queue -> Bool in
+                while true {
+                    switch word.load(ordering: .relaxed) {
+                    case 0:
+                        if word.compareExchange(expected: 0, desired: 1, ordering: .acquiring).exchanged { return true }
+                    case 1:
+                        if word.compareExchange(expected: 1, desired: 2, ordering: .relaxed).exchanged {
+                            queue.waiters.append(continuation)
+                            return false
+                        }
+                    default:
+                        queue.waiters.append(continuation)
+                        return false
+                    }
                 }
-                state.waiters.append(continuation)
-                return false
             }
             if now { continuation.resume() }
         }
     }
 
+    /// How many tasks wait for the gate now.
+    var waiterCount: Int { queue.withLock { $0.waiters.count - $0.head } }
+
     /// Takes the gate if it is free; false (and nothing taken) when another task holds it.
     func tryAcquire() -> Bool {
-        state.withLock { state in
-            if state.held { return false }
-            state.held = true
-            return true
-        }
+        word.compareExchange(expected: 0, desired: 1, ordering: .acquiring).exchanged
     }
 
     /// Hands the gate to the next waiter (it stays held), or frees it.
     func release() {
-        let next = state.withLock { state -> CheckedContinuation<Void, Never>? in
-            guard state.head < state.waiters.count else {
-                state.held = false
-                state.waiters.removeAll(keepingCapacity: true)
-                state.head = 0
+        if word.compareExchange(expected: 1, desired: 0, ordering: .releasing).exchanged { return }
+        let next = queue.withLock { queue -> CheckedContinuation<Void, Never>? in
+            guard queue.head < queue.waiters.count else {
+                // Only a gate that is not held gets here (a release without an acquire).
+                word.store(0, ordering: .releasing)
                 return nil
             }
-            defer { state.head += 1 }
-            return state.waiters[state.head]
+            let next = queue.waiters[queue.head]
+            queue.head += 1
+            if queue.head == queue.waiters.count {
+                queue.waiters.removeAll(keepingCapacity: true)
+                queue.head = 0
+                word.store(1, ordering: .releasing)  // held by `next`; nobody else waits
+            }
+            return next
         }
         next?.resume()
     }
