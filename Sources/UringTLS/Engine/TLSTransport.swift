@@ -68,8 +68,6 @@ import Glibc
         return unsafe UnsafeRawBufferPointer(start: output + outputStart, count: outputEnd - outputStart)
     }
 
-    /// Marks `count` bytes of ``pendingOutput()`` as sent; the buffer goes back to the cache when
-    /// nothing is left in it.
     /// Room left in the output buffer (all of it while none is lent).
     var outputRoom: Int { Self.outputCapacity - outputEnd }
 
@@ -77,6 +75,8 @@ import Glibc
     /// largest: a 5-byte header, an explicit IV, a MAC and padding around 2 bytes).
     static let alertRoom = 96
 
+    /// Marks `count` bytes of ``pendingOutput()`` as sent; the buffer goes back to the cache when
+    /// nothing is left in it.
     mutating func consumeOutput(_ count: Int) {
         outputStart = min(outputStart + count, outputEnd)
         if outputStart == outputEnd { releaseOutput() }
