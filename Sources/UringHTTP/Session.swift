@@ -56,6 +56,11 @@ protocol HTTPExchange: AnyObject {
     var responseHeadAt: Int?
     var keepAlive = true
     var trailers: HTTPFields?
+    /// The last request handed to a handler, once the handler is done with it: the next request
+    /// is written into its storage (swift-http-types boxes a request's pseudo-header fields, a
+    /// `malloc` per request otherwise). A handler that keeps its request keeps the box, and the
+    /// next request gets one of its own (copy on write).
+    private var recycledRequest: HTTPRequest?
     /// A scratch head for requests a handler hands to a ``FileHandler`` (allocated on first use).
     var fileHead: UnsafeMutableRawBufferPointer?
     /// Where a file request's path is decoded (allocated on first use).
@@ -255,6 +260,7 @@ protocol HTTPExchange: AnyObject {
         } catch {
             failure = error
         }
+        recycledRequest = request
         // Cut off by the request timeout: the task is cancelled and the socket shut down.
         if server.endHandling(slot) { return .close }
         switch response {
@@ -294,8 +300,16 @@ protocol HTTPExchange: AnyObject {
         let method =
             unsafe HTTPRequest.Method(String(decoding: view[head.methodBytes], as: UTF8.self)) ?? .get
         let path = unsafe String(decoding: view[head.target], as: UTF8.self)
-        var authority: String?
-        var fields = HTTPFields()
+        var request: HTTPRequest
+        if var recycled = recycledRequest.take() {  // taken: `recycled` holds the only reference
+            recycled.method = method
+            recycled.authority = nil
+            recycled.path = path
+            recycled.headerFields.removeAll(keepingCapacity: true)
+            request = recycled
+        } else {
+            request = HTTPRequest(method: method, scheme: Connection.scheme, authority: nil, path: path)
+        }
         // The head was validated by the parser: CRLF-ended lines of `name: value`.
         var lineStart = head.target.upperBound
         while lineStart + 1 < view.count, unsafe view[lineStart] != 13 || view[lineStart + 1] != 10 { lineStart += 1 }
@@ -311,14 +325,13 @@ protocol HTTPExchange: AnyObject {
             while valueEnd > valueStart, unsafe view[valueEnd - 1] == 32 || view[valueEnd - 1] == 9 { valueEnd -= 1 }
             let value = unsafe view[valueStart..<valueEnd]
             if colon - lineStart == 4, unsafe equalsLowercase(view, lineStart, "host") {
-                authority = unsafe String(decoding: value, as: UTF8.self)
+                request.authority = unsafe String(decoding: value, as: UTF8.self)
             } else if let name = unsafe HTTPField.Name(String(decoding: view[lineStart..<colon], as: UTF8.self)) {
-                unsafe fields.append(HTTPField(name: name, lenientValue: value))
+                unsafe request.headerFields.append(HTTPField(name: name, lenientValue: value))
             }
             lineStart = end + 2
         }
-        return HTTPRequest(
-            method: method, scheme: Connection.scheme, authority: authority, path: path, headerFields: fields)
+        return request
     }
 
     // MARK: - Request bodies

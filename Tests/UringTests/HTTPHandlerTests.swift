@@ -260,6 +260,42 @@ extension IntegrationTests {
             await server.stop()
         }
 
+        /// Requests on one connection reuse the storage of the one before (no allocation per
+        /// request): nothing of a request shows in the next (its method, authority, path and
+        /// fields are each the new request's), and a request a handler kept stays as it was.
+        @Test func eachRequestIsItsOwnThoughTheyShareStorage() async throws {
+            let kept = Lock<[HTTPRequest]>([])
+            let server = try HandlerTestServer { request, body, responder in
+                _ = try await body.collect(upTo: 1024)
+                if request.path == "/keep" { kept.withLock { $0.append(request) } }
+                let fields = request.headerFields.map { "\($0.name.canonicalName)=\($0.value)" }.joined(separator: ",")
+                let line = "\(request.method.rawValue) \(request.authority ?? "-") \(request.path ?? "-") [\(fields)]"
+                try await responder.respond(HTTPResponse(status: .ok), body: Array(line.utf8))
+            }
+            let requests = [
+                "POST /keep HTTP/1.1\r\nHost: first\r\nX-One: 1\r\nX-Two: 2\r\nContent-Length: 1\r\n\r\na",
+                "GET /second HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",  // no Host (1.0 needs none)
+                "DELETE /third HTTP/1.1\r\nHost: third\r\nX-Three: 3\r\n\r\n",
+                "GET /last HTTP/1.1\r\nHost: last\r\nConnection: close\r\n\r\n",
+            ]
+            let response = try await server.raw(Array(requests.joined().utf8)).text
+            var bodies: [String] = []
+            for part in response.split(separator: "HTTP/1.1 200 OK", omittingEmptySubsequences: false).dropFirst() {
+                bodies.append(String(part[part.firstRange(of: "\r\n\r\n")!.upperBound...]))
+            }
+            #expect(
+                bodies == [
+                    "POST first /keep [x-one=1,x-two=2,content-length=1]",
+                    "GET - /second [connection=keep-alive]",
+                    "DELETE third /third [x-three=3]",
+                    "GET last /last [connection=close]",
+                ])
+            let first = kept.withLock { $0.first }
+            #expect(first?.method == .post && first?.authority == "first" && first?.path == "/keep")
+            #expect(first?.headerFields[HTTPField.Name("X-One")!] == "1" && first?.headerFields.count == 3)
+            await server.stop()
+        }
+
         @Test func aThrowingHandlerAnswers500AndTheNextConnectionIsServed() async throws {
             struct Failure: Error {}
             let server = try HandlerTestServer { request, _, responder in
