@@ -149,30 +149,5 @@ extension IntegrationTests {
             }
             try await listener.close()
         }
-
-        /// The tickets a TLS 1.3 server holds back still reach a client that reads: Python's `ssl`
-        /// module has a resumable session with a ticket after the echo.
-        @Test func heldBackTicketsReachTheClient() async throws {
-            let server = try TestTLSServer(configuration: certificates.server)
-            let script = """
-                import socket, ssl, sys
-                context = ssl.create_default_context(cafile=sys.argv[1])
-                with socket.create_connection(("127.0.0.1", int(sys.argv[2]))) as raw:
-                    with context.wrap_socket(raw, server_hostname="localhost") as tls:
-                        tls.sendall(b"ticket?")
-                        data = b""
-                        while len(data) < 7:
-                            data += tls.recv(64)
-                        session = tls.session
-                        print(tls.version(), data.decode(), session is not None and session.has_ticket)
-                """
-            let port = server.address.port ?? 0
-            let (status, output) = try await BlockingPool.shared.run {
-                try runChild("/usr/bin/env", ["python3", "-c", script, certificates.ca, "\(port)"])
-            }
-            #expect(status == 0, "\(output)")
-            #expect(output.contains("TLSv1.3 ticket? True"), "\(output)")
-            await server.stop()
-        }
     }
 }
