@@ -42,12 +42,12 @@ func runRead(pattern: String, block: Int, concurrency: Int, options: Options) as
         ] + (options.executor == .group ? [("rings", "\(groupRings)")] : [])
     let uringFile = File(descriptor: FileDescriptor(rawValue: file.fd))
     let size = file.size
-    if options.system == "pread" {
+    if options.system == "pread" || options.system == "preadv2-nowait" {
         return [
             measurePread(
                 scenario: "read", fields: fields, threads: options.baselineThreads, fd: file.fd, block: block,
                 fileSize: file.size, sequential: sequential, seconds: options.seconds, warmup: options.warmup,
-                sampleEvery: 8)
+                sampleEvery: 8, withoutWaiting: options.system == "preadv2-nowait")
         ]
     }
     var results = [

@@ -88,6 +88,11 @@ let usage = """
       --no-baseline               skip the blocking pread baseline
       --no-floor                  nop: skip the floor measurement
       --baseline-threads T        threads for the pread baseline (default 1: the per-core comparison)
+      --system pread|preadv2-nowait|swift-uring
+                                  read: measure this one alone (the comparison runs each system in
+                                  a process of its own); preadv2-nowait is the blocking loop with
+                                  preadv2(RWF_NOWAIT), the cheapest read that never waits for the
+                                  disk: the kernel's own ceiling for a read that may not block
       --executor global|preference
                                   global (default): worker tasks are plain tasks on the ring that
                                   Uring.run installs; preference: Task(executorPreference:) on a
@@ -242,7 +247,9 @@ func parse(_ arguments: [String]) -> Options {
             options.serverPID = pid
         case "--system":
             let v = value(flag)
-            guard v == "swift-uring" || v == "pread" else { fail("--system is swift-uring or pread, not '\(v)'") }
+            guard v == "swift-uring" || v == "pread" || v == "preadv2-nowait" else {
+                fail("--system is swift-uring, pread or preadv2-nowait, not '\(v)'")
+            }
             options.system = v
         case "--host": options.host = value(flag)
         case "--port":

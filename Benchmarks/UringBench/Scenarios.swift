@@ -1,3 +1,4 @@
+import CLiburing
 import Glibc
 import SystemPackage
 import Uring
@@ -190,10 +191,11 @@ func processCPUSeconds(of pid: pid_t) -> Double? {
 /// The same-run baseline: blocking `pread` loops on `threads` plain threads.
 func measurePread(
     scenario: String, fields: [(String, String)], threads: Int, fd: Int32, block: Int, fileSize: Int64,
-    sequential: Bool, seconds: Double, warmup: Double, sampleEvery: Int
+    sequential: Bool, seconds: Double, warmup: Double, sampleEvery: Int, withoutWaiting: Bool = false
 ) -> Measurement {
     final class Worker: @unchecked Sendable {
         let index: Int, fd: Int32, block: Int, fileSize: Int64, sequential: Bool, threads: Int
+        var withoutWaiting = false
         let phase: Phase
         let sampleMask: Int
         var ops = 0
@@ -222,7 +224,12 @@ func measurePread(
                 if current == Phase.stop { break }
                 let sampled = iteration & sampleMask == 0
                 let started = sampled ? nowNanoseconds() : 0
-                _ = pread(fd, buffer, block, off_t(offsets.next()))
+                if withoutWaiting {
+                    // The call the runtime makes for a read without waiting (the same shim).
+                    _ = cliburing_read_nowait(fd, buffer, UInt(block), offsets.next())
+                } else {
+                    _ = pread(fd, buffer, block, off_t(offsets.next()))
+                }
                 if current == Phase.measure {
                     ops += 1
                     if sampled { histogram.record(nowNanoseconds() - started) }
@@ -237,6 +244,7 @@ func measurePread(
             index: $0, fd: fd, block: block, fileSize: fileSize, sequential: sequential, threads: threads, phase: phase,
             sampleEvery: sampleEvery)
     }
+    for worker in workers { worker.withoutWaiting = withoutWaiting }
     var tids: [pthread_t] = []
     for worker in workers {
         var tid = pthread_t()
@@ -264,7 +272,9 @@ func measurePread(
     var histogram = Histogram()
     for worker in workers { histogram.merge(worker.histogram) }
     var measurement = Measurement(
-        scenario: scenario, engine: "pread x\(threads) thread" + (threads == 1 ? "" : "s"), fields: fields,
+        scenario: scenario,
+        engine: (withoutWaiting ? "preadv2(RWF_NOWAIT)" : "pread") + " x\(threads) thread" + (threads == 1 ? "" : "s"),
+        fields: fields,
         concurrency: threads, block: block, seconds: elapsed, ops: workers.reduce(0) { $0 + $1.ops },
         histogram: histogram, mallocs: mallocs)
     measurement.cpuSeconds = cpuSeconds
