@@ -17,11 +17,23 @@ extension Session {
         return unsafe buffer
     }
 
-    /// A handler hands a request to a file handler: its method, path and the fields that matter
-    /// to files are written as a request head into a scratch buffer and parsed like one, so one
-    /// code path serves both (and a handler may rewrite the path first).
+    /// A handler hands a request to a file handler. When the request still says what the
+    /// connection parsed (method, target and the four fields that matter to files), that head is
+    /// served as it is; otherwise (a handler rewrote the path, or a field) the request's method,
+    /// path and those fields are written as a request head into a scratch buffer and parsed like
+    /// one, so one code path serves both.
     func serveFile(_ request: UInt64, _ files: FileHandler, _ httpRequest: HTTPRequest) async throws(HTTPServerError) {
         try check(request, expecting: .notStarted)
+        if headInInput {
+            let view = unsafe UnsafeRawBufferPointer(rebasing: input[consumed..<consumed + head.length])
+            if unsafe saysTheSame(httpRequest, as: head, in: view) {
+                guard unsafe await serveFile(files, head, view, keepAlive: keepAlive) else {
+                    response = .failed
+                    throw HTTPServerError(.connection)
+                }
+                return
+            }
+        }
         let scratchSize = parser.maximumHeadBytes
         let scratch: UnsafeMutableRawBufferPointer
         if let existing = unsafe fileHead {
@@ -58,6 +70,50 @@ extension Session {
             response = .failed
             throw HTTPServerError(.connection)
         }
+    }
+
+    /// Whether `request` says what `head` (parsed from `view`) says to a file handler: the same
+    /// method (GET, HEAD or another), the same target, and the same `Range`, `If-Range`,
+    /// `If-None-Match` and `If-Modified-Since` fields, each at most once. Reads the request's
+    /// fields in order, as the written head would (a lookup by name would build swift-http-types'
+    /// index of the fields: an allocation).
+    func saysTheSame(_ request: HTTPRequest, as head: RequestHead, in view: UnsafeRawBufferPointer) -> Bool {
+        let method: RequestHead.Method = request.method == .get ? .get : request.method == .head ? .head : .other
+        guard method == head.method, let path = request.path else { return false }
+        let target = unsafe UnsafeRawBufferPointer(rebasing: view[head.target])
+        guard path.utf8.count == target.count else { return false }
+        if let samePath = unsafe path.utf8.withContiguousStorageIfAvailable({ unsafe $0.elementsEqual(target) }) {
+            guard samePath else { return false }
+        } else {
+            guard unsafe path.utf8.elementsEqual(target) else { return false }
+        }
+        // (A function, not an array of the four: no allocation.)
+        func conditional(_ index: Int) -> Range<Int>? {
+            switch index {
+            case 0: head.range
+            case 1: head.ifRange
+            case 2: head.ifNoneMatch
+            default: head.ifModifiedSince
+            }
+        }
+        var seen = 0
+        for field in request.headerFields {
+            let index: Int
+            switch field.name {
+            case .range: index = 0
+            case .ifRange: index = 1
+            case .ifNoneMatch: index = 2
+            case .ifModifiedSince: index = 3
+            default: continue
+            }
+            guard seen & (1 << index) == 0, let original = conditional(index) else { return false }
+            seen |= 1 << index
+            let sameValue = unsafe field.withUnsafeBytesOfValue { unsafe $0.elementsEqual(view[original]) }
+            guard sameValue else { return false }
+        }
+        var expected = 0
+        for index in 0..<4 where conditional(index) != nil { expected |= 1 << index }
+        return seen == expected
     }
 
     /// Answers a GET or HEAD for a file under `files`' root from a parsed head (`view` holds its

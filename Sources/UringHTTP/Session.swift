@@ -46,6 +46,9 @@ protocol HTTPExchange: AnyObject {
     // The current request.
     var requestNumber: UInt64 = 0
     var head = RequestHead()
+    /// Whether the current request's head is still in `input` at `consumed` (until the body is
+    /// read past the buffer: `fill` moves what is left to the start).
+    var headInInput = true
     /// The first body byte not read yet (an index into `input`).
     var cursor = 0
     var body = BodyState.none
@@ -184,6 +187,7 @@ protocol HTTPExchange: AnyObject {
         server.setBusy(slot)
         requestNumber &+= 1
         head = parsed
+        headInInput = true
         cursor = consumed + parsed.length
         bodyBytes = 0
         continueSent = false
@@ -297,8 +301,13 @@ protocol HTTPExchange: AnyObject {
     /// the authority, the target as the path, and every other field in order.
     private func makeRequest() -> HTTPRequest {
         let view = unsafe UnsafeRawBufferPointer(rebasing: input[consumed..<consumed + head.length])
-        let method =
-            unsafe HTTPRequest.Method(String(decoding: view[head.methodBytes], as: UTF8.self)) ?? .get
+        // GET and HEAD (what the parser recognised) without making and checking a string.
+        let method: HTTPRequest.Method =
+            switch head.method {
+            case .get: .get
+            case .head: .head
+            case .other: unsafe HTTPRequest.Method(String(decoding: view[head.methodBytes], as: UTF8.self)) ?? .get
+            }
         let path = unsafe String(decoding: view[head.target], as: UTF8.self)
         var request: HTTPRequest
         if var recycled = recycledRequest.take() {  // taken: `recycled` holds the only reference
@@ -447,6 +456,7 @@ protocol HTTPExchange: AnyObject {
         used = rest
         cursor = 0
         consumed = 0
+        headInInput = false
         let n: Int
         do throws(TransportFailure) {
             n = try await unsafe connection.receive(

@@ -296,6 +296,60 @@ extension IntegrationTests {
             await server.stop()
         }
 
+        /// A file handler serves what the handler hands it: the request as it came (served from
+        /// the head the connection parsed), or one the handler changed (a new path, a `Range`
+        /// added or taken away), or one whose head is gone from the input buffer because the
+        /// handler read a long body first.
+        @Test func aFileHandlerServesTheRequestItIsHanded() async throws {
+            let dir = TemporaryDirectory()
+            defer { dir.cleanup() }
+            #expect(system("printf 0123456789 > '\(dir.path)/a.txt' && printf bbbb > '\(dir.path)/b.txt'") == 0)
+            let files = try await FileHandler(root: FilePath(dir.path))
+            let server = try HandlerTestServer(configuration: .init(maximumBodyBytes: 1 << 20)) {
+                request, body, responder in
+                var request = request
+                switch request.path {
+                case "/alias": request.path = "/b.txt"
+                case "/ranged":
+                    request.path = "/a.txt"
+                    request.headerFields[.range] = "bytes=2-4"
+                case "/whole":
+                    request.path = "/a.txt"
+                    request.headerFields[.range] = nil
+                case "/after-body":
+                    _ = try await body.collect(upTo: 1 << 20)
+                    request.path = "/a.txt"
+                default: break
+                }
+                try await files.handle(request, responder: responder)
+            }
+            let longBody = String(repeating: "x", count: 100_000)
+            let requests = [
+                "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
+                "GET /a.txt HTTP/1.1\r\nHost: t\r\nRange: bytes=0-1\r\n\r\n",
+                "GET /alias HTTP/1.1\r\nHost: t\r\n\r\n",
+                "GET /ranged HTTP/1.1\r\nHost: t\r\n\r\n",
+                "GET /whole HTTP/1.1\r\nHost: t\r\nRange: bytes=0-1\r\n\r\n",
+                "GET /after-body HTTP/1.1\r\nHost: t\r\nContent-Length: \(longBody.utf8.count)\r\n\r\n\(longBody)",
+                "HEAD /b.txt HTTP/1.1\r\nHost: t\r\n\r\n",
+                "DELETE /a.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+            ]
+            let response = try await server.raw(Array(requests.joined().utf8)).text
+            var answers: [String] = []
+            for part in response.split(separator: "HTTP/1.1 ", omittingEmptySubsequences: false).dropFirst() {
+                let status = part.prefix(3)
+                let body = part[part.firstRange(of: "\r\n\r\n")!.upperBound...]
+                answers.append("\(status) \(body)")
+            }
+            #expect(
+                answers == [
+                    "200 0123456789", "206 01", "200 bbbb", "206 234", "200 0123456789", "200 0123456789", "200 ",
+                    "405 405 Method Not Allowed\n",
+                ], "\(response)")
+            await server.stop()
+            try await files.close()
+        }
+
         @Test func aThrowingHandlerAnswers500AndTheNextConnectionIsServed() async throws {
             struct Failure: Error {}
             let server = try HandlerTestServer { request, _, responder in

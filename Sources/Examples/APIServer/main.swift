@@ -84,8 +84,10 @@ let jsonOK = HTTPResponse(status: .ok, headerFields: applicationJSON)
 @Sendable func handle(
     _ request: HTTPRequest, _ body: HTTPRequestBody, _ responder: HTTPResponder, files: FileHandler
 ) async throws {
-    // Routed on the path without its query (`/plaintext?x=1` is `/plaintext`).
-    let path = (request.path ?? "/").prefix { $0 != "?" }
+    // Routed on the path without its query (`/plaintext?x=1` is `/plaintext`), cut at the `?`
+    // found in its UTF-8 (walking a string's characters costs grapheme breaking for each).
+    let target = request.path ?? "/"
+    let path = target.utf8.firstIndex(of: UInt8(ascii: "?")).map { target[..<$0] } ?? target[...]
     switch (request.method, path) {
     case (.get, "/plaintext"), (.head, "/plaintext"):
         try await responder.respond(plainOK, body: "Hello, World!")
