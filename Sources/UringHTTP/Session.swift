@@ -311,14 +311,16 @@ protocol HTTPExchange: AnyObject {
         let path = unsafe String(decoding: view[head.target], as: UTF8.self)
         var request: HTTPRequest
         if var recycled = recycledRequest.take() {  // taken: `recycled` holds the only reference
-            recycled.method = method
-            recycled.authority = nil
+            // (A setter makes and checks a field: the method is set only when it changed, the
+            // authority once, below.)
+            if recycled.method != method { recycled.method = method }
             recycled.path = path
             recycled.headerFields.removeAll(keepingCapacity: true)
             request = recycled
         } else {
             request = HTTPRequest(method: method, scheme: Connection.scheme, authority: nil, path: path)
         }
+        var authority: String?
         // The head was validated by the parser: CRLF-ended lines of `name: value`.
         var lineStart = head.target.upperBound
         while lineStart + 1 < view.count, unsafe view[lineStart] != 13 || view[lineStart + 1] != 10 { lineStart += 1 }
@@ -334,12 +336,13 @@ protocol HTTPExchange: AnyObject {
             while valueEnd > valueStart, unsafe view[valueEnd - 1] == 32 || view[valueEnd - 1] == 9 { valueEnd -= 1 }
             let value = unsafe view[valueStart..<valueEnd]
             if colon - lineStart == 4, unsafe equalsLowercase(view, lineStart, "host") {
-                request.authority = unsafe String(decoding: value, as: UTF8.self)
+                authority = unsafe String(decoding: value, as: UTF8.self)
             } else if let name = unsafe HTTPField.Name(String(decoding: view[lineStart..<colon], as: UTF8.self)) {
                 unsafe request.headerFields.append(HTTPField(name: name, lenientValue: value))
             }
             lineStart = end + 2
         }
+        if request.authority != authority { request.authority = authority }
         return request
     }
 
