@@ -188,23 +188,25 @@ func processCPUSeconds(of pid: pid_t) -> Double? {
     return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
 }
 
-/// The same-run baseline: blocking `pread` loops on `threads` plain threads.
+/// The same-run baseline: blocking `pread` loops on `threads` plain threads (`withoutWaiting`:
+/// `preadv2(RWF_NOWAIT)` loops instead, the call a read without waiting makes).
 func measurePread(
     scenario: String, fields: [(String, String)], threads: Int, fd: Int32, block: Int, fileSize: Int64,
     sequential: Bool, seconds: Double, warmup: Double, sampleEvery: Int, withoutWaiting: Bool = false
 ) -> Measurement {
     final class Worker: @unchecked Sendable {
         let index: Int, fd: Int32, block: Int, fileSize: Int64, sequential: Bool, threads: Int
-        var withoutWaiting = false
+        let withoutWaiting: Bool
         let phase: Phase
         let sampleMask: Int
         var ops = 0
         var histogram = Histogram()
         init(
             index: Int, fd: Int32, block: Int, fileSize: Int64, sequential: Bool, threads: Int, phase: Phase,
-            sampleEvery: Int
+            sampleEvery: Int, withoutWaiting: Bool
         ) {
             self.index = index
+            self.withoutWaiting = withoutWaiting
             self.fd = fd
             self.block = block
             self.fileSize = fileSize
@@ -242,9 +244,8 @@ func measurePread(
     let workers = (0..<threads).map {
         Worker(
             index: $0, fd: fd, block: block, fileSize: fileSize, sequential: sequential, threads: threads, phase: phase,
-            sampleEvery: sampleEvery)
+            sampleEvery: sampleEvery, withoutWaiting: withoutWaiting)
     }
-    for worker in workers { worker.withoutWaiting = withoutWaiting }
     var tids: [pthread_t] = []
     for worker in workers {
         var tid = pthread_t()

@@ -213,7 +213,7 @@ extension IntegrationTests {
         /// they were after each later round. (Descriptors: the suite's resource accounting.)
         ///
         /// The clients run on a ring of their own, as the server does: OpenSSL keeps state per
-        /// thread (about 20 blocks: its per-thread random generators), and clients left on the
+        /// thread (about 20 blocks, made on a thread's first use), and clients left on the
         /// cooperative pool could first reach one of its threads in a later round.
         @Test(.enabled(if: TLSMemory.installed)) func badClientsLeaveNoOpenSSLMemoryBehind() async throws {
             #if DEBUG
