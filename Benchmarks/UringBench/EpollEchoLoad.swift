@@ -7,15 +7,19 @@ import Uring
 /// server is measured and not the client. Same messages, same checks and same latency as the
 /// ring engine (``runEchoTarget(_:connections:size:pipeline:options:)``): each connection writes
 /// `pipeline` messages, reads the echo into a scratch buffer no further than the batch's end,
-/// compares it with what it sent, and starts its next batch once the whole echo is back. With
-/// `spin` it polls (`epoll_wait` with a zero timeout) instead of sleeping.
+/// compares it with what it sent, and starts its next batch once the whole echo is back. A batch
+/// is sent straight from the connection's pattern (a window that moves by one byte per message,
+/// so no two consecutive batches are alike), with no copy per batch. With `spin` it polls
+/// (`epoll_wait` with a zero timeout) instead of sleeping.
 func runEchoTargetEpoll(
     connections: [TCPConnection], size: Int, pipeline: Int, spin: Bool, phase: Phase, controller: Controller
 ) -> [ClientTally] {
     final class Connection {
         let fd: Int32
-        let send: UnsafeMutableRawBufferPointer
+        /// The connection's random bytes: each batch is the window of `batch` bytes at `base`.
         let pattern: UnsafeMutableRawBufferPointer
+        /// The current batch: where it starts in `pattern`.
+        var base: UnsafeMutableRawPointer
         var sequence = 0
         var sent = 0
         var received = 0
@@ -28,19 +32,12 @@ func runEchoTargetEpoll(
 
         init(fd: Int32, index: Int, size: Int, batch: Int) {
             self.fd = fd
-            send = .allocate(byteCount: batch, alignment: 16)
-            pattern = .allocate(byteCount: size + 256, alignment: 16)
-            var random = UInt64(truncatingIfNeeded: index &* 7919 &+ 17) &* 0x9E37_79B9_7F4A_7C15
-            for i in 0..<pattern.count {
-                random ^= random << 13
-                random ^= random >> 7
-                random ^= random << 17
-                pattern[i] = UInt8(truncatingIfNeeded: random)
-            }
+            pattern = .allocate(byteCount: batch + 256, alignment: 16)
+            base = pattern.baseAddress!
+            fillPattern(base, count: pattern.count, seed: index)
         }
 
         deinit {
-            send.deallocate()
             pattern.deallocate()
         }
     }
@@ -73,7 +70,7 @@ func runEchoTargetEpoll(
     /// Writes what is left of the batch; arms EPOLLOUT when the socket is full.
     func flush(_ state: Connection, index: Int) {
         while state.sent < batch {
-            let n = Glibc.send(state.fd, state.send.baseAddress! + state.sent, batch - state.sent, Int32(MSG_NOSIGNAL))
+            let n = Glibc.send(state.fd, state.base + state.sent, batch - state.sent, Int32(MSG_NOSIGNAL))
             if n > 0 {
                 state.sent += n
                 continue
@@ -100,11 +97,7 @@ func runEchoTargetEpoll(
     func start(_ state: Connection, index: Int) -> Bool {
         let current = phase.current
         if current == Phase.stop { return false }
-        for k in 0..<pipeline {
-            let offset = (state.sequence + k) & 255
-            UnsafeMutableRawBufferPointer(rebasing: state.send[(k * size)..<((k + 1) * size)])
-                .copyMemory(from: UnsafeRawBufferPointer(rebasing: state.pattern[offset..<(offset + size)]))
-        }
+        state.base = state.pattern.baseAddress! + (state.sequence & 255)
         state.sequence += pipeline
         state.sent = 0
         state.received = 0
@@ -148,7 +141,7 @@ func runEchoTargetEpoll(
                 busy -= 1
                 continue
             }
-            if memcmp(scratch.baseAddress!, state.send.baseAddress! + state.received, n) != 0 {
+            if memcmp(scratch.baseAddress!, state.base + state.received, n) != 0 {
                 state.tally.verifyErrors += 1
             }
             state.received += n

@@ -150,9 +150,9 @@ func collect(
 
 /// `uring-bench echo --target`: `connections` connections each send `pipeline` messages of `size`
 /// bytes, wait for all of their echo, compare it byte for byte with what was sent, and repeat.
-/// Every connection and every message carries a different pattern (a window into the connection's
-/// random bytes that moves by one per message), so a reordered, truncated, duplicated or crossed
-/// echo is a verify error. A message's latency is from its batch's send to its last byte. The
+/// Every connection and every batch carries a different pattern (a window into the connection's
+/// random bytes that moves by one byte per message), so a reordered, truncated, duplicated or
+/// crossed echo is a verify error. A message's latency is from its batch's send to its last byte. The
 /// connections are driven by `--engine` (``LoadEngine``); at the end, the bytes the server sent on
 /// them, as the kernel counted them, must equal what the completed exchanges account for.
 func runEchoTarget(_ target: Target, connections: Int, size: Int, pipeline: Int, options: Options) async throws
@@ -163,17 +163,34 @@ func runEchoTarget(_ target: Target, connections: Int, size: Int, pipeline: Int,
     let phase = Phase()
     let controller = Controller(phase: phase, warmup: options.warmup, seconds: options.seconds)
     controller.watchedPID = options.serverPID
-    let tallies =
-        options.loadEngine == .epoll
-        ? runEchoTargetEpoll(
-            connections: clients, size: size, pipeline: pipeline, spin: spinMicroseconds(options) > 0,
-            phase: phase, controller: controller)
-        : try await ringEchoLoad(clients, size: size, pipeline: pipeline, phase: phase, controller: controller, options)
+    let spin = spinMicroseconds(options) > 0
+    var engine = options.loadEngine ?? (runningBackend == .epoll ? .epoll : .uring)
+    let tallies: [ClientTally]
+    switch engine {
+    case .uring:
+        if let done = runEchoTargetUring(
+            connections: clients, size: size, pipeline: pipeline, spin: spin, phase: phase, controller: controller)
+        {
+            tallies = done
+        } else if options.loadEngine == .uring {
+            abortRun("--engine uring: io_uring cannot be set up here (denied, or a kernel before 5.19)")
+        } else {
+            engine = .epoll  // io_uring is denied here
+            tallies = runEchoTargetEpoll(
+                connections: clients, size: size, pipeline: pipeline, spin: spin, phase: phase, controller: controller)
+        }
+    case .epoll:
+        tallies = runEchoTargetEpoll(
+            connections: clients, size: size, pipeline: pipeline, spin: spin, phase: phase, controller: controller)
+    case .ring:
+        tallies = try await ringEchoLoad(
+            clients, size: size, pipeline: pipeline, phase: phase, controller: controller, options)
+    }
     var result = collect(
         tallies, scenario: "echo",
         fields: [
             ("target", "\(target.host):\(target.port)"), ("size", "\(size)"), ("pipeline", "\(pipeline)"),
-            ("engine", options.loadEngine.rawValue),
+            ("engine", engine.rawValue),
         ],
         connections: connections, controller: controller)
     // What the server sent, by the kernel's count, against what the exchanges account for.
@@ -202,37 +219,24 @@ private func ringEchoLoad(
     return try await withThrowingTaskGroup(of: ClientTally.self) { group in
         for (index, connection) in clients.enumerated() {
             group.addTask(executorPreference: ring) {
-                var random = UInt64(truncatingIfNeeded: index &* 7919 &+ 17) &* 0x9E37_79B9_7F4A_7C15
-                let pattern = UnsafeMutableRawBufferPointer.allocate(byteCount: size + 256, alignment: 16)
-                let send = UnsafeMutableRawBufferPointer.allocate(byteCount: batch, alignment: 16)
-                defer {
-                    pattern.deallocate()
-                    send.deallocate()
-                }
+                let pattern = UnsafeMutableRawBufferPointer.allocate(byteCount: batch + 256, alignment: 16)
+                defer { pattern.deallocate() }
+                fillPattern(pattern.baseAddress!, count: pattern.count, seed: index)
                 var chunks = connection.chunks.makeAsyncIterator()
                 var mismatched = false
-                for i in 0..<pattern.count {
-                    random ^= random << 13
-                    random ^= random >> 7
-                    random ^= random << 17
-                    pattern[i] = UInt8(truncatingIfNeeded: random)
-                }
                 var tally = ClientTally()
                 var sequence = 0
                 while true {
                     let current = phase.current
                     if current == Phase.stop { break }
-                    for k in 0..<pipeline {
-                        let start = (sequence + k) & 255
-                        UnsafeMutableRawBufferPointer(rebasing: send[(k * size)..<((k + 1) * size)])
-                            .copyMemory(from: UnsafeRawBufferPointer(rebasing: pattern[start..<(start + size)]))
-                    }
+                    let send = UnsafeRawBufferPointer(
+                        rebasing: pattern[(sequence & 255)..<((sequence & 255) + batch)])
                     sequence += pipeline
                     let started = nowNanoseconds()
                     // The echo arrives through the connection's multishot receive (no receive
                     // submitted per message); each chunk is compared where it lands in the batch.
                     do {
-                        try await connection.write(UnsafeRawBufferPointer(send))
+                        try await connection.write(send)
                         var got = 0
                         var message = 0
                         while got < batch {

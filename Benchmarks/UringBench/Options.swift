@@ -46,10 +46,13 @@ let usage = """
                                   (default 64), --size B (default 64), --pipeline D messages in
                                   flight per connection (default 1), --seconds S; every byte
                                   checked; p50/p90/p99/p99.9 latency; --server-pid PID adds the
-                                  server's CPU time per request; --engine epoll (default: one
-                                  thread, epoll, non-blocking send/recv, the cheapest client) or
-                                  ring (a task per connection on a swift-uring ring); --spin-us N:
-                                  busy-poll (epoll) or spin N µs before sleeping (ring); default 50
+                                  server's CPU time per request; --engine uring (the default where
+                                  io_uring is allowed: one thread on an io_uring of its own, a
+                                  multishot receive per connection, no system call per request),
+                                  epoll (one thread, epoll, non-blocking send/recv; the default
+                                  where io_uring is denied or SWIFT_URING_BACKEND=epoll) or ring (a
+                                  task per connection on a swift-uring ring); --spin-us N: busy-poll
+                                  (uring, epoll) or spin N µs before sleeping (ring); default 50
                                   with two CPUs or more, else 0
       http --target URL           the load generator against any HTTP/1.1 server (http://HOST:PORT/PATH):
                                   keep-alive GETs, --connections N, --pipeline D, --seconds S;
@@ -151,13 +154,17 @@ struct Options {
     var port = 0
     /// The comparison suite's settings.
     var comparison = ComparisonSettings()
-    /// echo --target: what drives the connections.
-    var loadEngine = LoadEngine.epoll
+    /// echo --target: what drives the connections (nil: uring, or epoll where io_uring is denied
+    /// or SWIFT_URING_BACKEND=epoll).
+    var loadEngine: LoadEngine?
 }
 
 /// What drives the echo load generator's connections.
 enum LoadEngine: String {
-    /// One plain thread, epoll and non-blocking send/recv: the cheapest client (the default).
+    /// One plain thread on an io_uring of its own: a multishot receive per connection, sends
+    /// submitted together, no system call per request (the default where io_uring is allowed).
+    case uring
+    /// One plain thread, epoll and non-blocking send/recv (the default where io_uring is denied).
     case epoll
     /// Tasks on a swift-uring ring of its own, one per connection.
     case ring
@@ -261,7 +268,7 @@ func parse(_ arguments: [String]) -> Options {
         case "--report": options.comparison.reportDirectory = value(flag)
         case "--engine":
             let v = value(flag)
-            guard let engine = LoadEngine(rawValue: v) else { fail("--engine is epoll or ring, not '\(v)'") }
+            guard let engine = LoadEngine(rawValue: v) else { fail("--engine is uring, epoll or ring, not '\(v)'") }
             options.loadEngine = engine
         case "--systems":
             options.comparison.systems = list(

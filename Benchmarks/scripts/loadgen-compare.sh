@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Is uring-bench's load generator the bottleneck? (issue 18) It (its default epoll engine, and its
-# ring engine: a task per connection on a swift-uring ring) and the harness's C load generator
+# Is uring-bench's load generator the bottleneck? (issue 18) It (its default uring engine: one thread
+# on an io_uring of its own; its epoll engine, the default where io_uring is denied; and its ring
+# engine: a task per connection on a swift-uring ring) and the harness's C load generator
 # (echo-load, an epoll client, with and without --spin) load the harness's C reference echo server
 # (ref-echo-uring, liburing, multishot receive into a buffer ring) in turn: the server on CPU 0, the
 # load generator on CPU 1, one core each, rounds interleaved with the order rotating. Prints each
@@ -10,7 +11,7 @@
 #
 #   Benchmarks/scripts/loadgen-compare.sh [--harness DIR] [--rounds 5] [--seconds 3] [--warmup 1]
 #       [--settings 1x64,64x64,64x4096] [--bin PATH/TO/uring-bench]
-#       [--loaders echo-load,echo-load-spin,uring-bench,uring-bench-ring]
+#       [--loaders echo-load,echo-load-spin,uring-bench,uring-bench-epoll,uring-bench-ring]
 #
 # DIR holds echo-load.c and ref-echo-uring.c (default: ../shared/bench beside the repository);
 # they are compiled with gcc into a temporary directory. The harness is not part of this
@@ -24,7 +25,7 @@ seconds=3
 warmup=1
 settings=1x64,64x64,64x4096
 bin=.build/release/uring-bench
-loader_list=echo-load,echo-load-spin,uring-bench,uring-bench-ring
+loader_list=echo-load,echo-load-spin,uring-bench,uring-bench-epoll,uring-bench-ring
 while [ $# -gt 0 ]; do
     case "$1" in
         --harness) harness=$2; shift 2 ;;
@@ -34,7 +35,7 @@ while [ $# -gt 0 ]; do
         --settings) settings=$2; shift 2 ;;
         --bin) bin=$2; shift 2 ;;
         --loaders) loader_list=$2; shift 2 ;;
-        *) sed -n '2,17p' "$0" >&2; exit 64 ;;
+        *) sed -n '2,18p' "$0" >&2; exit 64 ;;
     esac
 done
 [ -x "$bin" ] || { echo "build it first: swift build -c release --product uring-bench" >&2; exit 1; }
@@ -71,8 +72,9 @@ for round in $(seq "$rounds"); do
                         --seconds "$seconds" --warmup "$warmup" --server-pid "$server_pid" $spin)
                     rate=$(field rps "$line"); errors=$(field verify_errors "$line")
                     busy=$(field server_cpu_pct "$line") ;;
-                uring-bench|uring-bench-ring)
-                    engine=epoll; [ "$loader" = uring-bench-ring ] && engine=ring
+                uring-bench|uring-bench-epoll|uring-bench-ring)
+                    engine=uring; [ "$loader" = uring-bench-epoll ] && engine=epoll
+                    [ "$loader" = uring-bench-ring ] && engine=ring
                     line=$(taskset -c 1 "$bin" echo --target "127.0.0.1:$port" --connections "$conns" \
                         --size "$size" --seconds "$seconds" --warmup "$warmup" --server-pid "$server_pid" \
                         --engine "$engine")
@@ -92,7 +94,8 @@ rate = {(r, s, l): float(v) for r, s, l, v, _ in rows}
 busy = {(r, s, l): float(b) for r, s, l, _, b in rows}
 settings = sorted({s for _, s, _ in rate}, key=lambda s: [int(x) for x in s.split("x")])
 rounds = sorted({r for r, _, _ in rate})
-names = tuple(l for l in ("echo-load", "echo-load-spin", "uring-bench", "uring-bench-ring") if any(k[2] == l for k in rate))
+names = tuple(l for l in ("echo-load", "echo-load-spin", "uring-bench", "uring-bench-epoll", "uring-bench-ring")
+              if any(k[2] == l for k in rate))
 print("\nmedian requests/s, server busy %, and uring-bench's per-round ratios (median, min-max)")
 for s in settings:
     med = {l: statistics.median(rate[(r, s, l)] for r in rounds) for l in names}
@@ -103,6 +106,7 @@ for s in settings:
     print(f"{s}: " + ", ".join(f"{l} {med[l]:.0f} ({load[l]:.0f} %)" for l in names))
     pairs = [(a, b, key) for a, b, key in (("uring-bench", "echo-load", "ratio_to_echo_load"),
                                            ("uring-bench", "echo-load-spin", "ratio_to_echo_load_spin"),
+                                           ("uring-bench-epoll", "echo-load", "epoll_ratio_to_echo_load"),
                                            ("uring-bench-ring", "echo-load-spin", "ring_ratio_to_echo_load_spin"))
              if a in names and b in names]
     for a, b, _ in pairs:

@@ -62,7 +62,7 @@ private let compilerAvailable = access("/usr/bin/cc", X_OK) == 0
 extension IntegrationTests {
     @Suite("uring-bench load generator")
     struct LoadGenerator {
-        @Test(arguments: ["epoll", "ring"])
+        @Test(arguments: ["uring", "epoll", "ring"])
         func echoTargetChecksEveryByteAndAgreesWithTheServersCount(engine: String) throws {
             let server = try BenchServer("echo")
             let (status, output) = try runChild(
@@ -74,6 +74,11 @@ extension IntegrationTests {
                 ])
             let (served, serverStatus) = server.stop()
             let line = resultLine(output, "scenario=echo")
+            if engine == "uring" && !ioUringAvailable {
+                // Asked for by name where io_uring is denied: a clear error, not a fallback.
+                #expect(status == 1 && output.contains("io_uring cannot be set up"), "\(output)")
+                return
+            }
             #expect(status == 0, "\(output)")
             #expect(serverStatus == 0)
             #expect(line["errors"] == "0" && line["verify_errors"] == "0", "\(output)")
@@ -87,6 +92,35 @@ extension IntegrationTests {
             for key in ["p50_us", "p90_us", "p99_us", "p999_us", "server_cpu_us_per_request", "requests_per_sec"] {
                 #expect(line[key].flatMap(Double.init) != nil, "\(key) in \(line)")
             }
+        }
+
+        /// Without `--engine`, the load generator drives its connections with io_uring where its
+        /// ring runs io_uring, and with epoll where the ring runs epoll (SWIFT_URING_BACKEND=epoll,
+        /// or io_uring denied: checked under the seccomp filter, where naming `--engine uring`
+        /// is a clear error).
+        @Test func theDefaultEngineFollowsTheDriver() throws {
+            let server = try BenchServer("echo")
+            defer { _ = server.stop() }
+            let arguments = [
+                "echo", "--target", "127.0.0.1:\(server.port)", "--connections", "4", "--size", "64",
+                "--seconds", "0.3", "--warmup", "0.1",
+            ]
+            let (status, output) = try runChild(bench, arguments)
+            let line = resultLine(output, "scenario=echo")
+            #expect(status == 0 && line["errors"] == "0", "\(output)")
+            #expect(line["engine"] == (line["backend"] == "io_uring" ? "uring" : "epoll"), "\(line)")
+            guard seccompTestPossible else { return }
+            let directory = TemporaryDirectory()
+            defer { directory.cleanup() }
+            let sandbox = try IoUringDeniedSandbox(in: directory.path)
+            let (path, sandboxed) = sandbox.command(bench, arguments)
+            let (deniedStatus, deniedOutput) = try runChild(path, sandboxed)
+            let denied = resultLine(deniedOutput, "scenario=echo")
+            #expect(deniedStatus == 0 && denied["errors"] == "0", "\(deniedOutput)")
+            #expect(denied["engine"] == "epoll" && denied["backend"] == "epoll", "\(denied)")
+            let (namedPath, named) = sandbox.command(bench, arguments + ["--engine", "uring"])
+            let (namedStatus, namedOutput) = try runChild(namedPath, named)
+            #expect(namedStatus == 1 && namedOutput.contains("io_uring cannot be set up"), "\(namedOutput)")
         }
 
         @Test func httpTargetChecksEveryResponseAndAgreesWithTheServersCount() throws {
@@ -126,7 +160,8 @@ extension IntegrationTests {
             }
             try waitUntilAccepting(port)
             for (connections, size, pipeline, engine) in [
-                (1, 64, 1, "epoll"), (16, 4096, 2, "epoll"), (16, 4096, 2, "ring"),
+                (1, 64, 1, "uring"), (16, 4096, 2, "uring"), (4, 100_000, 3, "uring"), (1, 64, 1, "epoll"),
+                (16, 4096, 2, "epoll"), (16, 4096, 2, "ring"),
             ] {
                 let (status, output) = try runChild(
                     bench,
