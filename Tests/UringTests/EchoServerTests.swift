@@ -32,6 +32,34 @@ extension IntegrationTests {
             try? await connection.close()
         }
 
+        /// An idle server does not wake up: its stall watcher parks once every ring has slept
+        /// for 20 samples (100 ms), and parks again after a burst of work. (It woke 200 times a
+        /// second, about 1 % of a CPU on a VM, for as long as the process lived.)
+        @Test func anIdleServerMakesNoWakeUps() async throws {
+            let child = try SpawnedChild(executableNextToTests("uring-echo"), ["--host", "127.0.0.1", "--port", "0"])
+            defer {
+                kill(child.pid, SIGTERM)
+                _ = child.wait()
+            }
+            let banner = child.readLine()
+            let port = try #require(banner.split(separator: ":").last.flatMap { Int($0.trimmingSpaces()) }, "\(banner)")
+            /// The watcher thread's voluntary context switches (each sleep is one), after `settle`.
+            func switchesOverOneSecond(after settle: Duration) async throws -> Int {
+                try await Task.sleep(for: settle)
+                let before = try #require(watcherSwitches(child.pid), "no uring-stalls thread in \(child.pid)")
+                try await Task.sleep(for: .seconds(1))
+                return try #require(watcherSwitches(child.pid)) - before
+            }
+            let idle = try await switchesOverOneSecond(after: .milliseconds(500))
+            #expect(idle <= 10, "\(idle) wake-ups in an idle second")
+            let connection = try await TCPConnection.connect(to: SocketAddress(host: "127.0.0.1", port: port))
+            let message = Array((0..<10_000).map { UInt8(truncatingIfNeeded: $0 &* 7) })
+            #expect(try await exchange(connection, message, seed: 3) == message)
+            try await connection.close()
+            let idleAgain = try await switchesOverOneSecond(after: .milliseconds(500))
+            #expect(idleAgain <= 10, "\(idleAgain) wake-ups in an idle second after work")
+        }
+
         /// Out of descriptors for real (the server runs under `ulimit -n 48`): the accept loop
         /// meets EMFILE, keeps the waiting connections in the backlog, and serves them as soon as
         /// closed connections free descriptors.
@@ -170,4 +198,29 @@ extension Substring {
     func trimmingSpaces() -> String {
         String(String(drop { $0 == " " }.reversed().drop { $0 == " " || $0 == "\n" }).reversed())
     }
+}
+
+/// The voluntary context switches of process `pid`'s `uring-stalls` thread, if it has one.
+private func watcherSwitches(_ pid: pid_t) -> Int? {
+    guard let directory = opendir("/proc/\(pid)/task") else { return nil }
+    defer { closedir(directory) }
+    while let entry = readdir(directory) {
+        let tid = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        guard tid.first?.isNumber == true, let comm = readText("/proc/\(pid)/task/\(tid)/comm"),
+            comm.hasPrefix("uring-stalls"), let status = readText("/proc/\(pid)/task/\(tid)/status")
+        else { continue }
+        for line in status.split(separator: "\n") where line.hasPrefix("voluntary_ctxt_switches:") {
+            return Int(String(line.filter(\.isNumber)))
+        }
+    }
+    return nil
+}
+
+/// A small text file's contents (a /proc file), or nil.
+private func readText(_ path: String) -> String? {
+    guard let file = fopen(path, "r") else { return nil }
+    defer { fclose(file) }
+    var buffer = [CChar](repeating: 0, count: 4096)
+    let n = fread(&buffer, 1, 4095, file)
+    return String(decoding: buffer.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }

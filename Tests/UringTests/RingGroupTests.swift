@@ -174,6 +174,16 @@ extension IntegrationTests {
                 })
         }
 
+        /// A stall that comes after an idle period is reported too: the watcher, parked while every
+        /// ring slept, is woken by the ring that wakes up.
+        @Test func theStallDetectorReportsAStallAfterAnIdlePeriod() async throws {
+            let ring = try RingExecutor(name: "stall-after-idle")
+            defer { ring.shutdown() }
+            try await Task.sleep(for: .milliseconds(400))  // the watcher parks if nothing else works
+            await Task(executorPreference: ring) { _ = usleep(50_000) }.value
+            #expect(await eventually { await ring.statistics().stalls >= 1 })
+        }
+
         /// 100 stalls in a row: they are counted, but the log gets one warning and (after the
         /// report interval) one summary, not a line or two per stall.
         @Test func theOutputFor100StallsIsBounded() async throws {

@@ -61,11 +61,15 @@ extension RingExecutor {
                 }
                 sleeping.store(true, ordering: .sequentiallyConsistent)
                 if inboxPending.load(ordering: .sequentiallyConsistent) {
-                    sleeping.store(false, ordering: .relaxed)
+                    sleeping.store(false, ordering: .sequentiallyConsistent)
+                    StallWatch.shared.ringWoke()
                     enter(wait: false)
                 } else {
                     enter(wait: true)
-                    sleeping.store(false, ordering: .relaxed)
+                    // Sequentially consistent, then a look at the stall watcher: it may have
+                    // parked while this ring slept (see `StallWatch.ringWoke`).
+                    sleeping.store(false, ordering: .sequentiallyConsistent)
+                    StallWatch.shared.ringWoke()
                 }
             } else if unsafe driver.pointee.ring.pendingSubmissions > 0 || driver.pointee.table.activeCount > 0
                 || !driver.pointee.fresh.isEmpty
