@@ -173,7 +173,7 @@ func runEchoTarget(_ target: Target, connections: Int, size: Int, pipeline: Int,
         {
             tallies = done
         } else if options.loadEngine == .uring {
-            abortRun("--engine uring: io_uring cannot be set up here (denied, or a kernel before 5.19)")
+            abortRun("--engine uring: io_uring cannot be set up here (denied, or a kernel before 6.0)")
         } else {
             engine = .epoll  // io_uring is denied here
             tallies = runEchoTargetEpoll(

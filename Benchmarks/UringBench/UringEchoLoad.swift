@@ -15,7 +15,8 @@ import Uring
 /// `spin` it polls (`io_uring_enter` with no wait) instead of sleeping.
 ///
 /// Returns nil, having touched no connection, when the ring or its buffers cannot be set up
-/// (io_uring denied, or a kernel before 5.19): the caller then uses the epoll engine.
+/// (io_uring denied, or a kernel before 6.0, which has no multishot receive): the caller then
+/// uses the epoll engine.
 func runEchoTargetUring(
     connections: [TCPConnection], size: Int, pipeline: Int, spin: Bool, phase: Phase, controller: Controller
 ) -> [ClientTally]? {
@@ -257,8 +258,11 @@ func runEchoTargetUring(
 }
 
 /// Sets up the load generator's ring: single issuer with deferred task work where the kernel has
-/// them (6.1), plain otherwise; false when io_uring is unavailable.
+/// them (6.1), plain otherwise; false when io_uring is unavailable or the kernel is older than
+/// 6.0 (multishot receive is a flag, which no probe lists: a 5.19 ring would set up and then
+/// fail every receive).
 private func setUpLoadRing(_ ring: UnsafeMutablePointer<io_uring>, entries: UInt32) -> Bool {
+    guard let (major, _) = kernelRelease(), major >= 6 else { return false }
     for flags in [UInt32(IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN), 0] {
         var params = io_uring_params()
         params.flags = flags | UInt32(IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP)  // clamp: at most the kernel's limits
@@ -345,4 +349,13 @@ func fillPattern(_ pattern: UnsafeMutableRawPointer, count: Int, seed index: Int
         random ^= random << 17
         pattern.storeBytes(of: UInt8(truncatingIfNeeded: random), toByteOffset: i, as: UInt8.self)
     }
+}
+
+/// The running kernel's major and minor version (`uname`), if its release string starts with them.
+func kernelRelease() -> (major: Int, minor: Int)? {
+    var uts = utsname()
+    guard uname(&uts) == 0 else { return nil }
+    let release = withUnsafeBytes(of: uts.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+    let parts = release.split(whereSeparator: { !$0.isNumber }).prefix(2).compactMap { Int($0) }
+    return parts.count == 2 ? (parts[0], parts[1]) : nil
 }
