@@ -7,39 +7,23 @@ import Uring
 /// server is measured and not the client. Same messages, same checks and same latency as the
 /// ring engine (``runEchoTarget(_:connections:size:pipeline:options:)``): each connection writes
 /// `pipeline` messages, reads the echo into a scratch buffer no further than the batch's end,
-/// compares it with what it sent, and starts its next batch once the whole echo is back. A batch
-/// is sent straight from the connection's pattern (a window that moves by one byte per message,
-/// so no two consecutive batches are alike), with no copy per batch. With `spin` it polls
-/// (`epoll_wait` with a zero timeout) instead of sleeping.
+/// compares it with what it sent, and starts its next batch once the whole echo is back (the
+/// batches, checks and tally are ``EchoBatch``'s). With `spin` it polls (`epoll_wait` with a zero
+/// timeout) instead of sleeping.
 func runEchoTargetEpoll(
     connections: [TCPConnection], size: Int, pipeline: Int, spin: Bool, phase: Phase, controller: Controller
 ) -> [ClientTally] {
     final class Connection {
         let fd: Int32
-        /// The connection's random bytes: each batch is the window of `batch` bytes at `base`.
-        let pattern: UnsafeMutableRawBufferPointer
-        /// The current batch: where it starts in `pattern`.
-        var base: UnsafeMutableRawPointer
-        var sequence = 0
-        var sent = 0
-        var received = 0
-        var message = 0
-        var started: UInt64 = 0
-        var measured = false
         var writable = true
-        var open = true
-        var tally = ClientTally()
+        var batch: EchoBatch
 
-        init(fd: Int32, index: Int, size: Int, batch: Int) {
+        init(fd: Int32, batch: EchoBatch) {
             self.fd = fd
-            pattern = .allocate(byteCount: batch + 256, alignment: 16)
-            base = pattern.baseAddress!
-            fillPattern(base, count: pattern.count, seed: index)
+            self.batch = batch
         }
 
-        deinit {
-            pattern.deallocate()
-        }
+        deinit { batch.free() }
     }
     let batch = size * pipeline
     let epoll = epoll_create1(Int32(EPOLL_CLOEXEC))
@@ -50,7 +34,7 @@ func runEchoTargetEpoll(
     for (index, connection) in connections.enumerated() {
         let fd = connection.descriptor.rawValue
         _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
-        let state = Connection(fd: fd, index: index, size: size, batch: batch)
+        let state = Connection(fd: fd, batch: EchoBatch(seed: index, size: size, pipeline: pipeline))
         var event = makeEvent(EPOLLIN.rawValue, index)
         _ = epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &event)
         states.append(state)
@@ -58,21 +42,17 @@ func runEchoTargetEpoll(
     /// The connection failed in `operation` (errno as it was, or 0: the peer closed): counted,
     /// with why, and left out from now on.
     func drop(_ state: Connection, _ operation: String, errno code: Int32) {
-        state.tally.connectionErrors += 1
-        state.tally.failure =
-            code == 0
-            ? "\(operation): the server closed the connection"
-            : "\(operation): \(String(cString: strerror(code))) (errno \(code))"
-        state.open = false
+        state.batch.fail(operation, errno: code)
         var none = epoll_event()
         _ = epoll_ctl(epoll, EPOLL_CTL_DEL, state.fd, &none)
     }
     /// Writes what is left of the batch; arms EPOLLOUT when the socket is full.
     func flush(_ state: Connection, index: Int) {
-        while state.sent < batch {
-            let n = Glibc.send(state.fd, state.base + state.sent, batch - state.sent, Int32(MSG_NOSIGNAL))
+        while state.batch.sent < batch {
+            let n = Glibc.send(
+                state.fd, state.batch.base + state.batch.sent, batch - state.batch.sent, Int32(MSG_NOSIGNAL))
             if n > 0 {
-                state.sent += n
+                state.batch.sent += n
                 continue
             }
             if n < 0 && errno == EINTR { continue }
@@ -94,22 +74,13 @@ func runEchoTargetEpoll(
         }
     }
     /// Starts the connection's next batch, unless the run is over.
-    func start(_ state: Connection, index: Int) -> Bool {
-        let current = phase.current
-        if current == Phase.stop { return false }
-        state.base = state.pattern.baseAddress! + (state.sequence & 255)
-        state.sequence += pipeline
-        state.sent = 0
-        state.received = 0
-        state.message = 0
-        state.measured = current == Phase.measure
-        state.started = nowNanoseconds()
-        flush(state, index: index)
-        return true
+    func start(_ state: Connection, index: Int) {
+        if state.batch.begin(phase) { flush(state, index: index) }
     }
     var busy = 0  // connections with a batch in flight
     for (index, state) in states.enumerated() {
-        if start(state, index: index), state.open { busy += 1 }
+        start(state, index: index)
+        if state.batch.inFlight { busy += 1 }
     }
     controller.start()
     var events = [epoll_event](repeating: epoll_event(), count: 256)
@@ -124,47 +95,35 @@ func runEchoTargetEpoll(
         for e in 0..<max(Int(ready), 0) {
             let index = Int(events[e].data.u64)
             let state = states[index]
-            guard state.open else { continue }
+            guard state.batch.open else { continue }
             if events[e].events & EPOLLOUT.rawValue != 0 {
                 flush(state, index: index)
-                if !state.open {
+                if !state.batch.open {
                     busy -= 1
                     continue
                 }
             }
             guard events[e].events & (EPOLLIN.rawValue | EPOLLERR.rawValue | EPOLLHUP.rawValue) != 0 else { continue }
             // Read no further than this batch's end, so bytes nobody asked for stay in the socket.
-            let n = recv(state.fd, scratch.baseAddress!, batch - state.received, 0)
+            let n = recv(state.fd, scratch.baseAddress!, batch - state.batch.received, 0)
             if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) { continue }
             if n <= 0 {
                 drop(state, "receive", errno: n == 0 ? 0 : errno)
                 busy -= 1
                 continue
             }
-            if memcmp(scratch.baseAddress!, state.base + state.received, n) != 0 {
-                state.tally.verifyErrors += 1
-            }
-            state.received += n
-            let now = nowNanoseconds()
-            while state.message < pipeline, state.received >= (state.message + 1) * size {
-                if state.measured { state.tally.histogram.record(now - state.started) }
-                state.message += 1
-            }
-            guard state.received == batch else { continue }
-            state.tally.total += pipeline
-            if state.measured { state.tally.measured += pipeline }
-            if !start(state, index: index) || !state.open { busy -= 1 }
+            guard state.batch.accept(scratch.baseAddress!, n) else { continue }
+            state.batch.complete()
+            start(state, index: index)
+            if !state.batch.inFlight { busy -= 1 }
         }
     }
-    for state in states where state.open && state.received < batch && state.sent > 0 && phase.current == Phase.stop {
-        state.tally.connectionErrors += 1  // its echo never came back
-        state.tally.failure = "no echo within 5 s of the end"
-    }
+    for state in states { state.batch.endRun() }
     for connection in connections {
         let fd = connection.descriptor.rawValue
         _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
     }
-    return states.map(\.tally)
+    return states.map(\.batch.tally)
 }
 
 /// An epoll registration for `events` that carries the connection's index.

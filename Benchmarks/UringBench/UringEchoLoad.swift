@@ -39,34 +39,21 @@ func runEchoTargetUring(
 
     struct Connection {
         var fd: Int32
-        /// The connection's random bytes: each batch is the window of `batch` bytes at `base`.
-        var pattern: UnsafeMutableRawPointer
-        var base: UnsafeMutableRawPointer
-        var sequence = 0
-        var sent = 0
-        var received = 0
-        var message = 0
-        var started: UInt64 = 0
-        var measured = false
-        var open = true
-        /// A batch is out whose echo is not all back.
-        var inFlight = false
+        var batch: EchoBatch
         var sending = false
         var receiving = false
-        var tally = ClientTally()
     }
     let states = UnsafeMutablePointer<Connection>.allocate(capacity: count)
     for (index, connection) in connections.enumerated() {
-        let pattern = UnsafeMutableRawPointer.allocate(byteCount: batch + 256, alignment: 16)
-        fillPattern(pattern, count: batch + 256, seed: index)
         (states + index).initialize(
-            to: Connection(fd: connection.descriptor.rawValue, pattern: pattern, base: pattern))
+            to: Connection(
+                fd: connection.descriptor.rawValue, batch: EchoBatch(seed: index, size: size, pipeline: pipeline)))
     }
     // Set when the kernel might still hold a request (it never should): then nothing is freed.
     var kernelMayHoldMemory = false
     defer {
         if !kernelMayHoldMemory {
-            for index in 0..<count { states[index].pattern.deallocate() }
+            for index in 0..<count { states[index].batch.free() }
             states.deinitialize(count: count)
             states.deallocate()
         }
@@ -85,8 +72,8 @@ func runEchoTargetUring(
         let sqe = submission()
         let state = states + index
         io_uring_prep_send(
-            sqe, state.pointee.fd, state.pointee.base + state.pointee.sent, batch - state.pointee.sent,
-            Int32(MSG_NOSIGNAL))
+            sqe, state.pointee.fd, state.pointee.batch.base + state.pointee.batch.sent,
+            batch - state.pointee.batch.sent, Int32(MSG_NOSIGNAL))
         sqe.pointee.user_data = UInt64(index) << 2 | sendTag
         state.pointee.sending = true
     }
@@ -98,85 +85,46 @@ func runEchoTargetUring(
         sqe.pointee.user_data = UInt64(index) << 2 | receiveTag
         states[index].receiving = true
     }
-    /// The connection failed in `operation` (errno, or 0: the peer closed): counted, with why, and
-    /// left out from now on.
-    func drop(_ state: UnsafeMutablePointer<Connection>, _ operation: String, errno code: Int32) {
-        guard state.pointee.open else { return }
-        state.pointee.tally.connectionErrors += 1
-        state.pointee.tally.failure =
-            code == 0
-            ? "\(operation): the server closed the connection"
-            : "\(operation): \(String(cString: strerror(code))) (errno \(code))"
-        state.pointee.open = false
-        state.pointee.inFlight = false
-    }
     /// Starts the connection's next batch, unless the run is over.
     func start(_ index: Int) {
-        let state = states + index
-        let current = phase.current
-        guard current != Phase.stop, state.pointee.open else { return }
-        state.pointee.base = state.pointee.pattern + (state.pointee.sequence & 255)
-        state.pointee.sequence += pipeline
-        state.pointee.sent = 0
-        state.pointee.received = 0
-        state.pointee.message = 0
-        state.pointee.measured = current == Phase.measure
-        state.pointee.started = nowNanoseconds()
-        state.pointee.inFlight = true
-        send(index)
+        if states[index].batch.begin(phase) { send(index) }
     }
     /// The whole batch went out and came back: counted, and the next one started.
     func finishBatch(_ index: Int) {
-        let state = states + index
-        state.pointee.inFlight = false
-        state.pointee.tally.total += pipeline
-        if state.pointee.measured { state.pointee.tally.measured += pipeline }
+        states[index].batch.complete()
         start(index)
-    }
-    /// Bytes of the echo arrived in `buffer`: checked against what was sent and counted.
-    func received(_ index: Int, _ buffer: UnsafeMutableRawPointer, _ n: Int) {
-        let state = states + index
-        guard state.pointee.open else { return }
-        let expected = batch - state.pointee.received
-        let fits = min(n, expected)
-        if n > expected || memcmp(buffer, state.pointee.base + state.pointee.received, fits) != 0 {
-            state.pointee.tally.verifyErrors += 1  // more than was sent, or other bytes
-        }
-        state.pointee.received += fits
-        let now = nowNanoseconds()
-        while state.pointee.message < pipeline, state.pointee.received >= (state.pointee.message + 1) * size {
-            if state.pointee.measured { state.pointee.tally.histogram.record(now - state.pointee.started) }
-            state.pointee.message += 1
-        }
-        if state.pointee.received == batch, !state.pointee.sending { finishBatch(index) }
     }
     /// One completion, of a send, a receive or a cancel.
     func complete(_ index: Int, tag: UInt64, result: Int32, flags: UInt32) {
         let state = states + index
         if tag == sendTag {
             state.pointee.sending = false
-            guard state.pointee.open else { return }
+            guard state.pointee.batch.open else { return }
             if result <= 0 {
-                drop(state, "send", errno: result == 0 ? EPIPE : -result)
+                state.pointee.batch.fail("send", errno: result == 0 ? EPIPE : -result)
                 return
             }
-            state.pointee.sent += Int(result)
-            if state.pointee.sent < batch {
+            state.pointee.batch.sent += Int(result)
+            if state.pointee.batch.sent < batch {
                 send(index)  // a short send: the rest
-            } else if state.pointee.received == batch {
-                finishBatch(index)
+            } else if state.pointee.batch.inFlight, state.pointee.batch.received == batch {
+                finishBatch(index)  // the echo came back before the send's completion
             }
         } else if tag == receiveTag {
             if flags & IORING_CQE_F_MORE == 0 { state.pointee.receiving = false }
             if result > 0 {
                 let id = UInt16(truncatingIfNeeded: flags >> IORING_CQE_BUFFER_SHIFT)
-                received(index, buffers.address(of: id), Int(result))
+                if state.pointee.batch.open, state.pointee.batch.accept(buffers.address(of: id), Int(result)),
+                    !state.pointee.sending
+                {
+                    finishBatch(index)
+                }
                 buffers.recycle(id)
             } else if result != -ENOBUFS && result != -ECANCELED {
-                drop(state, "receive", errno: -result)
+                state.pointee.batch.fail("receive", errno: -result)
             }
             // Out of buffers (every one is back by the next submission) or cut short: armed again.
-            if !state.pointee.receiving, state.pointee.open, result != -ECANCELED { receive(index) }
+            if !state.pointee.receiving, state.pointee.batch.open, result != -ECANCELED { receive(index) }
         }
         // A cancel's own completion: the request it cancelled reports how it ended.
     }
@@ -194,9 +142,9 @@ func runEchoTargetUring(
             for k in 0..<n {
                 let cqe = completions[k]!
                 let index = Int(cqe.pointee.user_data >> 2)
-                let wasOut = states[index].inFlight
+                let wasOut = states[index].batch.inFlight
                 complete(index, tag: cqe.pointee.user_data & 3, result: cqe.pointee.res, flags: cqe.pointee.flags)
-                if wasOut && !states[index].inFlight { outstanding -= 1 }
+                if wasOut && !states[index].batch.inFlight { outstanding -= 1 }
             }
             io_uring_cq_advance(ring, UInt32(n))
             buffers.publish()
@@ -211,7 +159,7 @@ func runEchoTargetUring(
     for index in 0..<count { receive(index) }
     for index in 0..<count {
         start(index)
-        if states[index].inFlight { outstanding += 1 }
+        if states[index].batch.inFlight { outstanding += 1 }
     }
     controller.start()
     var drainDeadline: UInt64 = 0
@@ -227,14 +175,11 @@ func runEchoTargetUring(
             if nowNanoseconds() > drainDeadline { break }  // a server that stopped answering
         }
     }
-    for index in 0..<count where states[index].open && states[index].inFlight {
-        states[index].tally.connectionErrors += 1  // its echo never came back
-        states[index].tally.failure = "no echo within 5 s of the end"
-    }
+    for index in 0..<count { states[index].batch.endRun() }
     // Nothing may write into the buffers or read the patterns once they are freed: cancel what is
     // still in the kernel and wait for its last completion.
     for index in 0..<count where states[index].receiving || states[index].sending {
-        states[index].open = false
+        states[index].batch.close()
         let sqe = submission()
         io_uring_prep_cancel_fd(sqe, states[index].fd, UInt32(IORING_ASYNC_CANCEL_ALL))
         sqe.pointee.user_data = UInt64(index) << 2 | cancelTag
@@ -249,7 +194,7 @@ func runEchoTargetUring(
         submitAndWait()
         reap()
     }
-    let tallies = (0..<count).map { states[$0].tally }
+    let tallies = (0..<count).map { states[$0].batch.tally }
     withExtendedLifetime(buffers) {
         io_uring_queue_exit(ring)
         ringOpen = false
@@ -338,17 +283,6 @@ private final class LoadBuffers {
 /// The smallest power of two ≥ `n` (n ≥ 1).
 private func nextPowerOfTwo(_ n: Int) -> Int {
     n <= 1 ? 1 : 1 << (Int.bitWidth - (n - 1).leadingZeroBitCount)
-}
-
-/// The connection's random bytes (xorshift from its index), as every engine makes them.
-func fillPattern(_ pattern: UnsafeMutableRawPointer, count: Int, seed index: Int) {
-    var random = UInt64(truncatingIfNeeded: index &* 7919 &+ 17) &* 0x9E37_79B9_7F4A_7C15
-    for i in 0..<count {
-        random ^= random << 13
-        random ^= random >> 7
-        random ^= random << 17
-        pattern.storeBytes(of: UInt8(truncatingIfNeeded: random), toByteOffset: i, as: UInt8.self)
-    }
 }
 
 /// The running kernel's major and minor version (`uname`), if its release string starts with them.
