@@ -40,29 +40,28 @@ import Glibc
 
     /// Runs `work` on one of the pool's threads and returns its result (or rethrows its error).
     public func run<Result: Sendable>(_ work: @escaping @Sendable () throws -> Result) async throws -> Result {
-        // From a ring, the awaiting task is resumed by the ring's own thread (the worker leaves
-        // the result and a note in the ring's inbox): see `RingExecutor.resumeOnRing`.
-        if let ring = RingExecutor.current {
-            let outcome = Lock<Swift.Result<Result, any Error>?>(nil)
-            await unsafe withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
-                submit {
-                    let result = Swift.Result { try work() }
+        // The worker leaves the result under `outcome`'s lock, which the awaiting task takes to read it. From a
+        // ring, the task is resumed by the ring's own thread (the worker leaves a note in the ring's inbox): see
+        // `RingExecutor.resumeOnRing`. Elsewhere the worker resumes it, with the lock held: the task may be resumed
+        // before it has suspended, a hand-over the concurrency runtime does not annotate for ThreadSanitizer, and
+        // the lock makes it one ThreadSanitizer sees (the resume happens before the task reads the result).
+        let ring = RingExecutor.current
+        let outcome = Lock<Swift.Result<Result, any Error>?>(nil)
+        await unsafe withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+            submit {
+                let result = Swift.Result { try work() }
+                if let ring {
                     outcome.withLock { $0 = result }
                     unsafe ring.resumeOnRing(continuation)
-                }
-            }
-            return try outcome.withLock { $0! }.get()
-        }
-        return try unsafe await withUnsafeThrowingContinuation {
-            (continuation: UnsafeContinuation<Result, any Error>) in
-            submit {
-                do {
-                    unsafe continuation.resume(returning: try work())
-                } catch {
-                    unsafe continuation.resume(throwing: error)
+                } else {
+                    outcome.withLock {
+                        $0 = result
+                        unsafe continuation.resume()
+                    }
                 }
             }
         }
+        return try outcome.withLock { $0! }.get()
     }
 
     /// Queues `item` without waiting for it (the runtime's own read-ahead jobs).

@@ -161,12 +161,16 @@ enum WorkerCalls {
     private let lock = Lock(State())
 
     func finish(_ count: Int) {
-        let (waiter, ring) = unsafe lock.withLock { state in
+        // A waiter off any ring is resumed with the lock held, which it takes to read the count: it may be resumed
+        // before it has suspended, a hand-over ThreadSanitizer cannot see without the lock (see `BlockingPool.run`).
+        let onRing = unsafe lock.withLock { state -> (UnsafeContinuation<Void, Never>, RingExecutor)? in
             state.count = count
-            return unsafe (state.waiter, state.waiterRing)
+            guard let waiter = unsafe state.waiter else { return nil }
+            if let ring = state.waiterRing { return unsafe (waiter, ring) }
+            unsafe waiter.resume()
+            return nil
         }
-        guard let waiter = unsafe waiter else { return }
-        if let ring { unsafe ring.resumeOnRing(waiter) } else { unsafe waiter.resume() }
+        if let (waiter, ring) = unsafe onRing { unsafe ring.resumeOnRing(waiter) }
     }
 
     func result() async -> Int {
