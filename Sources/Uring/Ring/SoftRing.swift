@@ -81,6 +81,8 @@ import Glibc
         var lastTurn: UInt32 = 0
         /// Whether its receives report TCP_INQ (see ``SoftRing/receive(_:_:_:_:)``).
         var inq = InqState.unknown
+        /// Its last receive filled the buffer: the next asks TCP_INQ whether more is queued.
+        var filled = false
         /// 0 unknown, 1 buffered, 2 opened with `O_DIRECT` (reads and writes go to the pool).
         var direct: UInt8 = 0
         /// Set by this driver (a listening socket): accept never blocks.
