@@ -13,7 +13,7 @@ func runNop(concurrency: Int, options: Options) async throws -> [Measurement] {
             seconds: options.seconds,
             warmup: options.warmup, sampleEvery: 8,
             offsets: { OffsetGenerator(worker: $0, workers: 1, block: 1, fileSize: 1, sequential: true) },
-            operation: { _, _ throws(IOError) in try await Uring.nop() })
+            operation: AwaitedNop())
     ]
     if options.floor {
         results[0].floorOpsPerSecond = try await runFloor(concurrency: concurrency, options: options).opsPerSecond
@@ -58,9 +58,7 @@ func runRead(pattern: String, block: Int, concurrency: Int, options: Options) as
             offsets: {
                 OffsetGenerator(worker: $0, workers: concurrency, block: block, fileSize: size, sequential: sequential)
             },
-            operation: { offsets, buffer throws(IOError) in
-                _ = try await uringFile.read(into: buffer, at: offsets.next())
-            })
+            operation: AwaitedRead(file: uringFile))
     ]
     if options.baseline {
         results.append(
@@ -81,7 +79,29 @@ func runFloor(concurrency: Int, options: Options) async throws -> Measurement {
         fields: [("concurrency", "\(concurrency)"), ("executor", options.executor.rawValue)],
         concurrency: concurrency, block: nil, seconds: options.seconds, warmup: options.warmup, sampleEvery: 8,
         offsets: { OffsetGenerator(worker: $0, workers: 1, block: 1, fileSize: 1, sequential: true) },
-        operation: { _, _ throws(IOError) in await RingExecutor.current.unsafelyUnwrapped.continuationRoundTrip() })
+        operation: FloorRoundTrip())
+}
+
+/// An awaited no-op (`Uring.nop`).
+struct AwaitedNop: MeasuredOperation {
+    func run(_ offsets: inout OffsetGenerator, _ buffer: UnsafeMutableRawBufferPointer) async throws(IOError) {
+        try await Uring.nop()
+    }
+}
+
+/// One awaited read of `file` into the worker's buffer at the generator's next offset.
+struct AwaitedRead: MeasuredOperation {
+    let file: File
+    func run(_ offsets: inout OffsetGenerator, _ buffer: UnsafeMutableRawBufferPointer) async throws(IOError) {
+        _ = try await file.read(into: buffer, at: offsets.next())
+    }
+}
+
+/// The floor: a suspension and resumption on the ring with no I/O.
+struct FloorRoundTrip: MeasuredOperation {
+    func run(_ offsets: inout OffsetGenerator, _ buffer: UnsafeMutableRawBufferPointer) async throws(IOError) {
+        await RingExecutor.current.unsafelyUnwrapped.continuationRoundTrip()
+    }
 }
 
 /// The benchmark file: created once (random bytes), reused, and read once into the page cache.
