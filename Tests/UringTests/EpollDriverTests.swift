@@ -185,6 +185,50 @@ extension IntegrationTests {
             #expect(await ring.statistics().epoll.requestsHeld == 0)
         }
 
+        /// A receive that exactly fills its buffer cannot tell from its count whether more is
+        /// queued: the next receive of that socket asks `TCP_INQ`, so that 200 round trips of
+        /// 4 KiB messages into 4 KiB receives do not each make a receive that only says `EAGAIN`.
+        /// Messages with room to spare (64 bytes into 1 KiB) say "drained" by coming back short.
+        /// Every byte arrives in order either way.
+        @Test(arguments: [(64, 1024), (4096, 4096)])
+        func receivesThatFillTheirBufferDoNotEachTryAgain(size: Int, bufferSize: Int) async throws {
+            let ring = try RingExecutor(name: "epoll-inq", backend: .epoll)
+            defer { ring.shutdown() }
+            let (client, server) = try await Task(executorPreference: ring) { try await connectedPair() }.value
+            @Sendable func message(from connection: TCPConnection) async throws(IOError) -> [UInt8] {
+                var bytes: [UInt8] = []
+                while bytes.count < size {
+                    let chunk = try await connection.receive(upTo: bufferSize, timeout: .seconds(5))
+                    if chunk.isEmpty { break }
+                    bytes += chunk
+                }
+                return bytes
+            }
+            let before = await ring.statistics().epoll
+            let echoed = try await Task(executorPreference: ring) { () async throws -> Int in
+                async let served: Void = {
+                    for _ in 0..<200 { try await server.write(contentsOf: try await message(from: server)) }
+                }()
+                var echoed = 0
+                for round in 0..<200 {
+                    let sent = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ round) }
+                    try await client.write(contentsOf: sent)
+                    if try await message(from: client) == sent { echoed += 1 }
+                }
+                try await served
+                return echoed
+            }.value
+            #expect(echoed == 200)
+            let after = await ring.statistics().epoll
+            let wasted = after.receivesThatWouldBlock - before.receivesThatWouldBlock
+            #expect(
+                wasted <= 20, "\(wasted) of 400 receives of \(size)-byte messages into \(bufferSize) bytes said EAGAIN")
+            try await Task(executorPreference: ring) {
+                try await client.close()
+                try await server.close()
+            }.value
+        }
+
         /// A connection waited on again and again keeps one registration: 200 round trips in
         /// which each receive waits cost a handful of `epoll_ctl` calls, not one per wait. After both ends are closed (through the
         /// runtime, on the other ring of a group) new connections, which get the same numbers,

@@ -111,14 +111,17 @@ extension SoftRing {
         let entry = unsafe descriptors.entry(fd)
         if unsafe entry.pointee.inq == .off || !entry.pointee.filled {
             let received = unsafe recv(fd, address, length, flags)
-            guard received >= 0 else { return -Int(Glibc.errno) }
+            guard received >= 0 else { return receiveFailed() }
             shortRead = received < length
             unsafe entry.pointee.filled = received == length && length > 0
             return received
         }
         var remaining: Int32 = -1
         let received = unsafe cliburing_recv_inq(fd, address, UInt(length), flags, &remaining)
-        guard received >= 0 else { return received }
+        guard received >= 0 else {
+            if received == -Int(EAGAIN) { counters.receivesThatWouldBlock &+= 1 }
+            return received
+        }
         unsafe entry.pointee.filled = received == length && length > 0
         if remaining >= 0 {
             unsafe entry.pointee.inq = .on
@@ -130,6 +133,13 @@ extension SoftRing {
             shortRead = received < length
         }
         return received
+    }
+
+    /// The -errno of a `recv` that failed, counting one that would have blocked.
+    private mutating func receiveFailed() -> Int {
+        let error = Glibc.errno
+        if error == EAGAIN { counters.receivesThatWouldBlock &+= 1 }
+        return -Int(error)
     }
 
     /// Whether `sqe` is an entry ``tryWithoutWaiting(_:)`` can make: a positioned read, or the

@@ -449,6 +449,9 @@ public struct EpollDriverCounters: Sendable, Hashable {
     public var waitedForReadiness: UInt64 = 0
     /// Entries that ran on the worker pool (regular files that would block, path operations).
     public var ranOnPool: UInt64 = 0
+    /// Socket receives made that found nothing and said `EAGAIN`: each a system call that did
+    /// nothing (a receive waits without trying when the last one drained the socket).
+    public var receivesThatWouldBlock: UInt64 = 0
     /// `epoll_wait` calls.
     public var epollWaits: UInt64 = 0
     /// `epoll_ctl` calls that added, widened, narrowed or parked a registration (a descriptor
