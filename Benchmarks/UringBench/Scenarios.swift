@@ -31,7 +31,6 @@ protocol MeasuredOperation: Sendable {
 /// Runs `concurrency` worker tasks, each calling `operation` in a loop: warm-up, a measured window
 /// with allocations counted, then stop. The window is timed by a plain thread, so no ring is ever
 /// blocked and the controller allocates nothing while it is open.
-
 func measureOnRing<Operation: MeasuredOperation>(
     scenario: String, mode: ExecutorMode, fields: [(String, String)], concurrency: Int, block: Int?, seconds: Double,
     warmup: Double, sampleEvery: Int, offsets: @escaping @Sendable (Int) -> OffsetGenerator, operation: Operation
