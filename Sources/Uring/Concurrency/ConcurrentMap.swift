@@ -143,8 +143,10 @@ public struct ConcurrentMap<Input: Sendable, Output: Sendable>: AsyncSequence, S
         /// Transforms that may still start: `limit` less those running, waiting to be consumed,
         /// or taken by the producer and not started yet (`Slots.held`).
         @usableFromInline var credits: Int
-        /// The producer, waiting for a credit.
-        @usableFromInline var producer: Resumption<Bool>?
+        /// The producer, waiting for a credit, and its answer once woken (true: a credit was
+        /// taken for it; false: the iteration is over).
+        @usableFromInline var producer: Resumption?
+        @usableFromInline var producerAnswer: Bool?
         /// Ordered: results by input position, and the next position to hand out.
         /// (At most `limit` positions are outstanding, so position % limit names a slot.)
         @usableFromInline var byIndex: [Result<Output, any Error>?]
@@ -156,8 +158,9 @@ public struct ConcurrentMap<Input: Sendable, Output: Sendable>: AsyncSequence, S
         @usableFromInline var inputCount: Int?
         @usableFromInline var inputError: (any Error)?
         @usableFromInline var handedOut = 0
-        /// The consumer, waiting for a result.
-        @usableFromInline var consumer: Resumption<Result<Output?, any Error>>?
+        /// The consumer, waiting for a result, and what it was handed once woken.
+        @usableFromInline var consumer: Resumption?
+        @usableFromInline var handedToConsumer: Result<Output?, any Error>?
         @usableFromInline var consumerCancelled = false
         /// The iteration is over (end, failure, cancellation): nothing more starts.
         @usableFromInline var ended = false
@@ -187,23 +190,29 @@ public struct ConcurrentMap<Input: Sendable, Output: Sendable>: AsyncSequence, S
         }
         if let ready { return try finishNext(ready) }
         if mustStart { start() }
-        let outcome = await withTaskCancellationHandler {
-            await Resumption.suspend { (continuation: Resumption<Result<Output?, any Error>>) in
-                let ready = state.withLock { state -> Result<Output?, any Error>? in
-                    if let ready = take(&state) { return ready }
-                    state.consumer = continuation
-                    return nil
+        // Whoever wakes the consumer leaves its result in `handedToConsumer` and resumes it with the
+        // lock held (see `Resumption`).
+        await withTaskCancellationHandler {
+            await Resumption.suspend { continuation in
+                state.withLock { state in
+                    if let ready = take(&state) {
+                        state.handedToConsumer = ready
+                        continuation.resume()
+                    } else {
+                        state.consumer = continuation
+                    }
                 }
-                if let ready { continuation.resume(returning: ready) }
             }
         } onCancel: {
-            let waiting = state.withLock { state in
+            state.withLock { state in
                 state.consumerCancelled = true
-                return state.consumer.take()
+                if let waiting = state.consumer.take() {
+                    state.handedToConsumer = .failure(CancellationError())
+                    waiting.resume()
+                }
             }
-            waiting?.resume(returning: .failure(CancellationError()))
         }
-        return try finishNext(outcome)
+        return try finishNext(state.withLock { $0.handedToConsumer.take()! })
     }
 
     @inlinable func finishNext(_ outcome: Result<Output?, any Error>) throws -> Output? {
@@ -247,10 +256,10 @@ public struct ConcurrentMap<Input: Sendable, Output: Sendable>: AsyncSequence, S
             state.credits += 1
             // The producer, waiting for credits, is woken once a quarter of them are back: it
             // then starts that many transforms in one go, not one task switch per element.
-            if state.credits >= wakeThreshold, let producer = state.producer {
-                state.producer = nil
+            if state.credits >= wakeThreshold, let producer = state.producer.take() {
                 state.credits -= 1
-                producer.resume(returning: true)
+                state.producerAnswer = true
+                producer.resume()  // with the lock held: `take` runs under it
             }
             return result.map { Optional($0) }
         }
@@ -263,13 +272,14 @@ public struct ConcurrentMap<Input: Sendable, Output: Sendable>: AsyncSequence, S
 
     /// Ends the iteration: nothing more starts, and what runs is cancelled.
     @inlinable func end() {
-        let (driver, producer) = state.withLock { state in
+        let driver = state.withLock { state in
             state.ended = true
-            let producer = state.producer
-            state.producer = nil
-            return (state.driver, producer)
+            if let producer = state.producer.take() {
+                state.producerAnswer = false
+                producer.resume()
+            }
+            return state.driver
         }
-        producer?.resume(returning: false)
         driver?.cancel()
     }
 
@@ -318,19 +328,23 @@ public struct ConcurrentMap<Input: Sendable, Output: Sendable>: AsyncSequence, S
             if taken > 0 {
                 slots.held = taken
             } else {
-                let granted = await Resumption.suspend { (continuation: Resumption<Bool>) in
-                    let answer = state.withLock { state -> Bool? in
-                        if state.ended { return false }
-                        if state.credits > 0 {
+                // Whoever wakes the producer leaves its answer in `producerAnswer` and resumes it
+                // with the lock held (see `Resumption`).
+                await Resumption.suspend { continuation in
+                    state.withLock { state in
+                        if state.ended {
+                            state.producerAnswer = false
+                        } else if state.credits > 0 {
                             state.credits -= 1
-                            return true
+                            state.producerAnswer = true
+                        } else {
+                            state.producer = continuation
+                            return
                         }
-                        state.producer = continuation
-                        return nil
+                        continuation.resume()
                     }
-                    if let answer { continuation.resume(returning: answer) }
                 }
-                guard granted else { return nil }
+                guard state.withLock({ $0.producerAnswer.take()! }) else { return nil }
                 slots.held = 1  // taken for this call by whoever woke it
             }
         }
@@ -363,29 +377,29 @@ public struct ConcurrentMap<Input: Sendable, Output: Sendable>: AsyncSequence, S
     }
 
     @inlinable func deliver(_ index: Int, _ result: Result<Output, any Error>) {
-        let resumed = state.withLock {
-            state -> (Resumption<Result<Output?, any Error>>, Result<Output?, any Error>)? in
+        state.withLock { state in
             if map.ordered {
                 state.byIndex[index % state.byIndex.count] = result
             } else {
                 state.arrived.append(result)
             }
-            guard let consumer = state.consumer, let ready = take(&state) else { return nil }
-            state.consumer = nil
-            return (consumer, ready)
+            wakeConsumer(&state)
         }
-        if let (consumer, ready) = resumed { consumer.resume(returning: ready) }
     }
 
     @inlinable func inputEnded(count: Int, error: (any Error)?) {
-        let resumed = state.withLock {
-            state -> (Resumption<Result<Output?, any Error>>, Result<Output?, any Error>)? in
+        state.withLock { state in
             state.inputCount = count
             state.inputError = error
-            guard let consumer = state.consumer, let ready = take(&state) else { return nil }
-            state.consumer = nil
-            return (consumer, ready)
+            wakeConsumer(&state)
         }
-        if let (consumer, ready) = resumed { consumer.resume(returning: ready) }
+    }
+
+    /// Hands the waiting consumer what is ready for it, if anything, and resumes it (under the
+    /// lock: see `Resumption`).
+    @inlinable func wakeConsumer(_ state: inout State) {
+        guard state.consumer != nil, let ready = take(&state) else { return }
+        state.handedToConsumer = ready
+        state.consumer.take()!.resume()
     }
 }

@@ -178,17 +178,18 @@ final class SignalHub: Sendable {
 
     /// Ends subscription `id` (once): wakes its consumer, releases its signals.
     func end(_ id: UInt64) {
-        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
-            guard var subscriber = state.subscribers[id], !subscriber.ended else { return nil }
+        state.withLock { state in
+            guard var subscriber = state.subscribers[id], !subscriber.ended else { return }
             subscriber.ended = true
             let waiter = subscriber.waiter
             subscriber.waiter = nil
             subscriber.queue = []
             state.subscribers[id] = subscriber
             release(subscriber.signals, &state)
-            return waiter
+            // With the lock held, which the consumer takes when it wakes: it may be on another
+            // thread and not yet suspended (see `Resumption`).
+            waiter?.resume()
         }
-        waiter?.resume()
     }
 
     private func release(_ signals: Set<Int32>, _ state: inout State) {
@@ -265,7 +266,7 @@ final class SignalHub: Sendable {
     /// Hands the signal numbers just read to every stream that wants them, ends the reader's
     /// turn, and wakes the consumers that have something now, or one to read next.
     private func fanOut(_ bytes: [UInt8], reader: UInt64) {
-        let wake = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+        state.withLock { state in
             state.reading = false
             for byte in bytes {
                 guard let signal = Signal(rawValue: Int32(byte)) else { continue }
@@ -276,16 +277,15 @@ final class SignalHub: Sendable {
                 }
             }
             // Everyone waiting wakes: those with signals take them; the first without becomes
-            // the next reader; the rest wait again.
-            var waiters: [CheckedContinuation<Void, Never>] = []
+            // the next reader; the rest wait again. They are resumed with the lock held, which
+            // each takes when it wakes (see `end`).
             for (key, var subscriber) in state.subscribers where subscriber.waiter != nil && key != reader {
-                waiters.append(subscriber.waiter!)
+                let waiter = subscriber.waiter!
                 subscriber.waiter = nil
                 state.subscribers[key] = subscriber
+                waiter.resume()
             }
-            return waiters
         }
-        for waiter in wake { waiter.resume() }
     }
 
     /// Drops an ended subscription's record (its signals were released by `end`).

@@ -286,6 +286,11 @@ final class AsyncGate: Sendable {
             }
             if now { continuation.resume() }
         }
+        // Handed the gate by `release`, which resumed this task with the queue's lock held: taking
+        // it here orders what the releaser did before what this task does next, for
+        // ThreadSanitizer too (a task resumed from another thread before it had suspended is a
+        // hand-over the Concurrency runtime does not annotate).
+        queue.withLock { _ in }
     }
 
     /// How many tasks wait for the gate now.
@@ -299,11 +304,11 @@ final class AsyncGate: Sendable {
     /// Hands the gate to the next waiter (it stays held), or frees it.
     func release() {
         if word.compareExchange(expected: 1, desired: 0, ordering: .releasing).exchanged { return }
-        let next = queue.withLock { queue -> CheckedContinuation<Void, Never>? in
+        queue.withLock { queue in
             guard queue.head < queue.waiters.count else {
                 // Only a gate that is not held gets here (a release without an acquire).
                 word.store(0, ordering: .releasing)
-                return nil
+                return
             }
             let next = queue.waiters[queue.head]
             queue.head += 1
@@ -312,8 +317,7 @@ final class AsyncGate: Sendable {
                 queue.head = 0
                 word.store(1, ordering: .releasing)  // held by `next`; nobody else waits
             }
-            return next
+            next.resume()  // with the lock held: see `acquire`
         }
-        next?.resume()
     }
 }
