@@ -11,8 +11,13 @@ public struct RequestHead: Sendable, Equatable {
     public var method: Method = .other
     /// The method token, as sent.
     public var methodBytes: Range<Int> = 0..<0
-    /// The request target (origin form: a path and an optional query), as sent.
+    /// The request target's path and optional query, as sent: the whole target in origin form
+    /// (`/a/b?q`); in absolute form (`http://example.com/a/b?q`), the part after the authority;
+    /// `*` in asterisk form (`OPTIONS *`).
     public var target: Range<Int> = 0..<0
+    /// The authority of a target in absolute form (`example.com:8080`), which stands for the
+    /// `Host` field (RFC 9112 §3.2.2); nil in origin and asterisk form.
+    public var authority: Range<Int>?
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     public var minorVersion = 1
     /// Whether the connection stays open after the response (version default, `Connection`).
@@ -118,8 +123,7 @@ public struct RequestHeadParser: Sendable {
         let targetStart = i
         while i < lineEnd, unsafe bytes[i] > 32, unsafe bytes[i] != 127 { i += 1 }
         guard i > targetStart, i < lineEnd, unsafe bytes[i] == 32 else { throw .badRequest }
-        head.target = targetStart..<i
-        guard unsafe bytes[targetStart] == UInt8(ascii: "/") else { throw .badRequest }  // origin form only
+        try unsafe parseTarget(bytes, targetStart..<i, into: &head)
         i += 1
         guard lineEnd - i == 8, unsafe bytes[i] == 72, unsafe bytes[i + 1] == 84, unsafe bytes[i + 2] == 84,
             unsafe bytes[i + 3] == 80,
@@ -262,6 +266,48 @@ public struct RequestHeadParser: Sendable {
             if b < 32 || b == 127 { throw .badRequest }
             i += 1
         }
+    }
+
+    /// The request target's form (RFC 9112 §3.2): origin form (`/path?query`); absolute form
+    /// (`http://authority/path?query`, which a server must accept), its path and its authority
+    /// recorded apart; asterisk form (`*`), for OPTIONS only. An absolute target without a path,
+    /// with user information (`user@host`), or with another scheme is refused (400).
+    private func parseTarget(
+        _ bytes: UnsafeRawBufferPointer, _ target: Range<Int>, into head: inout RequestHead
+    ) throws(RequestHeadError) {
+        let first = unsafe bytes[target.lowerBound]
+        if first == UInt8(ascii: "/") {
+            head.target = target
+            return
+        }
+        if first == UInt8(ascii: "*") {
+            // Methods are case-sensitive: `OPTIONS` exactly.
+            let options: StaticString = "OPTIONS"
+            guard target.count == 1, head.methodBytes.count == options.utf8CodeUnitCount,
+                (0..<options.utf8CodeUnitCount).allSatisfy({ k in
+                    unsafe bytes[head.methodBytes.lowerBound + k] == options.utf8Start[k]
+                })
+            else { throw .badRequest }
+            head.target = target
+            return
+        }
+        var authorityStart = target.lowerBound
+        if target.count > 7, unsafe equalsLowercase(bytes, target.lowerBound, "http://") {
+            authorityStart += 7
+        } else if target.count > 8, unsafe equalsLowercase(bytes, target.lowerBound, "https://") {
+            authorityStart += 8
+        } else {
+            throw .badRequest
+        }
+        var pathStart = authorityStart
+        while pathStart < target.upperBound, unsafe bytes[pathStart] != UInt8(ascii: "/") {
+            let b = unsafe bytes[pathStart]
+            if b == UInt8(ascii: "?") || b == UInt8(ascii: "#") || b == UInt8(ascii: "@") { throw .badRequest }
+            pathStart += 1
+        }
+        guard pathStart > authorityStart, pathStart < target.upperBound else { throw .badRequest }
+        head.authority = authorityStart..<pathStart
+        head.target = pathStart..<target.upperBound
     }
 
     private func parseContentLength(_ bytes: UnsafeRawBufferPointer, _ value: Range<Int>) throws(RequestHeadError)

@@ -297,8 +297,9 @@ protocol HTTPExchange: AnyObject {
         }
     }
 
-    /// The request as swift-http-types sees it: the method, `http`/`https`, the `Host` field as
-    /// the authority, the target as the path, and every other field in order.
+    /// The request as swift-http-types sees it: the method, `http`/`https`, the `Host` field (or
+    /// the authority of a target in absolute form) as the authority, the target's path and query
+    /// as the path, and every other field in order.
     private func makeRequest() -> HTTPRequest {
         let view = unsafe UnsafeRawBufferPointer(rebasing: input[consumed..<consumed + head.length])
         // GET and HEAD (what the parser recognised) without making and checking a string.
@@ -320,7 +321,7 @@ protocol HTTPExchange: AnyObject {
         } else {
             request = HTTPRequest(method: method, scheme: Connection.scheme, authority: nil, path: path)
         }
-        var authority: String?
+        var authority = head.authority.map { unsafe String(decoding: view[$0], as: UTF8.self) }
         // The head was validated by the parser: CRLF-ended lines of `name: value`.
         var lineStart = head.target.upperBound
         while lineStart + 1 < view.count, unsafe view[lineStart] != 13 || view[lineStart + 1] != 10 { lineStart += 1 }
@@ -336,7 +337,8 @@ protocol HTTPExchange: AnyObject {
             while valueEnd > valueStart, unsafe view[valueEnd - 1] == 32 || view[valueEnd - 1] == 9 { valueEnd -= 1 }
             let value = unsafe view[valueStart..<valueEnd]
             if colon - lineStart == 4, unsafe equalsLowercase(view, lineStart, "host") {
-                authority = unsafe String(decoding: value, as: UTF8.self)
+                // A target in absolute form names the authority instead (RFC 9112 §3.2.2).
+                if head.authority == nil { authority = unsafe String(decoding: value, as: UTF8.self) }
             } else if let name = unsafe HTTPField.Name(String(decoding: view[lineStart..<colon], as: UTF8.self)) {
                 unsafe request.headerFields.append(HTTPField(name: name, lenientValue: value))
             }

@@ -276,6 +276,9 @@ extension IntegrationTests {
                 "POST /keep HTTP/1.1\r\nHost: first\r\nX-One: 1\r\nX-Two: 2\r\nContent-Length: 1\r\n\r\na",
                 "GET /second HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",  // no Host (1.0 needs none)
                 "DELETE /third HTTP/1.1\r\nHost: third\r\nX-Three: 3\r\n\r\n",
+                // Absolute form: its authority, not Host (RFC 9112 §3.2.2); then asterisk form.
+                "GET http://target.example:8080/abs?x=1 HTTP/1.1\r\nHost: ignored\r\n\r\n",
+                "OPTIONS * HTTP/1.1\r\nHost: star\r\n\r\n",
                 "GET /last HTTP/1.1\r\nHost: last\r\nConnection: close\r\n\r\n",
             ]
             let response = try await server.raw(Array(requests.joined().utf8)).text
@@ -288,6 +291,8 @@ extension IntegrationTests {
                     "POST first /keep [x-one=1,x-two=2,content-length=1]",
                     "GET - /second [connection=keep-alive]",
                     "DELETE third /third [x-three=3]",
+                    "GET target.example:8080 /abs?x=1 []",
+                    "OPTIONS star * []",
                     "GET last /last [connection=close]",
                 ])
             let first = kept.withLock { $0.first }

@@ -22,6 +22,22 @@ struct HTTPParserTests {
         #expect(head.range != nil)
     }
 
+    /// RFC 9112 §3.2: a server must accept a target in absolute form (its authority stands for
+    /// `Host`), and `OPTIONS *`.
+    @Test func absoluteAndAsteriskTargets() throws {
+        let text = "GET HTTP://Example.com:8080/a/b?x=1 HTTP/1.1\r\nHost: other\r\n\r\n"
+        let head = try #require(try parseHead(text))
+        let bytes = Array(text.utf8)
+        #expect(String(decoding: bytes[head.target], as: UTF8.self) == "/a/b?x=1")
+        #expect(head.authority.map { String(decoding: bytes[$0], as: UTF8.self) } == "Example.com:8080")
+        #expect(head.method == .get && head.hasHost)
+        let secure = try #require(try parseHead("HEAD https://h/ HTTP/1.0\r\n\r\n"))
+        #expect(secure.target.count == 1 && secure.authority?.count == 1 && secure.method == .head)
+        let options = try #require(try parseHead("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n"))
+        #expect(options.target == 8..<9 && options.authority == nil && options.method == .other)
+        #expect(try parseHead("GET /a HTTP/1.1\r\nHost: h\r\n\r\n")?.authority == nil)
+    }
+
     @Test func keepAliveRules() throws {
         #expect(try parseHead("GET / HTTP/1.0\r\n\r\n")?.keepAlive == false)
         #expect(try parseHead("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")?.keepAlive == true)
@@ -41,7 +57,16 @@ struct HTTPParserTests {
         ("GET / HTTP/1.1\r\n\r\n", .badRequest),  // no Host
         ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", .badRequest),
         ("GET  / HTTP/1.1\r\nHost: h\r\n\r\n", .badRequest),
-        ("GET http://x/ HTTP/1.1\r\nHost: h\r\n\r\n", .badRequest),
+        ("GET ftp://x/ HTTP/1.1\r\nHost: h\r\n\r\n", .badRequest),  // not http(s)
+        ("GET http://x HTTP/1.1\r\nHost: h\r\n\r\n", .badRequest),  // absolute form without a path
+        ("GET http://x?q HTTP/1.1\r\nHost: h\r\n\r\n", .badRequest),
+        ("GET http:///a HTTP/1.1\r\nHost: h\r\n\r\n", .badRequest),  // no authority
+        ("GET http://user@x/ HTTP/1.1\r\nHost: h\r\n\r\n", .badRequest),  // user information
+        ("GET http://x/ HTTP/1.1\r\n\r\n", .badRequest),  // absolute form still needs Host in HTTP/1.1
+        ("GET * HTTP/1.1\r\nHost: h\r\n\r\n", .badRequest),  // asterisk form is for OPTIONS only
+        ("options * HTTP/1.1\r\nHost: h\r\n\r\n", .badRequest),
+        ("OPTIONS *x HTTP/1.1\r\nHost: h\r\n\r\n", .badRequest),
+        ("GET x HTTP/1.1\r\nHost: h\r\n\r\n", .badRequest),
         ("GET / HTTP/1.1\nHost: h\n\n", .badRequest),  // bare LF
         ("GET / HTTP/1.1\r\nHost : h\r\n\r\n", .badRequest),  // space before colon
         ("GET / HTTP/1.1\r\nHost: h\r\n folded\r\n\r\n", .badRequest),

@@ -35,10 +35,22 @@ func check(_ input: UnsafeRawBufferPointer, _ parser: RequestHeadParser) {
     precondition(
         input[head.length - 4] == 13 && input[head.length - 3] == 10 && input[head.length - 2] == 13
             && input[head.length - 1] == 10)
-    for range in [head.target, head.range, head.ifRange, head.ifNoneMatch, head.ifModifiedSince].compactMap({ $0 }) {
+    for range in [head.target, head.authority, head.range, head.ifRange, head.ifNoneMatch, head.ifModifiedSince]
+        .compactMap({ $0 })
+    {
         precondition(range.lowerBound >= 0 && range.upperBound <= head.length, "a field range outside the head")
     }
-    precondition(!head.target.isEmpty && input[head.target.lowerBound] == UInt8(ascii: "/"))
+    // The target is a path (origin form, or what follows an absolute form's authority, which
+    // then ends right before it), or `*` alone.
+    precondition(
+        !head.target.isEmpty
+            && (input[head.target.lowerBound] == UInt8(ascii: "/")
+                || (head.target.count == 1 && input[head.target.lowerBound] == UInt8(ascii: "*")))
+    )
+    if let authority = head.authority {
+        precondition(!authority.isEmpty && authority.upperBound == head.target.lowerBound)
+        precondition(input[authority].allSatisfy { $0 != UInt8(ascii: "/") && $0 != UInt8(ascii: "@") })
+    }
     precondition(head.minorVersion == 0 || head.minorVersion == 1)
     // The head alone parses to the same head; any shorter prefix is not a head.
     let exact = UnsafeRawBufferPointer(rebasing: input[..<head.length])
