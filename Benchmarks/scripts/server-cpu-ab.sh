@@ -79,8 +79,10 @@ for round in $(seq "$rounds"); do
         after=$(ticks "$pid")
         requests=$(awk '/requests in/{print $1}' <<<"$out")
         rate=$(awk '/Requests\/sec/{print $2}' <<<"$out")
+        [ -n "$rate" ] && [ -n "$requests" ] || { echo "wrk failed against $name: $out" >&2; exit 1; }
         us=$(python3 -c "print(round(($after - $before) / $hz * 1e6 / max($requests, 1), 2))")
-        client=$(awk '/^client_seconds/{printf "%.0f", 100 * ($3 + $4) / $2}' <<<"$out")
+        client=$(awk '/^client_seconds/ && $2 > 0 {printf "%.0f", 100 * ($3 + $4) / $2}' <<<"$out")
+        client=${client:-0}
         line="$line $name rps=$rate us_per_request=$us client_cpu_pct=$client"
         echo "$round $name $rate $us $client" >> "$results"
     done

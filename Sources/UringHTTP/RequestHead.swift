@@ -275,6 +275,9 @@ public struct RequestHeadParser: Sendable {
     private func parseTarget(
         _ bytes: UnsafeRawBufferPointer, _ target: Range<Int>, into head: inout RequestHead
     ) throws(RequestHeadError) {
+        // SAFETY: `target` is a non-empty range of the request line inside `bytes`, and every
+        // index read below is inside it (the prefix checks compare only when the target is longer
+        // than the prefix); `methodBytes` lies inside `bytes` too.
         let first = unsafe bytes[target.lowerBound]
         if first == UInt8(ascii: "/") {
             head.target = target
